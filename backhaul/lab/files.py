@@ -1,0 +1,82 @@
+"""The lab's controller files: what a user (or a test) needs to reach and deploy to the lab.
+
+    .lab/network.yml    a normal network description pointing at the lab hosts
+    .lab/ssh_config     so that `ssh -F .lab/ssh_config backend-1` works
+    .lab/known_hosts    the hosts' real SSH host keys (strict checking stays on)
+    .lab/id_ed25519     the lab's SSH key (private; 0600, git-ignored)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backhaul.lab import system
+from backhaul.lab.layout import Lab
+
+
+def ensure_ssh_key(lab: Lab) -> tuple[Path, str]:
+    d = lab.files_dir
+    d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o700)
+    key = d / "id_ed25519"
+    if not key.exists():
+        system.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"backhaul-lab-{lab.name}",
+                    "-f", str(key)])  # fmt: skip
+    return key, (d / "id_ed25519.pub").read_text()
+
+
+def write_known_hosts(lab: Lab, host_keys: dict[str, str]) -> Path:
+    path = lab.files_dir / "known_hosts"
+    lines = [f"{h.ip} ssh-ed25519 {host_keys[h.name]}" for h in lab.hosts if h.name in host_keys]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_ssh_config(lab: Lab) -> Path:
+    d = lab.files_dir.resolve()
+    blocks = []
+    for h in lab.hosts:
+        blocks.append(
+            f"Host {h.name}\n  HostName {h.ip}\n  User root\n  IdentityFile {d}/id_ed25519\n"
+            f"  UserKnownHostsFile {d}/known_hosts\n  StrictHostKeyChecking yes\n"
+            "  IdentitiesOnly yes\n  BatchMode yes\n  ConnectTimeout 5\n"
+        )
+    path = lab.files_dir / "ssh_config"
+    path.write_text("\n".join(blocks))
+    return path
+
+
+def network_yaml(lab: Lab, acme_directory: str, services: str = "") -> str:
+    """The network description of the lab, as a user would write it for real servers."""
+    hub, *backends = lab.hosts
+    d = lab.files_dir.resolve()
+    lines = [
+        f"# The lab '{lab.name}' (written by `inv lab.up`; edit freely, lab.up rewrites it).",
+        "network:",
+        "  subnet: 10.50.0.0/24",
+        "  port: 51820",
+        "  interface: wg0",
+        "ssh:",
+        "  user: root",
+        "  port: 22",
+        f"  key: {d}/id_ed25519",
+        f"  known_hosts: {d}/known_hosts",
+        "proxy:",
+        f"  name: {hub.name}",
+        f"  public_ip: {hub.ip}",
+        "backends:" if backends else "backends: []",
+    ]
+    for i, b in enumerate(backends, start=2):
+        lines += [f"  - name: {b.name}", f"    public_ip: {b.ip}", f"    wg_ip: 10.50.0.{i}"]
+    lines += ["services:" if services else "services: []"]
+    if services:
+        lines.append(services.rstrip("\n"))
+    lines += [
+        "tls:",
+        "  mode: acme",
+        f"  acme_server: {acme_directory}",
+        f"  email: ops@{lab.domain}",
+        "  # the lab's ACME server (pebble) serves its API with this CA",
+        f"  acme_ca_bundle: {d}/acme-api-ca.pem",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,145 @@
+"""One lab host: its overlay filesystem, its identity, its boot and its teardown."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from backhaul.errors import LabError
+from backhaul.lab import cgroups, system
+from backhaul.lab.layout import Lab, LabHost
+
+
+class HostRunner:
+    """Start/stop one host of a lab. All state lives in ``lab.host_dir(host)``."""
+
+    def __init__(self, lab: Lab, host: LabHost, rootfs: Path, pubkey: str):
+        self.lab, self.host, self.rootfs, self.pubkey = lab, host, rootfs, pubkey
+        self.dir = lab.host_dir(host)
+        self.merged = self.dir / "merged"
+        self.pidfile = self.dir / "launcher.pid"
+
+    # --- state ------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return system.read_pid(self.pidfile)
+
+    def is_running(self) -> bool:
+        return system.pid_alive(self.pid) and system.is_mounted(self.merged)
+
+    def cgroup_dirs(self) -> list[Path]:
+        return cgroups.host_cgroup_dirs(self.lab.cgroup_name, self.host.machine)
+
+    # --- start ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Mount, personalise and boot the host (after clearing what a dead run left)."""
+        self.stop()  # no-op when clean; recovers a half-torn or dead host
+        for d in ("upper", "work", "merged", "docker"):
+            (self.dir / d).mkdir(parents=True, exist_ok=True)
+        system.run(
+            [
+                "mount", "-t", "overlay", "overlay", "-o",
+                f"lowerdir={self.rootfs},upperdir={self.dir}/upper,workdir={self.dir}/work",
+                str(self.merged),
+            ]
+        )  # fmt: skip
+        self._write_identity()
+        spec = {
+            "cgroups": [str(d) for d in cgroups.create(self.lab.cgroup_name, self.host.machine)],
+            "command": self._nspawn_command(),
+        }
+        spec_path = self.dir / "launcher.json"
+        spec_path.write_text(json.dumps(spec, indent=1))
+        system.spawn_daemon(
+            [sys.executable, "-m", "backhaul.lab.launcher", str(spec_path)],
+            log=self.dir / "console.log",
+            pidfile=self.pidfile,
+            env=_pythonpath_env(),
+        )
+
+    def _nspawn_command(self) -> list[str]:
+        return [
+            "systemd-nspawn", "-D", str(self.merged), "-M", self.host.machine, "--boot",
+            # no systemd on the outer machine: nothing to register with, stay in our cgroup
+            "--register=no", "--keep-unit",
+            "--link-journal=no", "--resolv-conf=off", "--timezone=off",
+            f"--network-bridge={self.lab.bridge}",
+            # Docker inside the host: session keyrings, and overlay2 on a real-disk directory
+            "--system-call-filter=@keyring",
+            f"--bind={self.dir}/docker:/var/lib/docker",
+        ]  # fmt: skip
+
+    def _write_identity(self) -> None:
+        m = self.merged
+        if (m / "etc/machine-id").read_text().strip() == "":
+            new_id = system.run(["systemd-id128", "new"]).stdout.strip()
+            (m / "etc/machine-id").write_text(new_id + "\n")
+        if not (m / "etc/ssh/ssh_host_ed25519_key").exists():
+            system.run(["ssh-keygen", "-q", "-A", "-f", str(m)])
+        (m / "etc/hostname").write_text(self.host.name + "\n")
+        (m / "etc/hosts").write_text(
+            f"127.0.0.1 localhost\n127.0.1.1 {self.host.name}\n::1 localhost ip6-localhost\n"
+        )
+        net = self.lab.subnet
+        (m / "etc/systemd/network/10-host0.network").write_text(
+            "[Match]\nName=host0\n\n[Network]\n"
+            f"Address={self.host.ip}/{net.prefixlen}\nGateway={self.lab.gateway}\n"
+            "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        )
+        ssh = m / "root/.ssh"
+        ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (ssh / "authorized_keys").write_text(self.pubkey.strip() + "\n")
+        (ssh / "authorized_keys").chmod(0o600)
+        (m / "etc/apt/apt.conf.d/01backhaul-lab-proxy").write_text(
+            f'Acquire::http::Proxy "http://{self.lab.gateway}:3142";\n'
+        )
+
+    def host_key(self) -> str:
+        return (self.merged / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[1]
+
+    # --- stop -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Power off (TERM to the launcher), then remove every trace but the disk state."""
+        system.terminate([p for p in [self.pid] if p], timeout=15)
+        dirs = self.cgroup_dirs()
+        leftovers = sorted(cgroups.pids_in(dirs))
+        if leftovers:  # a launcher that died left its host running, or a stuck shutdown
+            system.terminate(leftovers, timeout=3)
+        for path in system.mounts_under(self.merged):
+            system.umount(path)
+        if system.is_mounted(self.merged):
+            system.umount(str(self.merged))
+        left = cgroups.remove(dirs)
+        if left:
+            raise LabError(f"{self.host.name}: cgroups still busy after stop: {left[0]}")
+        self.pidfile.unlink(missing_ok=True)
+
+    def purge(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _pythonpath_env() -> dict:
+    import os
+
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def ssh_ready(ip: str, key: Path, known_hosts: Path, timeout: float = 60.0) -> str:
+    """Wait until SSH answers and systemd finished booting; return is-system-running's word."""
+    proc = subprocess.run(
+        [
+            "ssh", "-i", str(key), "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            "-o", "ConnectTimeout=2", "-o", "ConnectionAttempts=30",
+            f"root@{ip}", "systemctl is-system-running --wait",
+        ],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    return proc.stdout.strip() or proc.stderr.strip()

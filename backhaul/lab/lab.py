@@ -1,0 +1,199 @@
+"""Bring a lab up, take it down, report on it. Idempotent, and safe after a crash or a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from backhaul.errors import LabError
+from backhaul.lab import cgroups, files, image, services, system
+from backhaul.lab.hosts import HostRunner, ssh_ready
+from backhaul.lab.layout import STATE_ROOT, Lab
+
+REQUIRED_TOOLS = {
+    "systemd-nspawn": "systemd-container",
+    "debootstrap": "debootstrap",
+    "apt-cacher-ng": "apt-cacher-ng",
+    "pebble": "pebble",
+    "pebble-challtestsrv": "pebble",
+    "openssl": "openssl",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "ip": "iproute2",
+}
+INSTALL_HINT = "apt-get install -y --no-install-recommends"
+
+
+def preflight() -> None:
+    """Everything the lab needs from this machine, reported all at once."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("run as root (the lab mounts overlays, makes bridges and cgroups)")
+    missing = sorted({pkg for tool, pkg in REQUIRED_TOOLS.items()
+                      if not shutil.which(tool) and not Path("/usr/sbin", tool).exists()})
+    if missing:
+        problems.append(f"install the lab's tools: {INSTALL_HINT} {' '.join(missing)}")
+    if "overlay" not in Path("/proc/filesystems").read_text():
+        problems.append("the kernel has no overlayfs: run `modprobe overlay` (or use a kernel with it)")
+    if not Path("/dev/net/tun").exists():
+        problems.append("/dev/net/tun is missing: wireguard-go in the hosts needs it")
+    if problems:
+        raise LabError("the lab cannot start on this machine:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _runners(lab: Lab, rootfs: Path, pubkey: str) -> list[HostRunner]:
+    return [HostRunner(lab, h, rootfs, pubkey) for h in lab.hosts]
+
+
+def _raise_inotify_limit() -> None:
+    # 21 hosts failed to boot with "Too many open files" at the default 128 (LAB.md)
+    p = Path("/proc/sys/fs/inotify/max_user_instances")
+    if int(p.read_text()) < 1024:
+        p.write_text("1024\n")
+
+
+def _ensure_bridge(lab: Lab) -> None:
+    if system.link_exists(lab.bridge):
+        return
+    routes = system.run(["ip", "-4", "route", "show", str(lab.subnet)], check=False).stdout.strip()
+    if routes:
+        raise LabError(f"lab subnet {lab.subnet} is already routed on this machine ({routes}); "
+                       "choose another with --subnet or take the other lab down")
+    system.run(["ip", "link", "add", lab.bridge, "type", "bridge"])
+    system.run(["ip", "addr", "add", f"{lab.gateway}/{lab.subnet.prefixlen}", "dev", lab.bridge])
+    system.run(["ip", "link", "set", lab.bridge, "up"])
+
+
+def _record(lab: Lab) -> Path:
+    return lab.state_dir / "lab.json"
+
+
+def up(lab: Lab, fresh: bool = False, log=print) -> dict:
+    """Bring the lab to ``lab.backends`` running backends; quick and changeless when it is up."""
+    preflight()
+    t0 = time.monotonic()
+    rec = _record(lab)
+    if rec.exists():
+        old = json.loads(rec.read_text())
+        if old["subnet"] != str(lab.subnet) or fresh:
+            down(Lab.make(old["name"], old["backends"], old["subnet"], lab.project_dir),
+                 purge=True, log=log)  # fmt: skip
+    lab.state_dir.mkdir(parents=True, exist_ok=True)
+    rec.write_text(json.dumps({"name": lab.name, "subnet": str(lab.subnet),
+                               "backends": lab.backends}))  # fmt: skip
+    rootfs, built = image.ensure_built(log=log)
+    _raise_inotify_limit()
+    key, pubkey = files.ensure_ssh_key(lab)
+    _ensure_bridge(lab)
+    services.start_apt_cache(lab)
+    services.start_acme(lab)
+
+    runners = _runners(lab, rootfs, pubkey)
+    _stop_extra_hosts(lab, {r.host.name for r in runners})
+    started = [r for r in runners if not r.is_running()]
+    for r in started:
+        r.start()
+    known_hosts = files.write_known_hosts(lab, {r.host.name: r.host_key() for r in runners})
+    files.write_ssh_config(lab)
+    with ThreadPoolExecutor(max_workers=min(32, len(runners))) as pool:
+        states = dict(zip((r.host.name for r in runners),
+                          pool.map(lambda r: ssh_ready(str(r.host.ip), key, known_hosts), runners)))
+    bad = {n: s for n, s in states.items() if s != "running"}
+    if bad:
+        raise LabError("lab hosts did not boot cleanly: " + ", ".join(f"{n}: {s}" for n, s in bad.items())
+                       + f"\n(console logs: {lab.state_dir}/hosts/<host>/console.log)")
+    network = lab.files_dir / "network.yml"
+    text = files.network_yaml(lab, services.acme_directory(lab))
+    if not network.exists() or network.read_text() != text:
+        network.write_text(text)
+    took = time.monotonic() - t0
+    log(f"lab '{lab.name}' up: {len(runners)} hosts ({len(started)} booted) in {took:.1f}s"
+        + (f" (base image built in {built:.0f}s)" if built else ""))
+    return {"hosts": len(runners), "booted": len(started), "seconds": took}
+
+
+def _stop_extra_hosts(lab: Lab, wanted: set[str]) -> None:
+    hosts_dir = lab.state_dir / "hosts"
+    if not hosts_dir.exists():
+        return
+    for d in hosts_dir.iterdir():
+        if d.name not in wanted:
+            _orphan_runner(lab, d).purge()
+
+
+def _orphan_runner(lab: Lab, d: Path) -> HostRunner:
+    """A runner for a host dir the current lab size does not include (or any, at down)."""
+    from backhaul.lab.layout import LabHost
+
+    spec = d / "launcher.json"
+    machine = f"{lab.name}-x"
+    if spec.exists():
+        cmd = json.loads(spec.read_text())["command"]
+        machine = cmd[cmd.index("-M") + 1]
+    import ipaddress
+
+    host = LabHost(d.name, machine, ipaddress.IPv4Address(lab.gateway), "backend")
+    return HostRunner(lab, host, image.rootfs(), "")
+
+
+def down(lab: Lab, purge: bool = False, log=print) -> dict:
+    """Stop every host and service of the lab; leave no mount, bridge, veth, cgroup or process."""
+    t0 = time.monotonic()
+    rec = _record(lab)
+    if rec.exists():  # the recorded lab decides the subnet (bridge) and the host set
+        old = json.loads(rec.read_text())
+        lab = Lab.make(old["name"], old["backends"], old["subnet"], lab.project_dir)
+    hosts_dir = lab.state_dir / "hosts"
+    runners = [_orphan_runner(lab, d) for d in hosts_dir.iterdir()] if hosts_dir.exists() else []
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(runners)))) as pool:
+        list(pool.map(lambda r: r.purge() if purge else r.stop(), runners))
+    # anything else left in the lab's cgroup tree (e.g. a host dir removed by hand)
+    group = cgroups.group_dirs(lab.cgroup_name)
+    stray = sorted(cgroups.pids_in(group))
+    if stray:
+        system.terminate(stray, timeout=3)
+    left = cgroups.remove(group)
+    services.stop_all(lab)
+    for path in system.mounts_under(lab.state_dir):
+        system.umount(path)
+    for link in Path("/sys/class/net").iterdir():
+        if link.name.startswith(f"vb-{lab.name}-"):
+            system.run(["ip", "link", "del", link.name], check=False)
+    if system.link_exists(lab.bridge):
+        system.run(["ip", "link", "del", lab.bridge])
+    if purge:
+        shutil.rmtree(lab.state_dir, ignore_errors=True)
+    if left:
+        raise LabError(f"could not remove cgroup {left[0]}: processes remain in it")
+    took = time.monotonic() - t0
+    log(f"lab '{lab.name}' down in {took:.1f}s" + (" (host disks removed)" if purge else ""))
+    return {"seconds": took}
+
+
+def status(lab: Lab) -> list[dict]:
+    """One row per host: is its launcher alive, its overlay mounted, its SSH port open."""
+    import socket
+
+    rec = _record(lab)
+    if rec.exists():
+        old = json.loads(rec.read_text())
+        lab = Lab.make(old["name"], old["backends"], old["subnet"], lab.project_dir)
+    rows = []
+    for h in lab.hosts:
+        r = HostRunner(lab, h, image.rootfs(), "")
+        try:
+            socket.create_connection((str(h.ip), 22), timeout=0.5).close()
+            ssh = "open"
+        except OSError:
+            ssh = "-"
+        rows.append({"host": h.name, "ip": str(h.ip), "machine": h.machine,
+                     "running": r.is_running(), "ssh": ssh})  # fmt: skip
+    return rows
+
+
+def all_labs() -> list[str]:
+    return sorted(p.name for p in STATE_ROOT.iterdir()) if STATE_ROOT.exists() else []

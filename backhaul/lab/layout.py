@@ -1,0 +1,118 @@
+"""Where a lab lives: its name, addresses, directories and the names of its hosts.
+
+Everything else in the lab package derives paths and addresses from a :class:`Lab`, so two labs
+with different names (and subnets) never share a bridge, a directory, a cgroup or an address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from backhaul.errors import LabError
+
+# Shared by every lab on the machine: the base image and the apt cache survive labs and clones.
+CACHE_DIR = Path(os.environ.get("BACKHAUL_CACHE", "/var/cache/backhaul"))
+# Per-lab host filesystems (overlay upper dirs, docker dirs): on the real disk, not in the repo.
+STATE_ROOT = Path(os.environ.get("BACKHAUL_LAB_ROOT", "/var/lib/backhaul/labs"))
+
+DEFAULT_LAB = "demo"
+# TEST-NET-2 for the default lab; others take a /24 from 198.18.0.0/15 (RFC 2544, benchmarking),
+# never 192.0.2.0/24 (this machine's eth0) nor 203.0.113.0/24 (the Debian mirror resolves there).
+DEFAULT_SUBNETS = {"demo": "198.51.100.0/24", "ci": "198.18.10.0/24"}
+NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,5}$")
+MAX_BACKENDS = 40
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str  # hostname inside, and the inventory name: "proxy", "backend-1", ...
+    machine: str  # nspawn machine name, short so the veth name "vb-<machine>" fits 15 chars
+    ip: ipaddress.IPv4Address
+    role: str  # "hub" | "backend"
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    subnet: ipaddress.IPv4Network
+    backends: int
+    project_dir: Path  # where .lab/ (network.yml, ssh_config, key) is written
+
+    @classmethod
+    def make(
+        cls,
+        name: str = DEFAULT_LAB,
+        backends: int = 2,
+        subnet: str | None = None,
+        project_dir: str | Path = ".",
+    ) -> Lab:
+        if not NAME_RE.match(name):
+            raise LabError(
+                f"lab name {name!r} is not valid: use 1-6 lowercase letters/digits starting "
+                "with a letter (it becomes part of interface names limited to 15 characters)"
+            )
+        if not 0 <= backends <= MAX_BACKENDS:
+            raise LabError(f"--backends {backends}: choose between 0 and {MAX_BACKENDS}")
+        if subnet is None:
+            subnet = DEFAULT_SUBNETS.get(name) or _derived_subnet(name)
+        try:
+            net = ipaddress.IPv4Network(subnet)
+        except ValueError as e:
+            raise LabError(f"lab subnet {subnet!r} is not an IPv4 network: {e}") from None
+        if net.num_addresses < backends + 16:
+            raise LabError(f"lab subnet {net} is too small for {backends} backends")
+        return cls(name=name, subnet=net, backends=backends, project_dir=Path(project_dir))
+
+    # --- addresses -------------------------------------------------------------------------
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        """The bridge's address: the outer machine, where the apt cache and pebble listen."""
+        return self.subnet.network_address + 1
+
+    def outsider_ip(self) -> ipaddress.IPv4Address:
+        """A spare bridge address tests add to the outer machine to play a stranger."""
+        return self.subnet.network_address + 200
+
+    @property
+    def hosts(self) -> list[LabHost]:
+        base = self.subnet.network_address
+        out = [LabHost("proxy", f"{self.name}-0", base + 10, "hub")]
+        for i in range(1, self.backends + 1):
+            out.append(LabHost(f"backend-{i}", f"{self.name}-{i}", base + 10 + i, "backend"))
+        return out
+
+    # --- names and places ------------------------------------------------------------------
+    @property
+    def bridge(self) -> str:
+        return f"bh-{self.name}"
+
+    @property
+    def cgroup_name(self) -> str:
+        return f"backhaul-{self.name}"
+
+    @property
+    def state_dir(self) -> Path:
+        return STATE_ROOT / self.name
+
+    def host_dir(self, host: LabHost) -> Path:
+        return self.state_dir / "hosts" / host.name
+
+    @property
+    def files_dir(self) -> Path:
+        """The lab's controller files: .lab/ for the default lab, .lab-<name>/ for others."""
+        sub = ".lab" if self.name == DEFAULT_LAB else f".lab-{self.name}"
+        return self.project_dir / sub
+
+    @property
+    def domain(self) -> str:
+        return f"{self.name}.lab.test"
+
+
+def _derived_subnet(name: str) -> str:
+    # Stable per name, inside 198.18.0.0/15, away from the explicit defaults above.
+    n = sum((i + 1) * ord(c) for i, c in enumerate(name))
+    return f"198.{18 + (n // 200) % 2}.{20 + n % 200}.0/24"

@@ -1,0 +1,174 @@
+"""The lab's own services on the bridge address: an apt cache and an ACME server (pebble).
+
+Lab hosts cannot resolve or reach the Debian mirror; apt-cacher-ng on the bridge address serves
+them (and makes reruns fast). pebble is a real ACME server: HTTP-01 validation connects to the
+hub's port 80 because pebble-challtestsrv answers every DNS name with the hub's address.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import ssl
+import time
+import urllib.request
+from pathlib import Path
+
+from backhaul.errors import LabError
+from backhaul.lab import system
+from backhaul.lab.layout import CACHE_DIR, Lab
+
+APT_PORT = 3142
+ACME_PORT = 14000
+ACME_MGMT_PORT = 15000
+DNS_PORT = 8053
+DNS_MGMT_PORT = 8055
+
+
+def _wait_port(ip: str, port: int, what: str, log: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((ip, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+    raise LabError(f"{what} did not start listening on {ip}:{port} within {timeout:.0f}s:\n{tail}")
+
+
+class Daemon:
+    """A detached process of the lab, tracked by a pidfile in the lab's state dir."""
+
+    def __init__(self, lab: Lab, name: str):
+        self.lab, self.name = lab, name
+        self.dir = lab.state_dir / "services"
+        self.pidfile = self.dir / f"{name}.pid"
+        self.log = self.dir / f"{name}.log"
+
+    def running(self) -> bool:
+        return system.pid_alive(system.read_pid(self.pidfile))
+
+    def start(self, cmd: list[str], env: dict | None = None) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        system.spawn_daemon(cmd, self.log, self.pidfile, env=env)
+
+    def stop(self) -> None:
+        pid = system.read_pid(self.pidfile)
+        if pid:
+            system.terminate([pid], timeout=5)
+        self.pidfile.unlink(missing_ok=True)
+
+
+# --- apt cache --------------------------------------------------------------------------------
+def start_apt_cache(lab: Lab) -> None:
+    d = Daemon(lab, "apt-cacher-ng")
+    if d.running():
+        return
+    conf = lab.state_dir / "services/acng-conf"
+    if conf.exists():
+        shutil.rmtree(conf)
+    shutil.copytree("/etc/apt-cacher-ng", conf)
+    # By default it redirects to a mirror name that does not resolve here.
+    (conf / "backends_debian").write_text("http://deb.debian.org/debian/\n")
+    cache = CACHE_DIR / "apt" / lab.name
+    for sub in ("cache", "log"):
+        (cache / sub).mkdir(parents=True, exist_ok=True)
+    run = lab.state_dir / "services"
+    d.start(
+        [
+            "/usr/sbin/apt-cacher-ng", "-c", str(conf), "ForeGround=1",
+            f"BindAddress={lab.gateway}", f"Port={APT_PORT}",
+            f"CacheDir={cache}/cache", f"LogDir={cache}/log",
+            f"SocketPath={run}/acng.socket", f"PidFile={run}/acng.internal.pid",
+        ]
+    )  # fmt: skip
+    _wait_port(str(lab.gateway), APT_PORT, "apt-cacher-ng", d.log)
+
+
+# --- ACME (pebble) ----------------------------------------------------------------------------
+def _make_api_cert(lab: Lab, tls_dir: Path) -> None:
+    """A CA and a leaf for pebble's own HTTPS API (SAN = the bridge address)."""
+    if (tls_dir / "api-cert.pem").exists():
+        return
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (
+        tls_dir / n for n in ("api-ca.key", "api-ca.pem", "api.key", "api.csr", "api-cert.pem")
+    )
+    system.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "3650",
+                "-subj", f"/CN=backhaul lab {lab.name} ACME API CA"])  # fmt: skip
+    system.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={lab.gateway}"])
+    ext = tls_dir / "san.ext"
+    ext.write_text(f"subjectAltName=IP:{lab.gateway}\n")
+    system.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+                "-CAcreateserial", "-out", str(cert), "-days", "3650", "-extfile", str(ext)])
+    for p in (ca_key, key):
+        p.chmod(0o600)
+
+
+def start_acme(lab: Lab) -> None:
+    gw = str(lab.gateway)
+    hub_ip = str(lab.hosts[0].ip)
+    dns = Daemon(lab, "challtestsrv")
+    if not dns.running():
+        dns.start(
+            [
+                "pebble-challtestsrv", "-dns01", f"{gw}:{DNS_PORT}",
+                "-management", f"{gw}:{DNS_MGMT_PORT}",
+                "-http01", "", "-https01", "", "-tlsalpn01", "",
+                # every name resolves to the hub: HTTP-01 validation reaches its nginx on :80
+                "-defaultIPv4", hub_ip, "-defaultIPv6", "",
+            ]
+        )  # fmt: skip
+        _wait_port(gw, DNS_MGMT_PORT, "pebble-challtestsrv", dns.log)
+    acme = Daemon(lab, "pebble")
+    if not acme.running():
+        tls_dir = lab.state_dir / "services/acme-api"
+        _make_api_cert(lab, tls_dir)
+        conf = lab.state_dir / "services/pebble-config.json"
+        conf.write_text(json.dumps({"pebble": {
+            "listenAddress": f"{gw}:{ACME_PORT}",
+            "managementListenAddress": f"{gw}:{ACME_MGMT_PORT}",
+            "certificate": str(tls_dir / "api-cert.pem"),
+            "privateKey": str(tls_dir / "api.key"),
+            "httpPort": 80, "tlsPort": 443,
+            "ocspResponderURL": "", "externalAccountBindingRequired": False,
+        }}, indent=1))  # fmt: skip
+        import os
+
+        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
+                   PEBBLE_AUTHZREUSE="0")  # fmt: skip
+        acme.start(
+            ["pebble", "-config", str(conf), "-dnsserver", f"{gw}:{DNS_PORT}", "-strict=false"],
+            env=env,
+        )
+        _wait_port(gw, ACME_MGMT_PORT, "pebble", acme.log)
+    # pebble makes a new root at every start: keep the current one for clients (tests, verify)
+    files = lab.files_dir
+    files.mkdir(parents=True, exist_ok=True)
+    shutil.copy(lab.state_dir / "services/acme-api/api-ca.pem", files / "acme-api-ca.pem")
+    (files / "acme-root.pem").write_text(_fetch_root(lab))
+
+
+def _fetch_root(lab: Lab) -> str:
+    ctx = ssl.create_default_context(cafile=str(lab.state_dir / "services/acme-api/api-ca.pem"))
+    url = f"https://{lab.gateway}:{ACME_MGMT_PORT}/roots/0"
+    for _ in range(50):
+        try:
+            with urllib.request.urlopen(url, context=ctx, timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            time.sleep(0.1)
+    raise LabError(f"could not fetch the ACME root from {url}")
+
+
+def acme_directory(lab: Lab) -> str:
+    return f"https://{lab.gateway}:{ACME_PORT}/dir"
+
+
+def stop_all(lab: Lab) -> None:
+    for name in ("pebble", "challtestsrv", "apt-cacher-ng"):
+        Daemon(lab, name).stop()
