@@ -75,6 +75,21 @@ def pids_in(dirs: list[Path]) -> set[int]:
     return pids
 
 
+def kill_all(dirs: list[Path], timeout: float = 10.0) -> None:
+    """SIGKILL every process in the cgroups until they are empty (a host whose launcher died)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (pids := pids_in(dirs)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+
+
 def remove(dirs: list[Path]) -> list[Path]:
     """Remove cgroup dirs depth-first (nspawn makes payload/ and supervisor/ inside).
 

@@ -105,9 +105,9 @@ class HostRunner:
         """Power off (TERM to the launcher), then remove every trace but the disk state."""
         system.terminate([p for p in [self.pid] if p], timeout=15)
         dirs = self.cgroup_dirs()
-        leftovers = sorted(cgroups.pids_in(dirs))
-        if leftovers:  # a launcher that died left its host running, or a stuck shutdown
-            system.terminate(leftovers, timeout=3)
+        # a launcher that died (e.g. killed with the session) leaves its host running: no clean
+        # poweroff is possible without nspawn, so end it hard; its disk state is kept
+        cgroups.kill_all(dirs)
         for path in system.mounts_under(self.merged):
             system.umount(path)
         if system.is_mounted(self.merged):

@@ -153,9 +153,7 @@ def down(lab: Lab, purge: bool = False, log=print) -> dict:
         list(pool.map(lambda r: r.purge() if purge else r.stop(), runners))
     # anything else left in the lab's cgroup tree (e.g. a host dir removed by hand)
     group = cgroups.group_dirs(lab.cgroup_name)
-    stray = sorted(cgroups.pids_in(group))
-    if stray:
-        system.terminate(stray, timeout=3)
+    cgroups.kill_all(group)
     left = cgroups.remove(group)
     services.stop_all(lab)
     for path in system.mounts_under(lab.state_dir):

@@ -1,0 +1,145 @@
+"""backhaul's commands (invoke). Thin: parse options, call one function of the package, print.
+
+    inv deploy | plan | verify | add-backend | remove-backend | rotate-keys
+    inv lab.up | lab.down | lab.status
+"""
+
+from __future__ import annotations
+
+import functools
+import json as jsonlib
+import os
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+from backhaul.errors import BackhaulError
+
+NETWORK_HELP = "network file (default: $BACKHAUL_NETWORK or ./network.yml)"
+
+
+def _friendly(fn):
+    """Turn the project's errors into a message and an exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BackhaulError as e:
+            raise Exit(f"backhaul: {e}", code=e.exit_code) from None
+
+    return wrapper
+
+
+def _network(path: str | None) -> str:
+    return path or os.environ.get("BACKHAUL_NETWORK") or "network.yml"
+
+
+# --- the network ------------------------------------------------------------------------------
+@task(help={"network": NETWORK_HELP, "limit": "only these hosts (comma-separated names)",
+            "dry": "show what would change, change nothing (pyinfra --dry --diff)"})
+@_friendly
+def deploy(c, network=None, limit=None, dry=False):
+    """Bring every host to what the network file says (WireGuard, firewall, nginx, TLS, binds)."""
+    from backhaul import flows
+
+    flows.deploy(_network(network), limit=limit, dry=dry)
+
+
+@task(help={"network": NETWORK_HELP})
+@_friendly
+def plan(c, network=None):
+    """Show what `inv deploy` would change, per host, without changing anything."""
+    from backhaul import flows
+
+    flows.deploy(_network(network), dry=True)
+
+
+@task(help={"network": NETWORK_HELP, "json": "machine-readable output (stable; see README)"})
+@_friendly
+def verify(c, network=None, json=False):
+    """Check the whole network end to end (read-only). Exit 0 healthy, 1 problems, 2 cannot check."""
+    from backhaul import verify as verify_mod
+
+    report = verify_mod.run(_network(network))
+    print(jsonlib.dumps(report.to_json(), indent=2) if json else report.to_table())
+    if not report.ok:
+        raise Exit(code=1)
+
+
+@task(help={"host": "the new backend's public IP", "name": "its name (default backend-N)",
+            "wg_ip": "its WireGuard address (default: lowest free)", "network": NETWORK_HELP})
+@_friendly
+def add_backend(c, host, name=None, wg_ip=None, network=None):
+    """Add a backend: write it to the network file, deploy it and the hub's peer, verify it."""
+    from backhaul import flows
+
+    flows.add_backend(_network(network), public_ip=host, name=name, wg_ip=wg_ip)
+
+
+@task(help={"name": "the backend to remove", "force": "also remove the services that use it",
+            "network": NETWORK_HELP})
+@_friendly
+def remove_backend(c, name, force=False, network=None):
+    """Remove a backend: its hub peer and firewall rule, its tunnel, its entry in the file."""
+    from backhaul import flows
+
+    flows.remove_backend(_network(network), name=name, force=force)
+
+
+@task(help={"host": "rotate this host's key", "all": "rotate every host's key",
+            "network": NETWORK_HELP})
+@_friendly
+def rotate_keys(c, host=None, all=False, network=None):
+    """Make new WireGuard keys on the host(s) and apply them with the shortest possible gap."""
+    from backhaul import flows
+
+    if bool(host) == bool(all):
+        raise Exit("backhaul: say which keys to rotate: --host NAME or --all", code=2)
+    flows.rotate_keys(_network(network), host=host, all_hosts=all)
+
+
+# --- the lab ----------------------------------------------------------------------------------
+LAB_HELP = "lab name: 1-6 lowercase letters/digits (default: demo; its files go to .lab/)"
+
+
+def _lab(name, backends=2, subnet=None):
+    from backhaul.lab.layout import Lab
+
+    return Lab.make(name or "demo", int(backends), subnet, os.getcwd())
+
+
+@task(name="up", help={"backends": "number of backends (default 2)", "name": LAB_HELP,
+                       "subnet": "the lab's 'public internet' /24 (default per name)",
+                       "fresh": "start from bare hosts (throw away the hosts' disks)"})
+@_friendly
+def lab_up(c, backends=2, name=None, subnet=None, fresh=False):
+    """Boot the lab: 1 hub + N backends (real Debian 12, systemd, SSH), apt cache, ACME (pebble)."""
+    from backhaul.lab import lab
+
+    lab.up(_lab(name, backends, subnet), fresh=fresh)
+
+
+@task(name="down", help={"name": LAB_HELP, "purge": "also delete the hosts' disks"})
+@_friendly
+def lab_down(c, name=None, purge=False):
+    """Stop the lab; leave no mount, bridge, veth, cgroup or process behind."""
+    from backhaul.lab import lab
+
+    lab.down(_lab(name), purge=purge)
+
+
+@task(name="status", help={"name": LAB_HELP})
+@_friendly
+def lab_status(c, name=None):
+    """Show the lab's hosts and whether each is running and answering SSH."""
+    from backhaul.lab import lab
+
+    rows = lab.status(_lab(name))
+    print(f"{'host':<12} {'ip':<16} {'running':<8} ssh")
+    for r in rows:
+        print(f"{r['host']:<12} {r['ip']:<16} {'yes' if r['running'] else 'no':<8} {r['ssh']}")
+
+
+ns = Collection(deploy, plan, verify, add_backend, remove_backend, rotate_keys)
+ns.add_collection(Collection("lab", lab_up, lab_down, lab_status))
