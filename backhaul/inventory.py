@@ -1,0 +1,29 @@
+"""The model's hosts as pyinfra inventory groups (used by ../inventory.py)."""
+
+from __future__ import annotations
+
+from backhaul.network import Host, Network, load_current
+
+
+def host_data(net: Network, host: Host) -> dict:
+    data = {
+        "ssh_hostname": host.ssh_host,
+        "ssh_user": net.ssh.user,
+        "ssh_port": net.ssh.port,
+        # accept a new host's key once, refuse a changed one (a MITM or a rebuilt server)
+        "ssh_strict_host_key_checking": "accept-new",
+        "backhaul_role": host.role,
+    }
+    if net.ssh.key:
+        data["ssh_key"] = str(net.ssh.key)
+    if net.ssh.known_hosts:
+        data["ssh_known_hosts_file"] = str(net.ssh.known_hosts)
+    return data
+
+
+def groups(net: Network | None = None) -> tuple[list, list]:
+    """(proxy, backends) lists of (name, data) as pyinfra inventory files expect."""
+    net = net or load_current()
+    proxy = [(net.hub.name, host_data(net, net.hub))]
+    backends = [(b.name, host_data(net, b)) for b in net.backends]
+    return proxy, backends

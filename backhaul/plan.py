@@ -1,0 +1,97 @@
+"""What each host should look like, derived from the model: WireGuard peers and firewall rules.
+
+Pure functions over the validated model (and, for peers, the public keys read from the hosts).
+The deploys render these; templates only loop over them. This is where a newcomer finds who
+peers with whom and why a ufw rule exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backhaul.network import Host, Network
+
+RULE_COMMENT = "backhaul"  # every ufw rule backhaul makes carries it: that is how we know ours
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    public_key: str
+    allowed_ips: tuple[str, ...]
+    endpoint: str | None = None
+    keepalive: int = 0
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ufw rule: ``ufw [route] allow [in on IFACE] [proto P] from SRC to DST port PORT``."""
+
+    port: int | None
+    proto: str | None  # "tcp" | "udp" | None (both)
+    src: str = "any"
+    dst: str = "any"
+    interface: str | None = None  # "in on <interface>"
+    route: bool = False  # a forwarding rule (ufw route ...), e.g. backend to backend on the hub
+    out_interface: str | None = None
+    why: str = ""  # shown in plans and errors, not part of the rule
+
+
+def wg_address(net: Network, host: Host) -> str:
+    """The [Interface] Address: the host's WG address with the subnet's prefix length."""
+    return f"{host.wg_ip}/{net.subnet.prefixlen}"
+
+
+def hub_peers(
+    net: Network, keys: dict[str, str | None], current: dict[str, str] | None = None
+) -> tuple[list[Peer], list[str]]:
+    """The hub's [Peer] list, and the backends left out for want of a public key.
+
+    ``keys``: backend name -> public key read from that backend (None: not readable now).
+    ``current``: the hub's configured peers, allowed IP (e.g. "10.50.0.2/32") -> public key.
+    A backend whose key cannot be read in this run keeps the peer the hub already has for its
+    address, so a partial run (``--limit``) or an unreachable backend never drops a tunnel.
+    Peers are only ever removed by removing the backend from the network file.
+    """
+    current = current or {}
+    peers, missing = [], []
+    for b in net.backends:
+        key = keys.get(b.name) or current.get(b.wg_cidr)
+        if key:
+            peers.append(Peer(b.name, key, (b.wg_cidr,)))
+        else:
+            missing.append(b.name)
+    return peers, missing
+
+
+def backend_hub_peer(net: Network, hub_key: str | None) -> Peer | None:
+    """A backend's only peer: the hub. With backend_to_backend the whole subnet routes via it."""
+    if not hub_key:
+        return None
+    allowed = str(net.subnet) if net.backend_to_backend else net.hub.wg_cidr
+    endpoint_ip = net.hub.public_ip
+    host = f"[{endpoint_ip}]" if endpoint_ip.version == 6 else str(endpoint_ip)
+    return Peer(net.hub.name, hub_key, (allowed,), f"{host}:{net.port}", net.keepalive)
+
+
+def firewall_rules(net: Network, host: Host) -> list[Rule]:
+    """Every ufw rule this host needs, SSH first (it is allowed before ufw is ever enabled)."""
+    rules = [Rule(net.ssh.port, "tcp", why="SSH: never lock the operator out")]
+    if host.role == "hub":
+        for b in net.backends:
+            rules.append(Rule(net.port, "udp", src=str(b.public_ip),
+                              why=f"WireGuard from {b.name} only"))  # fmt: skip
+        rules.append(Rule(80, "tcp", why="HTTP: ACME challenges and the redirect to HTTPS"))
+        rules.append(Rule(443, "tcp", why="HTTPS for the services"))
+        if net.backend_to_backend:
+            rules.append(Rule(None, None, src=str(net.subnet), dst=str(net.subnet),
+                              interface=net.interface, route=True, out_interface=net.interface,
+                              why="backend to backend through the hub"))  # fmt: skip
+    else:
+        # Service ports answer the hub (and, with backend_to_backend, the other backends) over
+        # the tunnel only; nothing is opened on the public interface.
+        src = str(net.subnet) if net.backend_to_backend else str(net.hub.wg_ip)
+        for s in net.services_on(host.name):
+            rules.append(Rule(s.port, "tcp", src=src, dst=str(host.wg_ip), interface=net.interface,
+                              why=f"service {s.name} from the hub over the tunnel"))  # fmt: skip
+    return rules

@@ -1,0 +1,68 @@
+"""Helpers for lab tests: run commands on lab hosts, run backhaul's commands against the lab."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from backhaul.lab.layout import Lab
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class LabHandle:
+    lab: Lab
+
+    @property
+    def files(self) -> Path:
+        return self.lab.files_dir
+
+    @property
+    def network(self) -> Path:
+        return self.files / "network.yml"
+
+    @property
+    def hosts(self):
+        return self.lab.hosts
+
+    def ip(self, name: str) -> str:
+        return next(str(h.ip) for h in self.lab.hosts if h.name == name)
+
+    def ssh(self, host: str, command: str, check: bool = True, timeout: float = 120):
+        proc = subprocess.run(
+            ["ssh", "-F", str(self.files / "ssh_config"), host, command],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"on {host}: {command!r} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def env(self, network: Path | None = None) -> dict:
+        return dict(os.environ, BACKHAUL_NETWORK=str(network or self.network))
+
+    def inv(self, *args: str, network: Path | None = None, check: bool = True, timeout=900):
+        """Run `inv ARGS` as a user would (cwd = the project), against the lab's network file."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "invoke", *args], cwd=ROOT, env=self.env(network),
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if check and proc.returncode != 0:
+            raise AssertionError(f"inv {' '.join(args)} exited {proc.returncode}\n"
+                                 f"{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}")
+        return proc
+
+    def pyinfra(self, *args: str, network: Path | None = None, check: bool = True):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pyinfra", "-y", "inventory.py", *args], cwd=ROOT,
+            env=self.env(network), capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        if check and proc.returncode != 0:
+            raise AssertionError(f"pyinfra {' '.join(args)} exited {proc.returncode}\n"
+                                 f"{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}")
+        return proc
