@@ -1,0 +1,1101 @@
+"""The network file -> a validated, frozen model. The only place that knows addressing rules.
+
+``load()`` reads the YAML *node tree* (``yaml.compose``) rather than plain Python objects, so
+every problem can point at the exact line and column it comes from. All problems are collected
+and raised together as one :class:`~backhaul.errors.ConfigError`; nothing here contacts a host.
+
+Every string that may later reach a template, a config file or a shell on a host is checked
+against a strict pattern here (names, domains, paths, units, e-mail, URLs), so nothing hostile
+gets past the model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import ipaddress
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from backhaul import yamledit
+from backhaul.errors import ConfigError, Problem
+
+__all__ = [
+    "Network",
+    "Host",
+    "Service",
+    "Tls",
+    "Ssh",
+    "load",
+    "load_current",
+    "clear_cache",
+    "add_backend",
+    "remove_backend",
+    "next_free_wg_ip",
+    "DEFAULT_PATH",
+    "ENV_VAR",
+    "MAX_BYTES",
+]
+
+DEFAULT_PATH = "network.yml"
+ENV_VAR = "BACKHAUL_NETWORK"
+MAX_BYTES = 1024 * 1024  # a network file for hundreds of hosts is a few dozen KiB
+
+ACME_SERVERS = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+TLS_MODES = ("acme", "self-signed", "provided")
+
+# fullmatch everywhere: `$` would accept a trailing newline. Explicit ASCII classes, never \w/\d.
+HOST_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+SERVICE_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+INTERFACE_RE = re.compile(r"[a-z][a-z0-9]{0,14}")
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+UNIT_RE = re.compile(r"[A-Za-z0-9@_.:-]+\.service")
+HUB_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]*")
+CONTROLLER_PATH_RE = re.compile(r"[A-Za-z0-9._/~+@-]+")
+LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+EMAIL_RE = re.compile(r"[A-Za-z0-9._%+][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+URL_RE = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/+=-]*)?")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+# -- the model ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    role: str  # "hub" | "backend"
+    public_ip: IPAddress
+    wg_ip: ipaddress.IPv4Address
+    ssh_host: str  # what SSH connects to; defaults to str(public_ip)
+
+    @property
+    def wg_cidr(self) -> str:
+        return f"{self.wg_ip}/32"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    backend: str
+    port: int
+    domains: tuple[str, ...] = ()
+    websocket: bool = False
+    allow: tuple[str, ...] = ()
+    hsts: bool = False
+    compose: str | None = None
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
+class Ssh:
+    user: str = "root"
+    port: int = 22
+    key: Path | None = None
+    known_hosts: Path | None = None
+
+
+@dataclass(frozen=True)
+class Tls:
+    mode: str
+    acme_server: str
+    acme_directory: str | None  # the resolved ACME directory URL; None unless mode is acme
+    email: str | None
+    acme_ca_bundle: Path | None
+    cert: str | None
+    key: str | None
+
+
+@dataclass(frozen=True)
+class Network:
+    path: Path
+    subnet: ipaddress.IPv4Network
+    port: int
+    interface: str
+    keepalive: int
+    backend_to_backend: bool
+    preshared_keys: bool
+    key_max_age_days: int
+    hub: Host
+    backends: tuple[Host, ...]
+    services: tuple[Service, ...]
+    ssh: Ssh
+    tls: Tls
+
+    @property
+    def hosts(self) -> tuple[Host, ...]:
+        return (self.hub, *self.backends)
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def services_on(self, name: str) -> tuple[Service, ...]:
+        return tuple(s for s in self.services if s.backend == name)
+
+
+# -- public functions ---------------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike[str], write_back: bool = False) -> Network:
+    """Read and validate the network file; raise ConfigError listing every problem.
+
+    With ``write_back`` the wg_ips allocated to backends that have none are written into the file
+    (one ``wg_ip:`` line each, nothing else touched), so addresses never move when the file is
+    later reordered or backends are removed.
+    """
+    file = os.fspath(path)
+    text = _read(file)
+    result = _check(text, file, Path(file))
+    if result.problems:
+        raise ConfigError(result.problems)
+    assert result.network is not None
+    if write_back and result.allocated:
+        edits = []
+        for mapping, addr in result.allocated:
+            edits += yamledit.set_key(text, mapping, "wg_ip", str(addr))
+        new_text = yamledit.apply(text, edits)
+        again = _check(new_text, file, Path(file))
+        if again.problems or again.network != result.network or again.allocated:
+            raise AssertionError("bug: writing back the allocated wg_ips changed the network")
+        _write_atomic(file, text, new_text)
+    return result.network
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(path: str) -> Network:
+    return load(path)
+
+
+def load_current() -> Network:
+    """The model for deploys and inventory: ``$BACKHAUL_NETWORK`` or ``./network.yml``, cached."""
+    return _load_cached(os.environ.get(ENV_VAR) or DEFAULT_PATH)
+
+
+def clear_cache() -> None:
+    """Forget models loaded by :func:`load_current` (tests, or after editing the file)."""
+    _load_cached.cache_clear()
+
+
+def next_free_wg_ip(net: Network) -> ipaddress.IPv4Address:
+    """The lowest address of the subnet no host uses (network/broadcast excluded)."""
+    used = {h.wg_ip for h in net.hosts}
+    for addr in net.subnet.hosts():
+        if addr not in used:
+            return addr
+    raise ConfigError(
+        [
+            Problem(
+                str(net.path), None, None, "network.subnet",
+                f"{str(net.subnet)!r} is full ({len(used)} hosts); use a larger subnet",
+            )
+        ]
+    )
+
+
+def add_backend(
+    path: str | os.PathLike[str],
+    name: str | None,
+    public_ip: str,
+    wg_ip: str | None = None,
+) -> Host:
+    """Append a backend to the file and return it; the file is unchanged on any problem.
+
+    ``name`` defaults to ``backend-N`` with the lowest N not taken; ``wg_ip`` defaults to the
+    lowest free address, and is written into the file either way.
+    """
+    file = os.fspath(path)
+    text = _read(file)
+    net = _load_text(text, file, Path(file))
+    taken = {h.name for h in net.hosts}
+    if name is None:
+        n = 1
+        while f"backend-{n}" in taken:
+            n += 1
+        name = f"backend-{n}"
+    problems: list[Problem] = []
+
+    def bad(field: str, message: str) -> None:
+        problems.append(Problem(file, None, None, field, message))
+
+    if not isinstance(name, str) or not HOST_NAME_RE.fullmatch(name):
+        bad("name", f"{_show(name)} is not a valid host name; {_NAME_HELP}")
+    elif name in taken:
+        bad("name", f"{_show(name)} is already a host in {file}; choose another name")
+    try:
+        pub = ipaddress.ip_address(public_ip)
+    except ValueError:
+        bad("public_ip", f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.21")
+    else:
+        owner = next((h for h in net.hosts if h.public_ip == pub), None)
+        if owner is not None:
+            bad("public_ip", f"{_show(str(pub))} is already the public_ip of {owner.name!r}")
+    if wg_ip is None:
+        wg = next_free_wg_ip(net)
+    else:
+        try:
+            wg = ipaddress.IPv4Address(wg_ip)
+        except ValueError:
+            bad("wg_ip", f"{_show(wg_ip)} is not an IPv4 address; write e.g. 10.50.0.9")
+        else:
+            owner = next((h for h in net.hosts if h.wg_ip == wg), None)
+            if owner is not None:
+                bad("wg_ip", f"{_show(str(wg))} is already the wg_ip of {owner.name!r}; "
+                    f"omit it to get {next_free_wg_ip(net)}")
+            elif wg not in net.subnet or wg in (
+                net.subnet.network_address, net.subnet.broadcast_address
+            ):
+                bad("wg_ip", f"{_show(str(wg))} is not a host address of network.subnet "
+                    f"{net.subnet}; omit it to get {next_free_wg_ip(net)}")
+    if problems:
+        raise ConfigError(problems)
+    root = yaml.compose(text)
+    fields = [("name", yamledit.scalar(name)), ("public_ip", yamledit.scalar(str(pub))),
+              ("wg_ip", yamledit.scalar(str(wg)))]
+    new_text = yamledit.apply(text, yamledit.append_item(text, root, "backends", fields))
+    new_net = _load_text(new_text, f"{file} (after adding {name})", Path(file))
+    host = new_net.host(name)
+    _write_atomic(file, text, new_text)
+    return host
+
+
+def remove_backend(path: str | os.PathLike[str], name: str) -> Host:
+    """Remove backend ``name`` from the file and return it; the file is unchanged on a problem.
+
+    Services that run on the backend must be removed (or moved) first: silently dropping them
+    would take sites offline.
+    """
+    file = os.fspath(path)
+    text = _read(file)
+    net = _load_text(text, file, Path(file))
+    index = next((i for i, h in enumerate(net.backends) if h.name == name), None)
+    problem = None
+    if name == net.hub.name:
+        problem = f"{_show(name)} is the hub (proxy); it cannot be removed"
+    elif index is None:
+        known = ", ".join(h.name for h in net.backends) or "none"
+        problem = f"there is no backend {_show(name)}; backends: {known}"
+    elif net.services_on(name):
+        names = ", ".join(s.name for s in net.services_on(name))
+        problem = f"services {names} run on {name!r}; remove or move them first"
+    if problem:
+        raise ConfigError([Problem(file, None, None, "name", problem)])
+    assert index is not None
+    root = yaml.compose(text)
+    new_text = yamledit.apply(text, yamledit.remove_item(text, root, "backends", index))
+    new_net = _load_text(new_text, f"{file} (after removing {name})", Path(file))
+    if any(h.name == name for h in new_net.hosts) or len(new_net.backends) != len(net.backends) - 1:
+        raise AssertionError(f"bug: removing {name!r} did not remove exactly that backend")
+    _write_atomic(file, text, new_text)
+    return net.backends[index]
+
+
+# -- reading and writing ------------------------------------------------------------------------
+
+
+def _read(file: str) -> str:
+    def fail(message: str, line: int | None = None, column: int | None = None) -> ConfigError:
+        return ConfigError([Problem(file, line, column, "(file)", message)])
+
+    try:
+        size = os.stat(file).st_size
+        if size > MAX_BYTES:
+            raise fail(
+                f"the file is {size / MAX_BYTES:.1f} MiB; a network file is at most 1 MiB "
+                "(is this the right file?)"
+            )
+        with open(file, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise fail(
+            "not found; copy network.example.yml to network.yml, or pass --network PATH"
+        ) from None
+    except IsADirectoryError:
+        raise fail("is a directory; give the path of the network file") from None
+    except PermissionError:
+        raise fail("cannot be read (permission denied)") from None
+    if len(data) > MAX_BYTES:  # grew between stat and read
+        raise fail("the file is larger than 1 MiB; a network file is at most 1 MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        raise fail(
+            f"byte {data[exc.start:exc.start + 1]!r} is not UTF-8; save the file as UTF-8",
+            line, column,
+        ) from None
+
+
+def _write_atomic(file: str, old_text: str, new_text: str) -> None:
+    """Replace the file's content in one step (temp file + os.replace), keeping its mode.
+
+    The file is re-read first: if someone changed it since we read it, we stop rather than
+    overwrite their change.
+    """
+    target = os.path.realpath(file)  # keep a symlinked network.yml a symlink
+    with open(target, "rb") as f:
+        if f.read() != old_text.encode("utf-8"):
+            raise ConfigError(
+                [Problem(file, None, None, "(file)", "changed while we were editing it; run again")]
+            )
+    mode = stat.S_IMODE(os.stat(target).st_mode)
+    directory = os.path.dirname(target) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(new_text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _load_text(text: str, file: str, path: Path) -> Network:
+    result = _check(text, file, path)
+    if result.problems:
+        raise ConfigError(result.problems)
+    assert result.network is not None
+    return result.network
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+_NAME_HELP = "use lowercase letters, digits and '-' (not at either end), at most 63 characters"
+_TAG = "tag:yaml.org,2002:"
+_KINDS = {
+    "str": "a string", "int": "a number", "float": "a number", "bool": "a boolean",
+    "null": "empty (null)", "timestamp": "a date", "binary": "binary data",
+}
+_SECTIONS = {"network": "subnet", "proxy": "public_ip"}
+_EXAMPLES = {
+    "subnet": "10.50.0.0/24",
+    "public_ip": "203.0.113.21",
+    "name": "backend-1",
+    "backend": "backend-1",
+    "port": "8080",
+}
+
+_TOP_KEYS = ("network", "ssh", "proxy", "backends", "services", "tls")
+_NETWORK_KEYS = (
+    "subnet", "port", "interface", "keepalive", "backend_to_backend", "preshared_keys",
+    "key_max_age_days",
+)
+_SSH_KEYS = ("user", "port", "key", "known_hosts")
+_HOST_KEYS = ("name", "public_ip", "wg_ip", "ssh_host")
+_SERVICE_KEYS = (
+    "name", "backend", "port", "domains", "websocket", "allow", "hsts", "compose", "unit",
+)
+_TLS_KEYS = ("mode", "acme_server", "email", "acme_ca_bundle", "cert", "key")
+
+_BAD = object()  # "present but invalid" (a problem has been recorded), as opposed to None
+_constructor = SafeConstructor()
+
+
+def _show(value: Any) -> str:
+    """repr(), cut to ~60 characters: enough to recognise, short enough for one line."""
+    r = repr(value)
+    return r if len(r) <= 60 else r[:56] + "...'"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+@dataclass
+class _Draft:
+    """A host as read, before addresses are allocated."""
+
+    path: str
+    node: MappingNode
+    role: str
+    name: Any
+    name_node: Node | None
+    public_ip: Any
+    public_ip_node: Node | None
+    wg_ip: Any
+    wg_ip_node: Node | None
+    ssh_host: Any
+
+
+@dataclass
+class _Result:
+    network: Network | None
+    problems: list[Problem]
+    allocated: list[tuple[MappingNode, ipaddress.IPv4Address]]
+
+
+class _Checker:
+    def __init__(self, file: str):
+        self.file = file
+        self.problems: list[Problem] = []
+
+    # where: a node, a yaml Mark, or None (no location)
+    def add(self, where: Any, field: str, message: str) -> None:
+        mark = getattr(where, "start_mark", where)
+        line = mark.line + 1 if mark is not None else None
+        column = mark.column + 1 if mark is not None else None
+        self.problems.append(Problem(self.file, line, column, field or "(top level)", message))
+
+    # -- structure --
+
+    def mapping(
+        self, node: Node | None, path: str, known: tuple[str, ...], required: tuple[str, ...] = (),
+        what: str = "a mapping",
+    ) -> dict[str, Node] | None:
+        """Keys -> value nodes; reports non-mappings, unknown, duplicate and missing keys."""
+        if node is None:  # an absent section: the parent reported it if it is required
+            return {}
+        if _is_null(node):
+            for key in required:
+                self.add(node, _join(path, key), f"missing; add {_example(key)}")
+            return {}
+        if not isinstance(node, MappingNode):
+            self.add(node, path, f"expected {what} (key: value lines), got {_describe(node)}")
+            return None
+        out: dict[str, Node] = {}
+        seen: dict[str, Node] = {}
+        suggested: set[str] = set()
+        for knode, vnode in node.value:
+            if not (isinstance(knode, ScalarNode) and knode.tag == _TAG + "str"):
+                self.add(knode, path, f"keys must be words such as {known[0]!r}, "
+                         f"got {_describe(knode)}")
+                continue
+            key = knode.value
+            field = _join(path, key)
+            if key in seen:
+                self.add(knode, field, f"duplicate key {_show(key)} (first on line "
+                         f"{seen[key].start_mark.line + 1}); keep only one")
+                continue
+            seen[key] = knode
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
+                suggested.update(close)
+                self.add(knode, field, f"unknown key {_show(key)}; {hint}")
+                continue
+            if key in required and _is_null(vnode):
+                what = f"at least `{_SECTIONS[key]}:` under it" if key in _SECTIONS else \
+                    _example(key)
+                self.add(vnode, field, f"is empty; add {what}")
+                continue
+            out[key] = vnode
+        for key in required:
+            if key not in out and key not in seen and key not in suggested:
+                self.add(node, _join(path, key), f"missing; add {_example(key)}")
+        return out
+
+    def items(self, node: Node | None, path: str, what: str) -> list[Node]:
+        """A list's item nodes; null or absent is an empty list."""
+        if node is None or _is_null(node):
+            return []
+        if not isinstance(node, SequenceNode):
+            self.add(node, path, f"expected a list of {what} (lines starting with '- '), "
+                     f"got {_describe(node)}")
+            return []
+        return list(node.value)
+
+    # -- scalars: each returns the value, None when absent/null, or _BAD (problem recorded) --
+
+    def present(self, m: dict[str, Node], key: str, path: str) -> Node | None:
+        node = m.get(key)
+        if node is None:
+            return None
+        return None if _is_null(node) else node
+
+    def text(self, m: dict[str, Node], key: str, path: str, *, ip_like: bool = False) -> Any:
+        node = self.present(m, key, path)
+        if node is None:
+            return None
+        if isinstance(node, ScalarNode) and node.tag == _TAG + "str":
+            return node.value
+        if ip_like and isinstance(node, ScalarNode) and node.style is None:
+            return node.value  # e.g. 1:2:3:4:5:6:7:8 reads as a YAML 1.1 sexagesimal number
+        hint = ""
+        if isinstance(node, ScalarNode):
+            custom = not node.tag.startswith(_TAG) or node.tag[len(_TAG):] not in _KINDS
+            hint = "; remove the tag" if custom else "; put it in quotes"
+        self.add(node, path, f"expected a string, got {_describe(node)}{hint}")
+        return _BAD
+
+    def integer(self, m: dict[str, Node], key: str, path: str, lo: int, hi: int,
+                default: int, fix: str) -> Any:
+        node = self.present(m, key, path)
+        if node is None:
+            return default
+        if not (isinstance(node, ScalarNode) and node.tag == _TAG + "int"):
+            hint = "; write the number without quotes" if _is_str(node) else ""
+            self.add(node, path, f"expected a whole number, got {_describe(node)}{hint}")
+            return _BAD
+        value = _constructor.construct_yaml_int(node)
+        if not lo <= value <= hi:
+            self.add(node, path, f"{value} is outside {lo}-{hi}; {fix}")
+            return _BAD
+        return value
+
+    def boolean(self, m: dict[str, Node], key: str, path: str, default: bool = False) -> Any:
+        node = self.present(m, key, path)
+        if node is None:
+            return default
+        if not (isinstance(node, ScalarNode) and node.tag == _TAG + "bool"):
+            self.add(node, path, f"expected true or false, got {_describe(node)}")
+            return _BAD
+        return _constructor.construct_yaml_bool(node)
+
+    def matching(self, m: dict[str, Node], key: str, path: str, check: Callable[[str], str | None]
+                 ) -> Any:
+        """A string checked by ``check`` (returns an error message or None)."""
+        value = self.text(m, key, path)
+        if value is None or value is _BAD:
+            return value
+        error = check(value)
+        if error:
+            self.add(m[key], path, error)
+            return _BAD
+        return value
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _TAG + "null"
+
+
+def _is_str(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _TAG + "str"
+
+
+def _describe(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    tag = node.tag[len(_TAG):] if node.tag.startswith(_TAG) else None
+    if tag == "null":
+        return "nothing (null)"
+    if tag in _KINDS and tag != "str":  # resolved by YAML's patterns: safe to show as written
+        return f"{_KINDS[tag]} {node.value[:40]}"
+    if tag == "str":
+        return f"a string {_show(node.value)}"
+    shown = "!!" + tag if tag else node.tag
+    return f"a value tagged {_show(shown)[1:-1]} ({_show(node.value)})"
+
+
+def _example(key: str) -> str:
+    if key in _SECTIONS:
+        return f"a `{key}:` section with at least `{_SECTIONS[key]}:` (see network.example.yml)"
+    return f"e.g. `{key}: {_EXAMPLES[key]}`"
+
+
+# -- field checks: return an error message, or None when fine --
+
+
+def _check_host_name(value: str) -> str | None:
+    if HOST_NAME_RE.fullmatch(value):
+        return None
+    return f"{_show(value)} is not a valid host name; {_NAME_HELP}"
+
+
+def _check_service_name(value: str) -> str | None:
+    if SERVICE_NAME_RE.fullmatch(value):
+        return None
+    return f"{_show(value)} is not a valid service name; {_NAME_HELP}"
+
+
+def _check_interface(value: str) -> str | None:
+    if INTERFACE_RE.fullmatch(value):
+        return None
+    return (f"{_show(value)} is not a valid interface name; use a lowercase letter then up to "
+            "14 lowercase letters or digits, e.g. wg0")
+
+
+def _check_user(value: str) -> str | None:
+    if USER_RE.fullmatch(value):
+        return None
+    return f"{_show(value)} is not a valid user name; use e.g. root or deploy"
+
+
+def _dns_error(value: str, *, single_label_ok: bool) -> str | None:
+    """Why ``value`` is not a DNS name (None when it is). A trailing dot is accepted."""
+    name = value[:-1] if value.endswith(".") else value
+    if name.startswith("*."):
+        return (f"{_show(value)} is a wildcard; certificates are issued per name over HTTP-01, "
+                "so list each name (e.g. app.example.com)")
+    labels = name.split(".")
+    if (
+        not name
+        or len(name) > 253
+        or not all(LABEL_RE.fullmatch(label) for label in labels)
+        or (len(labels) < 2 and not single_label_ok)
+    ):
+        return (f"{_show(value)} is not a valid DNS name; use letters, digits, '-' and dots, "
+                "labels of at most 63 characters, e.g. app.example.com")
+    if labels[-1].isdigit():
+        return f"{_show(value)} looks like an IP address, not a DNS name"
+    return None
+
+
+def _check_domain(value: str) -> str | None:
+    return _dns_error(value, single_label_ok=False)
+
+
+def _check_ssh_host(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if _dns_error(value, single_label_ok=True) is None:
+        return None
+    return f"{_show(value)} is neither an IP address nor a host name; write e.g. 203.0.113.21"
+
+
+def _hub_path(example: str) -> Callable[[str], str | None]:
+    return lambda value: _check_hub_path(value, example)
+
+
+def _check_hub_path(value: str, example: str) -> str | None:
+    if not value.startswith("/"):
+        return f"{_show(value)} is not an absolute path; write e.g. {example}"
+    if not HUB_PATH_RE.fullmatch(value):
+        return (f"{_show(value)} contains characters other than letters, digits and ._/-; "
+                "rename the file or use a symlink")
+    if ".." in value.split("/"):
+        return f"{_show(value)} contains a '..' component; write the path without it"
+    return None
+
+
+def _check_controller_path(value: str) -> str | None:
+    if CONTROLLER_PATH_RE.fullmatch(value) and ".." not in value.split("/")[1:]:
+        return None
+    if CONTROLLER_PATH_RE.fullmatch(value):
+        return f"{_show(value)} contains a '..' component; write the path without it"
+    return (f"{_show(value)} contains characters other than letters, digits and ._/~+@-; "
+            "rename the file or use a symlink")
+
+
+def _check_unit(value: str) -> str | None:
+    if UNIT_RE.fullmatch(value) and not value.startswith("-"):
+        return None
+    return f"{_show(value)} is not a systemd service unit name; write e.g. app.service"
+
+
+def _check_email(value: str) -> str | None:
+    if EMAIL_RE.fullmatch(value):
+        return None
+    return f"{_show(value)} does not look like an e-mail address; write e.g. ops@example.com"
+
+
+def _check_acme_server(value: str) -> str | None:
+    if value in ACME_SERVERS or URL_RE.fullmatch(value):
+        return None
+    return (f"{_show(value)} is not an ACME server; write letsencrypt, letsencrypt-staging or "
+            "an https:// directory URL")
+
+
+def _check_mode(value: str) -> str | None:
+    if value in TLS_MODES:
+        return None
+    close = difflib.get_close_matches(value, TLS_MODES, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{_show(value)} is not a TLS mode; use one of acme, self-signed, provided{hint}"
+
+
+def _controller_path(value: Any, base: Path) -> Path | None:
+    if value is None or value is _BAD:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+# -- the whole file --
+
+
+def _check(text: str, file: str, path: Path) -> _Result:
+    """Validate ``text`` (the content of ``file``) and build the model when it is valid."""
+    ck = _Checker(file)
+    allocated: list[tuple[MappingNode, ipaddress.IPv4Address]] = []
+    net = None
+    try:
+        doc = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = exc.problem or exc.context or "invalid YAML"
+        if isinstance(exc, yaml.composer.ComposerError) and "another document" in what:
+            what = "found a second document ('---'); keep the whole network in one document"
+        elif exc.context and exc.problem:
+            line = f" on line {exc.context_mark.line + 1}" if exc.context_mark else ""
+            what = f"{what} ({exc.context}{line}); check the indentation and quoting here"
+        else:
+            what += "; check the indentation and quoting here"
+        ck.add(mark, "(yaml)", f"YAML syntax error: {what}")
+        doc = _BAD
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        ck.problems.append(Problem(
+            file, before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1, "(yaml)",
+            f"character {chr(exc.character)!r} is not allowed in YAML; remove it",
+        ))
+        doc = _BAD
+    except yaml.YAMLError as exc:  # pragma: no cover - every pyyaml error above carries a mark
+        ck.add(None, "(yaml)", f"YAML error: {exc}")
+        doc = _BAD
+    if doc is None:
+        ck.problems.append(Problem(file, 1, 1, "(file)", "the file is empty; start from "
+                                   "network.example.yml"))
+    elif doc is not _BAD:
+        if not isinstance(doc, MappingNode):
+            ck.add(doc, "(top level)", f"expected a mapping with the sections network, proxy, "
+                   f"backends, services, ssh, tls; got {_describe(doc)}")
+        else:
+            net, allocated = _check_network(ck, doc, path)
+    problems = sorted(ck.problems, key=lambda p: (p.line or 0, p.column or 0))
+    return _Result(net if not problems else None, problems, allocated if not problems else [])
+
+
+def _check_network(
+    ck: _Checker, doc: MappingNode, path: Path
+) -> tuple[Network | None, list[tuple[MappingNode, ipaddress.IPv4Address]]]:
+    top = ck.mapping(doc, "", _TOP_KEYS, required=("network", "proxy")) or {}
+    base = Path(os.path.abspath(path)).parent  # relative controller paths: to the file
+
+    # network:
+    nm = ck.mapping(top.get("network"), "network", _NETWORK_KEYS, required=("subnet",)) or {}
+    subnet = _subnet(ck, nm)
+    port = ck.integer(nm, "port", "network.port", 1, 65535, 51820, "use e.g. 51820")
+    interface = ck.matching(nm, "interface", "network.interface", _check_interface) or "wg0"
+    keepalive = ck.integer(nm, "keepalive", "network.keepalive", 0, 65535, 25,
+                           "use seconds, e.g. 25 (0 = off)")
+    b2b = ck.boolean(nm, "backend_to_backend", "network.backend_to_backend")
+    psk = ck.boolean(nm, "preshared_keys", "network.preshared_keys")
+    max_age = ck.integer(nm, "key_max_age_days", "network.key_max_age_days", 1, 36500, 180,
+                         "use days, e.g. 180")
+
+    # ssh:
+    sm = ck.mapping(top.get("ssh"), "ssh", _SSH_KEYS) or {}
+    ssh_user = ck.matching(sm, "user", "ssh.user", _check_user) or "root"
+    ssh_port = ck.integer(sm, "port", "ssh.port", 1, 65535, 22, "use e.g. 22")
+    ssh_key = ck.matching(sm, "key", "ssh.key", _check_controller_path)
+    known_hosts = ck.matching(sm, "known_hosts", "ssh.known_hosts", _check_controller_path)
+
+    # proxy: and backends:
+    drafts: list[_Draft] = []
+    hub_node = top.get("proxy")
+    if hub_node is not None:
+        hub = _host(ck, hub_node, "proxy", "hub")
+        if hub is not None:
+            drafts.append(hub)
+    backends_node = top.get("backends")
+    for i, item in enumerate(ck.items(backends_node, "backends", "backends")):
+        draft = _host(ck, item, f"backends[{i}]", "backend")
+        if draft is not None:
+            drafts.append(draft)
+    backend_names = {d.name for d in drafts if d.role == "backend" and isinstance(d.name, str)}
+    hub_name = next((d.name for d in drafts if d.role == "hub"), None)
+    _check_unique(ck, drafts, "name", "names")
+    _check_unique(ck, drafts, "public_ip", "public IPs")
+
+    # services:
+    services = _services(ck, top.get("services"), backend_names, hub_name, ssh_port)
+
+    # tls:
+    tls = _tls(ck, top.get("tls"), doc, base)
+
+    # addresses
+    allocated: list[tuple[MappingNode, ipaddress.IPv4Address]] = []
+    wg: dict[int, ipaddress.IPv4Address] = {}
+    if isinstance(subnet, ipaddress.IPv4Network):
+        wg, allocated = _addresses(ck, drafts, subnet, nm.get("subnet"))
+
+    if ck.problems:
+        return None, []
+    hosts = []
+    for i, d in enumerate(drafts):
+        hosts.append(Host(d.name, d.role, d.public_ip, wg[i], d.ssh_host or str(d.public_ip)))
+    network = Network(
+        path=path, subnet=subnet, port=port, interface=interface, keepalive=keepalive,
+        backend_to_backend=b2b, preshared_keys=psk, key_max_age_days=max_age,
+        hub=hosts[0], backends=tuple(hosts[1:]), services=tuple(services),
+        ssh=Ssh(ssh_user, ssh_port, _controller_path(ssh_key, base),
+                _controller_path(known_hosts, base)),
+        tls=tls,
+    )
+    return network, allocated
+
+
+def _subnet(ck: _Checker, nm: dict[str, Node]) -> Any:
+    value = ck.text(nm, "subnet", "network.subnet")
+    if value is None or value is _BAD:
+        return _BAD
+    node = nm["subnet"]
+    try:
+        loose = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        ck.add(node, "network.subnet", f"{_show(value)} is not a subnet; write e.g. 10.50.0.0/24")
+        return _BAD
+    if loose.version != 4:
+        ck.add(node, "network.subnet", f"{_show(value)} is IPv6; the WireGuard subnet must be "
+               "IPv4, e.g. 10.50.0.0/24")
+        return _BAD
+    if "/" not in value:
+        ck.add(node, "network.subnet", f"{_show(value)} has no prefix length; write e.g. "
+               f"{value}/24")
+        return _BAD
+    if str(loose.network_address) != value.split("/")[0]:
+        ck.add(node, "network.subnet", f"{_show(value)} has host bits set; write {loose}")
+        return _BAD
+    return loose
+
+
+def _host(ck: _Checker, node: Node, path: str, role: str) -> _Draft | None:
+    required = ("name", "public_ip") if role == "backend" else ("public_ip",)
+    what = "a mapping with name and public_ip" if role == "backend" else "a mapping"
+    m = ck.mapping(node, path, _HOST_KEYS, required=required, what=what)
+    if m is None:
+        return None
+    assert isinstance(node, MappingNode)
+    if role == "hub":
+        name = ck.matching(m, "name", f"{path}.name", _check_host_name) or "proxy"
+    else:
+        name = ck.matching(m, "name", f"{path}.name", _check_host_name)
+    public_ip = ck.text(m, "public_ip", f"{path}.public_ip", ip_like=True)
+    if isinstance(public_ip, str):
+        try:
+            public_ip = ipaddress.ip_address(public_ip)
+        except ValueError:
+            ck.add(m["public_ip"], f"{path}.public_ip",
+                   f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.21")
+            public_ip = _BAD
+    wg_ip = ck.text(m, "wg_ip", f"{path}.wg_ip", ip_like=True)
+    if isinstance(wg_ip, str):
+        try:
+            wg_ip = ipaddress.IPv4Address(wg_ip)
+        except ValueError:
+            ck.add(m["wg_ip"], f"{path}.wg_ip", f"{_show(wg_ip)} is not an IPv4 address; write "
+                   "e.g. 10.50.0.2, or remove this wg_ip to get one allocated")
+            wg_ip = _BAD
+    ssh_host = ck.matching(m, "ssh_host", f"{path}.ssh_host", _check_ssh_host)
+    return _Draft(path, node, role, name, m.get("name"), public_ip, m.get("public_ip"),
+                  wg_ip, m.get("wg_ip"), ssh_host)
+
+
+def _check_unique(ck: _Checker, drafts: list[_Draft], attr: str, what: str) -> None:
+    first: dict[Any, _Draft] = {}
+    for d in drafts:
+        value = getattr(d, attr)
+        if value is None or value is _BAD:
+            continue
+        if value in first:
+            other = first[value]
+            where = getattr(other, f"{attr}_node") or other.node
+            ck.add(getattr(d, f"{attr}_node") or d.node, f"{d.path}.{attr}",
+                   f"{_show(str(value))} is already used by {other.path} (line "
+                   f"{where.start_mark.line + 1}); {what} must be unique")
+        else:
+            first[value] = d
+
+
+def _addresses(
+    ck: _Checker, drafts: list[_Draft], subnet: ipaddress.IPv4Network, subnet_node: Node | None
+) -> tuple[dict[int, ipaddress.IPv4Address], list[tuple[MappingNode, ipaddress.IPv4Address]]]:
+    """Check explicit wg_ips, then give each host without one the lowest free address."""
+    usable = max(subnet.num_addresses - 2, 0)
+    if len(drafts) > usable:
+        need = 32 - (len(drafts) + 1).bit_length()
+        ck.add(subnet_node, "network.subnet",
+               f"{str(subnet)!r} has room for {usable} hosts but the file has {len(drafts)} "
+               f"(the hub and {_plural(len(drafts) - 1, 'backend')}); use a /{need} or larger")
+        return {}, []
+    hub_default = subnet.network_address + 1
+    wg: dict[int, ipaddress.IPv4Address] = {}
+    owner: dict[ipaddress.IPv4Address, _Draft] = {}
+    for i, d in enumerate(drafts):
+        addr = d.wg_ip
+        if d.role == "hub" and addr is None:
+            wg[i] = hub_default
+            owner[hub_default] = d
+            continue
+        if not isinstance(addr, ipaddress.IPv4Address):
+            continue
+        field = f"{d.path}.wg_ip"
+        if addr not in subnet:
+            ck.add(d.wg_ip_node, field, f"{_show(str(addr))} is outside network.subnet "
+                   f"{subnet}; use an address in it, or remove this wg_ip to get one allocated")
+        elif addr in (subnet.network_address, subnet.broadcast_address):
+            kind = "network" if addr == subnet.network_address else "broadcast"
+            ck.add(d.wg_ip_node, field, f"{_show(str(addr))} is the {kind} address of {subnet}; "
+                   "use a host address, or remove this wg_ip to get one allocated")
+        elif addr in owner:
+            other = owner[addr]
+            if other.role == "hub":
+                which = "proxy.wg_ip" if other.wg_ip_node else \
+                    "by default the hub takes the subnet's first host address"
+                ck.add(d.wg_ip_node, field, f"{_show(str(addr))} is the hub's address ({which}); "
+                       "remove this wg_ip to get a free one allocated")
+            else:
+                assert other.wg_ip_node is not None
+                ck.add(d.wg_ip_node, field, f"{_show(str(addr))} is already used by {other.path} "
+                       f"(line {other.wg_ip_node.start_mark.line + 1}); wg_ips must be unique")
+        else:
+            wg[i] = addr
+            owner[addr] = d
+    allocated = []
+    free = (a for a in subnet.hosts() if a not in owner)
+    for i, d in enumerate(drafts):
+        if d.wg_ip is None and i not in wg:
+            wg[i] = next(free)
+            allocated.append((d.node, wg[i]))
+    return wg, allocated
+
+
+def _services(
+    ck: _Checker, node: Node | None, backends: set[str], hub_name: Any, ssh_port: Any
+) -> list[Service]:
+    out: list[Service] = []
+    names: dict[str, str] = {}
+    domains: dict[str, str] = {}
+    ports: dict[tuple[str, int], str] = {}
+    for i, item in enumerate(ck.items(node, "services", "services")):
+        path = f"services[{i}]"
+        m = ck.mapping(item, path, _SERVICE_KEYS, required=("name", "backend", "port"),
+                       what="a mapping with name, backend and port")
+        if m is None:
+            continue
+        ok = True
+        name = ck.matching(m, "name", f"{path}.name", _check_service_name)
+        if isinstance(name, str):
+            if name in names:
+                ck.add(m["name"], f"{path}.name", f"{_show(name)} is already used by "
+                       f"{names[name]}; service names must be unique")
+                ok = False
+            names.setdefault(name, path)
+        backend = ck.text(m, "backend", f"{path}.backend")
+        if isinstance(backend, str) and backend not in backends:
+            known = ", ".join(sorted(backends)) or "none yet"
+            if backend == hub_name:
+                msg = f"{_show(backend)} is the hub; services run on backends (known: {known})"
+            else:
+                close = difflib.get_close_matches(backend, sorted(backends), n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                msg = f"{_show(backend)} is not a backend; {hint}known backends: {known}"
+            ck.add(m["backend"], f"{path}.backend", msg)
+            backend = _BAD
+        port = ck.integer(m, "port", f"{path}.port", 1, 65535, 0, "use the backend's port, "
+                          "e.g. 8080")
+        if isinstance(port, int) and port and port == ssh_port:
+            ck.add(m["port"], f"{path}.port", f"{port} is the SSH port (ssh.port); a service "
+                   "cannot use it: write the port the service itself listens on")
+            port = _BAD
+        if isinstance(port, int) and port and isinstance(backend, str):
+            if (backend, port) in ports:
+                ck.add(m["port"], f"{path}.port", f"{port} on {backend!r} is already used by "
+                       f"{ports[(backend, port)]}; each (backend, port) serves one service")
+                ok = False
+            ports.setdefault((backend, port), path)
+        doms = []
+        for j, dnode in enumerate(ck.items(m.get("domains"), f"{path}.domains", "domain names")):
+            dpath = f"{path}.domains[{j}]"
+            if not _is_str(dnode):
+                ck.add(dnode, dpath, f"expected a domain name, got {_describe(dnode)}")
+                ok = False
+                continue
+            error = _check_domain(dnode.value)
+            if error:
+                ck.add(dnode, dpath, error)
+                ok = False
+                continue
+            dom = dnode.value.lower().rstrip(".")
+            if dom in domains:
+                ck.add(dnode, dpath, f"{_show(dnode.value)} is already used by {domains[dom]}; "
+                       "a domain can point at one service only")
+                ok = False
+                continue
+            domains[dom] = dpath
+            doms.append(dom)
+        allow = []
+        for j, anode in enumerate(ck.items(m.get("allow"), f"{path}.allow", "IPs or CIDRs")):
+            apath = f"{path}.allow[{j}]"
+            if not _is_str(anode):
+                ck.add(anode, apath, f"expected an IP or CIDR, got {_describe(anode)}")
+                ok = False
+                continue
+            try:
+                allow.append(str(ipaddress.ip_network(anode.value)))
+            except ValueError:
+                try:
+                    fixed = ipaddress.ip_network(anode.value, strict=False)
+                    msg = f"{_show(anode.value)} has host bits set; write {fixed}"
+                except ValueError:
+                    msg = (f"{_show(anode.value)} is not an IP address or CIDR; write e.g. "
+                           "198.51.100.7 or 198.51.100.0/24")
+                ck.add(anode, apath, msg)
+                ok = False
+        websocket = ck.boolean(m, "websocket", f"{path}.websocket")
+        hsts = ck.boolean(m, "hsts", f"{path}.hsts")
+        compose = ck.matching(m, "compose", f"{path}.compose",
+                              _hub_path("/srv/app/compose.yml"))
+        unit = ck.matching(m, "unit", f"{path}.unit", _check_unit)
+        values = (name, backend, port, websocket, hsts, compose, unit)
+        if ok and not any(v is _BAD for v in values) and name and backend and port:
+            out.append(Service(name, backend, port, tuple(doms), websocket, tuple(allow), hsts,
+                               compose, unit))
+    return out
+
+
+def _tls(ck: _Checker, node: Node | None, doc: MappingNode, base: Path) -> Any:
+    m = ck.mapping(node, "tls", _TLS_KEYS)
+    if m is None:
+        return _BAD
+    mode = ck.matching(m, "mode", "tls.mode", _check_mode) or "acme"
+    server = ck.matching(m, "acme_server", "tls.acme_server", _check_acme_server) or "letsencrypt"
+    email = ck.matching(m, "email", "tls.email", _check_email)
+    bundle = ck.matching(m, "acme_ca_bundle", "tls.acme_ca_bundle", _check_controller_path)
+    cert = ck.matching(m, "cert", "tls.cert", _hub_path("/etc/ssl/certs/site.pem"))
+    key = ck.matching(m, "key", "tls.key", _hub_path("/etc/ssl/private/site.key"))
+    parent = node if isinstance(node, MappingNode) else doc
+    if mode == "acme" and email is None:
+        ck.add(parent, "tls.email", "missing; ACME (tls.mode acme, the default) needs a contact "
+               "address: add `email: ops@example.com` under tls, or set `mode: self-signed`")
+    if mode == "provided":
+        for k, v in (("cert", cert), ("key", key)):
+            if v is None:
+                example = "/etc/ssl/certs/site.pem" if k == "cert" else "/etc/ssl/private/site.key"
+                ck.add(parent, f"tls.{k}", f"missing; mode provided needs the path of the {k} "
+                       f"file on the hub, e.g. `{k}: {example}`")
+    elif mode is not _BAD:
+        for k, v in (("cert", cert), ("key", key)):
+            if v is not None and v is not _BAD:
+                ck.add(m[k], f"tls.{k}", f"is only used with mode provided (mode is {mode!r}); "
+                       "remove it or set `mode: provided`")
+    if any(v is _BAD for v in (mode, server, email, bundle, cert, key)):
+        return _BAD
+    directory = ACME_SERVERS.get(server, server) if mode == "acme" else None
+    return Tls(mode, server, directory, email, _controller_path(bundle, base), cert, key)
+
