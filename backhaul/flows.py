@@ -1,0 +1,114 @@
+"""The user-facing flows behind `inv deploy`, `plan`, `add-backend`, `remove-backend`,
+`rotate-keys`: validate first, take the network's lock, run pyinfra, report."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from backhaul import network as netmod
+from backhaul import pending
+from backhaul.errors import BackhaulError, DeployError
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = "deploys/site.py"
+
+
+class LockedError(BackhaulError):
+    exit_code = 3
+
+
+@contextlib.contextmanager
+def network_lock(path: str | Path, wait: float = 0.0):
+    """One backhaul run per network file at a time; a second one waits ``wait`` s, then refuses."""
+    lock_path = Path(path).resolve().with_name(f".{Path(path).name}.lock")
+    with open(lock_path, "a+") as f:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    f.seek(0)
+                    holder = f.read().strip() or "another backhaul run"
+                    raise LockedError(
+                        f"{path} is in use by {holder}; wait for it to finish and run again"
+                    ) from None
+                time.sleep(0.2)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} ({' '.join(sys.argv[1:3]) or 'backhaul'})\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+
+
+def run_pyinfra(
+    network: str | Path,
+    deploy_file: str = SITE,
+    limit: list[str] | None = None,
+    dry: bool = False,
+    extra_env: dict | None = None,
+) -> tuple[int, list[str]]:
+    """Run the pinned pyinfra CLI (the stable interface) and stream its output.
+
+    Returns pyinfra's exit code and what the deploy left pending (see backhaul.pending)."""
+    with tempfile.NamedTemporaryFile(prefix="backhaul-pending-", delete=False) as tmp:
+        pending_file = tmp.name
+    env = dict(os.environ, BACKHAUL_NETWORK=str(Path(network).resolve()),
+               **{pending.ENV: pending_file}, **(extra_env or {}))  # fmt: skip
+    cmd = [sys.executable, "-m", "pyinfra", "-y", "inventory.py", deploy_file]
+    if limit:
+        cmd += ["--limit", ",".join(limit)]
+    if dry:
+        cmd += ["--dry", "--diff"]
+    try:
+        rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+        return rc, pending.read(pending_file)
+    finally:
+        os.unlink(pending_file)
+
+
+def deploy(network: str, limit: str | None = None, dry: bool = False) -> None:
+    """Validate the whole network file (before any host is touched), then converge the hosts."""
+    net = netmod.load(network, write_back=not dry)
+    hosts = _limit(net, limit)
+    with network_lock(network, wait=0):
+        rc, left = run_pyinfra(network, limit=hosts, dry=dry)
+        if rc == 0 and left and not dry:
+            # Keys were made in this pass (bare hosts): now every public key can be read.
+            print("backhaul: new keys were made on " + ", ".join(_hosts_of(left))
+                  + "; a second pass adds them as peers", flush=True)  # fmt: skip
+            rc, left = run_pyinfra(network, limit=hosts)
+    if rc != 0:
+        raise DeployError(f"the deploy failed (pyinfra exit {rc}); see the errors above. "
+                          "Hosts that succeeded are converged; fix the cause and run it again.")
+    if left and not dry:
+        raise DeployError("the deploy is not complete:\n  " + "\n  ".join(left))
+
+
+def _hosts_of(lines: list[str]) -> list[str]:
+    return sorted({line.split(":", 1)[0] for line in lines})
+
+
+def _limit(net, limit: str | None) -> list[str] | None:
+    if not limit:
+        return None
+    names = [n.strip() for n in re.split(r"[,\s]+", limit) if n.strip()]
+    known = {h.name for h in net.hosts}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BackhaulError(f"--limit names unknown hosts: {', '.join(unknown)} "
+                            f"(hosts in {net.path}: {', '.join(sorted(known))})")
+    return names

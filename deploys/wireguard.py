@@ -1,0 +1,69 @@
+"""WireGuard hub and spoke: packages, a key pair made on each host, wg0.conf, wg-quick@wg0.
+
+    pyinfra inventory.py deploys/wireguard.py [--limit HOST]
+
+A partial run never drops a peer: the hub keeps the peer it has for a backend whose key this run
+cannot read. Peer changes are applied with `wg syncconf` (systemctl reload), so other tunnels
+stay up; only an [Interface] change restarts the interface.
+"""
+
+from pyinfra import host, inventory, logger
+from pyinfra.api import deploy
+from pyinfra.operations import server
+
+from backhaul import pending, plan
+from backhaul.facts.wireguard import WireguardConfigPeers, WireguardState
+from backhaul.network import load_current
+from backhaul.operations import packages, wireguard
+from backhaul.render import render
+
+
+def _public_key(name: str, interface: str) -> str | None:
+    state = inventory.get_host(name).get_fact(WireguardState, interface=interface) or {}
+    return state.get("public_key") or state.get("public_key_file")
+
+
+@deploy("WireGuard")
+def wireguard_network():
+    net = load_current()
+    me = net.host(host.name)
+    iface = net.interface
+    state = host.get_fact(WireguardState, interface=iface) or {}
+
+    wanted = ["wireguard-tools"]
+    # No kernel module (containers, some provider kernels): wg-quick falls back to wireguard-go.
+    if state.get("kernel_module") == "missing":
+        wanted.append("wireguard-go")
+    packages.installed(name="WireGuard packages", packages=wanted)
+    wireguard.keypair(name="WireGuard key pair (made on the host)", interface=iface)
+
+    if me.role == "hub":
+        keys = {b.name: _public_key(b.name, iface) for b in net.backends}
+        current = host.get_fact(WireguardConfigPeers, interface=iface) or {}
+        peers, missing = plan.hub_peers(net, keys, current)
+        if missing:
+            msg = f"{host.name}: no public key yet for {', '.join(missing)} (made in this run)"
+            pending.record(msg)
+            logger.warning(f"{msg}; run the deploy once more to add them as peers")
+        if net.backend_to_backend:
+            # Only ever turned on: other software on the hub (Docker) may rely on it, and with
+            # backend_to_backend off ufw's routed policy (deny) already stops the forwarding.
+            server.sysctl(
+                name="IP forwarding (backend to backend through the hub)",
+                key="net.ipv4.ip_forward", value=1, persist=True,
+                persist_file="/etc/sysctl.d/60-backhaul.conf",
+            )  # fmt: skip
+        content = render("wg-hub.conf.j2", interface=iface, address=plan.wg_address(net, me),
+                         listen_port=net.port, peers=peers)  # fmt: skip
+    else:
+        hub_key = _public_key(net.hub.name, iface)
+        if not hub_key:
+            msg = f"{host.name}: the hub has no public key yet (made in this run)"
+            pending.record(msg)
+            logger.warning(f"{msg}; run the deploy once more to connect it")
+        content = render("wg-backend.conf.j2", interface=iface, address=plan.wg_address(net, me),
+                         hub=plan.backend_hub_peer(net, hub_key))  # fmt: skip
+    wireguard.config(name=f"{iface}.conf and wg-quick@{iface}", interface=iface, content=content)
+
+
+wireguard_network()
