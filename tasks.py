@@ -63,8 +63,8 @@ def verify(c, network=None, json=False):
 
     report = verify_mod.run(_network(network))
     print(jsonlib.dumps(report.to_json(), indent=2) if json else report.to_table())
-    if not report.ok:
-        raise Exit(code=1)
+    if report.exit_code:
+        raise Exit(code=report.exit_code)
 
 
 @task(help={"host": "the new backend's public IP", "name": "its name (default backend-N)",

@@ -1,0 +1,255 @@
+"""`inv verify`: read-only, end-to-end checks of the whole network against the model.
+
+Each check yields a row (check, host, status, detail); the report is a table for people and a
+stable JSON document for machines (see README, "inv verify --json"). Nothing on any host is
+changed: only facts are read, and the controller opens TCP/TLS connections to public addresses.
+Exit codes: 0 healthy, 1 problems found, 2 could not check (a host did not answer).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from backhaul import network as netmod
+from backhaul.facts.health import HostHealth
+from backhaul.network import Host, Network
+from backhaul.session import connect
+
+HANDSHAKE_MAX_AGE = 180  # seconds; WireGuard re-handshakes every 2 minutes on a live tunnel
+OK, WARN, FAIL, UNKNOWN = "ok", "warn", "fail", "unknown"
+JSON_VERSION = 1
+
+
+@dataclass
+class Check:
+    check: str
+    host: str
+    status: str
+    detail: str
+
+
+@dataclass
+class Report:
+    network: str
+    checks: list[Check] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, check: str, host: str, status: str, detail: str) -> None:
+        self.checks.append(Check(check, host, status, detail))
+
+    @property
+    def could_not_check(self) -> bool:
+        return any(c.status == UNKNOWN for c in self.checks)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status in (OK, WARN) for c in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.could_not_check else (0 if self.ok else 1)
+
+    def to_json(self) -> dict:
+        counts = {s: sum(c.status == s for c in self.checks) for s in (OK, WARN, FAIL, UNKNOWN)}
+        return {"version": JSON_VERSION, "network": self.network, "ok": self.ok,
+                "exit_code": self.exit_code, "seconds": round(self.seconds, 2),
+                "summary": counts, "checks": [asdict(c) for c in self.checks]}  # fmt: skip
+
+    def to_table(self) -> str:
+        rows = [("CHECK", "HOST", "STATUS", "DETAIL")]
+        rows += [(c.check, c.host, c.status.upper(), c.detail) for c in self.checks]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+        j = self.to_json()["summary"]
+        verdict = ("healthy" if self.ok else "PROBLEMS FOUND") if not self.could_not_check \
+            else "COULD NOT CHECK EVERYTHING"  # fmt: skip
+        lines.append(f"\n{verdict}: {j['ok']} ok, {j['warn']} warn, {j['fail']} fail, "
+                     f"{j['unknown']} unknown ({self.seconds:.1f}s)")  # fmt: skip
+        return "\n".join(lines)
+
+
+def run(network_path: str, names: list[str] | None = None) -> Report:
+    """Verify the network (or only the named backends, with the hub)."""
+    t0 = time.monotonic()
+    net = netmod.load(network_path)
+    report = Report(str(network_path))
+    backends = [b for b in net.backends if names is None or b.name in names]
+    hosts = [net.hub, *backends]
+    with connect(net, [h.name for h in hosts]) as conn:
+        for name in conn.unreachable:
+            report.add("ssh", name, UNKNOWN, "no SSH connection: nothing on it could be checked")
+        wanted = {net.hub.name: (HostHealth, _probe_args(net, net.hub, backends))}
+        for b in backends:
+            wanted[b.name] = (HostHealth, _probe_args(net, b, backends))
+        health = {n: h for n, h in conn.facts(wanted).items() if isinstance(h, dict)}
+    _tunnel_checks(net, backends, health, report)
+    _service_checks(net, backends, health, report)
+    _external_checks(net, hosts, health, report)
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _probe_args(net: Network, host: Host, backends: list[Host]) -> dict:
+    if host.role == "hub":
+        ping = tuple(str(b.wg_ip) for b in backends)
+        tcp = tuple(f"{net.host(s.backend).wg_ip}:{s.port}" for s in net.services
+                    if s.backend in {b.name for b in backends})  # fmt: skip
+    else:
+        ping, tcp = (str(net.hub.wg_ip),), ()
+    return {"interface": net.interface, "ping": ping, "tcp": tcp}
+
+
+# --- the tunnel ----------------------------------------------------------------------------
+def _tunnel_checks(net: Network, backends: list[Host], health: dict, report: Report) -> None:
+    hub = health.get(net.hub.name)
+    if hub:
+        wg = hub["wireguard"]
+        if wg.get("service_active") and wg.get("link_up"):
+            report.add("wireguard", net.hub.name, OK, f"{net.interface} up, listening on "
+                       f"{hub['listen_port']}/udp, {len(hub['peers'])} peers")  # fmt: skip
+        else:
+            report.add("wireguard", net.hub.name, FAIL,
+                       f"wg-quick@{net.interface} is {wg.get('service_state')}: run inv deploy")
+        _key_age(net, net.hub, wg, hub.get("now"), report)
+    for b in backends:
+        mine = health.get(b.name)
+        if not hub or not mine:
+            continue
+        pub = mine["wireguard"].get("public_key") or mine["wireguard"].get("public_key_file")
+        peer = next((p for k, p in hub["peers"].items() if b.wg_cidr in p["allowed_ips"]), None)
+        peer_key = next((k for k, p in hub["peers"].items() if b.wg_cidr in p["allowed_ips"]), None)
+        if peer is None:
+            report.add("handshake", b.name, FAIL, f"the hub has no peer for {b.wg_cidr}: run inv deploy")
+        elif peer_key != pub:
+            report.add("handshake", b.name, FAIL, "the hub's peer key is not this backend's key "
+                       "(rotated without deploy?): run inv deploy")  # fmt: skip
+        elif not peer["latest_handshake"]:
+            report.add("handshake", b.name, FAIL, "no handshake yet: is UDP "
+                       f"{net.port} from {b.public_ip} reaching the hub?")  # fmt: skip
+        else:
+            age = (hub.get("now") or int(time.time())) - peer["latest_handshake"]
+            status = OK if age <= HANDSHAKE_MAX_AGE else FAIL
+            report.add("handshake", b.name, status, f"latest handshake {age}s ago"
+                       + ("" if status == OK else f" (more than {HANDSHAKE_MAX_AGE}s: tunnel dead)"))
+        there = hub["ping"].get(str(b.wg_ip))
+        back = mine["ping"].get(str(net.hub.wg_ip))
+        status = OK if there and back else FAIL
+        report.add("ping", b.name, status,
+                   f"hub -> {b.wg_ip} {'ok' if there else 'LOST'}, "
+                   f"{b.wg_ip} -> hub {'ok' if back else 'LOST'}")
+        _exposure(net, b, mine, report)
+        _key_age(net, b, mine["wireguard"], mine.get("now"), report)
+
+
+def _exposure(net: Network, b: Host, health: dict, report: Report) -> None:
+    """Sockets on a backend that answer on anything but loopback or its tunnel address."""
+    bad = []
+    for s in health["sockets"]:
+        addr = s["address"]
+        if s["proto"] == "tcp" and s["port"] == net.ssh.port:
+            continue  # SSH stays reachable: never lock the operator out
+        if s["proto"] == "udp" and s["port"] == health.get("listen_port"):
+            continue  # WireGuard's own socket
+        if addr == str(b.wg_ip) or s.get("interface") == "lo":
+            continue
+        try:
+            if ipaddress.ip_address(addr).is_loopback:
+                continue
+        except ValueError:
+            pass  # "*": every address
+        bad.append(f"{s['proto']} {addr}:{s['port']} ({s.get('process') or 'kernel'})")
+    if bad:
+        report.add("exposure", b.name, FAIL, "listening beyond the tunnel: " + ", ".join(bad)
+                   + f"; bind these to {b.wg_ip} or loopback")  # fmt: skip
+    else:
+        report.add("exposure", b.name, OK, f"only SSH, WireGuard, loopback and {b.wg_ip}")
+
+
+def _key_age(net: Network, h: Host, wg: dict, now: int | None, report: Report) -> None:
+    created = wg.get("key_created")
+    if not created:
+        return
+    days = ((now or int(time.time())) - int(created)) / 86400
+    status = OK if days <= net.key_max_age_days else WARN
+    report.add("key-age", h.name, status, f"key made {days:.0f} days ago"
+               + ("" if status == OK else f" (over {net.key_max_age_days}: inv rotate-keys)"))
+
+
+# --- services ------------------------------------------------------------------------------
+def _service_checks(net: Network, backends: list[Host], health: dict, report: Report) -> None:
+    hub = health.get(net.hub.name)
+    names = {b.name for b in backends}
+    for s in net.services:
+        if s.backend not in names:
+            continue
+        target = f"{net.host(s.backend).wg_ip}:{s.port}"
+        if hub:
+            up = hub["tcp"].get(target)
+            report.add("backend", s.name, OK if up else FAIL,
+                       f"hub reaches {target}" if up else
+                       f"backend down: the hub cannot open {target} (nginx answers 502)")
+        for domain in s.domains:
+            status, detail = https_check(net, s, domain)
+            report.add("https", f"{s.name} {domain}", status, detail)
+
+
+def https_check(net: Network, service, domain: str) -> tuple[str, str]:
+    """GET https://domain/ through the hub's public address, verifying the certificate."""
+    ctx = ssl.create_default_context(
+        cafile=str(net.tls.verify_ca_bundle) if getattr(net.tls, "verify_ca_bundle", None) else None
+    )
+    try:
+        with socket.create_connection((str(net.hub.public_ip), 443), timeout=5) as raw:
+            source = raw.getsockname()[0]
+            with ctx.wrap_socket(raw, server_hostname=domain) as tls:
+                not_after = tls.getpeercert().get("notAfter", "?")
+                tls.sendall(f"GET / HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n".encode())
+                head = tls.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
+    except ssl.SSLCertVerificationError as e:
+        return FAIL, f"certificate not valid for {domain}: {e.verify_message}"
+    except OSError as e:
+        return FAIL, f"no HTTPS from the hub for {domain}: {e}"
+    code = int(head.split()[1]) if len(head.split()) > 1 and head.split()[1].isdigit() else 0
+    allowed = not service.allow or any(
+        ipaddress.ip_address(source) in ipaddress.ip_network(a, strict=False) for a in service.allow)
+    if not allowed:
+        return (OK, f"403 for {source} (not on the allow list), as it should") if code == 403 \
+            else (FAIL, f"{code} for {source}, which is NOT on the allow list: expected 403")
+    if code == 502 or code == 504 or code == 0:
+        return FAIL, f"{head or 'no answer'}: the hub cannot reach the backend"
+    return OK, f"{code}, certificate valid until {not_after}"
+
+
+# --- what the internet sees ----------------------------------------------------------------
+def _external_checks(net: Network, hosts: list[Host], health: dict, report: Report) -> None:
+    """Connect from here to each host's public address on every port it listens on."""
+    for h in hosts:
+        mine = health.get(h.name)
+        if not mine:
+            continue
+        expected = {net.ssh.port} | ({80, 443} if h.role == "hub" else set())
+        ports = {s["port"] for s in mine["sockets"] if s["proto"] == "tcp" and s["port"]}
+        ports |= {s.port for s in net.services_on(h.name)} | expected
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            opened = {p for p, is_open in zip(sorted(ports), pool.map(
+                lambda p: _tcp_open(str(h.public_ip), p), sorted(ports))) if is_open}  # fmt: skip
+        extra = sorted(opened - expected)
+        if extra:
+            report.add("external", h.name, FAIL, f"open to the internet: {extra} "
+                       f"(expected only {sorted(expected)})")  # fmt: skip
+        else:
+            report.add("external", h.name, OK, f"from outside only {sorted(opened)} answer "
+                       f"({len(ports)} ports tried)")  # fmt: skip
+
+
+def _tcp_open(ip: str, port: int) -> bool:
+    try:
+        socket.create_connection((ip, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
