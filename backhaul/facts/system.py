@@ -1,0 +1,68 @@
+"""Host facts that are not about WireGuard or ufw."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pyinfra.api import FactBase
+
+_PROCESS = re.compile(r'users:\(\("([^"]+)"')
+
+
+def split_address(local: str) -> tuple[str, str | None, int | None]:
+    """``0.0.0.0:22`` / ``[::]:80`` / ``*:8080`` / ``127.0.0.53%lo:53`` -> (address, scope, port).
+
+    ``*`` and ``[::]`` stay as ss prints them (``*`` = every address of both families).
+    """
+    address, _, port = local.rpartition(":")
+    address, _, scope = address.partition("%")  # ss prints [fe80::1]%eth0:546
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    return address, scope or None, int(port) if port.isdigit() else None
+
+
+class ListeningSockets(FactBase[list[dict[str, Any]]]):
+    """
+    Returns the listening TCP sockets and bound UDP sockets (``ss -H -tulnp``).
+
+    ``address`` is ``0.0.0.0``, ``::`` or ``*`` for "every address"; ``interface`` is set for
+    sockets bound to a device (``127.0.0.53%lo``); ``process`` is the first process name ss
+    shows (None for kernel sockets such as WireGuard's).
+
+    .. code:: python
+
+        [
+            {"proto": "tcp", "address": "0.0.0.0", "port": 22, "interface": None,
+             "process": "sshd"},
+            {"proto": "udp", "address": "0.0.0.0", "port": 51820, "interface": None,
+             "process": None},
+        ]
+    """
+
+    default = list
+
+    def requires_command(self) -> str:
+        return "ss"
+
+    def command(self) -> str:
+        return "ss -H -tulnp"
+
+    def process(self, output: list[str]) -> list[dict[str, Any]]:
+        sockets = []
+        for line in output:
+            fields = line.split()
+            if len(fields) < 5 or fields[0] not in ("tcp", "udp"):
+                continue
+            address, scope, port = split_address(fields[4])
+            match = _PROCESS.search(line)
+            sockets.append(
+                {
+                    "proto": fields[0],
+                    "address": address,
+                    "port": port,
+                    "interface": scope,
+                    "process": match.group(1) if match else None,
+                }
+            )
+        return sockets
