@@ -58,7 +58,7 @@ def plan(c, network=None):
 @task(help={"network": NETWORK_HELP, "json": "machine-readable output (stable; see README)"})
 @_friendly
 def verify(c, network=None, json=False):
-    """Check the whole network end to end (read-only). Exit 0 healthy, 1 problems, 2 cannot check."""
+    """Check the whole network end to end (read-only). Exit 0 healthy, 1 problems, 2 unknown."""
     from backhaul import verify as verify_mod
 
     report = verify_mod.run(_network(network))

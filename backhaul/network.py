@@ -118,6 +118,8 @@ class Tls:
     acme_ca_bundle: Path | None
     cert: str | None
     key: str | None
+    # CA bundle `inv verify` trusts for the services' certificates (None: the system's)
+    verify_ca_bundle: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -409,7 +411,7 @@ _HOST_KEYS = ("name", "public_ip", "wg_ip", "ssh_host")
 _SERVICE_KEYS = (
     "name", "backend", "port", "domains", "websocket", "allow", "hsts", "compose", "unit",
 )
-_TLS_KEYS = ("mode", "acme_server", "email", "acme_ca_bundle", "cert", "key")
+_TLS_KEYS = ("mode", "acme_server", "email", "acme_ca_bundle", "verify_ca_bundle", "cert", "key")
 
 _BAD = object()  # "present but invalid" (a problem has been recorded), as opposed to None
 _constructor = SafeConstructor()
@@ -1077,6 +1079,7 @@ def _tls(ck: _Checker, node: Node | None, doc: MappingNode, base: Path) -> Any:
     server = ck.matching(m, "acme_server", "tls.acme_server", _check_acme_server) or "letsencrypt"
     email = ck.matching(m, "email", "tls.email", _check_email)
     bundle = ck.matching(m, "acme_ca_bundle", "tls.acme_ca_bundle", _check_controller_path)
+    roots = ck.matching(m, "verify_ca_bundle", "tls.verify_ca_bundle", _check_controller_path)
     cert = ck.matching(m, "cert", "tls.cert", _hub_path("/etc/ssl/certs/site.pem"))
     key = ck.matching(m, "key", "tls.key", _hub_path("/etc/ssl/private/site.key"))
     parent = node if isinstance(node, MappingNode) else doc
@@ -1094,8 +1097,9 @@ def _tls(ck: _Checker, node: Node | None, doc: MappingNode, base: Path) -> Any:
             if v is not None and v is not _BAD:
                 ck.add(m[k], f"tls.{k}", f"is only used with mode provided (mode is {mode!r}); "
                        "remove it or set `mode: provided`")
-    if any(v is _BAD for v in (mode, server, email, bundle, cert, key)):
+    if any(v is _BAD for v in (mode, server, email, bundle, roots, cert, key)):
         return _BAD
     directory = ACME_SERVERS.get(server, server) if mode == "acme" else None
-    return Tls(mode, server, directory, email, _controller_path(bundle, base), cert, key)
+    return Tls(mode, server, directory, email, _controller_path(bundle, base), cert, key,
+               _controller_path(roots, base))
 

@@ -200,9 +200,8 @@ def _service_checks(net: Network, backends: list[Host], health: dict, report: Re
 
 def https_check(net: Network, service, domain: str) -> tuple[str, str]:
     """GET https://domain/ through the hub's public address, verifying the certificate."""
-    ctx = ssl.create_default_context(
-        cafile=str(net.tls.verify_ca_bundle) if getattr(net.tls, "verify_ca_bundle", None) else None
-    )
+    bundle = net.tls.verify_ca_bundle
+    ctx = ssl.create_default_context(cafile=str(bundle) if bundle else None)
     try:
         with socket.create_connection((str(net.hub.public_ip), 443), timeout=5) as raw:
             source = raw.getsockname()[0]
@@ -235,9 +234,10 @@ def _external_checks(net: Network, hosts: list[Host], health: dict, report: Repo
         expected = {net.ssh.port} | ({80, 443} if h.role == "hub" else set())
         ports = {s["port"] for s in mine["sockets"] if s["proto"] == "tcp" and s["port"]}
         ports |= {s.port for s in net.services_on(h.name)} | expected
+        ip = str(h.public_ip)
         with ThreadPoolExecutor(max_workers=32) as pool:
-            opened = {p for p, is_open in zip(sorted(ports), pool.map(
-                lambda p: _tcp_open(str(h.public_ip), p), sorted(ports))) if is_open}  # fmt: skip
+            answers = pool.map(lambda p, ip=ip: _tcp_open(ip, p), sorted(ports))
+            opened = {p for p, is_open in zip(sorted(ports), answers, strict=True) if is_open}
         extra = sorted(opened - expected)
         if extra:
             report.add("external", h.name, FAIL, f"open to the internet: {extra} "

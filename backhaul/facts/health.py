@@ -50,8 +50,9 @@ class HostHealth(FactBase[dict[str, Any]]):
             _section("ping", f"for t in {pings}; do if ping -c2 -i0.2 -W1 -q $t >/dev/null; "
                              'then echo "$t yes"; else echo "$t no"; fi; done'),  # fmt: skip
             # bash's /dev/tcp: no extra package needed on the host
-            _section("tcp", f"for t in {tcps}; do if timeout 2 bash -c \"exec 3<>/dev/tcp/${{t%:*}}/${{t##*:}}\";"
-                            ' then echo "$t yes"; else echo "$t no"; fi; done'),  # fmt: skip
+            _section("tcp", f"for t in {tcps}; do "
+                            'if timeout 2 bash -c "exec 3<>/dev/tcp/${t%:*}/${t##*:}"; '
+                            'then echo "$t yes"; else echo "$t no"; fi; done'),  # fmt: skip
         ]
         return "; ".join(parts)
 

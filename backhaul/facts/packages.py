@@ -18,7 +18,8 @@ class InstalledPackages(FactBase[dict[str, str]]):
 
     def command(self, packages: list[str]) -> str:
         names = " ".join(shlex.quote(p) for p in packages)
-        return f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}} ${{Version}}\\n' {names} 2>/dev/null || true"
+        fmt = "'${Package} ${db:Status-Abbrev} ${Version}\\n'"
+        return f"dpkg-query -W -f={fmt} {names} 2>/dev/null || true"
 
     def process(self, output: list[str]) -> dict[str, str]:
         found = {}

@@ -78,5 +78,7 @@ def network_yaml(lab: Lab, acme_directory: str, services: str = "") -> str:
         f"  email: ops@{lab.domain}",
         "  # the lab's ACME server (pebble) serves its API with this CA",
         f"  acme_ca_bundle: {d}/acme-api-ca.pem",
+        "  # pebble's issuing root: what `inv verify` trusts for the services' certificates",
+        f"  verify_ca_bundle: {d}/acme-root.pem",
     ]
     return "\n".join(lines) + "\n"

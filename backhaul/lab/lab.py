@@ -38,11 +38,12 @@ def preflight() -> None:
     if missing:
         problems.append(f"install the lab's tools: {INSTALL_HINT} {' '.join(missing)}")
     if "overlay" not in Path("/proc/filesystems").read_text():
-        problems.append("the kernel has no overlayfs: run `modprobe overlay` (or use a kernel with it)")
+        problems.append("the kernel has no overlayfs: run `modprobe overlay`")
     if not Path("/dev/net/tun").exists():
         problems.append("/dev/net/tun is missing: wireguard-go in the hosts needs it")
     if problems:
-        raise LabError("the lab cannot start on this machine:\n" + "\n".join(f"  - {p}" for p in problems))
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise LabError(f"the lab cannot start on this machine:\n{listed}")
 
 
 def _runners(lab: Lab, rootfs: Path, pubkey: str) -> list[HostRunner]:
@@ -100,8 +101,8 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     known_hosts = files.write_known_hosts(lab, {r.host.name: r.host_key() for r in runners})
     files.write_ssh_config(lab)
     with ThreadPoolExecutor(max_workers=min(32, len(runners))) as pool:
-        states = dict(zip((r.host.name for r in runners),
-                          pool.map(lambda r: ssh_ready(str(r.host.ip), key, known_hosts), runners)))
+        answers = pool.map(lambda r: ssh_ready(str(r.host.ip), key, known_hosts), runners)
+        states = dict(zip((r.host.name for r in runners), answers, strict=True))
     bad = {n: s for n, s in states.items() if s != "running"}
     if bad:
         raise LabError("lab hosts did not boot cleanly: " + ", ".join(f"{n}: {s}" for n, s in bad.items())
