@@ -6,3 +6,4 @@
 from pyinfra import local
 
 local.include("deploys/wireguard.py")
+local.include("deploys/firewall.py")

@@ -62,7 +62,7 @@ def wireguard_network():
             pending.record(msg)
             logger.warning(f"{msg}; run the deploy once more to connect it")
         content = render("wg-backend.conf.j2", interface=iface, address=plan.wg_address(net, me),
-                         hub=plan.backend_hub_peer(net, hub_key))  # fmt: skip
+                         listen_port=net.port, hub=plan.backend_hub_peer(net, hub_key))  # fmt: skip
     wireguard.config(name=f"{iface}.conf and wg-quick@{iface}", interface=iface, content=content)
 
 

@@ -66,3 +66,19 @@ class ListeningSockets(FactBase[list[dict[str, Any]]]):
                 }
             )
         return sockets
+
+
+class SshSessionPort(FactBase[int | None]):
+    """
+    Returns the server-side port of the SSH connection this fact runs over (``$SSH_CONNECTION``).
+
+    What the host sees can differ from what the controller dialled (a provider's port forward,
+    a NAT): the firewall must keep exactly this port open, or the next connection fails.
+    """
+
+    def command(self) -> str:
+        return 'echo "${SSH_CONNECTION:-}"'
+
+    def process(self, output: list[str]) -> int | None:
+        fields = " ".join(output).split()
+        return int(fields[3]) if len(fields) == 4 and fields[3].isdigit() else None

@@ -1,0 +1,50 @@
+"""ufw: default deny in, SSH first, WireGuard only from the backends, 80/443 on the hub, service
+ports on a backend only from the hub over the tunnel.
+
+    pyinfra inventory.py deploys/firewall.py [--limit HOST]
+
+Rules are owned by comment ("backhaul"): ones that no longer match the network file are removed,
+rules an operator added by hand are left alone. SSH is allowed before ufw is ever enabled, and
+a run that would cut the SSH session it runs over is refused before anything changes.
+"""
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+
+from backhaul import plan
+from backhaul.facts.system import SshSessionPort
+from backhaul.network import load_current
+from backhaul.operations import packages, ufw
+
+
+def _ufw_rule(rule: plan.Rule) -> dict:
+    return {"port": rule.port, "proto": rule.proto or "any", "src": rule.src, "dst": rule.dst,
+            "interface": rule.interface, "route": rule.route,
+            "out_interface": rule.out_interface}  # fmt: skip
+
+
+@deploy("Firewall")
+def firewall():
+    net = load_current()
+    me = net.host(host.name)
+    session_port = host.get_fact(SshSessionPort)
+    if session_port is not None and session_port != net.ssh.port:
+        # e.g. the provider forwards the dialled port to another one: allowing only ssh.port
+        # and denying the rest would cut this very session and every later one.
+        raise DeployError(
+            f"{host.name}: refusing to change the firewall: this SSH session arrives on port "
+            f"{session_port}, but the network file says ssh.port {net.ssh.port}, which is the "
+            "only SSH port the firewall would allow. Set ssh.port to the port sshd listens on."
+        )
+    packages.installed(name="ufw", packages=["ufw"])
+    rules = plan.firewall_rules(net, me)  # SSH first
+    for rule in rules:
+        ufw.rule(name=f"ufw: {rule.why}", **_ufw_rule(rule))
+    ufw.remove_stale(name="ufw: remove rules backhaul no longer wants",
+                     wanted=[_ufw_rule(r) for r in rules])  # fmt: skip
+    ufw.defaults(name="ufw: deny incoming, allow outgoing", incoming="deny", outgoing="allow")
+    ufw.enable(name="ufw: enable (SSH allowed)", ssh_port=net.ssh.port)
+
+
+firewall()
