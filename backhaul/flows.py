@@ -86,20 +86,11 @@ def deploy(network: str, limit: str | None = None, dry: bool = False) -> None:
     hosts = _limit(net, limit)
     with network_lock(network, wait=0):
         rc, left = run_pyinfra(network, limit=hosts, dry=dry)
-        if rc == 0 and left and not dry:
-            # Keys were made in this pass (bare hosts): now every public key can be read.
-            print("backhaul: new keys were made on " + ", ".join(_hosts_of(left))
-                  + "; a second pass adds them as peers", flush=True)  # fmt: skip
-            rc, left = run_pyinfra(network, limit=hosts)
     if rc != 0:
         raise DeployError(f"the deploy failed (pyinfra exit {rc}); see the errors above. "
                           "Hosts that succeeded are converged; fix the cause and run it again.")
     if left and not dry:
         raise DeployError("the deploy is not complete:\n  " + "\n  ".join(left))
-
-
-def _hosts_of(lines: list[str]) -> list[str]:
-    return sorted({line.split(":", 1)[0] for line in lines})
 
 
 def _limit(net, limit: str | None) -> list[str] | None:

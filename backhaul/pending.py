@@ -1,8 +1,8 @@
-"""Work a deploy could not finish in one pass, reported to the task that runs it.
+"""Work a deploy could not finish, reported to the task that runs it.
 
-On bare hosts the keys are made during the run, after the configs were planned, so the hub
-cannot list peers whose public keys do not exist yet. The deploy records that here; ``inv
-deploy`` then runs once more, and a plain ``pyinfra`` run prints what to do.
+A peer whose public key cannot be read (its host unreachable and never deployed) is left out
+of the configs; the deploy records that here so that ``inv deploy`` ends non-zero naming it
+(pyinfra alone would call the run a success). A plain ``pyinfra`` run logs a warning.
 """
 
 from __future__ import annotations

@@ -39,12 +39,8 @@ def firewall():
         )
     packages.installed(name="ufw", packages=["ufw"])
     rules = plan.firewall_rules(net, me)  # SSH first
-    for rule in rules:
-        ufw.rule(name=f"ufw: {rule.why}", **_ufw_rule(rule))
-    ufw.remove_stale(name="ufw: remove rules backhaul no longer wants",
-                     wanted=[_ufw_rule(r) for r in rules])  # fmt: skip
-    ufw.defaults(name="ufw: deny incoming, allow outgoing", incoming="deny", outgoing="allow")
-    ufw.enable(name="ufw: enable (SSH allowed)", ssh_port=net.ssh.port)
+    ufw.firewall(name="ufw rules, defaults (deny in), enabled",
+                 rules=[_ufw_rule(r) for r in rules], ssh_port=net.ssh.port)  # fmt: skip
 
 
 firewall()

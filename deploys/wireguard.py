@@ -2,25 +2,57 @@
 
     pyinfra inventory.py deploys/wireguard.py [--limit HOST]
 
-A partial run never drops a peer: the hub keeps the peer it has for a backend whose key this run
-cannot read. Peer changes are applied with `wg syncconf` (systemctl reload), so other tunnels
-stay up; only an [Interface] change restarts the interface.
+Configs are rendered when their operation runs, after every host's key pair exists, so one run
+takes bare hosts to a working network. A partial run never drops a peer: the hub keeps the peer
+it has for a backend whose key this run cannot read. Peer changes are applied with `wg
+syncconf` (systemctl reload), so other tunnels stay up; only an [Interface] change restarts.
 """
 
 from pyinfra import host, inventory, logger
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import server
 
 from backhaul import pending, plan
 from backhaul.facts.wireguard import WireguardConfigPeers, WireguardState
-from backhaul.network import load_current
+from backhaul.network import Network, load_current
 from backhaul.operations import packages, wireguard
 from backhaul.render import render
 
 
 def _public_key(name: str, interface: str) -> str | None:
-    state = inventory.get_host(name).get_fact(WireguardState, interface=interface) or {}
+    """A host's public key, read from that host now; None if it has none or cannot be reached."""
+    try:
+        state = inventory.get_host(name).get_fact(WireguardState, interface=interface) or {}
+    except (PyinfraError, OSError) as e:
+        logger.warning(f"{host.name}: cannot read {name}'s public key ({e})")
+        return None
     return state.get("public_key") or state.get("public_key_file")
+
+
+def _hub_conf(net: Network) -> str:
+    iface = net.interface
+    keys = {b.name: _public_key(b.name, iface) for b in net.backends}
+    current = host.get_fact(WireguardConfigPeers, interface=iface) or {}
+    peers, missing = plan.hub_peers(net, keys, current)
+    if missing:
+        msg = f"{host.name}: no public key for {', '.join(missing)} (unreachable, never deployed)"
+        pending.record(msg)
+        logger.warning(f"{msg}: their peers wait for a deploy that reaches them")
+    return render("wg-hub.conf.j2", interface=iface, address=plan.wg_address(net, net.hub),
+                  listen_port=net.port, peers=peers)  # fmt: skip
+
+
+def _backend_conf(net: Network, name: str) -> str:
+    iface = net.interface
+    hub_key = _public_key(net.hub.name, iface)
+    if not hub_key:
+        msg = f"{name}: the hub's public key cannot be read (hub unreachable or never deployed)"
+        pending.record(msg)
+        logger.warning(msg)
+    return render("wg-backend.conf.j2", interface=iface,
+                  address=plan.wg_address(net, net.host(name)), listen_port=net.port,
+                  hub=plan.backend_hub_peer(net, hub_key))  # fmt: skip
 
 
 @deploy("WireGuard")
@@ -36,34 +68,18 @@ def wireguard_network():
         wanted.append("wireguard-go")
     packages.installed(name="WireGuard packages", packages=wanted)
     wireguard.keypair(name="WireGuard key pair (made on the host)", interface=iface)
-
-    if me.role == "hub":
-        keys = {b.name: _public_key(b.name, iface) for b in net.backends}
-        current = host.get_fact(WireguardConfigPeers, interface=iface) or {}
-        peers, missing = plan.hub_peers(net, keys, current)
-        if missing:
-            msg = f"{host.name}: no public key yet for {', '.join(missing)} (made in this run)"
-            pending.record(msg)
-            logger.warning(f"{msg}; run the deploy once more to add them as peers")
-        if net.backend_to_backend:
-            # Only ever turned on: other software on the hub (Docker) may rely on it, and with
-            # backend_to_backend off ufw's routed policy (deny) already stops the forwarding.
-            server.sysctl(
-                name="IP forwarding (backend to backend through the hub)",
-                key="net.ipv4.ip_forward", value=1, persist=True,
-                persist_file="/etc/sysctl.d/60-backhaul.conf",
-            )  # fmt: skip
-        content = render("wg-hub.conf.j2", interface=iface, address=plan.wg_address(net, me),
-                         listen_port=net.port, peers=peers)  # fmt: skip
-    else:
-        hub_key = _public_key(net.hub.name, iface)
-        if not hub_key:
-            msg = f"{host.name}: the hub has no public key yet (made in this run)"
-            pending.record(msg)
-            logger.warning(f"{msg}; run the deploy once more to connect it")
-        content = render("wg-backend.conf.j2", interface=iface, address=plan.wg_address(net, me),
-                         listen_port=net.port, hub=plan.backend_hub_peer(net, hub_key))  # fmt: skip
-    wireguard.config(name=f"{iface}.conf and wg-quick@{iface}", interface=iface, content=content)
+    if me.role == "hub" and net.backend_to_backend:
+        # Only ever turned on: other software on the hub (Docker) may rely on it, and with
+        # backend_to_backend off ufw's routed policy (deny) already stops the forwarding.
+        server.sysctl(
+            name="IP forwarding (backend to backend through the hub)",
+            key="net.ipv4.ip_forward", value=1, persist=True,
+            persist_file="/etc/sysctl.d/60-backhaul.conf",
+        )  # fmt: skip
+    render_conf = (lambda: _hub_conf(net)) if me.role == "hub" else (
+        lambda: _backend_conf(net, me.name))  # fmt: skip
+    wireguard.config(name=f"{iface}.conf and wg-quick@{iface}", interface=iface,
+                     content=render_conf)  # fmt: skip
 
 
 wireguard_network()

@@ -300,6 +300,38 @@ def rule(
     yield spec.command()
 
 
+def _stale_commands(st: dict[str, Any], wanted: list[UfwRule]) -> list[str]:
+    """``ufw delete`` commands for the rules commented backhaul that are not wanted."""
+    ipv6 = st.get("ipv6", True)
+    keep = {_rule_key(t) for spec in wanted for t in spec.tuples(ipv6=ipv6)}
+    ours = [r for r in st.get("rules", []) if r.get("comment") == COMMENT]
+    stale = [r for r in ours if _rule_key(r) not in keep and r.get("from_app") is None]
+    stale = [r for r in stale if r.get("to_app") is None]
+
+    def as_any(r: dict[str, Any]) -> dict[str, Any]:
+        anyaddr = ANY6 if r["v6"] else ANY4
+        return {
+            **r,
+            "from_ip": "any" if r["from_ip"] == anyaddr else r["from_ip"],
+            "to_ip": "any" if r["to_ip"] == anyaddr else r["to_ip"],
+            "v6": None,
+        }
+
+    # An any-to-any rule stored twice (v4 and v6) is deleted by one "from any to any"
+    # command; anything else by its exact addresses (ufw then deletes just that family).
+    commands: list[str] = []
+    for r in stale:
+        merged = as_any(r)
+        both = merged["from_ip"] == merged["to_ip"] == "any" and any(
+            o is not r and o["v6"] != r["v6"] and _rule_key(as_any(o)) == _rule_key(merged)
+            for o in stale
+        )
+        command = "ufw delete " + _spec_words(merged if both else r)
+        if command not in commands:
+            commands.append(command)
+    return commands
+
+
 @operation()
 def remove_stale(wanted: Iterable[UfwRule | dict[str, Any]]):
     """
@@ -324,37 +356,11 @@ def remove_stale(wanted: Iterable[UfwRule | dict[str, Any]]):
     """
 
     st = host.get_fact(UfwState) or {}
-    ipv6 = st.get("ipv6", True)
-    keep = {_rule_key(t) for spec in wanted for t in UfwRule.of(spec).tuples(ipv6=ipv6)}
-    ours = [r for r in st.get("rules", []) if r.get("comment") == COMMENT]
-    stale = [r for r in ours if _rule_key(r) not in keep and r.get("from_app") is None]
-    stale = [r for r in stale if r.get("to_app") is None]
-
-    if not stale:
+    commands = _stale_commands(st, [UfwRule.of(spec) for spec in wanted])
+    if not commands:
+        ours = [r for r in st.get("rules", []) if r.get("comment") == COMMENT]
         host.noop(f"no stale backhaul ufw rules ({len(ours)} owned, all wanted)")
         return
-
-    def as_any(r: dict[str, Any]) -> dict[str, Any]:
-        anyaddr = ANY6 if r["v6"] else ANY4
-        return {
-            **r,
-            "from_ip": "any" if r["from_ip"] == anyaddr else r["from_ip"],
-            "to_ip": "any" if r["to_ip"] == anyaddr else r["to_ip"],
-            "v6": None,
-        }
-
-    # An any-to-any rule stored twice (v4 and v6) is deleted by one "from any to any"
-    # command; anything else by its exact addresses (ufw then deletes just that family).
-    commands: list[str] = []
-    for r in stale:
-        merged = as_any(r)
-        both = merged["from_ip"] == merged["to_ip"] == "any" and any(
-            o is not r and o["v6"] != r["v6"] and _rule_key(as_any(o)) == _rule_key(merged)
-            for o in stale
-        )
-        command = "ufw delete " + _spec_words(merged if both else r)
-        if command not in commands:
-            commands.append(command)
     yield from commands
 
 
@@ -429,3 +435,57 @@ def enable(ssh_port: int = 22):
             "in the network file)"
         )
     yield "ufw --force enable"
+
+
+@operation()
+def firewall(
+    rules: Iterable[UfwRule | dict[str, Any]],
+    ssh_port: int = 22,
+    incoming: str = "deny",
+    outgoing: str = "allow",
+):
+    """
+    Bring ufw to exactly this host's firewall, from ONE read of its state.
+
+    + rules: every rule backhaul wants on this host (``UfwRule`` or dicts of ``rule``'s
+      arguments), the SSH rule first
+    + ssh_port: the SSH port; ufw is only enabled when a rule allows it from anywhere
+    + incoming, outgoing: default policies
+
+    The same steps as ``rule`` (for each) + ``remove_stale`` + ``defaults`` + ``enable``, in that
+    order (so SSH is allowed before anything else happens and a wanted rule is never missing in
+    between), but one operation and one fact: every no-op operation costs a round trip per host.
+
+    **Example:**
+
+    .. code:: python
+
+        from backhaul.operations import ufw
+        ufw.firewall(name="Firewall", rules=[dict(port=22, proto="tcp")], ssh_port=22)
+    """
+    st = host.get_fact(UfwState) or {}
+    ipv6 = st.get("ipv6", True)
+    specs = [UfwRule.of(r) for r in rules]
+    present = {_rule_key(r) for r in st.get("rules", [])}
+    commands: list[str] = []
+    for spec in specs:
+        if not all(_rule_key(t) in present for t in spec.tuples(ipv6=ipv6)):
+            commands.append(spec.command())
+    # stale removal and defaults: reuse the single-purpose operations' logic on the same fact
+    commands += _stale_commands(st, specs)
+    current = st.get("defaults", {})
+    for direction, policy in (("incoming", incoming), ("outgoing", outgoing)):
+        if current.get(direction) != policy:
+            commands.append(f"ufw default {policy} {direction}")
+    if not st.get("active"):
+        wanted = [t for spec in specs for t in spec.tuples(ipv6=ipv6)] + list(st.get("rules", []))
+        if not any(_allows_ssh(r, int(ssh_port)) for r in wanted):
+            raise OperationError(
+                f"refusing to enable ufw: no rule allows SSH on tcp port {ssh_port} from "
+                "anywhere, so enabling would cut this connection (fix ssh.port in the network file)"
+            )
+        commands.append("ufw --force enable")
+    if not commands:
+        host.noop(f"ufw active with the {len(specs)} backhaul rules, nothing stale")
+        return
+    yield from commands

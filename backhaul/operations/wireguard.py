@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 from io import StringIO
+from collections.abc import Callable
 from typing import Any
 
 from pyinfra import host
@@ -166,13 +167,14 @@ def keypair(interface: str = "wg0", rotate: bool = False):
 
 
 @operation()
-def config(interface: str, content: str):
+def config(interface: str, content: str | Callable[[], str]):
     """
     Write ``/etc/wireguard/<if>.conf`` and apply it with the least disruption.
 
     + interface: the WireGuard interface (``wg-quick@<interface>``)
     + content: the wg-quick conf WITHOUT ``PrivateKey``; the key is inserted on the host from
-      ``/etc/wireguard/<interface>.key`` (make it with ``wireguard.keypair`` first)
+      ``/etc/wireguard/<interface>.key`` (make it with ``wireguard.keypair`` first). A callable
+      returning the conf is called when the operation runs, not when the deploy is prepared
 
     Writes only when the content differs (sha256 of the conf minus its ``PrivateKey`` line),
     atomically (temp file + ``mv``, 0600), then:
@@ -197,6 +199,10 @@ def config(interface: str, content: str):
     """
 
     check_interface(interface)
+    if callable(content):
+        # Rendered now, at execution: facts read by the callable (other hosts' public keys)
+        # then see what earlier operations made, e.g. keys generated moments ago on bare hosts.
+        content = content()
     content = _check_content(content)
     paths = wg_paths(interface)
     st: dict[str, Any] = host.get_fact(WireguardState, interface=interface) or {}

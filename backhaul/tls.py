@@ -1,0 +1,215 @@
+"""The hub's TLS front, derived from the model: the certificate each service needs, the certbot
+command that gets it, and the virtual hosts nginx serves. Pure functions, no host contact.
+
+One certificate per service with domains, named after the service (its certbot ``--cert-name``
+and the directory of its files), valid for all its domains. Services without domains are
+internal: no certificate, no virtual host.
+
+Where the files live on the hub (``docs/DESIGN.md``):
+
+    /etc/letsencrypt/live/<service>/     mode acme: certbot's lineage (fullchain.pem, privkey.pem)
+    /etc/backhaul/tls/<service>/         mode self-signed, and mode acme's temporary stand-in that
+                                         lets nginx start (and serve the challenge) before the
+                                         first issuance
+    /var/www/backhaul-acme               the webroot for HTTP-01 challenges (port 80)
+    /etc/backhaul/acme-ca.pem            tls.acme_ca_bundle, when set: what certbot trusts
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from backhaul.network import Network, Service, Tls
+
+WEBROOT = "/var/www/backhaul-acme"
+LIVE_DIR = "/etc/letsencrypt/live"
+RENEWAL_DIR = "/etc/letsencrypt/renewal"
+SELF_SIGNED_DIR = "/etc/backhaul/tls"
+CA_BUNDLE = "/etc/backhaul/acme-ca.pem"
+# certbot runs every executable here after each renewal (not after `certonly`).
+RENEWAL_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/backhaul-reload-nginx"
+# The renewals run by certbot.timer get REQUESTS_CA_BUNDLE from this drop-in.
+CERTBOT_DROPIN = "/etc/systemd/system/certbot.service.d/backhaul-acme-ca.conf"
+
+SITES_DIR = "/etc/nginx/sites-enabled"
+SITE_PREFIX = "backhaul-"  # the vhost files backhaul owns; nothing else there is ever touched
+SHARED_CONF = "/etc/nginx/conf.d/backhaul.conf"
+DISTRO_DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
+
+SELF_SIGNED_DAYS = 365  # Mozilla's intermediate profile: a certificate lives at most 366 days
+RENEW_BEFORE_DAYS = 30  # a self-signed certificate this close to expiry is made anew
+
+# `listen 443 ssl http2` is deprecated from nginx 1.25.1 on (`http2 on;` replaces it);
+# `ssl_reject_handshake` exists from 1.19.4.
+HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
+REJECT_HANDSHAKE_SINCE = (1, 19, 4)
+
+
+@dataclass(frozen=True)
+class CertPaths:
+    cert: str  # the full chain, for ssl_certificate
+    key: str
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """What one service needs: a certificate named ``name`` valid for ``domains``."""
+
+    name: str
+    domains: tuple[str, ...]
+    mode: str  # acme | self-signed | provided
+    final: CertPaths  # where the real certificate is (or will be)
+    stand_in: CertPaths | None  # acme only: the temporary self-signed one until issuance
+
+
+@dataclass(frozen=True)
+class Vhost:
+    """One HTTPS virtual host: everything its template needs, already decided."""
+
+    name: str
+    file: str  # /etc/nginx/sites-enabled/backhaul-<name>.conf
+    upstream: str  # nginx upstream name
+    backend: str  # backend host name (for comments)
+    address: str  # "10.50.0.2:8080": the service over the tunnel
+    server_names: tuple[str, ...]
+    websocket: bool
+    allow: tuple[str, ...]
+    hsts: bool
+    cert: CertPaths
+
+
+def self_signed_paths(name: str) -> CertPaths:
+    d = f"{SELF_SIGNED_DIR}/{name}"
+    return CertPaths(f"{d}/fullchain.pem", f"{d}/privkey.pem")
+
+
+def live_paths(name: str) -> CertPaths:
+    d = f"{LIVE_DIR}/{name}"
+    return CertPaths(f"{d}/fullchain.pem", f"{d}/privkey.pem")
+
+
+def public_services(net: Network) -> tuple[Service, ...]:
+    """Services with domains: each gets a certificate and a virtual host."""
+    return tuple(s for s in net.services if s.domains)
+
+
+def certificates(net: Network) -> list[Certificate]:
+    """The certificate each public service needs, per ``tls.mode``."""
+    out = []
+    for s in public_services(net):
+        if net.tls.mode == "acme":
+            out.append(Certificate(s.name, s.domains, "acme", live_paths(s.name),
+                                   self_signed_paths(s.name)))  # fmt: skip
+        elif net.tls.mode == "self-signed":
+            out.append(Certificate(s.name, s.domains, "self-signed", self_signed_paths(s.name),
+                                   None))  # fmt: skip
+        else:  # provided: one certificate (the operator's) for every service
+            assert net.tls.cert and net.tls.key  # the model requires both in this mode
+            out.append(Certificate(s.name, s.domains, "provided",
+                                   CertPaths(net.tls.cert, net.tls.key), None))  # fmt: skip
+    return out
+
+
+def serving_paths(cert: Certificate, state: dict[str, Any]) -> CertPaths:
+    """What nginx points at now: the final certificate once it exists, else the stand-in.
+
+    ``state`` is the ``CertificateState`` fact. A lineage that exists but is about to be
+    re-issued (new domains) keeps serving: nginx must be able to start with it meanwhile.
+    """
+    if cert.stand_in and cert.final.cert not in state.get("certs", {}):
+        return cert.stand_in
+    return cert.final
+
+
+def issue_reason(cert: Certificate, state: dict[str, Any], server: str) -> str | None:
+    """Why certbot must be asked for ``cert`` now, or None: a valid certificate for the same
+    domains from the same ACME server is never requested again (certbot.timer renews it)."""
+    have = state.get("certs", {}).get(cert.final.cert)
+    if not have:
+        return "no certificate yet"
+    if sorted(have.get("names") or []) != sorted(cert.domains):
+        return f"its domains changed (has {', '.join(have.get('names') or []) or 'none'})"
+    issued_by = state.get("renewal_servers", {}).get(cert.name)
+    if issued_by and issued_by.rstrip("/") != server.rstrip("/"):
+        return f"it comes from another ACME server ({issued_by})"
+    not_after, now = have.get("not_after"), state.get("now")
+    if not_after is None or now is None or not_after <= now:
+        return "it has expired"
+    return None
+
+
+def needs_new_self_signed(cert: CertPaths, domains: tuple[str, ...], state: dict[str, Any]) -> bool:
+    have = state.get("certs", {}).get(cert.cert)
+    if not have or sorted(have.get("names") or []) != sorted(domains):
+        return True
+    not_after, now = have.get("not_after"), state.get("now")
+    return not_after is None or now is None or not_after - now < RENEW_BEFORE_DAYS * 86400
+
+
+def certbot_args(cert: Certificate, tls: Tls, state: dict[str, Any]) -> list[str]:
+    """``certbot certonly --webroot`` for ``cert`` (never the nginx plugin: it would edit the
+    configs backhaul owns). A lineage with other domains is re-issued under the same name
+    (``--renew-with-new-domains``); one from another server or expired, with
+    ``--force-renewal`` (certbot would otherwise keep it: it is "not due")."""
+    assert tls.acme_directory and tls.email
+    args = ["certbot", "certonly", "--webroot", "-w", WEBROOT, "--cert-name", cert.name]
+    for d in cert.domains:
+        args += ["-d", d]
+    args += ["--server", tls.acme_directory, "-m", tls.email, "--agree-tos", "--no-eff-email",
+             "--non-interactive", "--key-type", "ecdsa", "--elliptic-curve", "secp256r1"]  # fmt: skip
+    have = state.get("certs", {}).get(cert.final.cert)
+    if have:
+        if sorted(have.get("names") or []) != sorted(cert.domains):
+            args.append("--renew-with-new-domains")
+        else:
+            args.append("--force-renewal")
+    return args
+
+
+def certbot_env(tls: Tls) -> dict[str, str]:
+    """The ACME client trusts ``tls.acme_ca_bundle`` (uploaded to CA_BUNDLE) when it is set."""
+    return {"REQUESTS_CA_BUNDLE": CA_BUNDLE} if tls.acme_ca_bundle else {}
+
+
+def vhosts(net: Network, paths: dict[str, CertPaths]) -> list[Vhost]:
+    """One virtual host per public service; ``paths``: service name -> certificate to serve."""
+    out = []
+    for s in public_services(net):
+        backend = net.host(s.backend)
+        out.append(Vhost(
+            name=s.name,
+            file=site_file(s.name),
+            upstream=f"backhaul_{s.name.replace('-', '_')}",
+            backend=backend.name,
+            address=f"{backend.wg_ip}:{s.port}",
+            server_names=s.domains,
+            websocket=s.websocket,
+            allow=s.allow,
+            hsts=s.hsts,
+            cert=paths[s.name],
+        ))  # fmt: skip
+    return out
+
+
+def site_file(name: str) -> str:
+    return f"{SITES_DIR}/{SITE_PREFIX}{name}.conf"
+
+
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    """``"1.22.1"`` (or a Debian version ``"1.22.1-9+deb12u1"``) -> ``(1, 22, 1)``."""
+    m = re.match(r"(?:\d+:)?(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+    if not m:
+        return None
+    return tuple(int(g or 0) for g in m.groups())
+
+
+def http2_directive(version: tuple[int, ...] | None) -> bool:
+    """True: ``http2 on;`` (nginx >= 1.25.1). False: ``listen ... ssl http2``, which every
+    version accepts (1.25.1+ only warns), so it is also the choice when the version is unknown."""
+    return version is not None and version >= HTTP2_DIRECTIVE_SINCE
+
+
+def reject_handshake(version: tuple[int, ...] | None) -> bool:
+    return version is not None and version >= REJECT_HANDSHAKE_SINCE
