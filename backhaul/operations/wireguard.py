@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from io import StringIO
 from collections.abc import Callable
+from io import StringIO
 from typing import Any
 
 from pyinfra import host
