@@ -68,16 +68,61 @@ def run_pyinfra(
         pending_file = tmp.name
     env = dict(os.environ, BACKHAUL_NETWORK=str(Path(network).resolve()),
                **{pending.ENV: pending_file}, **(extra_env or {}))  # fmt: skip
-    cmd = [sys.executable, "-m", "pyinfra", "-y", "inventory.py", deploy_file]
+    # -y skips change detection, which is exactly what a dry run is for
+    cmd = [sys.executable, "-m", "pyinfra", *([] if dry else ["-y"]), "inventory.py", deploy_file]
     if limit:
         cmd += ["--limit", ",".join(limit)]
     if dry:
         cmd += ["--dry", "--diff"]
     try:
-        rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
+        lines = []
+        for line in proc.stdout:  # stream pyinfra's progress as it comes
+            sys.stdout.write(line)
+            lines.append(line)
+        rc = proc.wait()
+        sys.stdout.flush()
+        if rc == 0:
+            print(plan_summary(lines) if dry else summary(lines), flush=True)
         return rc, pending.read(pending_file)
     finally:
         os.unlink(pending_file)
+
+
+def summary(lines: list[str]) -> str:
+    """One line from pyinfra's "Grand total  ops  success  error  no-change" row."""
+    totals = next((ln for ln in reversed(lines) if ln.strip().startswith("Grand total")), "")
+    nums = [int(c) if c.isdigit() else 0 for c in totals.split()[2:]]
+    ops, changed, errors = (nums + [0, 0, 0])[:3]
+    if changed == 0 and errors == 0:
+        return f"backhaul: no changes ({ops} operations checked, all hosts as described)"
+    return f"backhaul: {changed} of {ops} operations changed something, {errors} failed"
+
+
+def plan_summary(lines: list[str]) -> str:
+    """Per host, what `inv deploy` would change (from pyinfra's "Detected changes" table)."""
+    per_host: dict[str, list[str]] = {}
+    in_table = False
+    for line in lines:
+        if line.startswith("--> Detected changes"):
+            in_table = True
+            continue
+        if in_table and not line.strip():
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        if not in_table or len(cells) < 2 or cells[0] == "Operation":
+            continue
+        op = cells[0].split(" | ")[-1]
+        for cell in cells[1:]:
+            m = re.match(r"\d+ \((.*)\)", cell)
+            for name in (m.group(1).split(", ") if m else []):
+                per_host.setdefault(name.strip(), []).append(op)
+    if not per_host:
+        return "backhaul: plan: no changes: every host is as the network file describes"
+    out = [f"backhaul: plan: changes on {len(per_host)} host(s) (nothing was changed):"]
+    out += [f"  {name}: {'; '.join(ops)}" for name, ops in sorted(per_host.items())]
+    return "\n".join(out)
 
 
 def deploy(network: str, limit: str | None = None, dry: bool = False) -> None:
