@@ -326,7 +326,10 @@ def _stale_commands(st: dict[str, Any], wanted: list[UfwRule]) -> list[str]:
             o is not r and o["v6"] != r["v6"] and _rule_key(as_any(o)) == _rule_key(merged)
             for o in stale
         )
-        command = "ufw delete " + _spec_words(merged if both else r)
+        words = _spec_words(merged if both else r)
+        # ufw's grammar: "ufw route delete allow ...", never "ufw delete route allow ..."
+        command = ("ufw route delete " + words[len("route "):] if words.startswith("route ")
+                   else "ufw delete " + words)  # fmt: skip
         if command not in commands:
             commands.append(command)
     return commands
