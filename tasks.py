@@ -1,19 +1,25 @@
 """backhaul's commands (invoke). Thin: parse options, call one function of the package, print.
 
     inv deploy | plan | verify | add-backend | remove-backend | rotate-keys
-    inv lab.up | lab.down | lab.status
+    inv lab.up | lab.down | lab.status | lab.demo
 """
 
 from __future__ import annotations
 
-import functools
-import json as jsonlib
-import os
+# pyinfra's SSH runs on gevent: patch before anything imports ssl/socket, as pyinfra's own CLI
+# does, so that reading facts from many hosts at once really runs in parallel.
+from gevent import monkey
 
-from invoke import Collection, task
-from invoke.exceptions import Exit
+monkey.patch_all()
 
-from backhaul.errors import BackhaulError
+import functools  # noqa: E402
+import json as jsonlib  # noqa: E402
+import os  # noqa: E402
+
+from invoke import Collection, task  # noqa: E402
+from invoke.exceptions import Exit  # noqa: E402
+
+from backhaul.errors import BackhaulError  # noqa: E402
 
 NETWORK_HELP = "network file (default: $BACKHAUL_NETWORK or ./network.yml)"
 
@@ -141,5 +147,14 @@ def lab_status(c, name=None):
         print(f"{r['host']:<12} {r['ip']:<16} {'yes' if r['running'] else 'no':<8} {r['ssh']}")
 
 
+@task(name="demo", help={"name": LAB_HELP})
+@_friendly
+def lab_demo(c, name=None):
+    """Install the demo services on the lab's backends (bound and started by `inv deploy`)."""
+    from backhaul.lab import demo
+
+    demo.install(_lab(name))
+
+
 ns = Collection(deploy, plan, verify, add_backend, remove_backend, rotate_keys)
-ns.add_collection(Collection("lab", lab_up, lab_down, lab_status))
+ns.add_collection(Collection("lab", lab_up, lab_down, lab_status, lab_demo))

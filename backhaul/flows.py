@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pyinfra.api import StringCommand
+
 from backhaul import network as netmod
 from backhaul import pending
 from backhaul.errors import BackhaulError, DeployError
@@ -148,3 +150,112 @@ def _limit(net, limit: str | None) -> list[str] | None:
         raise BackhaulError(f"--limit names unknown hosts: {', '.join(unknown)} "
                             f"(hosts in {net.path}: {', '.join(sorted(known))})")
     return names
+
+
+# --- day 2 ------------------------------------------------------------------------------------
+def add_backend(network: str, public_ip: str, name: str | None = None,
+                wg_ip: str | None = None) -> None:
+    """Write the backend into the file, deploy it and the hub's side only, verify it.
+
+    Re-running after an interruption finishes the job: a backend already in the file with the
+    same public address (and name/address, when given) is taken as is."""
+
+    with network_lock(network, wait=0):
+        net = netmod.load(network, write_back=True)
+        host = next((b for b in net.backends if str(b.public_ip) == public_ip
+                     and name in (None, b.name) and wg_ip in (None, str(b.wg_ip))), None)  # fmt: skip
+        if host:
+            print(f"backhaul: {host.name} ({public_ip}) is already in {network}: finishing its setup")
+        else:
+            host = netmod.add_backend(network, name, public_ip, wg_ip)  # validates; file unchanged on error
+            print(f"backhaul: added {host.name} ({public_ip}, {host.wg_ip}) to {network}", flush=True)
+        net = netmod.load(network)
+        # The new host fully; on the hub its peer (wg syncconf) and firewall rule. Nothing else.
+        rc, left = run_pyinfra(network, limit=[net.hub.name, host.name])
+        if rc != 0:
+            raise DeployError(f"deploying {host.name} failed (pyinfra exit {rc}); the file already "
+                              f"has it: run the same add-backend again to finish")  # fmt: skip
+    report = _wait_verified(network, [host.name])
+    print(report.to_table())
+    if not report.ok:
+        raise DeployError(f"{host.name} was deployed but does not verify; see the table above")
+
+
+def _wait_verified(network: str, names: list[str], timeout: float = 30.0):
+    """A tunnel that just came up may need a handshake or two: retry verify for a while."""
+    from backhaul import verify
+
+    deadline = time.monotonic() + timeout
+    while True:
+        report = verify.run(network, names=names)
+        if report.ok or time.monotonic() > deadline:
+            return report
+        time.sleep(1)
+
+
+def remove_backend(network: str, name: str, force: bool = False, stop_tunnel: bool = True) -> None:
+    """Remove the peer and firewall rule from the hub (other tunnels untouched), stop the
+    backend's tunnel if it answers, and remove it (and with --force its services) from the file."""
+    from backhaul import session
+
+    with network_lock(network, wait=0):
+        net = netmod.load(network)
+        try:
+            next(b for b in net.backends if b.name == name)
+        except StopIteration:
+            known = ", ".join(b.name for b in net.backends) or "none"
+            raise BackhaulError(f"there is no backend {name!r} in {network} (backends: {known})") from None
+        services = net.services_on(name)
+        if services and not force:
+            raise BackhaulError(
+                f"services {', '.join(s.name for s in services)} still run on {name}: move them "
+                f"in {network} first, or remove them with it: inv remove-backend --name {name} --force"
+            )
+        if stop_tunnel:
+            with session.connect(net, [name]) as hosts:
+                if name in hosts.by_name:
+                    hosts.by_name[name].run_shell_command(
+                        StringCommand(f"systemctl disable --now wg-quick@{net.interface}"),
+                        print_output=False)  # fmt: skip
+                    print(f"backhaul: stopped the tunnel on {name}")
+                else:
+                    print(f"backhaul: {name} does not answer; its tunnel was left as it is")
+        netmod.remove_backend(network, name, with_services=force)
+        print(f"backhaul: removed {name}" + (f" and {len(services)} services" if services else "")
+              + f" from {network}", flush=True)  # fmt: skip
+        rc, _ = run_pyinfra(network, limit=[net.hub.name])
+        if rc != 0:
+            raise DeployError(f"updating the hub failed (pyinfra exit {rc}); {name} is already out "
+                              "of the file: run `inv deploy --limit " + net.hub.name + "` to finish")
+
+
+def rotate_keys(network: str, host: str | None = None, all_hosts: bool = False) -> None:
+    """New key pair(s) made on the host(s), applied with the shortest gap, then persisted."""
+    from backhaul import rotation, session
+
+    with network_lock(network, wait=0):
+        net = netmod.load(network)
+        if host and host not in {h.name for h in net.hosts}:
+            raise BackhaulError(f"there is no host {host!r} in {network} "
+                                f"(hosts: {', '.join(h.name for h in net.hosts)})")
+        targets = [h.name for h in net.hosts] if all_hosts else [host]
+        with session.connect(net) as hosts:
+            if hosts.unreachable:
+                raise DeployError("cannot rotate keys while hosts do not answer: "
+                                  + ", ".join(hosts.unreachable))
+            for name in targets:
+                t0 = time.monotonic()
+                if name == net.hub.name:
+                    rotation.rotate_hub(net, hosts)
+                else:
+                    rotation.rotate_backend(net, hosts, net.host(name))
+                print(f"backhaul: {name}: new key live in {time.monotonic() - t0:.2f}s", flush=True)
+        # Write the configs to match what is live (wg syncconf then changes nothing).
+        rc, _ = run_pyinfra(network, deploy_file="deploys/wireguard.py")
+        if rc != 0:
+            raise DeployError(f"the new keys are live but writing the configs failed (exit {rc}): "
+                              "run inv deploy")
+    report = _wait_verified(network, None if all_hosts or host == net.hub.name else [host])
+    print(report.to_table())
+    if not report.ok:
+        raise DeployError("keys rotated but the network does not verify; see the table above")

@@ -277,11 +277,13 @@ def add_backend(
     return host
 
 
-def remove_backend(path: str | os.PathLike[str], name: str) -> Host:
+def remove_backend(
+    path: str | os.PathLike[str], name: str, with_services: bool = False
+) -> Host:
     """Remove backend ``name`` from the file and return it; the file is unchanged on a problem.
 
     Services that run on the backend must be removed (or moved) first: silently dropping them
-    would take sites offline.
+    would take sites offline. ``with_services`` removes them in the same edit (`--force`).
     """
     file = os.fspath(path)
     text = _read(file)
@@ -293,14 +295,19 @@ def remove_backend(path: str | os.PathLike[str], name: str) -> Host:
     elif index is None:
         known = ", ".join(h.name for h in net.backends) or "none"
         problem = f"there is no backend {_show(name)}; backends: {known}"
-    elif net.services_on(name):
+    elif net.services_on(name) and not with_services:
         names = ", ".join(s.name for s in net.services_on(name))
-        problem = f"services {names} run on {name!r}; remove or move them first"
+        problem = (f"services {names} run on {name!r}; remove or move them first "
+                   "(or remove them with it: --force)")
     if problem:
         raise ConfigError([Problem(file, None, None, "name", problem)])
     assert index is not None
     root = yaml.compose(text)
-    new_text = yamledit.apply(text, yamledit.remove_item(text, root, "backends", index))
+    edits = yamledit.remove_item(text, root, "backends", index)
+    for i, svc in enumerate(net.services):
+        if svc.backend == name:
+            edits += yamledit.remove_item(text, root, "services", i)
+    new_text = yamledit.apply(text, edits)
     new_net = _load_text(new_text, f"{file} (after removing {name})", Path(file))
     if any(h.name == name for h in new_net.hosts) or len(new_net.backends) != len(net.backends) - 1:
         raise AssertionError(f"bug: removing {name!r} did not remove exactly that backend")

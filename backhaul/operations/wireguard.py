@@ -244,3 +244,47 @@ def config(interface: str, content: str | Callable[[], str]):
         yield f"systemctl reload {unit}"
     elif st.get("service_enabled"):
         host.noop(f"{conf} is up to date and wg-quick@{interface} is running")
+
+
+# --- key rotation in two steps, for flows that must keep the tunnel gap short ----------------
+# `keypair(rotate=True)` swaps the key in one go; a rotation that must keep the peer's gap short
+# stages the new key first (nothing changes for the running tunnel), tells the peer, then
+# activates it. The flow (backhaul/rotation.py) runs these on open connections back to back.
+
+
+def stage_key_command(interface: str) -> str:
+    """Make ``<if>.key.next`` and print ONLY its public key (the private key stays on the host)."""
+    paths = wg_paths(interface)
+    key, pub = shlex.quote(paths["key"] + ".next"), shlex.quote(paths["pub"] + ".next")
+    return (
+        f"umask 077 && wg genkey > {key}.tmp && mv -f {key}.tmp {key} "
+        f"&& wg pubkey < {key} > {pub} && cat {pub}"
+    )
+
+
+def activate_key_command(interface: str) -> str:
+    """Swap the staged key in: files, the conf (key embedded on the host), the live interface."""
+    paths = wg_paths(interface)
+    key, pub, created = (shlex.quote(paths[k]) for k in ("key", "pub", "created"))
+    return (
+        f"test -s {key}.next && mv -f {key}.next {key} && mv -f {pub}.next {pub} "
+        f"&& date +%s > {created} && {_embed_key_command(paths['conf'], paths['key'], paths['conf'])}"
+        f" && wg set {shlex.quote(interface)} private-key {key}"
+    )
+
+
+def set_peer_command(interface: str, public_key: str, allowed_ips: list[str],
+                     endpoint: str | None = None, keepalive: int = 0,
+                     remove: str | None = None) -> str:
+    """Change one peer of the live interface (``wg set``); the conf is rewritten by a deploy."""
+    q_if = shlex.quote(interface)
+    parts = []
+    if remove:
+        parts.append(f"wg set {q_if} peer {shlex.quote(remove)} remove")
+    spec = f"wg set {q_if} peer {shlex.quote(public_key)} allowed-ips {shlex.quote(','.join(allowed_ips))}"
+    if endpoint:
+        spec += f" endpoint {shlex.quote(endpoint)}"
+    if keepalive:
+        spec += f" persistent-keepalive {int(keepalive)}"
+    parts.append(spec)
+    return " && ".join(parts)
