@@ -1,5 +1,6 @@
 """The hub's TLS front, derived from the model: the certificate each service needs, the certbot
-command that gets it, and the virtual hosts nginx serves. Pure functions, no host contact.
+command that gets it, and the nginx files that serve the services. Pure, no host contact: the
+deploy (deploys/nginx.py) feeds it facts and hands its results to the operations.
 
 One certificate per service with domains, named after the service (its certbot ``--cert-name``
 and the directory of its files), valid for all its domains. Services without domains are
@@ -18,10 +19,12 @@ Where the files live on the hub (``docs/DESIGN.md``):
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from backhaul.network import Network, Service, Tls
+from backhaul.network import Network, Service
+from backhaul.render import render
 
 WEBROOT = "/var/www/backhaul-acme"
 LIVE_DIR = "/etc/letsencrypt/live"
@@ -148,16 +151,15 @@ def needs_new_self_signed(cert: CertPaths, domains: tuple[str, ...], state: dict
     return not_after is None or now is None or not_after - now < RENEW_BEFORE_DAYS * 86400
 
 
-def certbot_args(cert: Certificate, tls: Tls, state: dict[str, Any]) -> list[str]:
+def certbot_args(cert: Certificate, server: str, email: str, state: dict[str, Any]) -> list[str]:
     """``certbot certonly --webroot`` for ``cert`` (never the nginx plugin: it would edit the
     configs backhaul owns). A lineage with other domains is re-issued under the same name
     (``--renew-with-new-domains``); one from another server or expired, with
     ``--force-renewal`` (certbot would otherwise keep it: it is "not due")."""
-    assert tls.acme_directory and tls.email
     args = ["certbot", "certonly", "--webroot", "-w", WEBROOT, "--cert-name", cert.name]
     for d in cert.domains:
         args += ["-d", d]
-    args += ["--server", tls.acme_directory, "-m", tls.email, "--agree-tos", "--no-eff-email",
+    args += ["--server", server, "-m", email, "--agree-tos", "--no-eff-email",
              "--non-interactive", "--key-type", "ecdsa", "--elliptic-curve", "secp256r1"]  # fmt: skip
     have = state.get("certs", {}).get(cert.final.cert)
     if have:
@@ -166,11 +168,6 @@ def certbot_args(cert: Certificate, tls: Tls, state: dict[str, Any]) -> list[str
         else:
             args.append("--force-renewal")
     return args
-
-
-def certbot_env(tls: Tls) -> dict[str, str]:
-    """The ACME client trusts ``tls.acme_ca_bundle`` (uploaded to CA_BUNDLE) when it is set."""
-    return {"REQUESTS_CA_BUNDLE": CA_BUNDLE} if tls.acme_ca_bundle else {}
 
 
 def vhosts(net: Network, paths: dict[str, CertPaths]) -> list[Vhost]:
@@ -193,6 +190,16 @@ def vhosts(net: Network, paths: dict[str, CertPaths]) -> list[Vhost]:
     return out
 
 
+def port80_conflicts(default80: list[str], installed: bool) -> tuple[list[str], list[str]]:
+    """Of the files declaring the port-80 default server (which backhaul's shared conf needs):
+    (those to remove, those in the way). Only the distro's default site is removed (a symlink:
+    sites-available keeps it); before nginx is installed, its package's default site is bound
+    to come, and to conflict."""
+    others = [p for p in default80 if p != SHARED_CONF]
+    remove = [DISTRO_DEFAULT_SITE] if DISTRO_DEFAULT_SITE in others or not installed else []
+    return remove, [p for p in others if p not in remove]
+
+
 def site_file(name: str) -> str:
     return f"{SITES_DIR}/{SITE_PREFIX}{name}.conf"
 
@@ -213,3 +220,64 @@ def http2_directive(version: tuple[int, ...] | None) -> bool:
 
 def reject_handshake(version: tuple[int, ...] | None) -> bool:
     return version is not None and version >= REJECT_HANDSHAKE_SINCE
+
+
+# -- nginx files --------------------------------------------------------------------------------
+
+_TIME_RE = re.compile(r"[1-9][0-9]{0,6}(ms|s|m|h|d)?")
+_SIZE_RE = re.compile(r"[0-9]{1,9}[kKmMgG]?")
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The tunables of the proxied path (host data ``nginx_*``; defaults in deploys/nginx.py)."""
+
+    keepalive: int  # idle upstream connections per worker and service; 0 = one per request
+    keepalive_timeout: str
+    connect_timeout: str
+    read_timeout: str
+    websocket_timeout: str
+    client_max_body_size: str
+    server_extra: str  # raw directives for every vhost's server block
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> ProxySettings:
+        """From host data (``nginx_<field>``); ValueError lists every bad value at once."""
+        values = {f: data.get(f"nginx_{f}") for f in cls.__dataclass_fields__}
+        problems = []
+        keepalive = values["keepalive"]
+        if isinstance(keepalive, bool) or not isinstance(keepalive, int) or keepalive < 0:
+            problems.append(f"nginx_keepalive={keepalive!r}: a number of connections, 0 = off")
+        for f in ("keepalive_timeout", "connect_timeout", "read_timeout", "websocket_timeout"):
+            if not _TIME_RE.fullmatch(str(values[f])):
+                problems.append(f"nginx_{f}={values[f]!r}: an nginx time, e.g. 5s, 500ms, 1h")
+        if not _SIZE_RE.fullmatch(str(values["client_max_body_size"])):
+            problems.append(f"nginx_client_max_body_size={values['client_max_body_size']!r}: "
+                            "an nginx size, e.g. 16m (0 = no limit)")  # fmt: skip
+        extra = values["server_extra"] or ""
+        if not isinstance(extra, str) or "}" in extra or "{" in extra:
+            problems.append("nginx_server_extra: plain directives ending in ';', no blocks")
+        if problems:
+            raise ValueError("; ".join(problems))
+        values = {k: str(v) for k, v in values.items()}
+        values["keepalive"] = int(keepalive)
+        values["server_extra"] = extra.strip()
+        return cls(**values)
+
+
+def nginx_files(net: Network, paths: dict[str, CertPaths], settings: ProxySettings,
+                version: tuple[int, ...] | None, ipv6: bool) -> dict[str, str]:  # fmt: skip
+    """Every nginx file backhaul owns on the hub, path -> content: the shared conf and one
+    vhost per public service. ``paths``: service name -> certificate nginx serves now."""
+    vh = vhosts(net, paths)
+    common = {
+        "settings": settings,
+        "ipv6": ipv6,
+        "http2_directive": http2_directive(version),
+        "listen_http2": "" if http2_directive(version) else " http2",
+    }
+    files = {SHARED_CONF: render("nginx-backhaul.conf.j2", vhosts=vh, webroot=WEBROOT,
+                                 reject_handshake=reject_handshake(version), **common)}  # fmt: skip
+    for v in vh:
+        files[v.file] = render("nginx-vhost.conf.j2", v=v, **common)
+    return files

@@ -7,3 +7,4 @@ from pyinfra import local
 
 local.include("deploys/wireguard.py")
 local.include("deploys/firewall.py")
+local.include("deploys/nginx.py")

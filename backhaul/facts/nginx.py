@@ -142,7 +142,7 @@ class CertificateState(FactBase[dict[str, Any]]):
             parts.append(
                 f"for n in {' '.join(names)}; do f=/etc/letsencrypt/renewal/$n.conf; "
                 '[ -f "$f" ] && printf "renewal\\t%s\\t%s\\n" "$n" '
-                "\"$(sed -n 's/^server *= *//p' \"$f\" | head -n 1)\"; done"
+                '"$(sed -n \'s/^server *= *//p\' "$f" | head -n 1)"; done'
             )
         return "; ".join(parts) + "; true"
 

@@ -41,6 +41,10 @@ REFUSED = (
     "files are back in place and nginx keeps serving them. Fix the cause (a bad value in the "
     "network file or in nginx_* host data, or a conflicting file of your own) and run again."
 )
+SWAP_FAILED = (
+    "backhaul: could not move the new nginx files into place (see above); the previous files "
+    "are back in place and nginx was not reloaded"
+)
 
 
 def sha256(content: str) -> str:
@@ -55,27 +59,34 @@ def apply_script(writes: list[str], removes: list[str], stage: str = STAGE_DIR,
     swap, restore = [], []
     for i, path in enumerate(writes):
         b, s, p = q(f"{backup}/{i}"), q(f"{stage}/{i}"), q(path)
-        swap.append(f"{{ ! [ -e {p} ] || cp -a {p} {b}; }} && mkdir -p {q(_dirname(path))} "
-                    f"&& chmod 644 {s} && mv -f {s} {p}")  # fmt: skip
-        restore.append(f"if [ -e {b} ]; then mv -f {b} {p}; else rm -f {p}; fi")
+        swap.append(
+            f"if [ -e {p} ] || [ -L {p} ]; then cp -a {p} {b}; fi "
+            f"&& mkdir -p {q(_dirname(path))} && chmod 644 {s} && mv -f {s} {p} && d{i}=1"
+        )
+        restore.append(
+            f'if [ "$d{i}" = 1 ]; then if [ -e {b} ] || [ -L {b} ]; '
+            f"then mv -f {b} {p}; else rm -f {p}; fi; fi"
+        )
     for j, path in enumerate(removes, start=len(writes)):
         b, p = q(f"{backup}/{j}"), q(path)
-        swap.append(f"mv -f {p} {b}")
-        restore.append(f"mv -f {b} {p}")
+        swap.append(f"mv -f {p} {b} && d{j}=1")
+        restore.append(f'if [ "$d{j}" = 1 ]; then mv -f {b} {p}; fi')
+    marks = " ".join(f"d{i}=0" for i in range(len(writes) + len(removes)))
     return "\n".join([
         f"exec 9>{q(lock)}",
         "flock -w 120 9 || { echo 'backhaul: another nginx change holds "
         f"{lock}; try again' >&2; exit 1; }}",
         f"rm -rf {q(backup)} && mkdir -p {q(backup)} || exit 1",
-        "ok=1",
+        f"ok=1 {marks}",
         f"{{ {' && '.join(swap)}; }} || ok=0",
-        'if [ "$ok" = 1 ] && out=$(nginx -t 2>&1); then',
+        'if [ "$ok" = 1 ]; then out=$(nginx -t 2>&1) || ok=2; fi',
+        'if [ "$ok" = 1 ]; then',
         "  if systemctl is-active -q nginx; then systemctl reload nginx; "
         "else systemctl start nginx; fi",
         "else",
         *(f"  {line}" for line in restore),
-        '  printf "%s\\n" "$out" >&2',
-        f"  echo {q(REFUSED)} >&2",
+        '  if [ "$ok" = 2 ]; then printf "%s\\n" "$out" >&2; ' f"echo {q(REFUSED)} >&2; "
+        f"else echo {q(SWAP_FAILED)} >&2; fi",
         "  exit 1",
         "fi",
     ])  # fmt: skip
@@ -133,7 +144,8 @@ def config(files: dict[str, str], prune: list[str] | None = None,
     )  # fmt: skip
 
     if writes or removes:
-        yield f"mkdir -p {STAGE_DIR} && rm -f {STAGE_DIR}/*"
+        if writes:
+            yield f"mkdir -p {STAGE_DIR} && rm -f {STAGE_DIR}/*"
         for i, path in enumerate(writes):
             staged = f"{STAGE_DIR}/{i}"
             yield FileUploadCommand(

@@ -1,0 +1,176 @@
+"""
+Certificates on the hub: ACME with certbot (``--webroot``), and self-signed ones with openssl.
+
+certbot never edits nginx's configuration here (no nginx plugin): backhaul owns those files and
+changes them only through ``nginx.config``, with ``nginx -t`` first. certbot writes challenge
+files into a webroot that nginx serves on port 80, and its lineage under
+``/etc/letsencrypt/live/<name>/``. Renewal is certbot's own timer; ``acme_client`` installs
+the hook that reloads nginx after a renewal and, for a private ACME server, the CA bundle and
+the ``REQUESTS_CA_BUNDLE`` the timer's renewals need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import time
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, OperationValueError, operation
+
+from backhaul import tls as tlsplan
+from backhaul.facts.nginx import CertbotState, CertificateState, check_path
+
+
+def _sha256(content: str) -> str:
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+def _put(content: str, dest: str, mode: str):
+    """Upload ``content`` next to ``dest`` and move it over ``dest`` (never half-written)."""
+    tmp = f"{dest}.backhaul-new"
+    yield f"mkdir -p {shlex.quote(dest.rsplit('/', 1)[0])}"
+    yield FileUploadCommand(StringIO(content), tmp, remote_temp_filename=host.get_temp_filename(tmp))
+    yield f"chmod {mode} {shlex.quote(tmp)} && mv -f {shlex.quote(tmp)} {shlex.quote(dest)}"
+
+
+@operation()
+def acme_client(renewal_hook: str, ca_bundle: str | None = None, dropin: str | None = None,
+                webroot: str = tlsplan.WEBROOT):  # fmt: skip
+    """
+    Prepare the hub for certbot: webroot, renewal hook, private CA trust, timer.
+
+    + renewal_hook: content of the deploy hook (run by certbot after each renewal), installed
+      as ``/etc/letsencrypt/renewal-hooks/deploy/backhaul-reload-nginx`` (0755)
+    + ca_bundle: PEM the ACME client trusts (a private ACME server such as the lab's pebble),
+      installed as ``/etc/backhaul/acme-ca.pem``; None removes it
+    + dropin: the ``certbot.service`` drop-in that gives the timer's renewals
+      ``REQUESTS_CA_BUNDLE`` (with ``ca_bundle``); None removes it
+    + webroot: the directory nginx serves ``/.well-known/acme-challenge/`` from
+
+    ``certbot.timer`` (Debian's, twice a day) is enabled and started when it is not.
+
+    **Example:**
+
+    .. code:: python
+
+        certbot.acme_client(name="ACME client", renewal_hook=hook_script)
+    """
+    check_path(webroot)
+    if (ca_bundle is None) != (dropin is None):
+        raise OperationValueError("certbot.acme_client: give ca_bundle and dropin together")
+    files = {
+        tlsplan.RENEWAL_HOOK: (renewal_hook, "755"),
+        tlsplan.CA_BUNDLE: (ca_bundle, "644"),
+        tlsplan.CERTBOT_DROPIN: (dropin, "644"),
+    }
+    st = host.get_fact(CertbotState, paths=sorted(files), dirs=[webroot])
+    have = st.get("files", {})
+    changed = False
+    if webroot not in st.get("dirs", []):
+        yield f"mkdir -p {shlex.quote(webroot)}/.well-known/acme-challenge"
+        changed = True
+    dropin_changed = False
+    for path, (content, mode) in files.items():
+        if content is None and path in have:
+            yield f"rm -f {shlex.quote(path)}"
+        elif content is not None and have.get(path) != _sha256(content):
+            yield from _put(content, path, mode)
+        else:
+            continue
+        changed = True
+        dropin_changed = dropin_changed or path == tlsplan.CERTBOT_DROPIN
+    if dropin_changed:
+        yield "systemctl daemon-reload"
+    if not st.get("timer_enabled") or not st.get("timer_active"):
+        yield "systemctl enable --now certbot.timer"
+    elif not changed:
+        host.noop("ACME client: webroot, renewal hook and CA trust in place; certbot.timer on")
+
+
+@operation()
+def certificate(cert_name: str, domains: list[str], server: str, email: str,
+                ca_bundle: bool = False, webroot: str = tlsplan.WEBROOT):  # fmt: skip
+    """
+    Get a certificate from an ACME server with ``certbot certonly --webroot``, once.
+
+    + cert_name: the certificate name (``--cert-name``): ``/etc/letsencrypt/live/<name>/``
+    + domains: every name it must be valid for
+    + server: the ACME directory URL
+    + email: the ACME account contact
+    + ca_bundle: run certbot with ``REQUESTS_CA_BUNDLE=/etc/backhaul/acme-ca.pem`` (see
+      ``acme_client``)
+    + webroot: where certbot writes the challenge files (served by nginx on port 80)
+
+    Asks the ACME server only when the hub has no certificate of that name, or one for other
+    domains, from another server, or expired: a valid certificate is never requested again
+    (certbot.timer renews it). The existing certificate is read on the hub (names, expiry,
+    ``server`` of its renewal conf) by the ``CertificateState`` fact.
+
+    **Example:**
+
+    .. code:: python
+
+        certbot.certificate(
+            name="Certificate for app", cert_name="app", domains=["app.example.com"],
+            server="https://acme-v02.api.letsencrypt.org/directory", email="ops@example.com",
+        )
+    """
+    name = cert_name
+    cert = tlsplan.Certificate(name, tuple(domains), "acme", tlsplan.live_paths(name), None)
+    st = host.get_fact(CertificateState, certs=[cert.final.cert], lineages=[name])
+    reason = tlsplan.issue_reason(cert, st, server)
+    if reason is None:
+        until = st["certs"][cert.final.cert]["not_after"]
+        host.noop(f"certificate {name} is valid for {', '.join(domains)} until "
+                  f"{time.strftime('%Y-%m-%d', time.gmtime(until))}")  # fmt: skip
+        return
+    args = tlsplan.certbot_args(cert, server, email, st)
+    if webroot != tlsplan.WEBROOT:
+        args[args.index(tlsplan.WEBROOT)] = check_path(webroot)
+    env = f"REQUESTS_CA_BUNDLE={tlsplan.CA_BUNDLE} " if ca_bundle else ""
+    yield env + " ".join(shlex.quote(a) for a in args)
+
+
+@operation()
+def self_signed(cert: str, key: str, domains: list[str], days: int = tlsplan.SELF_SIGNED_DAYS):
+    """
+    Make a self-signed certificate (ECDSA P-256) on the host, when it is missing, names other
+    domains, or expires within 30 days.
+
+    + cert: path of the certificate to write
+    + key: path of its private key (0600; made on the host, never leaves it)
+    + domains: the subjectAltName DNS names
+    + days: validity
+
+    **Example:**
+
+    .. code:: python
+
+        certbot.self_signed(
+            name="Self-signed certificate for app",
+            cert="/etc/backhaul/tls/app/fullchain.pem", key="/etc/backhaul/tls/app/privkey.pem",
+            domains=["app.internal"],
+        )
+    """
+    check_path(cert)
+    check_path(key)
+    if not domains:
+        raise OperationValueError("certbot.self_signed: give at least one domain")
+    st = host.get_fact(CertificateState, certs=[cert])
+    if not tlsplan.needs_new_self_signed(tlsplan.CertPaths(cert, key), tuple(domains), st):
+        host.noop(f"self-signed certificate {cert} is valid for {', '.join(domains)}")
+        return
+    cn = domains[0] if len(domains[0]) <= 64 else "backhaul"
+    san = ",".join(f"DNS:{d}" for d in domains)
+    q = shlex.quote
+    dirs = sorted({cert.rsplit("/", 1)[0], key.rsplit("/", 1)[0]})
+    yield (
+        f"umask 077 && mkdir -p {' '.join(q(d) for d in dirs)} && "
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+        f"-days {int(days)} -subj {q('/CN=' + cn)} -addext {q('subjectAltName=' + san)} "
+        f"-keyout {q(key + '.new')} -out {q(cert + '.new')} 2>&1 && "
+        f"chmod 644 {q(cert + '.new')} && mv -f {q(key + '.new')} {q(key)} && "
+        f"mv -f {q(cert + '.new')} {q(cert)}"
+    )

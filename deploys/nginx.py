@@ -1,0 +1,136 @@
+"""nginx with TLS on the hub: one HTTPS virtual host per service with domains, proxied over the
+tunnel, and its certificate (ACME via certbot, self-signed, or provided).
+
+    pyinfra inventory.py deploys/nginx.py
+
+Order on the hub, each step only when the facts show it is needed:
+  1. packages (nginx, openssl; certbot for ACME), never their Recommends;
+  2. ACME only: webroot, renewal hook (reloads nginx), the private CA's trust, certbot.timer;
+  3. self-signed certificates (mode self-signed), or temporary ones for services whose ACME
+     certificate does not exist yet, so that nginx can start and answer the challenge;
+  4. if a temporary certificate is in use: the configuration with it, then certbot;
+  5. the configuration with the final certificates. Every configuration change passes
+     `nginx -t` before nginx reloads (backhaul.operations.nginx); a no-op run reloads nothing.
+"""
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.operations import systemd
+from pyinfra.operations.util import any_changed
+
+from backhaul import tls
+from backhaul.facts.nginx import CertificateState, NginxState
+from backhaul.network import load_current
+from backhaul.operations import certbot, nginx, packages
+from backhaul.operations.nginx import LOCK
+from backhaul.render import render
+
+DEFAULTS = {
+    # Idle upstream connections each nginx worker keeps per service: requests reuse them
+    # instead of opening a TCP connection over the tunnel each time (0 = off).
+    "nginx_keepalive": 32,
+    # An idle upstream connection is closed after this; below the 5 s idle timeout of Node.js,
+    # uvicorn and Apache so that nginx, not the backend, closes it (a request sent on a
+    # connection the backend is closing fails). Raise gunicorn's --keep-alive (2 s) above it.
+    "nginx_keepalive_timeout": "4s",
+    # A backend that is down answers 502 ("backend down" page) after at most this.
+    "nginx_connect_timeout": "5s",
+    # Longest wait for a response (between two reads/writes) from a plain HTTP backend.
+    "nginx_read_timeout": "60s",
+    # The same for WebSocket services: how long an idle WebSocket stays open.
+    "nginx_websocket_timeout": "1h",
+    # Largest request body (uploads); Debian's default is 1m.
+    "nginx_client_max_body_size": "16m",
+    # Raw directives added to every backhaul server block, e.g. "access_log off;"
+    # (nginx -t checks them like the rest).
+    "nginx_server_extra": "",
+}
+
+SITES_GLOB = f"{tls.SITES_DIR}/{tls.SITE_PREFIX}*.conf"
+
+
+def _settings() -> tls.ProxySettings:
+    try:
+        return tls.ProxySettings.from_data(host.data)
+    except ValueError as e:
+        raise DeployError(f"{host.name}: bad nginx host data: {e}") from None
+
+
+@deploy("nginx and TLS", data_defaults=DEFAULTS)
+def nginx_tls():
+    net = load_current()
+    mode = net.tls.mode
+    settings = _settings()
+    certs = tls.certificates(net)
+
+    st = host.get_fact(NginxState, paths=[tls.SHARED_CONF, SITES_GLOB, tls.DISTRO_DEFAULT_SITE])
+    remove, in_the_way = tls.port80_conflicts(st["default_server_80"], st["version"] is not None)
+    if in_the_way:
+        raise DeployError(
+            f"{host.name}: {', '.join(in_the_way)} also declares the port-80 default server, "
+            "which backhaul needs for ACME challenges and the redirect to HTTPS: remove "
+            "`default_server` from its listen lines (or disable that site) and run again"
+        )
+    version = tls.parse_version(st["version"] or st["candidate"])
+
+    wanted = ["nginx", "openssl"] + (["certbot"] if mode == "acme" else [])
+    packages.installed(name="nginx and TLS packages", packages=wanted)
+
+    cert_files = sorted({c.final.cert for c in certs} | {c.stand_in.cert for c in certs if c.stand_in})
+    lineages = [c.name for c in certs if c.mode == "acme"]
+    cst = host.get_fact(CertificateState, certs=cert_files, lineages=lineages)
+
+    if mode == "acme":
+        ca = net.tls.acme_ca_bundle
+        certbot.acme_client(
+            name="ACME client: webroot, renewal hook, CA trust, certbot.timer",
+            renewal_hook=render("nginx-renewal-hook.sh.j2", lock=LOCK),
+            ca_bundle=ca.read_text() if ca else None,
+            dropin=render("nginx-certbot-dropin.conf.j2", ca_bundle=tls.CA_BUNDLE) if ca else None,
+        )
+    for c in certs:
+        if c.mode == "self-signed":
+            certbot.self_signed(name=f"Self-signed certificate for {c.name}", cert=c.final.cert,
+                                key=c.final.key, domains=list(c.domains))  # fmt: skip
+        elif c.mode == "provided" and c.final.cert not in cst["certs"]:
+            raise DeployError(
+                f"{host.name}: tls.cert {c.final.cert} (mode provided, {net.path}) is not a "
+                "readable certificate on the hub: copy it there, or fix the path"
+            )
+        elif c.stand_in and c.final.cert not in cst["certs"]:
+            certbot.self_signed(
+                name=f"Temporary certificate for {c.name} (until its first ACME issuance)",
+                cert=c.stand_in.cert, key=c.stand_in.key, domains=list(c.domains),
+            )  # fmt: skip
+
+    ipv6 = st["ipv6"]
+    final = tls.nginx_files(net, {c.name: c.final for c in certs}, settings, version, ipv6)
+    now = tls.nginx_files(net, {c.name: tls.serving_paths(c, cst) for c in certs}, settings,
+                          version, ipv6)  # fmt: skip
+    if now != final:
+        nginx.config(name="nginx configuration, temporary certificates (nginx -t, reload)",
+                     files=now, prune=[SITES_GLOB], remove=remove)  # fmt: skip
+
+    issued = []
+    for c in certs:
+        if c.mode == "acme" and tls.issue_reason(c, cst, net.tls.acme_directory):
+            issued.append(certbot.certificate(
+                name=f"Certificate for {c.name} from the ACME server (certbot --webroot)",
+                cert_name=c.name, domains=list(c.domains), server=net.tls.acme_directory,
+                email=net.tls.email, ca_bundle=bool(net.tls.acme_ca_bundle),
+            ))  # fmt: skip
+
+    config = nginx.config(name="nginx configuration (nginx -t, then reload)", files=final,
+                          prune=[SITES_GLOB], remove=remove)  # fmt: skip
+    if issued:
+        # A certificate re-issued under a config that did not change still needs nginx to
+        # load it (certbot runs the renewal hooks for `renew` only).
+        systemd.service(
+            name="Reload nginx for the new certificates", service="nginx", reloaded=True,
+            _if=[any_changed(*issued), lambda: not config.did_change()],
+        )  # fmt: skip
+
+
+if host.data.get("backhaul_role") == "hub":
+    nginx_tls()

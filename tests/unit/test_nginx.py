@@ -1,0 +1,439 @@
+"""The hub's TLS front: certificates per mode, certbot's arguments, the nginx files (golden),
+the settings, and the swap/test/restore script run for real against a fake nginx.
+
+The facts and operations (backhaul.facts.nginx, backhaul.operations.nginx/certbot) have their
+fixtures under tests/data/facts/nginx.* and tests/data/operations/{nginx,certbot}.*, run by
+test_facts.py and test_operations.py. Golden files: tests/data/nginx/<case>/ (regenerate with
+BACKHAUL_UPDATE_GOLDEN=1 and review the diff).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from backhaul import tls
+from backhaul.facts.nginx import CertificateState, NginxState, check_path
+from backhaul.network import load
+from backhaul.operations.nginx import REFUSED, apply_script
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = REPO / "tests/data/nginx"
+
+NETWORK = """\
+network:
+  subnet: 10.50.0.0/24
+proxy:
+  public_ip: 203.0.113.10
+backends:
+  - {name: backend-1, public_ip: 203.0.113.21, wg_ip: 10.50.0.2}
+  - {name: backend-2, public_ip: 203.0.113.22, wg_ip: 10.50.0.3}
+services:
+  - name: app
+    backend: backend-1
+    port: 8080
+    domains: [app.example.com, www.example.com]
+    websocket: true
+    hsts: true
+  - name: admin-ui
+    backend: backend-2
+    port: 8081
+    domains: [admin.example.com]
+    allow: [198.51.100.0/24, 192.0.2.7]
+  - name: metrics
+    backend: backend-2
+    port: 9100
+tls:
+"""
+TLS = {
+    "acme": "  mode: acme\n  acme_server: letsencrypt\n  email: ops@example.com\n",
+    "self-signed": "  mode: self-signed\n",
+    "provided": "  mode: provided\n  cert: /etc/ssl/certs/site.pem\n  key: /etc/ssl/private/site.key\n",
+}
+
+
+def _defaults() -> dict:
+    """DEFAULTS of deploys/nginx.py (a deploy file runs when imported: read it instead)."""
+    tree = ast.parse((REPO / "deploys/nginx.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "DEFAULTS":
+            return ast.literal_eval(node.value)
+    raise AssertionError("deploys/nginx.py has no DEFAULTS")
+
+
+DEFAULTS = _defaults()
+
+
+@pytest.fixture
+def net_of(tmp_path):
+    def make(mode: str = "acme"):
+        path = tmp_path / "network.yml"
+        path.write_text(NETWORK + TLS[mode])
+        return load(path)
+
+    return make
+
+
+# -- certificates --------------------------------------------------------------------------------
+
+
+def test_acme_one_certificate_per_public_service_with_a_stand_in(net_of):
+    certs = tls.certificates(net_of("acme"))
+    assert [(c.name, c.domains) for c in certs] == [
+        ("app", ("app.example.com", "www.example.com")),
+        ("admin-ui", ("admin.example.com",)),
+    ]  # metrics has no domains: internal, no certificate
+    app = certs[0]
+    assert app.final == tls.CertPaths("/etc/letsencrypt/live/app/fullchain.pem",
+                                      "/etc/letsencrypt/live/app/privkey.pem")  # fmt: skip
+    assert app.stand_in == tls.CertPaths("/etc/backhaul/tls/app/fullchain.pem",
+                                         "/etc/backhaul/tls/app/privkey.pem")  # fmt: skip
+
+
+def test_self_signed_and_provided_modes(net_of):
+    ss = tls.certificates(net_of("self-signed"))
+    assert ss[0].final.cert == "/etc/backhaul/tls/app/fullchain.pem" and ss[0].stand_in is None
+    prov = tls.certificates(net_of("provided"))
+    assert {c.final for c in prov} == {tls.CertPaths("/etc/ssl/certs/site.pem", "/etc/ssl/private/site.key")}
+
+
+def test_nginx_serves_the_stand_in_until_the_lineage_exists(net_of):
+    app = tls.certificates(net_of("acme"))[0]
+    assert tls.serving_paths(app, {"certs": {}}) == app.stand_in
+    lineage = {"certs": {app.final.cert: {"names": ["old.example.com"], "not_after": 1}}}
+    # a lineage about to be re-issued for new domains still lets nginx start: keep serving it
+    assert tls.serving_paths(app, lineage) == app.final
+
+
+NOW = 1_800_000_000
+SERVER = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+@pytest.mark.parametrize(
+    "have, server, reason",
+    [
+        (None, None, "no certificate yet"),
+        ({"names": ["www.example.com", "app.example.com"], "not_after": NOW + 86400}, SERVER, None),
+        ({"names": ["app.example.com"], "not_after": NOW + 86400}, SERVER, "its domains changed"),
+        ({"names": ["app.example.com", "www.example.com"], "not_after": NOW + 86400},
+         "https://acme-staging-v02.api.letsencrypt.org/directory", "another ACME server"),
+        ({"names": ["app.example.com", "www.example.com"], "not_after": NOW - 1}, SERVER,
+         "expired"),
+        # no renewal conf to compare (made by hand?): names and dates decide
+        ({"names": ["app.example.com", "www.example.com"], "not_after": NOW + 86400}, None, None),
+    ],
+)  # fmt: skip
+def test_a_valid_certificate_is_never_requested_again(net_of, have, server, reason):
+    app = tls.certificates(net_of("acme"))[0]
+    state = {"now": NOW, "certs": {app.final.cert: have} if have else {},
+             "renewal_servers": {"app": server} if server else {}}  # fmt: skip
+    got = tls.issue_reason(app, state, SERVER + "/")  # a trailing slash is the same server
+    assert (got is None) if reason is None else (reason in got)
+
+
+def test_certbot_uses_the_webroot_never_the_nginx_plugin(net_of):
+    app = tls.certificates(net_of("acme"))[0]
+    args = tls.certbot_args(app, SERVER, "ops@example.com", {"certs": {}})
+    assert args[:5] == ["certbot", "certonly", "--webroot", "-w", tls.WEBROOT]
+    assert "--nginx" not in args and "-i" not in args
+    assert args[args.index("--cert-name") + 1] == "app"
+    assert [args[i + 1] for i, a in enumerate(args) if a == "-d"] == list(app.domains)
+    for flag in ("--non-interactive", "--agree-tos"):
+        assert flag in args
+    assert args[args.index("--server") + 1] == SERVER
+
+
+def test_self_signed_remade_near_expiry_or_for_other_domains():
+    paths = tls.CertPaths("/c", "/k")
+    ok = {"now": NOW, "certs": {"/c": {"names": ["a.test"], "not_after": NOW + 31 * 86400}}}
+    assert not tls.needs_new_self_signed(paths, ("a.test",), ok)
+    assert tls.needs_new_self_signed(paths, ("a.test", "b.test"), ok)
+    soon = {"now": NOW, "certs": {"/c": {"names": ["a.test"], "not_after": NOW + 29 * 86400}}}
+    assert tls.needs_new_self_signed(paths, ("a.test",), soon)
+
+
+# -- versions, settings, conflicts ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, directive, reject",
+    [
+        ("1.22.1", False, True),  # Debian 12
+        ("1.22.1-9+deb12u9", False, True),  # apt's candidate version
+        ("1.25.0", False, True),
+        ("1.25.1", True, True),
+        ("1.26.3", True, True),
+        ("1:1.26.0-1", True, True),  # epoch
+        ("1.18.0", False, False),  # Ubuntu 20.04: no ssl_reject_handshake
+        (None, False, False),  # unknown: the syntax every version accepts
+        ("(none)", False, False),
+    ],
+)
+def test_http2_syntax_follows_the_nginx_version(text, directive, reject):
+    version = tls.parse_version(text)
+    assert tls.http2_directive(version) is directive
+    assert tls.reject_handshake(version) is reject
+
+
+def test_the_shipped_defaults_are_valid_settings():
+    s = tls.ProxySettings.from_data(DEFAULTS)
+    assert s.keepalive > 0 and s.connect_timeout == "5s" and s.server_extra == ""
+
+
+def test_bad_settings_are_all_reported_at_once():
+    bad = dict(DEFAULTS, nginx_keepalive=-1, nginx_connect_timeout="5 seconds",
+               nginx_client_max_body_size="lots", nginx_server_extra="location / { }")  # fmt: skip
+    with pytest.raises(ValueError) as e:
+        tls.ProxySettings.from_data(bad)
+    for name in ("nginx_keepalive", "nginx_connect_timeout", "nginx_client_max_body_size",
+                 "nginx_server_extra"):  # fmt: skip
+        assert name in str(e.value)
+
+
+def test_only_the_distro_default_site_is_removed_for_port_80():
+    assert tls.port80_conflicts([tls.SHARED_CONF], True) == ([], [])
+    assert tls.port80_conflicts([tls.DISTRO_DEFAULT_SITE], True) == ([tls.DISTRO_DEFAULT_SITE], [])
+    # before nginx is installed, its package's default site will come and conflict
+    assert tls.port80_conflicts([], False) == ([tls.DISTRO_DEFAULT_SITE], [])
+    mine = "/etc/nginx/sites-enabled/mysite"
+    assert tls.port80_conflicts([mine, tls.SHARED_CONF], True) == ([], [mine])
+
+
+# -- the nginx files -------------------------------------------------------------------------------
+
+
+def _files(net, version="1.22.1", ipv6=True, **overrides):
+    certs = tls.certificates(net)
+    settings = tls.ProxySettings.from_data(dict(DEFAULTS, **overrides))
+    return tls.nginx_files(net, {c.name: c.final for c in certs}, settings,
+                           tls.parse_version(version), ipv6)  # fmt: skip
+
+
+CASES = {
+    "acme-nginx-1.22": dict(mode="acme"),
+    "self-signed-nginx-1.26-no-ipv6-no-keepalive": dict(
+        mode="self-signed", version="1.26.3", ipv6=False, nginx_keepalive=0,
+        nginx_server_extra="access_log off;"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_nginx_files_match_the_golden_files(net_of, case):
+    kw = dict(CASES[case])
+    files = _files(net_of(kw.pop("mode")), **kw)
+    folder = GOLDEN / case
+    if os.environ.get("BACKHAUL_UPDATE_GOLDEN") == "1":
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():
+            old.unlink()
+        for path, content in files.items():
+            (folder / Path(path).name).write_text(content)
+    assert sorted(Path(p).name for p in files) == sorted(p.name for p in folder.iterdir())
+    for path, content in files.items():
+        assert content == (folder / Path(path).name).read_text(), path
+
+
+def test_one_vhost_per_public_service_and_one_upstream_each(net_of):
+    files = _files(net_of())
+    assert sorted(files) == [
+        "/etc/nginx/conf.d/backhaul.conf",
+        "/etc/nginx/sites-enabled/backhaul-admin-ui.conf",
+        "/etc/nginx/sites-enabled/backhaul-app.conf",
+    ]
+    shared = files[tls.SHARED_CONF]
+    assert re.findall(r"upstream (\S+) \{", shared) == ["backhaul_app", "backhaul_admin_ui"]
+    assert "9100" not in "".join(files.values())  # the internal service is not proxied
+    assert shared.count("keepalive 32;") == 2
+
+
+def test_forwarded_headers_are_set_by_the_hub_not_appended(net_of):
+    for path, text in _files(net_of()).items():
+        if path == tls.SHARED_CONF:
+            continue
+        assert "proxy_set_header X-Forwarded-For $remote_addr;" in text
+        assert "$proxy_add_x_forwarded_for" not in text
+        for header in ("Host $host", "X-Real-IP $remote_addr", "X-Forwarded-Proto $scheme"):
+            assert f"proxy_set_header {header};" in text
+        assert "proxy_http_version 1.1;" in text
+        assert re.search(r"proxy_connect_timeout \d+s;", text)
+
+
+def test_plain_requests_keep_the_upstream_connection_websocket_upgrades(net_of):
+    files = _files(net_of())
+    shared = files[tls.SHARED_CONF]
+    assert re.search(r"map \$http_upgrade \$backhaul_connection_upgrade \{\s*default upgrade;"
+                     r"\s*''\s*\"\";\s*\}", shared)  # fmt: skip
+    app = files[tls.site_file("app")]  # websocket: true
+    assert "proxy_set_header Connection $backhaul_connection_upgrade;" in app
+    assert "proxy_set_header Upgrade $http_upgrade;" in app
+    admin = files[tls.site_file("admin-ui")]  # websocket: false
+    assert 'proxy_set_header Connection "";' in admin and "Upgrade" not in admin
+
+
+def test_allow_list_hsts_and_port_80(net_of):
+    files = _files(net_of())
+    admin = files[tls.site_file("admin-ui")]
+    assert re.search(r"allow 198\.51\.100\.0/24;\s*allow 192\.0\.2\.7/32;\s*deny all;", admin)
+    assert "Strict-Transport-Security" not in admin
+    app = files[tls.site_file("app")]
+    assert 'add_header Strict-Transport-Security "max-age=63072000" always;' in app
+    assert "deny all" not in app
+    shared = files[tls.SHARED_CONF]
+    assert "location ^~ /.well-known/acme-challenge/ {" in shared
+    assert f"root {tls.WEBROOT};" in shared
+    assert "return 301 https://$host$request_uri;" in shared
+
+
+def test_mozilla_intermediate_in_every_tls_server(net_of):
+    files = _files(net_of())
+    servers = [
+        files[tls.site_file("app")],
+        files[tls.site_file("admin-ui")],
+        files[tls.SHARED_CONF],
+    ]  # the :443 default server starts every handshake
+    for text in servers:
+        assert "ssl_protocols TLSv1.2 TLSv1.3;" in text
+        assert "ssl_ecdh_curve X25519:prime256v1:secp384r1;" in text
+        assert "ssl_session_tickets off;" in text
+        assert "ssl_stapling" not in text
+
+
+def test_http2_syntax_and_ipv6_listen(net_of):
+    old = _files(net_of(), version="1.22.1", ipv6=True)[tls.site_file("app")]
+    assert "listen 443 ssl http2;" in old and "listen [::]:443 ssl http2;" in old
+    assert "http2 on;" not in old
+    new = _files(net_of(), version="1.26.3", ipv6=False)[tls.site_file("app")]
+    assert "listen 443 ssl;" in new and "http2 on;" in new and "[::]" not in new
+
+
+def test_keepalive_off_renders_no_keepalive(net_of):
+    shared = _files(net_of(), nginx_keepalive=0)[tls.SHARED_CONF]
+    assert "keepalive" not in shared
+
+
+# -- fact commands are safe ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["relative", "/etc/x;rm -rf /", "/etc/$(id)", "/a/../b", "/a b"])
+def test_paths_reaching_a_shell_are_checked(bad):
+    with pytest.raises(ValueError):
+        check_path(bad)
+    with pytest.raises(ValueError):
+        NginxState().command(paths=[bad])
+
+
+def test_certificate_fact_takes_paths_and_names_only():
+    with pytest.raises(ValueError):
+        CertificateState().command(certs=["/etc/letsencrypt/live/*/cert.pem"])
+    with pytest.raises(ValueError):
+        CertificateState().command(lineages=["app;reboot"])
+
+
+# -- the swap / nginx -t / restore script, run for real ------------------------------------------
+
+FAKE_NGINX = """#!/bin/sh
+# fake `nginx -t`: refuses any file of the tree containing "bogus", like nginx would
+if grep -rl bogus "$TREE" >/dev/null 2>&1; then
+  echo 'nginx: [emerg] unknown directive "bogus" in '"$(grep -rl bogus "$TREE" | head -n1)"':1' >&2
+  echo 'nginx: configuration file /etc/nginx/nginx.conf test failed' >&2
+  exit 1
+fi
+echo 'nginx: configuration file /etc/nginx/nginx.conf test is successful' >&2
+"""
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "$@" >> "$TREE/../systemctl.log"
+"""
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "etc-nginx"
+    (root / "sites-enabled").mkdir(parents=True)
+    (root / "conf.d").mkdir()
+    (root / "sites-available").mkdir()
+    (root / "sites-available/default").write_text("server { listen 80 default_server; }\n")
+    (root / "sites-enabled/default").symlink_to(root / "sites-available/default")
+    (root / "conf.d/backhaul.conf").write_text("old shared\n")
+    (root / "sites-enabled/backhaul-old.conf").write_text("old vhost\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("nginx", FAKE_NGINX), ("systemctl", FAKE_SYSTEMCTL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return root
+
+
+def _run(tree: Path, staged: dict[str, str], removes: list[str]):
+    work = tree.parent / "work"
+    stage = work / "stage"
+    stage.mkdir(parents=True, exist_ok=True)
+    writes = list(staged)
+    for i, path in enumerate(writes):
+        (stage / str(i)).write_text(staged[path])
+    script = apply_script(writes, removes, stage=str(stage), backup=str(work / "backup"),
+                          lock=str(work / "lock"))  # fmt: skip
+    env = dict(os.environ, TREE=str(tree), PATH=f"{tree.parent / 'bin'}:{os.environ['PATH']}")
+    return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
+
+
+def _snapshot(tree: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(tree.rglob("*")):
+        rel = str(p.relative_to(tree))
+        out[rel] = f"-> {os.readlink(p)}" if p.is_symlink() else (
+            p.read_text() if p.is_file() else "<dir>")  # fmt: skip
+    return out
+
+
+def test_a_good_change_is_swapped_in_and_reloaded(tree):
+    shared, vhost = str(tree / "conf.d/backhaul.conf"), str(tree / "sites-enabled/backhaul-app.conf")
+    proc = _run(
+        tree,
+        {shared: "new shared\n", vhost: "new vhost\n"},
+        [str(tree / "sites-enabled/default"), str(tree / "sites-enabled/backhaul-old.conf")],
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _snapshot(tree) == {
+        "conf.d": "<dir>", "conf.d/backhaul.conf": "new shared\n",
+        "sites-available": "<dir>", "sites-available/default": "server { listen 80 default_server; }\n",
+        "sites-enabled": "<dir>", "sites-enabled/backhaul-app.conf": "new vhost\n",
+    }  # fmt: skip
+    assert (tree.parent / "systemctl.log").read_text().splitlines() == [
+        "is-active -q nginx", "reload nginx"]  # fmt: skip
+
+
+def test_a_refused_change_restores_every_file_and_fails_with_nginx_s_message(tree):
+    before = _snapshot(tree)
+    shared, vhost = str(tree / "conf.d/backhaul.conf"), str(tree / "sites-enabled/backhaul-app.conf")
+    proc = _run(
+        tree,
+        {shared: "new shared\n", vhost: "bogus on;\n"},
+        [str(tree / "sites-enabled/default"), str(tree / "sites-enabled/backhaul-old.conf")],
+    )
+    assert proc.returncode == 1
+    assert 'unknown directive "bogus"' in proc.stderr
+    assert REFUSED in proc.stderr
+    assert _snapshot(tree) == before  # the new vhost gone, the old ones and the symlink back
+    assert not (tree.parent / "systemctl.log").exists()  # never reloaded
+
+
+def test_a_failed_swap_touches_nothing_it_did_not_back_up(tree):
+    before = _snapshot(tree)
+    shared = str(tree / "conf.d/backhaul.conf")
+    # stage/0 exists, stage/1 does not: the second move fails after the first succeeded
+    work = tree.parent / "work"
+    (work / "stage").mkdir(parents=True)
+    (work / "stage/0").write_text("new shared\n")
+    script = apply_script([shared, str(tree / "sites-enabled/backhaul-old.conf")], [],
+                          stage=str(work / "stage"), backup=str(work / "backup"),
+                          lock=str(work / "lock"))  # fmt: skip
+    env = dict(os.environ, TREE=str(tree), PATH=f"{tree.parent / 'bin'}:{os.environ['PATH']}")
+    proc = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "could not move the new nginx files into place" in proc.stderr
+    assert _snapshot(tree) == before
