@@ -109,21 +109,22 @@ def rotate_keys(c, host=None, all=False, network=None):
 LAB_HELP = "lab name: 1-6 lowercase letters/digits (default: demo; its files go to .lab/)"
 
 
-def _lab(name, backends=2, subnet=None):
+def _lab(name, backends=2, subnet=None, spares=0):
     from backhaul.lab.layout import Lab
 
-    return Lab.make(name or "demo", int(backends), subnet, os.getcwd())
+    return Lab.make(name or "demo", int(backends), subnet, os.getcwd(), int(spares))
 
 
 @task(name="up", help={"backends": "number of backends (default 2)", "name": LAB_HELP,
+                       "spares": "extra hosts booted but left out of network.yml (for add-backend)",
                        "subnet": "the lab's 'public internet' /24 (default per name)",
                        "fresh": "start from bare hosts (throw away the hosts' disks)"})
 @_friendly
-def lab_up(c, backends=2, name=None, subnet=None, fresh=False):
+def lab_up(c, backends=2, name=None, subnet=None, fresh=False, spares=0):
     """Boot the lab: 1 hub + N backends (real Debian 12, systemd, SSH), apt cache, ACME (pebble)."""
     from backhaul.lab import lab
 
-    lab.up(_lab(name, backends, subnet), fresh=fresh)
+    lab.up(_lab(name, backends, subnet, spares), fresh=fresh)
 
 
 @task(name="down", help={"name": LAB_HELP, "purge": "also delete the hosts' disks"})

@@ -72,8 +72,8 @@ def run_pyinfra(
                **{pending.ENV: pending_file}, **(extra_env or {}))  # fmt: skip
     # -y skips change detection, which is exactly what a dry run is for
     cmd = [sys.executable, "-m", "pyinfra", *([] if dry else ["-y"]), "inventory.py", deploy_file]
-    if limit:
-        cmd += ["--limit", ",".join(limit)]
+    for name in limit or []:
+        cmd += ["--limit", name]  # one flag per host: a comma list is one (unmatched) pattern
     if dry:
         cmd += ["--dry", "--diff"]
     try:

@@ -48,7 +48,7 @@ def write_ssh_config(lab: Lab) -> Path:
 
 def network_yaml(lab: Lab, acme_directory: str, services: str = "") -> str:
     """The network description of the lab, as a user would write it for real servers."""
-    hub, *backends = lab.hosts
+    hub, *backends = lab.network_hosts
     d = lab.files_dir.resolve()
     lines = [
         f"# The lab '{lab.name}' (written by `inv lab.up`; edit freely, lab.up rewrites it).",

@@ -73,6 +73,12 @@ def _record(lab: Lab) -> Path:
     return lab.state_dir / "lab.json"
 
 
+def _recorded(old: dict, lab: Lab) -> Lab:
+    """The lab as lab.json recorded it (its subnet and size decide what to tear down)."""
+    return Lab.make(old["name"], old["backends"], old["subnet"], lab.project_dir,
+                    old.get("spares", 0))  # fmt: skip
+
+
 def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     """Bring the lab to ``lab.backends`` running backends; quick and changeless when it is up."""
     preflight()
@@ -81,11 +87,10 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     if rec.exists():
         old = json.loads(rec.read_text())
         if old["subnet"] != str(lab.subnet) or fresh:
-            down(Lab.make(old["name"], old["backends"], old["subnet"], lab.project_dir),
-                 purge=True, log=log)  # fmt: skip
+            down(_recorded(old, lab), purge=True, log=log)
     lab.state_dir.mkdir(parents=True, exist_ok=True)
     rec.write_text(json.dumps({"name": lab.name, "subnet": str(lab.subnet),
-                               "backends": lab.backends}))  # fmt: skip
+                               "backends": lab.backends, "spares": lab.spares}))  # fmt: skip
     rootfs, built = image.ensure_built(log=log)
     _raise_inotify_limit()
     key, pubkey = files.ensure_ssh_key(lab)
@@ -147,7 +152,7 @@ def down(lab: Lab, purge: bool = False, log=print) -> dict:
     rec = _record(lab)
     if rec.exists():  # the recorded lab decides the subnet (bridge) and the host set
         old = json.loads(rec.read_text())
-        lab = Lab.make(old["name"], old["backends"], old["subnet"], lab.project_dir)
+        lab = _recorded(old, lab)
     hosts_dir = lab.state_dir / "hosts"
     runners = [_orphan_runner(lab, d) for d in hosts_dir.iterdir()] if hosts_dir.exists() else []
     with ThreadPoolExecutor(max_workers=max(1, min(32, len(runners)))) as pool:
@@ -180,7 +185,7 @@ def status(lab: Lab) -> list[dict]:
     rec = _record(lab)
     if rec.exists():
         old = json.loads(rec.read_text())
-        lab = Lab.make(old["name"], old["backends"], old["subnet"], lab.project_dir)
+        lab = _recorded(old, lab)
     rows = []
     for h in lab.hosts:
         r = HostRunner(lab, h, image.rootfs(), "")

@@ -41,6 +41,7 @@ class Lab:
     subnet: ipaddress.IPv4Network
     backends: int
     project_dir: Path  # where .lab/ (network.yml, ssh_config, key) is written
+    spares: int = 0  # booted but NOT in network.yml: hosts to try `inv add-backend` on
 
     @classmethod
     def make(
@@ -49,23 +50,25 @@ class Lab:
         backends: int = 2,
         subnet: str | None = None,
         project_dir: str | Path = ".",
+        spares: int = 0,
     ) -> Lab:
         if not NAME_RE.match(name):
             raise LabError(
                 f"lab name {name!r} is not valid: use 1-6 lowercase letters/digits starting "
                 "with a letter (it becomes part of interface names limited to 15 characters)"
             )
-        if not 0 <= backends <= MAX_BACKENDS:
-            raise LabError(f"--backends {backends}: choose between 0 and {MAX_BACKENDS}")
+        if not 0 <= backends <= MAX_BACKENDS or not 0 <= spares <= MAX_BACKENDS - backends:
+            raise LabError(f"--backends {backends} --spares {spares}: at most {MAX_BACKENDS} in all")
         if subnet is None:
             subnet = DEFAULT_SUBNETS.get(name) or _derived_subnet(name)
         try:
             net = ipaddress.IPv4Network(subnet)
         except ValueError as e:
             raise LabError(f"lab subnet {subnet!r} is not an IPv4 network: {e}") from None
-        if net.num_addresses < backends + 16:
-            raise LabError(f"lab subnet {net} is too small for {backends} backends")
-        return cls(name=name, subnet=net, backends=backends, project_dir=Path(project_dir))
+        if net.num_addresses < backends + spares + 16:
+            raise LabError(f"lab subnet {net} is too small for {backends + spares} backends")
+        return cls(name=name, subnet=net, backends=backends, project_dir=Path(project_dir),
+                   spares=spares)
 
     # --- addresses -------------------------------------------------------------------------
     @property
@@ -79,11 +82,18 @@ class Lab:
 
     @property
     def hosts(self) -> list[LabHost]:
+        """Every booted host: the hub, the backends, then the spares."""
         base = self.subnet.network_address
         out = [LabHost("proxy", f"{self.name}-0", base + 10, "hub")]
-        for i in range(1, self.backends + 1):
-            out.append(LabHost(f"backend-{i}", f"{self.name}-{i}", base + 10 + i, "backend"))
+        for i in range(1, self.backends + self.spares + 1):
+            role = "backend" if i <= self.backends else "spare"
+            out.append(LabHost(f"backend-{i}", f"{self.name}-{i}", base + 10 + i, role))
         return out
+
+    @property
+    def network_hosts(self) -> list[LabHost]:
+        """The hosts network.yml describes (not the spares)."""
+        return [h for h in self.hosts if h.role != "spare"]
 
     # --- names and places ------------------------------------------------------------------
     @property
