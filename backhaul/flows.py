@@ -157,17 +157,24 @@ def add_backend(network: str, public_ip: str, name: str | None = None,
                 wg_ip: str | None = None) -> None:
     """Write the backend into the file, deploy it and the hub's side only, verify it.
 
-    Re-running after an interruption finishes the job: a backend already in the file with the
-    same public address (and name/address, when given) is taken as is."""
-
+    Re-running after an interruption finishes the job: a journal next to the network file
+    names the add in progress, so the backend it already wrote is taken as is (and a backend
+    that is simply a duplicate is still refused)."""
+    journal = Path(network).resolve().with_name(f".{Path(network).name}.adding")
     with network_lock(network, wait=0):
         net = netmod.load(network, write_back=True)
-        host = next((b for b in net.backends if str(b.public_ip) == public_ip
-                     and name in (None, b.name) and wg_ip in (None, str(b.wg_ip))), None)  # fmt: skip
+        resuming = journal.exists() and journal.read_text().strip() == public_ip
+        host = next((b for b in net.backends if str(b.public_ip) == public_ip), None) \
+            if resuming else None  # fmt: skip
         if host:
-            print(f"backhaul: {host.name} ({public_ip}) is already in {network}: finishing its setup")
+            print(f"backhaul: finishing the interrupted add of {host.name} ({public_ip})")
         else:
-            host = netmod.add_backend(network, name, public_ip, wg_ip)  # validates; file unchanged on error
+            journal.write_text(public_ip + "\n")
+            try:
+                host = netmod.add_backend(network, name, public_ip, wg_ip)  # file unchanged on error
+            except BaseException:
+                journal.unlink(missing_ok=True)
+                raise
             print(f"backhaul: added {host.name} ({public_ip}, {host.wg_ip}) to {network}", flush=True)
         net = netmod.load(network)
         # The new host fully; on the hub its peer (wg syncconf) and firewall rule. Nothing else.
@@ -178,7 +185,9 @@ def add_backend(network: str, public_ip: str, name: str | None = None,
     report = _wait_verified(network, [host.name])
     print(report.to_table())
     if not report.ok:
-        raise DeployError(f"{host.name} was deployed but does not verify; see the table above")
+        raise DeployError(f"{host.name} was deployed but does not verify; see the table above; "
+                          "run the same add-backend again once the cause is fixed")
+    journal.unlink(missing_ok=True)
 
 
 def _wait_verified(network: str, names: list[str], timeout: float = 30.0):

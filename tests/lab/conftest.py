@@ -29,7 +29,8 @@ def lab() -> LabHandle:
         pytest.fail("the lab tests need root (run ./dev test as root); use -m 'not lab' to skip")
     name = os.environ.get("BACKHAUL_TEST_LAB", "ci")
     backends = int(os.environ.get("BACKHAUL_TEST_BACKENDS", "2"))
-    the_lab = Lab.make(name, backends, project_dir=ROOT)
+    spares = int(os.environ.get("BACKHAUL_TEST_SPARES", "1"))  # for add-backend
+    the_lab = Lab.make(name, backends, project_dir=ROOT, spares=spares)
     labmod.up(the_lab, fresh=True)
     yield LabHandle(the_lab)
     if os.environ.get("BACKHAUL_KEEP_LAB") != "1":

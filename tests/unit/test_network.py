@@ -435,7 +435,8 @@ def test_remove_last_backend_leaves_an_empty_list(tmp_path: Path) -> None:
     [
         ("proxy", "network.yml: name: 'proxy' is the hub (proxy); it cannot be removed"),
         ("nope", "network.yml: name: there is no backend 'nope'; backends: web, db, cache"),
-        ("web", "network.yml: name: services app run on 'web'; remove or move them first (or remove them with it: --force)"),
+        ("web", "network.yml: name: services app run on 'web'; remove or move them first "
+                "(or remove them with it: --force)"),
     ],
 )
 def test_remove_backend_failures_leave_the_file_unchanged(
