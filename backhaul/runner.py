@@ -1,0 +1,115 @@
+"""Run the pinned pyinfra CLI for a network file, stream its output, and say what it did."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from backhaul import pending
+from backhaul.errors import DeployError
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = "deploys/site.py"
+
+
+@dataclass
+class Run:
+    """What one pyinfra run did: its exit code, the work it left pending, the hosts that failed."""
+
+    rc: int
+    pending: list[str]
+    failed: dict[str, str]  # host -> first error line pyinfra printed for it
+
+    def check(self, what: str, advice: str) -> None:
+        """Raise a DeployError naming the failed hosts (and what is pending), if any."""
+        if self.rc == 0 and not self.pending:
+            return
+        lines = [f"  {h}: {why}" for h, why in sorted(self.failed.items())]
+        lines += [f"  {p}" for p in self.pending if p.split(":", 1)[0] not in self.failed]
+        hosts = ", ".join(sorted(self.failed)) or "some hosts"
+        head = (f"{what} failed on {hosts} (pyinfra exit {self.rc})" if self.rc
+                else f"{what} is not complete")  # fmt: skip
+        raise DeployError("\n".join([head + ":", *lines, advice]))
+
+
+# "    [backend-2] Could not connect (...)" / "    [proxy] Error: ..." / "[proxy] ERROR: ..."
+_FAILED = re.compile(r"^\s*\[([^\]]+)\]\s+(Could not connect.*|SSH error.*|Error.*|ERROR.*)$")
+
+
+def run_pyinfra(
+    network: str | Path,
+    deploy_file: str = SITE,
+    limit: list[str] | None = None,
+    dry: bool = False,
+    extra_env: dict | None = None,
+) -> Run:
+    """Run the pinned pyinfra CLI (the stable interface) and stream its output."""
+    with tempfile.NamedTemporaryFile(prefix="backhaul-pending-", delete=False) as tmp:
+        pending_file = tmp.name
+    env = dict(os.environ, BACKHAUL_NETWORK=str(Path(network).resolve()),
+               **{pending.ENV: pending_file}, **(extra_env or {}))  # fmt: skip
+    # -y skips change detection, which is exactly what a dry run is for
+    cmd = [sys.executable, "-m", "pyinfra", *([] if dry else ["-y"]), "inventory.py", deploy_file]
+    for name in limit or []:
+        cmd += ["--limit", name]  # one flag per host: a comma list is one (unmatched) pattern
+    if dry:
+        cmd += ["--dry", "--diff"]
+    try:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
+        lines = []
+        for line in proc.stdout:  # stream pyinfra's progress as it comes
+            sys.stdout.write(line)
+            lines.append(line)
+        rc = proc.wait()
+        sys.stdout.flush()
+        if rc == 0:
+            print(plan_summary(lines) if dry else summary(lines), flush=True)
+        failed: dict[str, str] = {}
+        for line in lines:
+            m = _FAILED.match(line.rstrip())
+            if m:
+                failed.setdefault(m.group(1), m.group(2))
+        return Run(rc, pending.read(pending_file), failed)
+    finally:
+        os.unlink(pending_file)
+
+
+def summary(lines: list[str]) -> str:
+    """One line from pyinfra's "Grand total  ops  success  error  no-change" row."""
+    totals = next((ln for ln in reversed(lines) if ln.strip().startswith("Grand total")), "")
+    nums = [int(c) if c.isdigit() else 0 for c in totals.split()[2:]]
+    ops, changed, errors = (nums + [0, 0, 0])[:3]
+    if changed == 0 and errors == 0:
+        return f"backhaul: no changes ({ops} operations checked, all hosts as described)"
+    return f"backhaul: {changed} of {ops} operations changed something, {errors} failed"
+
+
+def plan_summary(lines: list[str]) -> str:
+    """Per host, what `inv deploy` would change (from pyinfra's "Detected changes" table)."""
+    per_host: dict[str, list[str]] = {}
+    in_table = False
+    for line in lines:
+        if line.startswith("--> Detected changes"):
+            in_table = True
+            continue
+        if in_table and not line.strip():
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        if not in_table or len(cells) < 2 or cells[0] == "Operation":
+            continue
+        op = cells[0].split(" | ")[-1]
+        for cell in cells[1:]:
+            m = re.match(r"\d+ \((.*)\)", cell)
+            for name in (m.group(1).split(", ") if m else []):
+                per_host.setdefault(name.strip(), []).append(op)
+    if not per_host:
+        return "backhaul: plan: no changes: every host is as the network file describes"
+    out = [f"backhaul: plan: changes on {len(per_host)} host(s) (nothing was changed):"]
+    out += [f"  {name}: {'; '.join(ops)}" for name, ops in sorted(per_host.items())]
+    return "\n".join(out)
