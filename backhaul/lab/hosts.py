@@ -97,6 +97,26 @@ class HostRunner:
             f'Acquire::http::Proxy "http://{self.lab.gateway}:3142";\n'
         )
 
+    def init_pid(self) -> int | None:
+        """The host's systemd (PID 1 inside), seen from outside: the launcher's grandchild."""
+        def children(pid: int) -> list[int]:
+            out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+            return [int(p) for p in out.stdout.split()]
+
+        for nspawn in children(self.pid or 0):
+            for init in children(nspawn):
+                return init
+        return None
+
+    def console(self, command: list[str]) -> subprocess.CompletedProcess:
+        """Run a command in the host without SSH (as `machinectl shell` would; it has no
+        systemd outside to ask): nsenter into every namespace of the host's PID 1."""
+        pid = self.init_pid()
+        if not pid:
+            raise LabError(f"{self.host.name} is not running")
+        return subprocess.run(["nsenter", "-t", str(pid), "-a", *command],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
     def host_key(self) -> str:
         return (self.merged / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[1]
 

@@ -43,6 +43,13 @@ class LabHandle:
             )
         return proc
 
+    def console(self, host: str, command: str):
+        """A shell on the host without SSH (for when SSH is what a test broke)."""
+        from backhaul.lab.hosts import HostRunner
+
+        h = next(h for h in self.lab.hosts if h.name == host)
+        return HostRunner(self.lab, h, Path("/"), "").console(["sh", "-c", command])
+
     def env(self, network: Path | None = None) -> dict:
         return dict(os.environ, BACKHAUL_NETWORK=str(network or self.network))
 
