@@ -76,10 +76,14 @@ def wireguard_network():
             key="net.ipv4.ip_forward", value=1, persist=True,
             persist_file="/etc/sysctl.d/60-backhaul.conf",
         )  # fmt: skip
-    render_conf = (lambda: _hub_conf(net)) if me.role == "hub" else (
-        lambda: _backend_conf(net, me.name))  # fmt: skip
-    wireguard.config(name=f"{iface}.conf and wg-quick@{iface}", interface=iface,
-                     content=render_conf)  # fmt: skip
+    # Two operations, the hub's first: it knows every peer before a backend's tunnel comes up
+    # and says hello, so the first handshake succeeds (else WireGuard retries after 5 s).
+    if me.role == "hub":
+        wireguard.config(name=f"hub {iface}.conf and wg-quick@{iface}", interface=iface,
+                         content=lambda: _hub_conf(net))  # fmt: skip
+    else:
+        wireguard.config(name=f"backend {iface}.conf and wg-quick@{iface}", interface=iface,
+                         content=lambda: _backend_conf(net, me.name))  # fmt: skip
 
 
 wireguard_network()

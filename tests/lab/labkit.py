@@ -64,6 +64,22 @@ class LabHandle:
                                  f"{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}")
         return proc
 
+    def verify(self, network: Path | None = None) -> dict:
+        import json
+
+        return json.loads(self.inv("verify", "--json", network=network, check=False).stdout)
+
+    def wait_healthy(self, network: Path | None = None, timeout: float = 40) -> dict:
+        """Handshakes can take a few seconds after a (re)start: retry verify briefly."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            report = self.verify(network)
+            if report["ok"] or time.monotonic() > deadline:
+                return report
+            time.sleep(2)
+
     def pyinfra(self, *args: str, network: Path | None = None, check: bool = True):
         proc = subprocess.run(
             [sys.executable, "-m", "pyinfra", "-y", "inventory.py", *args], cwd=ROOT,

@@ -19,6 +19,7 @@ from .labkit import ROOT
 @pytest.fixture(scope="module")
 def net(lab):
     lab.inv("deploy")
+    lab.wait_healthy()
     spare = next(h for h in lab.hosts if h.role == "spare")
     yield spare
     # leave the lab as the other modules expect it: the spare out of the file

@@ -39,14 +39,10 @@ def _verify(lab, network=None) -> dict:
     return json.loads(proc.stdout)
 
 
-def _wait_healthy(lab, network=None, timeout=40) -> dict:
-    """Handshakes can take a few seconds after a (re)start: retry verify briefly."""
-    deadline = time.monotonic() + timeout
-    while True:
-        report = _verify(lab, network)
-        if report["ok"] or time.monotonic() > deadline:
-            return report
-        time.sleep(2)
+def _wait_healthy(lab, network=None) -> dict:
+    report = lab.wait_healthy(network)
+    OUTPUTS.append(json.dumps(report))
+    return report
 
 
 def _failed(report: dict) -> list:
