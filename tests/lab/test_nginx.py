@@ -1,0 +1,343 @@
+"""nginx + TLS on the hub (issue: services behind the proxy), proven from the outer machine.
+
+One network variant with services (WebSocket + HSTS, an allow list, a backend that is down, an
+internal one), one `inv deploy` for the module; the lab's demo service runs on the backends,
+bound to their WG addresses. Everything a user would see is checked from the outer machine
+(curl, a WebSocket client, sslyze), names resolved to the hub with --resolve.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from backhaul.network import load
+
+from .labkit import ROOT
+
+PORTS = {"app": 18080, "api": 18081, "down": 18099}  # odd ports: never clash with lab.demo's
+
+
+def _services(lab, gateway: str) -> list[dict]:
+    d = lab.lab.domain
+    return [
+        {"name": "app", "backend": "backend-1", "port": PORTS["app"],
+         "domains": [f"app.{d}", f"www.{d}"], "websocket": True, "hsts": True},
+        {"name": "api", "backend": "backend-2", "port": PORTS["api"],
+         "domains": [f"api.{d}"], "allow": [gateway]},
+        # nothing listens on this port: the "backend down" page
+        {"name": "down", "backend": "backend-1", "port": PORTS["down"], "domains": [f"down.{d}"]},
+        {"name": "metrics", "backend": "backend-2", "port": 19100},  # internal: no vhost
+    ]  # fmt: skip
+
+
+def _write_variant(lab, path: Path, drop: tuple[str, ...] = ()) -> Path:
+    doc = yaml.safe_load(lab.network.read_text())
+    doc["services"] = [s for s in _services(lab, str(lab.lab.gateway)) if s["name"] not in drop]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+class Outside:
+    """What a client on the internet sees: the hub's public address, names resolved to it."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.hub = lab.ip("proxy")
+        self.root = lab.files / "acme-root.pem"
+
+    def curl(self, url: str, *args: str, retry_until: int | None = None) -> tuple[int, str, str]:
+        """(status, headers, body); retries briefly for `retry_until` (reloads are async)."""
+        host = re.match(r"https?://([^/:]+)", url).group(1)
+        port = 443 if url.startswith("https") else 80
+        cmd = ["curl", "-sS", "--max-time", "15", "--resolve", f"{host}:{port}:{self.hub}",
+               "--cacert", str(self.root), "-D", "-", "-o", "-", "-w", "\n%{http_code}", *args,
+               url]  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            out = proc.stdout
+            status = int(out.rsplit("\n", 1)[-1] or 0) if proc.returncode == 0 else 0
+            if retry_until is None or status == retry_until or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert proc.returncode == 0, f"curl {url}: {proc.stderr}"
+        # text mode turned the header lines' CRLF into LF
+        head, _, body = out.rsplit("\n", 1)[0].partition("\n\n")
+        return status, head, body
+
+    def tls_socket(self, name: str) -> ssl.SSLSocket:
+        ctx = ssl.create_default_context(cafile=str(self.root))  # checks chain AND name
+        raw = socket.create_connection((self.hub, 443), timeout=10)
+        return ctx.wrap_socket(raw, server_hostname=name)
+
+    def peer_cert(self, name: str) -> dict:
+        with self.tls_socket(name) as s:
+            return s.getpeercert()
+
+
+def _scp(lab, src: Path, host: str, dest: str) -> None:
+    subprocess.run(["scp", "-q", "-F", str(lab.files / "ssh_config"), str(src), f"{host}:{dest}"],
+                   check=True, timeout=60)  # fmt: skip
+
+
+def _start_demo(lab, net) -> None:
+    for svc in ("app", "api"):
+        s = next(x for x in net.services if x.name == svc)
+        ip = net.host(s.backend).wg_ip
+        _scp(lab, ROOT / "backhaul/lab/demo_app.py", s.backend, "/root/demo_app.py")
+        unit = f"ngx-test-{svc}"
+        lab.ssh(s.backend, f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} "
+                f"2>/dev/null; systemd-run --unit {unit} python3 /root/demo_app.py --bind {ip} "
+                f"--port {s.port} --name {svc}")  # fmt: skip
+        for _ in range(50):
+            if lab.ssh(s.backend, f"ss -Htln 'sport = :{s.port}' | grep -q {ip}",
+                       check=False).returncode == 0:  # fmt: skip
+                break
+            time.sleep(0.1)
+
+
+def _archive_count(lab, name: str) -> int:
+    out = lab.ssh("proxy", f"ls /etc/letsencrypt/archive/{name}/ | grep -c '^cert'", check=False)
+    return int(out.stdout.strip() or 0)
+
+
+@pytest.fixture(scope="module")
+def site(lab, tmp_path_factory):
+    """The services deployed once: timings of the first and the second (no-op) deploy."""
+    path = _write_variant(lab, tmp_path_factory.mktemp("ngx") / "network.yml")
+    t0 = time.monotonic()
+    first = lab.inv("deploy", "--network", str(path), network=path)
+    first_s = time.monotonic() - t0
+    net = load(path)
+    _start_demo(lab, net)
+    t0 = time.monotonic()
+    second = lab.inv("deploy", "--network", str(path), network=path)
+    second_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    alone = lab.pyinfra("deploys/nginx.py", network=path)
+    alone_s = time.monotonic() - t0
+    print(f"\n[nginx lab] first deploy {first_s:.1f}s, second (no-op) {second_s:.1f}s, "
+          f"deploys/nginx.py alone (no-op) {alone_s:.1f}s")  # fmt: skip
+    return {"path": path, "net": net, "first": first, "second": second, "alone": alone,
+            "outside": Outside(lab), "archive_app": _archive_count(lab, "app")}  # fmt: skip
+
+
+# -- what a client sees ----------------------------------------------------------------------------
+
+
+def test_https_reaches_the_backend_with_a_certificate_for_the_domain(lab, site):
+    out, d = site["outside"], lab.lab.domain
+    for name in (f"app.{d}", f"www.{d}"):
+        status, head, body = out.curl(f"https://{name}/some/path?x=1", retry_until=200)
+        assert status == 200, head
+        answer = json.loads(body)
+        assert answer["service"] == "app" and answer["host"] == "backend-1"
+        assert answer["path"] == "/some/path?x=1"
+        assert answer["headers"]["host"] == name
+        assert answer["headers"]["x-forwarded-proto"] == "https"
+        assert answer["client"] == "10.50.0.1"  # the hub, over the tunnel
+        # the chain ends at the lab's ACME root (tls_socket verifies it) and names the domain
+        cert = out.peer_cert(name)
+        assert ("DNS", name) in cert["subjectAltName"]
+    assert re.search(r"(?im)^strict-transport-security: max-age=63072000", head)
+    # the lineage is certbot's, served from /etc/letsencrypt/live/app/
+    conf = lab.ssh("proxy", "cat /etc/nginx/sites-enabled/backhaul-app.conf").stdout
+    assert "ssl_certificate /etc/letsencrypt/live/app/fullchain.pem;" in conf
+
+
+def test_http_redirects_to_https(lab, site):
+    name = f"app.{lab.lab.domain}"
+    status, head, _ = site["outside"].curl(f"http://{name}/a/b?c=d")
+    assert status == 301
+    assert re.search(rf"(?im)^location: https://{re.escape(name)}/a/b\?c=d$", head)
+
+
+def test_a_forged_x_forwarded_for_never_reaches_the_backend(lab, site):
+    gateway = str(lab.lab.gateway)  # the outer machine, as the hub sees it
+    _, _, body = site["outside"].curl(
+        f"https://app.{lab.lab.domain}/", "-H", "X-Forwarded-For: 6.6.6.6",
+        "-H", "X-Real-IP: 6.6.6.7", retry_until=200,
+    )  # fmt: skip
+    headers = json.loads(body)["headers"]
+    assert headers["x-forwarded-for"] == gateway
+    assert headers["x-real-ip"] == gateway
+    assert "6.6.6" not in body
+
+
+def test_websocket_upgrade_through_the_hub(lab, site):
+    import websocket  # websocket-client (test extras)
+
+    name = f"app.{lab.lab.domain}"
+    sock = site["outside"].tls_socket(name)  # TLS with the name; websocket-client speaks on it
+    ws = websocket.create_connection(f"wss://{name}/ws", socket=sock, timeout=10)
+    try:
+        assert ws.getstatus() == 101
+        for text in ("hello", "x" * 5000):
+            ws.send(text)
+            assert ws.recv() == text
+    finally:
+        ws.close()
+
+
+def test_allow_list_403_for_others_200_for_listed(lab, site):
+    out, url = site["outside"], f"https://api.{lab.lab.domain}/"
+    status, _, body = out.curl(url, retry_until=200)  # from the gateway: listed
+    assert status == 200 and json.loads(body)["service"] == "api"
+    stranger = str(lab.lab.outsider_ip())
+    dev = lab.lab.bridge
+    subprocess.run(["ip", "addr", "add", f"{stranger}/{lab.lab.subnet.prefixlen}", "dev", dev],
+                   check=True)  # fmt: skip
+    try:
+        status, _, _ = out.curl(url, "--interface", stranger)
+        assert status == 403
+        # the app vhost has no allow list: the stranger gets through there
+        status, _, _ = out.curl(f"https://app.{lab.lab.domain}/", "--interface", stranger)
+        assert status == 200
+    finally:
+        subprocess.run(["ip", "addr", "del", f"{stranger}/{lab.lab.subnet.prefixlen}", "dev",
+                        dev], check=False)  # fmt: skip
+
+
+def test_a_backend_that_is_down_gives_a_quick_clear_502(lab, site):
+    t0 = time.monotonic()
+    status, _, body = site["outside"].curl(f"https://down.{lab.lab.domain}/")
+    assert status == 502
+    assert time.monotonic() - t0 < 6  # proxy_connect_timeout 5s at worst
+    assert "backend of down is down" in body
+
+
+def test_internal_services_get_no_vhost(lab, site):
+    listing = lab.ssh("proxy", "ls /etc/nginx/sites-enabled/").stdout.split()
+    assert sorted(listing) == ["backhaul-api.conf", "backhaul-app.conf", "backhaul-down.conf"]
+    assert "19100" not in lab.ssh("proxy", "cat /etc/nginx/conf.d/backhaul.conf").stdout
+
+
+def test_upstream_connections_are_kept_alive(lab, site):
+    """Many requests through the hub reuse a few connections to the backend."""
+    out, name = site["outside"], f"app.{lab.lab.domain}"
+    url = f"https://{name}/"
+    # one curl, 50 requests on one client connection
+    subprocess.run(["curl", "-sS", "--resolve", f"{name}:443:{out.hub}", "--cacert",
+                    str(out.root), *([url] * 50)], check=True, capture_output=True, timeout=60)  # fmt: skip
+    conns = lab.ssh("backend-1", f"ss -Htn state established 'sport = :{PORTS['app']}' "
+                    "| wc -l").stdout  # fmt: skip
+    assert 1 <= int(conns) <= 4, conns
+
+
+# -- TLS by a real scanner ---------------------------------------------------------------------------
+
+
+def test_tls_passes_sslyze_mozilla_intermediate(lab, site):
+    from sslyze import (
+        CertificateInfoExtraArgument,
+        ScanCommandsExtraArguments,
+        Scanner,
+        ServerNetworkLocation,
+        ServerScanRequest,
+    )
+    from sslyze.mozilla_tls_profile.tls_config_checker import (
+        SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER,
+        MozillaTlsConfiguration,
+        ServerNotCompliantWithTlsConfiguration,
+        TlsConfigurationEnum,
+        check_server_against_tls_configuration,
+    )
+
+    out = site["outside"]
+    request = ServerScanRequest(
+        server_location=ServerNetworkLocation(f"app.{lab.lab.domain}", 443, out.hub),
+        scan_commands=SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER,
+        scan_commands_extra_arguments=ScanCommandsExtraArguments(
+            certificate_info=CertificateInfoExtraArgument(custom_ca_file=out.root)
+        ),
+    )
+    scanner = Scanner()
+    scanner.queue_scans([request])
+    result = next(iter(scanner.get_results()))
+    config = MozillaTlsConfiguration.get(TlsConfigurationEnum.MOZILLA_INTERMEDIATE)
+    try:
+        check_server_against_tls_configuration(result, config)
+        issues = {}
+    except ServerNotCompliantWithTlsConfiguration as e:
+        issues = e.issues
+    # pebble (the lab's ACME server) issues 5-year certificates unless its config sets
+    # certificateValidityPeriod; Let's Encrypt's last 90 days. That one is the CA's, not ours.
+    issues.pop("maximum_certificate_lifespan", None)
+    assert issues == {}
+
+
+def test_unknown_names_get_no_certificate(lab, site):
+    out = site["outside"]
+    with pytest.raises(ssl.SSLError):
+        out.tls_socket(f"nothere.{lab.lab.domain}").close()
+
+
+# -- certificates: renewal by certbot's timer ----------------------------------------------------
+
+
+def test_renewal_by_the_timer_trusts_the_acme_ca_and_reloads_nginx(lab, site):
+    timer = lab.ssh("proxy", "systemctl is-enabled certbot.timer; systemctl is-active "
+                    "certbot.timer").stdout.split()  # fmt: skip
+    assert timer == ["enabled", "active"]
+    env = lab.ssh("proxy", "systemctl show -p Environment --value certbot.service").stdout
+    assert "REQUESTS_CA_BUNDLE=/etc/backhaul/acme-ca.pem" in env
+    out, name = site["outside"], f"app.{lab.lab.domain}"
+    before = out.peer_cert(name)["serialNumber"]
+    # Run the very unit the timer runs, told (for this once) to renew what is not due yet.
+    lab.ssh("proxy", "echo 'force-renewal = True' >> /etc/letsencrypt/cli.ini && "
+            "systemctl start certbot.service; rc=$?; sed -i '/^force-renewal = True$/d' "
+            "/etc/letsencrypt/cli.ini; exit $rc", timeout=180)  # fmt: skip
+    deadline = time.monotonic() + 10
+    while out.peer_cert(name)["serialNumber"] == before and time.monotonic() < deadline:
+        time.sleep(0.3)  # the hook's reload is asynchronous
+    assert out.peer_cert(name)["serialNumber"] != before  # renewed, and nginx serves it
+
+
+# -- changes: refused, no-op, removed ------------------------------------------------------------
+
+
+def test_a_broken_vhost_is_refused_and_the_old_config_keeps_serving(lab, site):
+    before = lab.ssh("proxy", "sha256sum /etc/nginx/conf.d/backhaul.conf "
+                     "/etc/nginx/sites-enabled/*").stdout  # fmt: skip
+    proc = lab.pyinfra("deploys/nginx.py", "--data", "nginx_server_extra=backhaul_bogus on;",
+                       network=site["path"], check=False)  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert 'unknown directive "backhaul_bogus"' in output  # nginx's own message
+    assert "nginx -t refused the new configuration" in output
+    after = lab.ssh("proxy", "sha256sum /etc/nginx/conf.d/backhaul.conf "
+                    "/etc/nginx/sites-enabled/*").stdout  # fmt: skip
+    assert after == before
+    status, _, _ = site["outside"].curl(f"https://app.{lab.lab.domain}/")
+    assert status == 200
+    assert lab.ssh("proxy", "nginx -t", check=False).returncode == 0
+
+
+def test_second_deploy_changes_nothing_and_requests_no_certificate(lab, site):
+    second = site["second"].stdout
+    assert "backhaul: no changes" in second, second[-3000:]
+    alone = site["alone"].stdout + site["alone"].stderr
+    nginx_rows = [ln for ln in alone.splitlines() if "nginx and TLS |" in ln and "   " in ln]
+    assert nginx_rows and all(re.search(r"\s1\s+-\s+-\s+1\s*$", ln) for ln in nginx_rows), alone
+    # and nothing was issued since the first deploy (renewal test aside: compare before it)
+    assert site["archive_app"] == 1
+
+
+def test_a_removed_service_loses_its_vhost_only(lab, site, tmp_path):
+    path = _write_variant(lab, tmp_path / "network.yml", drop=("api",))
+    lab.pyinfra("deploys/nginx.py", network=path)
+    listing = lab.ssh("proxy", "ls /etc/nginx/sites-enabled/").stdout.split()
+    assert sorted(listing) == ["backhaul-app.conf", "backhaul-down.conf"]
+    assert "backhaul_api" not in lab.ssh("proxy", "cat /etc/nginx/conf.d/backhaul.conf").stdout
+    status, _, _ = site["outside"].curl(f"https://app.{lab.lab.domain}/", retry_until=200)
+    assert status == 200
+    lab.pyinfra("deploys/nginx.py", network=site["path"])  # put it back for later modules
