@@ -34,7 +34,10 @@ def installed(packages: list[str]):
         host.noop(f"installed: {', '.join(packages)}")
         return
     names = " ".join(shlex.quote(p) for p in missing)
+    # `dpkg --configure -a` first: an install cut off earlier (a dropped SSH connection) leaves
+    # dpkg "interrupted", and apt refuses to do anything until it is finished.
     yield (
-        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-        f"--no-install-recommends -o Dpkg::Options::=--force-confold {names}"
+        "export DEBIAN_FRONTEND=noninteractive && dpkg --configure -a && apt-get update -qq && "
+        "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold "
+        f"{names}"
     )

@@ -1,0 +1,156 @@
+"""Faults: a backend down, SSH cut mid-deploy, the hub rebooting, two deploys at once, a firewall
+change that would lock the operator out. Each must end boring: clear errors, nothing half-done."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from backhaul.lab import lab as labmod
+from backhaul.lab.hosts import HostRunner
+from backhaul.lab.image import rootfs
+
+from .labkit import ROOT
+
+OUTPUTS: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def net(lab):
+    OUTPUTS.append(lab.inv("deploy").stdout)
+    assert lab.wait_healthy()["ok"]
+    return lab
+
+
+def _conf_hash(lab, host: str) -> str:
+    return lab.ssh(host, "sha256sum /etc/wireguard/wg0.conf").stdout.split()[0]
+
+
+def test_a_stopped_backend_fails_only_itself_and_a_later_run_completes(net):
+    lab = net
+    good = _conf_hash(lab, "backend-1")
+    lab.ssh("backend-1", "echo '# drift' >> /etc/wireguard/wg0.conf")  # work for the deploy
+    down = next(h for h in lab.hosts if h.name == "backend-2")
+    HostRunner(lab.lab, down, rootfs(), "").stop()  # powered off
+    try:
+        proc = lab.inv("deploy", check=False)
+        OUTPUTS.append(proc.stdout + proc.stderr)
+        assert proc.returncode == 1
+        assert "failed on backend-2" in proc.stderr and "Could not connect" in proc.stderr
+        assert _conf_hash(lab, "backend-1") == good  # the others converged
+        assert "10.50.0.3/32" in lab.ssh("proxy", "wg show wg0 allowed-ips").stdout  # peer kept
+        report = lab.verify()
+        assert report["exit_code"] == 2
+        assert any(c["host"] == "backend-2" and c["status"] == "unknown" for c in report["checks"])
+    finally:
+        labmod.up(lab.lab)  # the host comes back (its disk kept)
+    OUTPUTS.append(lab.inv("deploy").stdout)
+    assert lab.wait_healthy()["ok"]
+
+
+def test_ssh_cut_in_the_middle_of_a_deploy_is_mended_by_a_rerun(net):
+    lab = net
+    # make the deploy slow on backend-1: its WireGuard packages must be installed again
+    lab.ssh("backend-1", "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q wireguard-tools")
+    cmd = [sys.executable, "-m", "invoke", "deploy"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=lab.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out = []
+    for line in proc.stdout:
+        out.append(line)
+        if "WireGuard packages" in line and "Starting operation" in line:
+            time.sleep(0.3)  # apt is running now
+            lab.console("backend-1", "pkill -f 'sshd: root' || true")  # every SSH session dies
+            break
+    out.append(proc.stdout.read())
+    assert proc.wait() != 0
+    OUTPUTS.append("".join(out))
+    # the operator still gets in; nothing is half-written
+    assert lab.ssh("backend-1", "hostname").stdout.strip() == "backend-1"
+    lab.ssh("backend-1", "wg-quick strip wg0 >/dev/null")  # the conf parses
+    rerun = lab.inv("deploy")
+    OUTPUTS.append(rerun.stdout)
+    lab.ssh("backend-1", "wg --version")
+    assert lab.wait_healthy()["ok"]
+
+
+def test_two_deploys_at_once_the_second_refuses_clearly(net):
+    lab = net
+    cmd = [sys.executable, "-m", "invoke", "deploy"]
+    first = subprocess.Popen(cmd, cwd=ROOT, env=lab.env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    lock = lab.network.with_name(f".{lab.network.name}.lock")
+    deadline = time.monotonic() + 20
+    while not (lock.exists() and lock.read_text().strip()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    second = lab.inv("deploy", check=False)
+    assert second.returncode == 3, second.stdout + second.stderr
+    assert "is in use by pid" in second.stderr and "run again" in second.stderr
+    assert "Connecting" not in second.stdout  # it touched no host
+    out, _ = first.communicate(timeout=300)
+    OUTPUTS.append(out)
+    assert first.returncode == 0, out[-3000:]
+
+
+def test_a_firewall_change_that_would_cut_ssh_is_refused(net, tmp_path):
+    """The provider forwards port 2222 to sshd's 22 (played by a DNAT here); a network file
+    saying ssh.port 2222 would allow only 2222 on the host and cut every session."""
+    lab = net
+    hub = lab.ip("proxy")
+    rule = ["OUTPUT", "-p", "tcp", "-d", hub, "--dport", "2222",
+            "-j", "DNAT", "--to-destination", f"{hub}:22"]
+    variant = tmp_path / "network.yml"
+    variant.write_text(lab.network.read_text().replace("  port: 22\n", "  port: 2222\n", 1))
+    known = lab.files / "known_hosts"
+    saved = known.read_text()
+    before = lab.ssh("proxy", "ufw status").stdout
+    subprocess.run(["iptables", "-t", "nat", "-I", *rule], check=True)
+    try:
+        proc = lab.inv("deploy", "--limit", "proxy", network=variant, check=False)
+        OUTPUTS.append(proc.stdout + proc.stderr)
+    finally:
+        subprocess.run(["iptables", "-t", "nat", "-D", *rule], check=False)
+        known.write_text(saved)  # accept-new recorded [hub]:2222
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "refusing to change the firewall" in text and "arrives on port 22" in text
+    assert lab.ssh("proxy", "ufw status").stdout == before  # nothing changed
+    assert lab.ssh("proxy", "hostname").stdout.strip() == "proxy"
+
+
+def test_the_hub_reboots_and_everything_comes_back(net):
+    lab = net
+    lab.ssh("proxy", "systemctl reboot", check=False)
+    time.sleep(3)
+    deadline = time.monotonic() + 90
+    while lab.ssh("proxy", "systemctl is-system-running --wait", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the hub did not come back"
+        time.sleep(1)
+    report = lab.wait_healthy(timeout=60)
+    assert report["ok"], [c for c in report["checks"] if c["status"] not in ("ok", "warn")]
+
+
+def test_no_key_material_in_any_output_or_file(net):
+    lab = net
+    secrets = [lab.ssh(h.name, "cat /etc/wireguard/wg0.key").stdout.strip() for h in lab.hosts
+               if lab.ssh(h.name, "test -f /etc/wireguard/wg0.key", check=False).returncode == 0]
+    secrets += lab.ssh("proxy", "cat /etc/wireguard/psk/*.psk 2>/dev/null || true").stdout.split()
+    assert secrets
+    for text in OUTPUTS:
+        assert not any(s in text for s in secrets)
+    for base in (ROOT, lab.files):
+        for path in base.rglob("*"):
+            if ".venv" in path.parts or ".git" in path.parts or not path.is_file():
+                continue
+            if path.stat().st_size < 2_000_000:
+                data = path.read_bytes()
+                assert not any(s.encode() in data for s in secrets), path
+    for h in lab.hosts:
+        out = lab.ssh(h.name, "stat -c '%a %U %n' /etc/wireguard/*", check=False).stdout
+        for line in out.splitlines():
+            if line.endswith((".key", ".psk", ".conf")):
+                assert line.startswith("600 root"), line
