@@ -35,7 +35,7 @@ def test_host_installs_a_package_through_the_lab_cache(lab):
 def test_pyinfra_reaches_every_host_through_the_inventory(lab):
     proc = lab.pyinfra("exec", "--", "hostname")
     out = proc.stdout + proc.stderr  # pyinfra logs to stderr
-    for h in lab.hosts:
+    for h in lab.lab.network_hosts:
         assert re.search(rf"^\[{h.name}\]\s+{h.name}$", out, re.M), out
 
 
