@@ -10,7 +10,9 @@ Order on the hub, each step only when the facts show it is needed:
      certificate does not exist yet, so that nginx can start and answer the challenge;
   4. if a temporary certificate is in use: the configuration with it, then certbot;
   5. the configuration with the final certificates. Every configuration change passes
-     `nginx -t` before nginx reloads (backhaul.operations.nginx); a no-op run reloads nothing.
+     `nginx -t` before nginx reloads (backhaul.operations.nginx); a no-op run reloads nothing;
+  6. certificates backhaul made for services that are gone are deleted (after 5: nothing
+     uses them any more).
 """
 
 from pyinfra import host
@@ -57,6 +59,17 @@ def _settings() -> tls.ProxySettings:
         raise DeployError(f"{host.name}: bad nginx host data: {e}") from None
 
 
+def _read_ca(path, network) -> str:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise DeployError(f"tls.acme_ca_bundle in {network}: cannot read {path} ({e.strerror}); "
+                          "fix the path or remove the key") from None  # fmt: skip
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise DeployError(f"tls.acme_ca_bundle in {network}: {path} holds no PEM certificate")
+    return text
+
+
 @deploy("nginx and TLS", data_defaults=DEFAULTS)
 def nginx_tls():
     net = load_current()
@@ -86,7 +99,7 @@ def nginx_tls():
         certbot.acme_client(
             name="ACME client: webroot, renewal hook, CA trust, certbot.timer",
             renewal_hook=render("nginx-renewal-hook.sh.j2", lock=LOCK),
-            ca_bundle=ca.read_text() if ca else None,
+            ca_bundle=_read_ca(ca, net.path) if ca else None,
             dropin=render("nginx-certbot-dropin.conf.j2", ca_bundle=tls.CA_BUNDLE) if ca else None,
         )
     for c in certs:
@@ -123,6 +136,11 @@ def nginx_tls():
 
     config = nginx.config(name="nginx configuration (nginx -t, then reload)", files=final,
                           prune=[SITES_GLOB], remove=remove)  # fmt: skip
+    certbot.prune(
+        name="Certificates of removed services",
+        lineages=[c.name for c in certs if c.mode == "acme"],
+        self_signed=[c.name for c in certs if c.mode != "provided"],
+    )
     if issued:
         # A certificate re-issued under a config that did not change still needs nginx to
         # load it (certbot runs the renewal hooks for `renew` only).

@@ -170,6 +170,46 @@ class CertificateState(FactBase[dict[str, Any]]):
         return self.process([])
 
 
+class OwnedCertificates(FactBase[dict[str, Any]]):
+    """
+    Returns the certificates backhaul made on the hub, by name: certbot lineages whose renewal
+    conf uses backhaul's webroot, and the directories of self-signed ones.
+
+    + webroot: backhaul's ACME webroot (how its lineages are told from an operator's own)
+    + self_signed_dir: where backhaul keeps self-signed certificates, one directory per name
+
+    .. code:: python
+
+        {"lineages": ["api", "app"], "self_signed": ["app"]}
+    """
+
+    def command(self, webroot: str, self_signed_dir: str) -> str:
+        check_path(webroot)
+        check_path(self_signed_dir)
+        if "*" in webroot + self_signed_dir:
+            raise ValueError("OwnedCertificates: paths, not patterns")
+        pattern = shlex.quote(f"^webroot_path = {re.escape(webroot)},?$")
+        return (
+            f"grep -lE {pattern} /etc/letsencrypt/renewal/*.conf 2>/dev/null "
+            "| sed 's|.*/||; s|[.]conf$||; s|^|lineage=|'; "
+            f"for d in {shlex.quote(self_signed_dir)}/*/; do "
+            '[ -d "$d" ] && echo "self_signed=$(basename "$d")"; done; true'
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        out: dict[str, list[str]] = {"lineages": [], "self_signed": []}
+        for line in output:
+            key, _, value = line.partition("=")
+            if key == "lineage" and _NAME_RE.fullmatch(value):
+                out["lineages"].append(value)
+            elif key == "self_signed" and _NAME_RE.fullmatch(value):
+                out["self_signed"].append(value)
+        return {k: sorted(v) for k, v in out.items()}
+
+    def default(self) -> dict[str, Any]:
+        return self.process([])
+
+
 class CertbotState(FactBase[dict[str, Any]]):
     """
     Returns the state of the ACME client's surroundings: certbot, its timer, and files.

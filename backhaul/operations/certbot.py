@@ -20,7 +20,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, OperationValueError, operation
 
 from backhaul import tls as tlsplan
-from backhaul.facts.nginx import CertbotState, CertificateState, check_path
+from backhaul.facts.nginx import CertbotState, CertificateState, OwnedCertificates, check_path
 
 
 def _sha256(content: str) -> str:
@@ -174,3 +174,35 @@ def self_signed(cert: str, key: str, domains: list[str], days: int = tlsplan.SEL
         f"chmod 644 {q(cert + '.new')} && mv -f {q(key + '.new')} {q(key)} && "
         f"mv -f {q(cert + '.new')} {q(cert)}"
     )
+
+
+@operation()
+def prune(lineages: list[str], self_signed: list[str]):
+    """
+    Delete the certificates backhaul made that no service uses any more.
+
+    + lineages: certbot lineages to keep; any other made with backhaul's webroot is deleted
+      (``certbot delete``: else certbot.timer would renew it for ever, and fail once the
+      name's DNS points elsewhere)
+    + self_signed: self-signed certificates (``/etc/backhaul/tls/<name>``) to keep
+
+    Lineages an operator made with another webroot or plugin are never touched. Run it after
+    the nginx configuration stopped using them.
+
+    **Example:**
+
+    .. code:: python
+
+        certbot.prune(name="Certificates of removed services", lineages=["app"],
+                      self_signed=["app"])
+    """
+    st = host.get_fact(OwnedCertificates, webroot=tlsplan.WEBROOT,
+                       self_signed_dir=tlsplan.SELF_SIGNED_DIR)  # fmt: skip
+    stale_lineages = [n for n in st["lineages"] if n not in lineages]
+    stale_dirs = [n for n in st["self_signed"] if n not in self_signed]
+    for n in stale_lineages:
+        yield f"certbot delete --non-interactive --cert-name {shlex.quote(n)}"
+    for n in stale_dirs:
+        yield f"rm -rf {shlex.quote(f'{tlsplan.SELF_SIGNED_DIR}/{n}')}"
+    if not stale_lineages and not stale_dirs:
+        host.noop("no certificate of a removed service left")

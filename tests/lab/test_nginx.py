@@ -332,12 +332,15 @@ def test_second_deploy_changes_nothing_and_requests_no_certificate(lab, site):
     assert site["archive_app"] == 1
 
 
-def test_a_removed_service_loses_its_vhost_only(lab, site, tmp_path):
+def test_a_removed_service_loses_its_vhost_and_certificate_only(lab, site, tmp_path):
     path = _write_variant(lab, tmp_path / "network.yml", drop=("api",))
     lab.pyinfra("deploys/nginx.py", network=path)
     listing = lab.ssh("proxy", "ls /etc/nginx/sites-enabled/").stdout.split()
     assert sorted(listing) == ["backhaul-app.conf", "backhaul-down.conf"]
     assert "backhaul_api" not in lab.ssh("proxy", "cat /etc/nginx/conf.d/backhaul.conf").stdout
+    # its certificate too (else certbot.timer would renew it for ever); the others stay
+    live = lab.ssh("proxy", "ls /etc/letsencrypt/live/ /etc/letsencrypt/renewal/").stdout.split()
+    assert "api" not in live and "api.conf" not in live and "app" in live
     status, _, _ = site["outside"].curl(f"https://app.{lab.lab.domain}/", retry_until=200)
     assert status == 200
     lab.pyinfra("deploys/nginx.py", network=site["path"])  # put it back for later modules
