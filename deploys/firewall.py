@@ -12,7 +12,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 
-from backhaul import plan
+from backhaul import plan, software
 from backhaul.facts.system import SshSessionPort
 from backhaul.network import load_current
 from backhaul.operations import packages, ufw
@@ -37,7 +37,7 @@ def firewall():
             f"{session_port}, but the network file says ssh.port {net.ssh.port}, which is the "
             "only SSH port the firewall would allow. Set ssh.port to the port sshd listens on."
         )
-    packages.installed(name="ufw", packages=["ufw"])
+    packages.installed(name="ufw", packages=software.FIREWALL)
     rules = plan.firewall_rules(net, me)  # SSH first
     ufw.firewall(name="ufw rules, defaults (deny in), enabled",
                  rules=[_ufw_rule(r) for r in rules], ssh_port=net.ssh.port)  # fmt: skip

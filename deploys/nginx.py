@@ -21,7 +21,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import systemd
 from pyinfra.operations.util import any_changed
 
-from backhaul import tls
+from backhaul import software, tls
 from backhaul.facts.nginx import CertificateState, NginxState
 from backhaul.network import load_current
 from backhaul.operations import certbot, nginx, packages
@@ -87,8 +87,7 @@ def nginx_tls():
         )
     version = tls.parse_version(st["version"] or st["candidate"])
 
-    wanted = ["nginx", "openssl"] + (["certbot"] if mode == "acme" else [])
-    packages.installed(name="nginx and TLS packages", packages=wanted)
+    packages.installed(name="nginx and TLS packages", packages=software.nginx(net))
 
     cert_files = sorted({c.final.cert for c in certs} | {c.stand_in.cert for c in certs if c.stand_in})
     lineages = [c.name for c in certs if c.mode == "acme"]

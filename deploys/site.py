@@ -1,10 +1,12 @@
-"""Everything, in order: tunnel first (other parts bind to it), then firewall, services, nginx.
+"""Everything, in order: packages (one apt run), the tunnel (other parts bind to it), the
+firewall, services bound to the tunnel, nginx.
 
     pyinfra inventory.py deploys/site.py      (what `inv deploy` runs)
 """
 
 from pyinfra import local
 
+local.include("deploys/packages.py")  # one apt run for all of them
 local.include("deploys/wireguard.py")
 local.include("deploys/firewall.py")
 local.include("deploys/nginx.py")

@@ -13,7 +13,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import server
 
-from backhaul import pending, plan
+from backhaul import pending, plan, software
 from backhaul.facts.wireguard import WireguardConfigPeers, WireguardState
 from backhaul.network import Network, load_current
 from backhaul.operations import packages, wireguard
@@ -62,11 +62,9 @@ def wireguard_network():
     iface = net.interface
     state = host.get_fact(WireguardState, interface=iface) or {}
 
-    wanted = ["wireguard-tools"]
     # No kernel module (containers, some provider kernels): wg-quick falls back to wireguard-go.
-    if state.get("kernel_module") == "missing":
-        wanted.append("wireguard-go")
-    packages.installed(name="WireGuard packages", packages=wanted)
+    packages.installed(name="WireGuard packages",
+                       packages=software.wireguard(state.get("kernel_module")))
     wireguard.keypair(name="WireGuard key pair (made on the host)", interface=iface)
     if me.role == "hub" and net.backend_to_backend:
         # Only ever turned on: other software on the hub (Docker) may rely on it, and with
