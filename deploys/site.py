@@ -9,4 +9,6 @@ from pyinfra import local
 local.include("deploys/packages.py")  # one apt run for all of them
 local.include("deploys/wireguard.py")
 local.include("deploys/firewall.py")
+local.include("deploys/docker_bind.py")
+local.include("deploys/units.py")
 local.include("deploys/nginx.py")

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from backhaul.errors import LabError
-from backhaul.lab import cgroups, files, image, services, system
+from backhaul.lab import cgroups, demo, files, image, services, system
 from backhaul.lab.hosts import HostRunner, ssh_ready
 from backhaul.lab.layout import STATE_ROOT, Lab
 
@@ -113,7 +113,7 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
         raise LabError("lab hosts did not boot cleanly: " + ", ".join(f"{n}: {s}" for n, s in bad.items())
                        + f"\n(console logs: {lab.state_dir}/hosts/<host>/console.log)")
     network = lab.files_dir / "network.yml"
-    text = files.network_yaml(lab, services.acme_directory(lab))
+    text = files.network_yaml(lab, services.acme_directory(lab), services=demo.network_services(lab))
     if not network.exists() or network.read_text() != text:
         network.write_text(text)
     took = time.monotonic() - t0

@@ -1,0 +1,381 @@
+"""Keep Docker's published ports on the backend's WireGuard address, with every guard in place.
+
+Docker writes its own iptables rules: a port published on 0.0.0.0 is open to the internet
+whatever ufw says (shown in the lab). So three guards, each covering what the others miss:
+
+1. the compose file names the WireGuard address in every published port
+   (``backhaul.compose.rewrite_compose``; a backup of the customer's file is kept once);
+2. compose's own networks carry ``com.docker.network.bridge.host_binding_ipv4`` (written by the
+   same rewrite): a port published later without an address, on those networks, binds there;
+3. ``"ip"`` in /etc/docker/daemon.json: the same for containers on the default bridge
+   (``docker run -p 8080:80``), which guard 2 does not cover.
+
+And ordering: docker.service starts after ``wg-quick@<if>`` (a drop-in), else at boot a
+container's bind to the WireGuard address fails ("cannot assign requested address") and Docker
+does not retry it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+import shlex
+from collections.abc import Callable, Iterable
+from io import StringIO
+from typing import Any
+
+import yaml
+from pyinfra import host, logger
+from pyinfra.api import FileUploadCommand, OperationError, operation
+
+from backhaul.compose import ComposeError, rewrite_compose
+from backhaul.facts.docker import (
+    BACKUP_SUFFIX,
+    DAEMON_JSON,
+    DOCKER_DROPIN,
+    HOST_BINDING_OPT,
+    ComposeProject,
+    DockerDaemon,
+)
+
+# Container states in which Docker itself keeps the service up: `up -d` would change nothing.
+_UP_STATES = {"running", "restarting"}
+_ENABLED_STATES = {"enabled", "enabled-runtime", "static", "indirect", "generated", "alias"}
+INSTALL_HINT = "apt-get install --no-install-recommends docker.io docker-compose"
+
+
+# --- pure helpers (unit-tested) ---------------------------------------------------------------
+
+
+def merge_daemon_json(current: str | None, bind_ip: str) -> str | None:
+    """daemon.json with ``"ip": bind_ip`` added to what is there; None when it already says so.
+
+    Every other key the administrator set is kept (in its order). Raises ValueError when the
+    file is not a JSON object: it is not ours to guess what was meant.
+    """
+    if current is None or not current.strip():
+        settings: dict[str, Any] = {}
+    else:
+        try:
+            settings = json.loads(current)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
+        if not isinstance(settings, dict):
+            raise ValueError(f"not a JSON object but a {type(settings).__name__}")
+    if settings.get("ip") == bind_ip:
+        return None
+    settings["ip"] = bind_ip
+    return json.dumps(settings, indent=2) + "\n"
+
+
+def compose_command(state: dict[str, Any]) -> str | None:
+    """``docker compose`` (v2) where the host has it, else ``docker-compose`` (v1), else None."""
+    if state.get("compose_v2"):
+        return "docker compose"
+    if state.get("compose_v1"):
+        return "docker-compose"
+    return None
+
+
+def _load(text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _services(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    services = data.get("services")
+    if not isinstance(services, dict):
+        return {}
+    return {str(k): (v if isinstance(v, dict) else {}) for k, v in services.items()}
+
+
+def default_project_name(path: str, text: str) -> str:
+    """The project name compose derives without ``-p``: top-level ``name:`` (v2) or the
+    directory's name, lowercased, keeping ``[a-z0-9_-]`` (both versions normalize this way).
+    ``COMPOSE_PROJECT_NAME`` in a ``.env`` file is not read here."""
+    name = _load(text).get("name")
+    raw = (
+        str(name)
+        if isinstance(name, str) and name
+        else posixpath.basename(posixpath.dirname(posixpath.normpath(path)))
+    )
+    return re.sub(r"[^a-z0-9_-]", "", raw.lower()).lstrip("_-")
+
+
+def owns(path: str, container: dict[str, str]) -> bool:
+    """Whether a container was made from ``path`` (v1 labels files relative to working_dir)."""
+    wd = container.get("working_dir") or "/"
+    files = [f for f in (container.get("config_files") or "").split(",") if f]
+    want = posixpath.normpath(path)
+    return any(posixpath.normpath(posixpath.join(wd, f)) == want for f in files)
+
+
+def project_names(path: str, text: str, containers: Iterable[dict[str, str]]) -> set[str]:
+    names = {c["project"] for c in containers if owns(path, c) and c.get("project")}
+    return names or {default_project_name(path, text)}
+
+
+def services_started_by_up(text: str) -> list[str]:
+    """The services ``up -d`` starts: all but those behind ``profiles:`` or scaled to 0."""
+    out = []
+    for name, svc in _services(_load(text)).items():
+        if svc.get("profiles"):
+            continue
+        replicas = (svc.get("deploy") or {}).get("replicas") if isinstance(svc.get("deploy"), dict) else None
+        if svc.get("scale") == 0 or replicas == 0:
+            continue
+        out.append(name)
+    return out
+
+
+def services_down(path: str, text: str, containers: Iterable[dict[str, str]]) -> list[str]:
+    """Services of the file with no container up (never started, stopped, exited, created)."""
+    up = {c.get("service") for c in containers if owns(path, c) and c.get("state") in _UP_STATES}
+    return [s for s in services_started_by_up(text) if s not in up]
+
+
+def bound_networks(text: str, bind_ip: str) -> set[str]:
+    """Networks of the file (compose's keys, e.g. ``default``) that say ``host_binding_ipv4``."""
+    nets = _load(text).get("networks")
+    out = set()
+    for key, net in nets.items() if isinstance(nets, dict) else []:
+        opts = net.get("driver_opts") if isinstance(net, dict) else None
+        if isinstance(opts, dict) and str(opts.get(HOST_BINDING_OPT)) == bind_ip:
+            out.add(str(key))
+    return out
+
+
+def stale_networks(
+    path: str,
+    text: str,
+    bind_ip: str,
+    containers: Iterable[dict[str, str]],
+    networks: Iterable[dict[str, str]],
+) -> list[str]:
+    """Existing networks of the project that the file binds but Docker does not (yet).
+
+    Docker cannot change a network's options in place: compose refuses with "needs to be
+    recreated", so the project has to go ``down`` first (named volumes are kept).
+    """
+    projects = project_names(path, text, containers)
+    wanted = bound_networks(text, bind_ip)
+    return sorted(
+        n["name"]
+        for n in networks
+        if n.get("project") in projects
+        and n.get("network") in wanted
+        and n.get("driver") == "bridge"
+        and n.get("host_binding_ipv4") != bind_ip
+    )
+
+
+def long_syntax_ports(text: str) -> list[str]:
+    """Services publishing a port in the long (mapping) syntax."""
+    out = []
+    for name, svc in _services(_load(text)).items():
+        ports = svc.get("ports")
+        if isinstance(ports, list) and any(isinstance(p, dict) for p in ports):
+            out.append(name)
+    return out
+
+
+def without_restart_policy(text: str) -> list[str]:
+    """Services that Docker will not start again after a reboot (no ``restart:`` policy)."""
+    out = []
+    for name in services_started_by_up(text):
+        svc = _services(_load(text))[name]
+        deploy = svc.get("deploy") if isinstance(svc.get("deploy"), dict) else {}
+        policy = svc.get("restart")
+        if policy in (None, False, "no") and not deploy.get("restart_policy"):
+            out.append(name)
+    return out
+
+
+def changed(*ops: Any) -> Callable[[], bool]:
+    """For ``force_up=``: whether any of the operations changed (or, in a dry run, would)."""
+
+    def check() -> bool:
+        return any(op.did_change() if op.is_complete() else op.will_change for op in ops)
+
+    return check
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write(path: str, content: str, old: str | None, backup: str | None = None):
+    """Commands that replace ``path`` atomically with ``content`` (upload, then ``mv``).
+
+    When ``old`` is given the file must still hold it (else the run fails rather than overwrite
+    an edit made meanwhile); its mode and owner are kept; ``backup`` is made once.
+    """
+    q = shlex.quote
+    tmp = f"{path}.backhaul.tmp"
+    yield FileUploadCommand(StringIO(content), tmp, remote_temp_filename=host.get_temp_filename(tmp))
+    if old is None:
+        yield f"chmod 644 {q(tmp)} && mv -f {q(tmp)} {q(path)}"
+        return
+    steps = [
+        f"if ! echo {_sha256(old)}'  '{q(path)} | sha256sum -c --status; then rm -f {q(tmp)};"
+        f" echo 'backhaul: {path} changed on the host during this run; run the deploy again' >&2;"
+        " exit 1; fi",
+    ]
+    if backup:
+        steps.append(f"{{ [ -e {q(backup)} ] || cp -p {q(path)} {q(backup)}; }}")
+    steps.append(
+        f"chmod --reference={q(path)} {q(tmp)} && chown --reference={q(path)} {q(tmp)}"
+        f" && mv -f {q(tmp)} {q(path)}"
+    )
+    yield " && ".join(steps)
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+@operation()
+def daemon(bind_ip: str, interface: str = "wg0", dropin: str = ""):
+    """
+    Make Docker's default bind address the WireGuard one, and start Docker after the tunnel.
+
+    + bind_ip: the backend's WireGuard address (``"ip"`` in /etc/docker/daemon.json; the
+      other keys of that file are kept, and the original is backed up once)
+    + interface: the WireGuard interface (for the error messages)
+    + dropin: the content of backhaul's ``docker.service`` drop-in (``Wants=`` + ``After=``
+      ``wg-quick@<if>.service``)
+
+    Docker is restarted only when daemon.json changed (``reset-failed`` first: systemd's start
+    limit trips on quick restarts); a drop-in change needs only ``daemon-reload`` (ordering is
+    used at the next start). Docker is enabled (it must come back after a reboot) and started
+    when it is not running.
+
+    **Example:**
+
+    .. code:: python
+
+        docker_bind.daemon(name="Docker", bind_ip="10.50.0.2", dropin=rendered_dropin)
+    """
+    st = host.get_fact(DockerDaemon)
+    if not st["installed"]:
+        raise OperationError(
+            f"Docker is not installed on {host.name}, which runs compose services in the "
+            f"network file: install it ({INSTALL_HINT}) or remove their `compose:`"
+        )
+    if st["enabled"] == "masked":
+        raise OperationError(
+            f"docker.service is masked on {host.name}: unmask it (systemctl unmask docker) or "
+            "remove `compose:` from its services"
+        )
+    if st["daemon_json_unreadable"]:
+        raise OperationError(f"{DAEMON_JSON} on {host.name} is not UTF-8 text: fix the file")
+    try:
+        new_json = merge_daemon_json(st["daemon_json"], bind_ip)
+    except ValueError as exc:
+        raise OperationError(
+            f"{DAEMON_JSON} on {host.name} is {exc}; fix it (Docker itself will not start "
+            f'with it), then run again: backhaul adds "ip": "{bind_ip}" to it'
+        ) from None
+
+    changes = []
+    if dropin and st["dropin"] != dropin:
+        yield f"mkdir -p {shlex.quote(posixpath.dirname(DOCKER_DROPIN))}"
+        yield from _write(DOCKER_DROPIN, dropin, None)
+        yield "systemctl daemon-reload"
+        changes.append("drop-in")
+    if new_json is not None:
+        yield "mkdir -p /etc/docker"
+        yield from _write(DAEMON_JSON, new_json, st["daemon_json"], DAEMON_JSON + BACKUP_SUFFIX)
+        changes.append("daemon.json")
+    if st["enabled"] not in _ENABLED_STATES:
+        yield "systemctl enable docker.service"
+        changes.append("enabled")
+    if new_json is not None and st["active"]:
+        yield "systemctl reset-failed docker.service 2>/dev/null; systemctl restart docker.service"
+    elif not st["active"]:
+        yield "systemctl reset-failed docker.service 2>/dev/null; systemctl start docker.service"
+    elif not changes:
+        host.noop(f"Docker binds {bind_ip} by default and starts after wg-quick@{interface}")
+
+
+@operation()
+def compose(path: str, bind_ip: str, force_up: bool | Callable[[], bool] = False):
+    """
+    Bind a compose project's published ports to the WireGuard address and keep it running.
+
+    + path: the compose file on the host (absolute)
+    + bind_ip: the backend's WireGuard address
+    + force_up: run ``up -d`` even when nothing here changed (e.g. ``changed(daemon_op)``:
+      a Docker restart stops containers that have no restart policy)
+
+    The file is rewritten by ``backhaul.compose.rewrite_compose`` (text edits: comments and
+    layout kept), written atomically with its mode and owner, after a one-time backup
+    ``<file>.backhaul.bak``, and never over an edit made on the host since it was read. Then
+    ``docker compose`` (v2, where installed) or ``docker-compose`` (v1) ``up -d`` runs only
+    when the file changed, a service has no running container, or ``force_up`` says so.
+    Networks that Docker made before the rewrite cannot take the bind option in place: the
+    project goes ``down`` first (volumes are kept). A service without ``restart:`` is warned
+    about: Docker will not start it again after a reboot.
+
+    **Example:**
+
+    .. code:: python
+
+        docker_bind.compose(name="Compose app", path="/opt/app/docker-compose.yml",
+                            bind_ip="10.50.0.2")
+    """
+    if not path.startswith("/"):
+        raise OperationError(f"compose file {path!r} must be an absolute path on the host")
+    st = host.get_fact(ComposeProject, path=path)
+    if not st["exists"]:
+        raise OperationError(
+            f"{path} does not exist on {host.name} (or is not a regular file): put the compose "
+            "file there, or fix the service's `compose:` in the network file"
+        )
+    if st["unreadable"]:
+        raise OperationError(f"{path} on {host.name} is not UTF-8 text; fix the file")
+    cmd = compose_command(st)
+    if cmd is None:
+        raise OperationError(
+            f"neither `docker compose` (v2) nor `docker-compose` (v1) is installed on "
+            f"{host.name}: {INSTALL_HINT}"
+        )
+    try:
+        result = rewrite_compose(st["content"], bind_ip)
+    except ComposeError as exc:
+        raise OperationError(f"{path} on {host.name}: {exc}") from None
+    text = result.text
+    if cmd == "docker-compose" and long_syntax_ports(text):
+        # Checked before writing: a file v1 cannot read would take the running project down.
+        raise OperationError(
+            f"{path} on {host.name}: docker-compose 1.x rejects `host_ip:` in long-syntax ports "
+            f"(services: {', '.join(long_syntax_ports(text))}), so they cannot be bound to "
+            f'{bind_ip}; write them in the short form "{bind_ip}:PUBLISHED:TARGET", or install '
+            "compose v2 (`docker compose`)"
+        )
+    for warning in result.warnings:
+        if not (cmd == "docker compose" and "docker-compose 1.x" in warning):
+            logger.warning(f"{host.name}: {path}: {warning}")
+    for name in without_restart_policy(text):
+        logger.warning(
+            f"{host.name}: {path}: service {name!r} has no restart policy: Docker will not start "
+            "it again after a reboot; add `restart: unless-stopped`"
+        )
+
+    if result.changed:
+        yield from _write(path, text, st["content"], path + BACKUP_SUFFIX)
+
+    stale = stale_networks(path, text, bind_ip, st["containers"], st["networks"])
+    down = services_down(path, text, st["containers"])
+    forced = force_up() if callable(force_up) else bool(force_up)
+    base = f"cd {shlex.quote(posixpath.dirname(path))} && {cmd} -f {shlex.quote(path)}"
+    if stale:
+        yield f"{base} down"
+    if result.changed or stale or down or forced:
+        yield f"{base} up -d"
+    else:
+        host.noop(f"{path} publishes on {bind_ip} only and its services are running ({cmd})")
