@@ -135,11 +135,10 @@ def nginx_tls():
 
     config = nginx.config(name="nginx configuration (nginx -t, then reload)", files=final,
                           prune=[SITES_GLOB], remove=remove)  # fmt: skip
-    certbot.prune(
-        name="Certificates of removed services",
-        lineages=[c.name for c in certs if c.mode == "acme"],
-        self_signed=[c.name for c in certs if c.mode != "provided"],
-    )
+    # Only the certificates of services that are gone: a switch of tls.mode keeps the others
+    # (switching back must not cost a new issuance).
+    names = [c.name for c in certs]
+    certbot.prune(name="Certificates of removed services", lineages=names, self_signed=names)
     if issued:
         # A certificate re-issued under a config that did not change still needs nginx to
         # load it (certbot runs the renewal hooks for `renew` only).

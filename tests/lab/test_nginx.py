@@ -8,6 +8,7 @@ bound to their WG addresses. Everything a user would see is checked from the out
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
@@ -39,9 +40,11 @@ def _services(lab, gateway: str) -> list[dict]:
     ]  # fmt: skip
 
 
-def _write_variant(lab, path: Path, drop: tuple[str, ...] = ()) -> Path:
+def _write_variant(lab, path: Path, drop: tuple[str, ...] = (), tls: dict | None = None) -> Path:
     doc = yaml.safe_load(lab.network.read_text())
     doc["services"] = [s for s in _services(lab, str(lab.lab.gateway)) if s["name"] not in drop]
+    if tls is not None:
+        doc["tls"] = tls
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -82,6 +85,14 @@ class Outside:
     def peer_cert(self, name: str) -> dict:
         with self.tls_socket(name) as s:
             return s.getpeercert()
+
+    def served_fingerprint(self, name: str) -> str:
+        """sha256 of the certificate the hub serves for ``name``, trusted or not."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with ctx.wrap_socket(socket.create_connection((self.hub, 443), timeout=10),
+                             server_hostname=name) as s:  # fmt: skip
+            return hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
 
 
 def _scp(lab, src: Path, host: str, dest: str) -> None:
@@ -344,3 +355,43 @@ def test_a_removed_service_loses_its_vhost_and_certificate_only(lab, site, tmp_p
     status, _, _ = site["outside"].curl(f"https://app.{lab.lab.domain}/", retry_until=200)
     assert status == 200
     lab.pyinfra("deploys/nginx.py", network=site["path"])  # put it back for later modules
+
+
+def _hub_fingerprint(lab, path: str) -> str:
+    return lab.ssh("proxy", f"openssl x509 -in {path} -outform DER | sha256sum").stdout.split()[0]
+
+
+def test_self_signed_and_provided_modes_then_back_without_a_new_issuance(lab, site, tmp_path):
+    out, name = site["outside"], f"app.{lab.lab.domain}"
+    archive = _archive_count(lab, "app")
+    # self-signed: one certificate per service, made on the hub
+    path = _write_variant(lab, tmp_path / "self-signed.yml", tls={"mode": "self-signed"})
+    lab.pyinfra("deploys/nginx.py", network=path)
+    want = _hub_fingerprint(lab, "/etc/backhaul/tls/app/fullchain.pem")
+    _wait_for(lambda: out.served_fingerprint(name) == want)
+    san = lab.ssh("proxy", "openssl x509 -in /etc/backhaul/tls/app/fullchain.pem -noout "
+                  "-ext subjectAltName").stdout  # fmt: skip
+    assert f"DNS:app.{lab.lab.domain}" in san and f"DNS:www.{lab.lab.domain}" in san
+    # provided: the operator's certificate and key, already on the hub
+    cert, key = "/etc/ssl/certs/backhaul-test.pem", "/etc/ssl/private/backhaul-test.key"
+    lab.ssh("proxy", f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+            f"-nodes -days 30 -subj /CN=provided -addext subjectAltName=DNS:{name} "
+            f"-keyout {key} -out {cert} 2>/dev/null")  # fmt: skip
+    path = _write_variant(lab, tmp_path / "provided.yml",
+                          tls={"mode": "provided", "cert": cert, "key": key})  # fmt: skip
+    lab.pyinfra("deploys/nginx.py", network=path)
+    want = _hub_fingerprint(lab, cert)
+    _wait_for(lambda: out.served_fingerprint(name) == want)
+    # back to ACME: the lineage was kept, so it is served again and nothing is requested
+    lab.pyinfra("deploys/nginx.py", network=site["path"])
+    want = _hub_fingerprint(lab, "/etc/letsencrypt/live/app/fullchain.pem")
+    _wait_for(lambda: out.served_fingerprint(name) == want)
+    assert _archive_count(lab, "app") == archive
+
+
+def _wait_for(check, timeout: float = 10) -> None:
+    """nginx reloads asynchronously: the old workers answer for a moment."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the hub did not serve the expected certificate"
+        time.sleep(0.3)
