@@ -48,11 +48,13 @@ services:
   web:
     image: {image}
     restart: unless-stopped
+    init: true  # httpd as PID 1 ignores SIGTERM: every stop (and reboot) would wait 10 s
     ports:
       - "{port}:8080"
   extra:
     image: {image}
     restart: unless-stopped
+    init: true
     ports:
       - "9001:8080"
 """
