@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import socket
+import socketserver
 import struct
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -99,14 +100,23 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self):
+        # HTTPServer.server_bind asks DNS for our name (getfqdn) between bind and listen: with no
+        # DNS in the lab that stalls ~10 s before the port answers. The name is not needed.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bind", required=True)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--name", default="demo")
     args = ap.parse_args()
-    server = ThreadingHTTPServer((args.bind, args.port), Handler)
-    server.daemon_threads = True
+    server = Server((args.bind, args.port), Handler)
     server.service_name = args.name
     server.serve_forever()
 
