@@ -137,11 +137,14 @@ def rotate_keys(network: str, host: str | None = None, all_hosts: bool = False) 
                                   + ", ".join(hosts.unreachable))
             for name in targets:
                 t0 = time.monotonic()
+                what = "new key"
                 if name == net.hub.name:
                     rotation.rotate_hub(net, hosts)
                 else:
                     rotation.rotate_backend(net, hosts, net.host(name))
-                print(f"backhaul: {name}: new key live in {time.monotonic() - t0:.2f}s", flush=True)
+                    if net.preshared_keys:
+                        what = f"new key and preshared key with {net.hub.name}"
+                print(f"backhaul: {name}: {what} live in {time.monotonic() - t0:.2f}s", flush=True)
         # Write the configs to match what is live (wg syncconf then changes nothing).
         run_pyinfra(network, deploy_file="deploys/wireguard.py").check(
             "writing the configs for the new keys", "The new keys are live: run inv deploy.")

@@ -21,6 +21,15 @@ class Peer:
     allowed_ips: tuple[str, ...]
     endpoint: str | None = None
     keepalive: int = 0
+    psk_file: str | None = None  # the pair's preshared key, a file ON THE HOST (never its key)
+
+
+@dataclass(frozen=True)
+class PskEnd:
+    """One end of a hub<->backend pair, as far as the pair's preshared key goes (from facts)."""
+
+    sha256: str | None  # of its usable copy of the pair's key; None: it has none
+    in_conf: bool  # its WireGuard conf gives the peer a PresharedKey now
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,8 @@ def wg_address(net: Network, host: Host) -> str:
 
 
 def hub_peers(
-    net: Network, keys: dict[str, str | None], current: dict[str, str] | None = None
+    net: Network, keys: dict[str, str | None], current: dict[str, str] | None = None,
+    psk_files: dict[str, str] | None = None,
 ) -> tuple[list[Peer], list[str]]:
     """The hub's [Peer] list, and the backends left out for want of a public key.
 
@@ -52,26 +62,59 @@ def hub_peers(
     A backend whose key cannot be read in this run keeps the peer the hub already has for its
     address, so a partial run (``--limit``) or an unreachable backend never drops a tunnel.
     Peers are only ever removed by removing the backend from the network file.
+    ``psk_files``: backend name -> the pair's preshared key file on the hub, for the pairs
+    that use one (see ``hub_uses_psk``).
     """
-    current = current or {}
+    current, psk_files = current or {}, psk_files or {}
     peers, missing = [], []
     for b in net.backends:
         key = keys.get(b.name) or current.get(b.wg_cidr)
         if key:
-            peers.append(Peer(b.name, key, (b.wg_cidr,)))
+            peers.append(Peer(b.name, key, (b.wg_cidr,), psk_file=psk_files.get(b.name)))
         else:
             missing.append(b.name)
     return peers, missing
 
 
-def backend_hub_peer(net: Network, hub_key: str | None) -> Peer | None:
+def backend_hub_peer(net: Network, hub_key: str | None, psk_file: str | None = None) -> Peer | None:
     """A backend's only peer: the hub. With backend_to_backend the whole subnet routes via it."""
     if not hub_key:
         return None
     allowed = str(net.subnet) if net.backend_to_backend else net.hub.wg_cidr
     endpoint_ip = net.hub.public_ip
     host = f"[{endpoint_ip}]" if endpoint_ip.version == 6 else str(endpoint_ip)
-    return Peer(net.hub.name, hub_key, (allowed,), f"{host}:{net.port}", net.keepalive)
+    return Peer(net.hub.name, hub_key, (allowed,), f"{host}:{net.port}", net.keepalive, psk_file)
+
+
+# -- preshared keys ----------------------------------------------------------------------------
+# A pair whose two ends disagree (one has a PresharedKey, the other not, or not the same) fails
+# its next handshake, so both ends switch in the same run: the hub's conf is written first and
+# decides, the backend's conf (written right after) follows the hub's. The hub leads only for a
+# backend that is in the run; otherwise it matches what that backend has, and with a backend it
+# cannot read it keeps what it has. So `--limit` never breaks a pair, and turning
+# `preshared_keys` on or off takes one `inv deploy`.
+
+
+def hub_uses_psk(net: Network, hub: PskEnd, backend: PskEnd | None, backend_in_run: bool) -> bool:
+    """Whether the hub's peer for a backend gets the pair's preshared key.
+
+    ``backend``: None when the backend cannot be read now. ``backend_in_run``: its config is
+    written later in this run (its copy of the key was made earlier in the run)."""
+    if hub.sha256 is None:
+        return False  # nothing to embed
+    if backend is None:
+        return hub.in_conf
+    if not backend_in_run:
+        return backend.in_conf
+    return net.preshared_keys and backend.sha256 == hub.sha256
+
+
+def backend_uses_psk(backend: PskEnd, hub_in_conf: bool | None) -> bool:
+    """Whether a backend's hub peer gets the pair's key: as the hub's conf does (written first
+    in a run); ``hub_in_conf`` None (the hub cannot be read): keep what the backend has."""
+    if backend.sha256 is None:
+        return False
+    return backend.in_conf if hub_in_conf is None else hub_in_conf
 
 
 def firewall_rules(net: Network, host: Host) -> list[Rule]:

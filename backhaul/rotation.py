@@ -5,6 +5,13 @@ the tunnel works again. The gap is the time between the two live changes; they r
 back on SSH connections opened beforehand (tens of milliseconds), then a normal deploy writes
 the configs, which already match the live state (wg syncconf changes nothing). Private keys
 never leave their hosts: only the new PUBLIC key is read back.
+
+With ``network.preshared_keys``, rotating a backend also gives its pair a new preshared key:
+made on the hub, staged on the backend through the controller's memory (read over SSH, written
+on stdin; never a file, an argument or a printed line here), and switched in by the same two
+live changes as the key pair, so the gap does not grow. Rotating the hub leaves every pair's
+preshared key as it is (they are per pair, and ``--all`` rotates each backend's anyway); a
+peer re-made for a new public key keeps the live preshared key of the peer it replaces.
 """
 
 from __future__ import annotations
@@ -14,19 +21,25 @@ from pyinfra.api import StringCommand
 
 from backhaul import plan
 from backhaul.errors import DeployError
+from backhaul.facts.wireguard import psk_path
 from backhaul.network import Host, Network
 from backhaul.operations.wireguard import (
     activate_key_command,
+    commit_psk_command,
+    read_psk_command,
     set_peer_command,
     stage_key_command,
+    stage_psk_command,
+    write_psk_command,
 )
 from backhaul.session import Hosts
 
 
-def _run(hosts: Hosts, name: str, command: str) -> str:
+def _run(hosts: Hosts, name: str, command: str, stdin: str | None = None) -> str:
     host = hosts.by_name[name]
+    extra = {"_stdin": stdin} if stdin is not None else {}
     ok, output = host.run_shell_command(StringCommand(command), print_output=False,
-                                        print_input=False)  # fmt: skip
+                                        print_input=False, **extra)  # fmt: skip
     if not ok:
         raise DeployError(f"{name}: key rotation step failed: {' '.join(output.stderr_lines)[:300]}")
     return "\n".join(output.stdout_lines).strip()
@@ -36,15 +49,38 @@ def _current_key(hosts: Hosts, name: str, iface: str) -> str:
     return _run(hosts, name, f"cat /etc/wireguard/{iface}.pub")
 
 
+def _stage_psk(hosts: Hosts, hub: str, backend: str) -> None:
+    """A new key for the pair, staged (``.next``) on both ends; in memory only on the way."""
+    _run(hosts, hub, stage_psk_command(psk_path(backend)))
+    ok, output = hosts.by_name[hub].run_shell_command(
+        StringCommand(read_psk_command(psk_path(backend) + ".next")),
+        print_output=False, print_input=False)  # fmt: skip
+    if not ok or not output.stdout_lines:
+        raise DeployError(f"{hub}: cannot read the new preshared key for {backend} "
+                          "(nothing was switched: run rotate-keys again)")
+    _run(hosts, backend, write_psk_command(psk_path("hub") + ".next"),
+         stdin=output.stdout_lines[0] + "\n")
+
+
 def rotate_backend(net: Network, hosts: Hosts, backend: Host) -> str:
-    iface = net.interface
+    iface, hub = net.interface, net.hub.name
     new_pub = _run(hosts, backend.name, stage_key_command(iface))
+    if net.preshared_keys:
+        _stage_psk(hosts, hub, backend.name)
     old_pub = _current_key(hosts, backend.name, iface)
+    hub_pub = _current_key(hosts, hub, iface)
+    if net.preshared_keys:
+        hub_cmd = commit_psk_command(psk_path(backend.name)) + " && " + set_peer_command(
+            iface, new_pub, [backend.wg_cidr], remove=old_pub, psk_file=psk_path(backend.name))
+        backend_cmd = activate_key_command(iface, psk=(hub_pub, psk_path("hub")))
+    else:
+        hub_cmd = set_peer_command(iface, new_pub, [backend.wg_cidr], remove=old_pub,
+                                   keep_psk=True)  # fmt: skip
+        backend_cmd = activate_key_command(iface)
     # --- gap starts: the hub routes the backend's address to the new key ...
-    _run(hosts, net.hub.name, set_peer_command(iface, new_pub, [backend.wg_cidr], remove=old_pub))
+    _run(hosts, hub, hub_cmd)
     # ... and the backend switches to it, then says hello at once (no waiting for keepalive)
-    _run(hosts, backend.name, activate_key_command(iface)
-         + f" && (ping -c1 -W1 {net.hub.wg_ip} >/dev/null || true)")  # fmt: skip
+    _run(hosts, backend.name, backend_cmd + f" && (ping -c1 -W1 {net.hub.wg_ip} >/dev/null || true)")
     return new_pub
 
 
@@ -59,7 +95,7 @@ def rotate_hub(net: Network, hosts: Hosts) -> str:
             continue
         peer = plan.backend_hub_peer(net, new_pub)
         cmd = set_peer_command(iface, new_pub, list(peer.allowed_ips), peer.endpoint,
-                               peer.keepalive, remove=old_pub)  # fmt: skip
+                               peer.keepalive, remove=old_pub, keep_psk=True)  # fmt: skip
         jobs.append(gevent.spawn(_run, hosts, b.name,
                                  cmd + f" && (ping -c1 -W1 {net.hub.wg_ip} >/dev/null || true)"))
     gevent.joinall(jobs)

@@ -6,15 +6,26 @@ Configs are rendered when their operation runs, after every host's key pair exis
 takes bare hosts to a working network. A partial run never drops a peer: the hub keeps the peer
 it has for a backend whose key this run cannot read. Peer changes are applied with `wg
 syncconf` (systemctl reload), so other tunnels stay up; only an [Interface] change restarts.
+
+With `network.preshared_keys`, the order of operations is what keeps each pair in agreement:
+the hub makes one key per backend, each backend copies its key from the hub (through the
+controller's memory, only when the hashes differ), the hub's conf is written (it decides which
+pairs use their key, see backhaul.plan.hub_uses_psk), then the backends' (they follow the
+hub's), and keys nothing uses any more are removed last.
 """
 
 from pyinfra import host, inventory, logger
-from pyinfra.api import deploy
+from pyinfra.api import StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import server
 
 from backhaul import pending, plan, software
-from backhaul.facts.wireguard import WireguardConfigPeers, WireguardState
+from backhaul.facts.wireguard import (
+    WireguardConfigPeers,
+    WireguardPresharedKeys,
+    WireguardState,
+    psk_path,
+)
 from backhaul.network import Network, load_current
 from backhaul.operations import packages, wireguard
 from backhaul.render import render
@@ -30,11 +41,85 @@ def _public_key(name: str, interface: str) -> str | None:
     return state.get("public_key") or state.get("public_key_file")
 
 
-def _hub_conf(net: Network) -> str:
+def _psk_facts(name: str, interface: str) -> dict | None:
+    """A host's preshared key files and conf use, read now; None if it cannot be reached."""
+    try:
+        return inventory.get_host(name).get_fact(WireguardPresharedKeys, interface=interface)
+    except (PyinfraError, OSError) as e:
+        logger.warning(f"{host.name}: cannot read {name}'s preshared keys ({e})")
+        return None
+
+
+def _psk_sha(facts: dict, psk_name: str) -> str | None:
+    """sha256 of a host's copy of a pair's key, None if it has no usable one."""
+    mine = (facts.get("files") or {}).get(psk_name) or {}
+    return mine.get("sha256") if mine.get("valid") else None
+
+
+def _in_this_run(name: str) -> bool:
+    """The host is in this run (--limit) and has not failed: its later operations will run."""
+    return inventory.get_host(name) in host.state.active_hosts
+
+
+def _hub_psk_files(net: Network) -> dict[str, str]:
+    """Backend name -> the pair's key file on the hub, for the pairs whose confs use it."""
+    iface = net.interface
+    mine = host.get_fact(WireguardPresharedKeys, interface=iface)
+    if not net.preshared_keys and not mine.get("in_conf"):
+        return {}  # off, and no pair uses a key: nothing to decide (and no backend to ask)
+    out: dict[str, str] = {}
+    for b in net.backends:
+        hub = plan.PskEnd(_psk_sha(mine, b.name), b.wg_cidr in mine.get("in_conf", {}))
+        theirs = _psk_facts(b.name, iface)
+        backend = None if theirs is None else \
+            plan.PskEnd(_psk_sha(theirs, "hub"), bool(theirs.get("in_conf")))  # fmt: skip
+        if plan.hub_uses_psk(net, hub, backend, _in_this_run(b.name)):
+            out[b.name] = psk_path(b.name)
+    return out
+
+
+def _backend_psk_file(net: Network, name: str) -> str | None:
+    """The pair's key file on this backend, if its conf is to use it (as the hub's does)."""
+    iface = net.interface
+    mine = host.get_fact(WireguardPresharedKeys, interface=iface)
+    if not net.preshared_keys and not mine.get("in_conf"):
+        return None
+    hub = _psk_facts(net.hub.name, iface)
+    hub_in_conf = None if hub is None else net.host(name).wg_cidr in hub.get("in_conf", {})
+    me = plan.PskEnd(_psk_sha(mine, "hub"), bool(mine.get("in_conf")))
+    return psk_path("hub") if plan.backend_uses_psk(me, hub_in_conf) else None
+
+
+def _hub_psk_sha256(net: Network, name: str) -> str | None:
+    """sha256 of the hub's key for backend ``name`` (None: none yet, or the hub unreachable)."""
+    facts = _psk_facts(net.hub.name, net.interface)
+    theirs = ((facts or {}).get("files") or {}).get(name) or {}
+    if not theirs.get("valid"):
+        if facts is not None and not host.state.is_executing and _in_this_run(net.hub.name):
+            return "made by this run"  # a plan (dry run): the hub's operation has not run
+        why = "the hub is unreachable" if facts is None else "the hub has none for it yet"
+        msg = f"{name}: no preshared key to copy ({why})"
+        pending.record(msg)
+        logger.warning(f"{msg}: a deploy that reaches the hub makes it")
+        return None
+    return theirs["sha256"]
+
+
+def _read_hub_psk(net: Network, name: str) -> str:
+    """The hub's key for backend ``name``, into memory only (never printed, never on disk)."""
+    ok, out = inventory.get_host(net.hub.name).run_shell_command(
+        StringCommand(wireguard.read_psk_command(psk_path(name))),
+        print_output=False, print_input=False,
+    )  # fmt: skip
+    return out.stdout_lines[0] if ok and out.stdout_lines else ""
+
+
+def _hub_conf(net: Network, psk_in_use: bool) -> str:
     iface = net.interface
     keys = {b.name: _public_key(b.name, iface) for b in net.backends}
     current = host.get_fact(WireguardConfigPeers, interface=iface) or {}
-    peers, missing = plan.hub_peers(net, keys, current)
+    psk_files = _hub_psk_files(net) if psk_in_use else {}
+    peers, missing = plan.hub_peers(net, keys, current, psk_files)
     if missing:
         msg = f"{host.name}: no public key for {', '.join(missing)} (unreachable, never deployed)"
         pending.record(msg)
@@ -43,7 +128,7 @@ def _hub_conf(net: Network) -> str:
                   listen_port=net.port, peers=peers)  # fmt: skip
 
 
-def _backend_conf(net: Network, name: str) -> str:
+def _backend_conf(net: Network, name: str, psk_in_use: bool) -> str:
     iface = net.interface
     hub_key = _public_key(net.hub.name, iface)
     if not hub_key:
@@ -52,7 +137,8 @@ def _backend_conf(net: Network, name: str) -> str:
         logger.warning(msg)
     return render("wg-backend.conf.j2", interface=iface,
                   address=plan.wg_address(net, net.host(name)), listen_port=net.port,
-                  hub=plan.backend_hub_peer(net, hub_key))  # fmt: skip
+                  hub=plan.backend_hub_peer(net, hub_key, _backend_psk_file(net, name)
+                                            if psk_in_use else None))  # fmt: skip
 
 
 @deploy("WireGuard")
@@ -74,14 +160,32 @@ def wireguard_network():
             key="net.ipv4.ip_forward", value=1, persist=True,
             persist_file="/etc/sysctl.d/60-backhaul.conf",
         )  # fmt: skip
+    # Preshared keys: made on the hub, then copied to the backends, before any conf uses them.
+    # Off and none on the host (what most runs see): no preshared key fact is read at all.
+    psk_in_use = net.preshared_keys or bool(state.get("psk_dir"))
+    if me.role == "hub" and net.preshared_keys:
+        wireguard.preshared_keys(name="preshared keys, one per backend (made on the hub)",
+                                 names=[b.name for b in net.backends], interface=iface)  # fmt: skip
+    if me.role == "backend" and net.preshared_keys:
+        wireguard.preshared_key_copy(
+            name="preshared key from the hub (through memory only)", psk_name="hub",
+            sha256=lambda: _hub_psk_sha256(net, me.name),
+            content=lambda: _read_hub_psk(net, me.name), interface=iface,
+        )  # fmt: skip
     # Two operations, the hub's first: it knows every peer before a backend's tunnel comes up
     # and says hello, so the first handshake succeeds (else WireGuard retries after 5 s).
     if me.role == "hub":
         wireguard.config(name=f"hub {iface}.conf and wg-quick@{iface}", interface=iface,
-                         content=lambda: _hub_conf(net))  # fmt: skip
+                         content=lambda: _hub_conf(net, psk_in_use))  # fmt: skip
     else:
         wireguard.config(name=f"backend {iface}.conf and wg-quick@{iface}", interface=iface,
-                         content=lambda: _backend_conf(net, me.name))  # fmt: skip
+                         content=lambda: _backend_conf(net, me.name, psk_in_use))  # fmt: skip
+    # After the confs, so that a key a new conf still uses (a backend out of this run) stays.
+    if psk_in_use:
+        keep = [] if not net.preshared_keys else \
+            [b.name for b in net.backends] if me.role == "hub" else ["hub"]  # fmt: skip
+        wireguard.preshared_keys_pruned(name="preshared keys no longer used", keep=keep,
+                                        interface=iface)  # fmt: skip
 
 
 wireguard_network()

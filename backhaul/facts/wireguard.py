@@ -1,8 +1,9 @@
 """WireGuard facts: one command each, and no private key ever leaves the host.
 
-The private key (``/etc/wireguard/<if>.key``) and any ``PrivateKey``/``PresharedKey`` line are
-filtered out ON THE HOST (by ``wg pubkey``, ``tail``/``cut`` or ``awk``) before anything is
-printed, so the controller never receives secret material, not even in fact debug output.
+The private key (``/etc/wireguard/<if>.key``), the preshared keys (``/etc/wireguard/psk/``)
+and any ``PrivateKey``/``PresharedKey`` line are filtered out ON THE HOST (by ``wg pubkey``,
+``tail``/``cut``, ``sha256sum`` or ``awk``) before anything is printed, so the controller never
+receives secret material, not even in fact debug output.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from typing import Any
 from pyinfra.api import FactBase
 
 WG_DIR = "/etc/wireguard"
+PSK_DIR = f"{WG_DIR}/psk"  # one preshared key per hub<->backend pair, <name>.psk (see psk_path)
+
+# A WireGuard key in base64: 32 bytes are 43 characters and one "=", the last character
+# carrying 4 bits (so only 16 letters can come before the "="). What `wg genpsk` prints.
+KEY_RE = "[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]="
+_PSK_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 # Linux interface names: at most 15 bytes, no "/" or whitespace. We are stricter on purpose
 # because the name also ends up in file names and systemd unit names.
@@ -40,6 +47,65 @@ def wg_paths(interface: str) -> dict[str, str]:
         "created": f"{base}.key.created",
         "conf": f"{base}.conf",
     }
+
+
+def psk_path(name: str) -> str:
+    """Where a preshared key lives: on the hub ``<backend>.psk``, on a backend ``hub.psk``."""
+    if not isinstance(name, str) or not _PSK_NAME.match(name):
+        raise ValueError(f"invalid preshared key name {name!r}: use a host name, e.g. backend-1")
+    return f"{PSK_DIR}/{name}.psk"
+
+
+# The conf as it was uploaded, from the real conf (see backhaul/operations/wireguard.py): the
+# PrivateKey line dropped, every embedded `# PresharedKeyFile = F` + `PresharedKey = <key>` pair
+# turned back into `PresharedKeyFile = F`. The embedded key is compared ON THE HOST with the
+# first line of F; a stale, missing or file-less PresharedKey prints a line the upload never
+# has, so the hash differs and the operation rewrites the conf. Only the hash leaves the host.
+_AWK_SOURCE = r"""
+{ t = tolower($0) }
+t ~ /^[ \t]*privatekey[ \t]*=/ { next }
+want != "" {
+  if (t ~ /^[ \t]*presharedkey[ \t]*=/) {
+    v = substr($0, index($0, "=") + 1); gsub(/^[ \t]+|[ \t]+$/, "", v)
+    p = ""; r = (getline p < want); close(want)
+    if (r <= 0 || p != v) print "# backhaul: stale PresharedKey"
+    want = ""; next
+  }
+  print "# backhaul: missing PresharedKey"; want = ""
+}
+t ~ /^# [ \t]*presharedkeyfile[ \t]*=/ {
+  l = substr($0, 3); print l
+  want = substr(l, index(l, "=") + 1); gsub(/^[ \t]+|[ \t]+$/, "", want); next
+}
+t ~ /^[ \t]*presharedkey[ \t]*=/ { print "# backhaul: PresharedKey not from a file"; next }
+{ print }
+END { if (want != "") print "# backhaul: missing PresharedKey" }
+"""
+
+# Prints one line per [Peer] of the real conf that sets a PresharedKey:
+# `conf=<allowed ip>,...<TAB><the file it came from, or (inline)>`. Never the key itself.
+_AWK_PSK_PEERS = r"""
+function flush() {
+  if (inpeer && psk) print "conf=" ips "\t" (f == "" ? "(inline)" : f)
+  inpeer = 0; psk = 0; f = ""; ips = ""
+}
+{ t = tolower($0) }
+t ~ /^# [ \t]*presharedkeyfile[ \t]*=/ {
+  f = substr($0, index($0, "=") + 1); gsub(/^[ \t]+|[ \t]+$/, "", f); next
+}
+/^[ \t]*\[/ { flush(); s = t; sub(/#.*/, "", s); gsub(/[ \t]/, "", s); inpeer = (s == "[peer]"); next }
+inpeer {
+  l = $0; sub(/#.*/, "", l); n = index(l, "="); if (n == 0) next
+  k = tolower(substr(l, 1, n - 1)); gsub(/[ \t]/, "", k)
+  v = substr(l, n + 1); gsub(/[ \t]/, "", v)
+  if (k == "presharedkey") psk = 1
+  else if (k == "allowedips") ips = (ips == "" ? v : ips "," v)
+}
+END { flush() }
+"""
+
+# Public keys of the LIVE peers that have a preshared key (the key column is never printed).
+_AWK_LIVE_PSK = '$2 != "(none)" { printf "%s ", $1 }'
 
 
 # Prints the [Interface] settings of a wg-quick file as `iface=<lowercased key>=<value>`,
@@ -97,8 +163,10 @@ class WireguardState(FactBase[dict[str, Any] | None]):
     + interface: the WireGuard interface, default ``wg0``
 
     ``config_sha256`` is the sha256 of ``/etc/wireguard/<if>.conf`` with its ``PrivateKey``
-    line removed, i.e. of exactly what ``wireguard.config`` uploaded (that operation embeds
-    the key on the host, see its docstring). ``config_interface`` lists the [Interface]
+    line removed and its embedded preshared keys turned back into ``PresharedKeyFile`` lines,
+    i.e. of exactly what ``wireguard.config`` uploaded (that operation embeds the keys on the
+    host, see its docstring); an embedded preshared key that no longer matches its file
+    changes the hash. ``config_interface`` lists the [Interface]
     settings (keys lowercased, ``PrivateKey`` never included): the operation compares it to
     decide between ``systemctl reload`` (peers only) and ``restart``.
 
@@ -129,6 +197,8 @@ class WireguardState(FactBase[dict[str, Any] | None]):
             "service_active": True,
             "service_enabled_state": "enabled",  # systemctl is-enabled wg-quick@wg0
             "service_enabled": True,
+            "psk_peers": ["Pk2...="],          # live peers that have a preshared key
+            "psk_dir": True,                   # /etc/wireguard/psk exists
         }
     """
 
@@ -149,14 +219,16 @@ class WireguardState(FactBase[dict[str, Any] | None]):
                 " then echo kernel_module=available; else echo kernel_module=missing; fi",
                 'for t in wg wg-quick wireguard-go; do echo "tool=$t=$(command -v $t)"; done',
                 f"if [ -f {p['conf']} ]; then echo config_exists=yes; "
-                f'echo "config_sha256=$(grep -v -i -E '
-                f"'^[[:space:]]*privatekey[[:space:]]*=' {p['conf']} "
+                f'echo "config_sha256=$(awk {shlex.quote(_AWK_SOURCE)} {p["conf"]} '
                 "| sha256sum | cut -d' ' -f1)\"; "
                 f"awk {shlex.quote(_AWK_INTERFACE)} {p['conf']}; "
                 "else echo config_exists=no; fi",
                 f'echo "link=$(ip -d -o link show dev {q_if} 2>/dev/null)"',
                 f'echo "service_state=$(systemctl is-active {unit} 2>/dev/null)"',
                 f'echo "service_enabled_state=$(systemctl is-enabled {unit} 2>/dev/null)"',
+                f'echo "psk_peers=$(wg show {q_if} preshared-keys 2>/dev/null '
+                f'| awk {shlex.quote(_AWK_LIVE_PSK)})"',
+                f"if [ -d {shlex.quote(PSK_DIR)} ]; then echo psk_dir=yes; fi",
             ]
         )
 
@@ -214,6 +286,8 @@ class WireguardState(FactBase[dict[str, Any] | None]):
             "service_active": service_state == "active",
             "service_enabled_state": enabled_state,
             "service_enabled": enabled_state in ("enabled", "enabled-runtime", "static"),
+            "psk_peers": raw.get("psk_peers", "").split(),
+            "psk_dir": raw.get("psk_dir") == "yes",
         }
 
 
@@ -296,4 +370,57 @@ class WireguardConfigPeers(FactBase[dict[str, str]]):
             for ip in ips.split(","):
                 if ip:
                     out[ip] = public_key
+        return out
+
+
+class WireguardPresharedKeys(FactBase[dict[str, Any]]):
+    """
+    Returns the preshared key files of a host and the [Peer]s of its conf that use one.
+
+    + interface: the WireGuard interface whose conf is read, default ``wg0``
+
+    Of each ``/etc/wireguard/psk/<name>.psk`` only the sha256 of its first line (with its
+    newline) leaves the host, and whether that line is a WireGuard key: two hosts compare
+    their copies of a pair's key without ever showing it. ``in_conf`` maps each allowed IP of
+    a conf [Peer] that sets a ``PresharedKey`` to the file it was embedded from
+    (``(inline)`` when the conf does not say).
+
+    .. code:: python
+
+        {
+            "dir": True,                       # /etc/wireguard/psk exists
+            "files": {"backend-1": {"sha256": "9f86...", "valid": True}},
+            "in_conf": {"10.50.0.2/32": "/etc/wireguard/psk/backend-1.psk"},
+        }
+    """
+
+    def default(self) -> dict[str, Any]:
+        return {"dir": False, "files": {}, "in_conf": {}}
+
+    def command(self, interface: str = "wg0") -> str:
+        conf = shlex.quote(wg_paths(interface)["conf"])
+        d = shlex.quote(PSK_DIR)
+        return (
+            f"if [ -d {d} ]; then echo dir=yes; for f in {d}/*.psk; do "
+            '[ -f "$f" ] || continue; n=${f##*/}; '
+            'echo "file=${n%.psk}=$(head -n1 "$f" | sha256sum | cut -d\' \' -f1)='
+            f'$(head -n1 "$f" | grep -c -x -E {shlex.quote(KEY_RE)})"; '
+            "done; else echo dir=no; fi; "
+            f"if [ -f {conf} ]; then awk {shlex.quote(_AWK_PSK_PEERS)} {conf}; fi"
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        out = self.default()
+        for line in output:
+            key, _, value = line.partition("=")
+            if key == "dir":
+                out["dir"] = value.strip() == "yes"
+            elif key == "file":
+                name, sha, valid = (value.rsplit("=", 2) + ["", ""])[:3]
+                out["files"][name] = {"sha256": sha or None, "valid": valid.strip() == "1"}
+            elif key == "conf":
+                ips, _, path = value.partition("\t")
+                for ip in ips.split(","):
+                    if ip:
+                        out["in_conf"][ip] = path
         return out

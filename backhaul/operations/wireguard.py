@@ -21,35 +21,81 @@ tool (``wg-quick up/down``, ``systemctl reload/restart``) does the right thing.
 So that the controller can still tell whether the conf is current without reading it,
 ``WireguardState.config_sha256`` hashes the conf with its ``PrivateKey`` line filtered out on
 the host: that is byte-for-byte what was uploaded.
+
+Preshared keys (``network.preshared_keys``) follow the same rule
+-------------------------------------------------------------------
+A pair's preshared key is made on the hub (``preshared_keys``), copied to the backend through
+the controller's MEMORY only (``preshared_key_copy``: read over SSH, fed on stdin to the
+command that writes it; never a file, an argument or a printed line on the controller), and
+embedded by the same awk program: the uploaded conf says ``PresharedKeyFile = <file>`` (not a
+wg-quick key), the real conf gets ``# PresharedKeyFile = <file>`` and
+``PresharedKey = <content>`` (which ``wg-quick strip``/``wg syncconf`` use as any conf's).
+
+Why the trace rather than a secret-free copy of the upload kept beside the conf: the real conf
+stays the one file that says what runs. The fact maps each trace + key pair back to the
+uploaded line (checking ON THE HOST that the key still equals its file), so a local edit or a
+stale key changes the hash like before, and the program can re-embed its own output in place
+(``conf -> conf``, what a key rotation does) without a second file to keep in step.
+
+``wg syncconf`` of wireguard-tools 1.0.20210914 (Debian 12) never REMOVES a peer's preshared
+key (a [Peer] without ``PresharedKey`` leaves the live one as it is, seen in the lab; later
+releases clear it), so ``config`` clears, with ``wg set ... preshared-key /dev/null``, the live
+keys that the new conf no longer gives.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from collections.abc import Callable
 from io import StringIO
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, OperationError, OperationValueError, operation
+from pyinfra.api import (
+    FileUploadCommand,
+    OperationError,
+    OperationValueError,
+    StringCommand,
+    operation,
+)
 
-from backhaul.facts.wireguard import WireguardState, check_interface, wg_paths
+from backhaul.facts.wireguard import (
+    KEY_RE,
+    PSK_DIR,
+    WG_DIR,
+    WireguardPresharedKeys,
+    WireguardState,
+    check_interface,
+    psk_path,
+    wg_paths,
+)
 
 # Rewrites a wg-quick conf (from the file given as argument) with exactly one
-# `PrivateKey = <content of keyfile>` line, placed right after the first [Interface] header.
-# The key is read by awk itself (getline), so it is never in any command's arguments or
-# output. Fails (non-zero, nothing written by the caller's `&& mv`) when the key file is
-# missing or empty or when there is no [Interface] section.
+# `PrivateKey = <content of keyfile>` line, placed right after the first [Interface] header,
+# and every `PresharedKeyFile = F` line (or its `# PresharedKeyFile = F` trace from an earlier
+# run, so the program can rewrite its own output) turned into that trace followed by
+# `PresharedKey = <first line of F>`. The keys are read by awk itself (getline), so they are
+# never in any command's arguments or output. Fails (non-zero, nothing written by the caller's
+# `&& mv`) when a key file is missing or empty or when there is no [Interface] section.
 _AWK_EMBED_KEY = r"""
 BEGIN { if ((getline k < keyfile) <= 0 || k == "") { err = 2; exit } }
-{ t = tolower($0) }
+{ t = tolower($0); l = $0 }
 t ~ /^[ \t]*privatekey[ \t]*=/ { next }
+t ~ /^[ \t]*presharedkey[ \t]*=/ { next }
+t ~ /^# [ \t]*presharedkeyfile[ \t]*=/ { l = substr($0, 3); t = tolower(l) }
+t ~ /^[ \t]*presharedkeyfile[ \t]*=/ {
+  f = substr(l, index(l, "=") + 1); gsub(/^[ \t]+|[ \t]+$/, "", f)
+  p = ""; if (f == "" || (getline p < f) <= 0 || p == "") { perr = 1; bad = f; exit }
+  close(f); print "# " l; print "PresharedKey = " p; next
+}
 { print }
 !done { h = t; sub(/#.*/, "", h); gsub(/[ \t]/, "", h);
         if (h == "[interface]") { print "PrivateKey = " k; done = 1 } }
 END {
   if (err) { print "backhaul: cannot read the private key " keyfile > "/dev/stderr"; exit err }
+  if (perr) { print "backhaul: cannot read the preshared key " bad > "/dev/stderr"; exit 4 }
   if (!done) { print "backhaul: the config has no [Interface] section" > "/dev/stderr"; exit 3 }
 }
 """
@@ -89,19 +135,72 @@ def interface_settings(content: str) -> list[list[str]]:
     return settings
 
 
+# What may follow `PresharedKeyFile =`: an absolute path, nothing awk or a shell would mind.
+_PSK_FILE_RE = re.compile(r"/[A-Za-z0-9._/-]+")
+
+
 def _check_content(content: str) -> str:
     lines = content.splitlines()
     for number, line in enumerate(lines, 1):
         key = line.split("#", 1)[0].split("=", 1)[0]
-        if "=" in line and "".join(key.lower().split()) == "privatekey":
+        key = "".join(key.lower().split()) if "=" in line else ""
+        if key == "privatekey":
             raise OperationValueError(
                 f"wireguard.config: line {number} of the content sets PrivateKey; the private "
                 "key must stay on the host: remove the line, the operation inserts it from "
                 "/etc/wireguard/<interface>.key on the host"
             )
+        if key == "presharedkey":
+            raise OperationValueError(
+                f"wireguard.config: line {number} of the content sets PresharedKey; a "
+                "preshared key must not pass through the controller: write "
+                "`PresharedKeyFile = /etc/wireguard/psk/<name>.psk` instead, the operation "
+                "embeds the file's key on the host"
+            )
+        if key == "presharedkeyfile":
+            value = line.split("#", 1)[0].split("=", 1)[1].strip()
+            if not _PSK_FILE_RE.fullmatch(value):
+                raise OperationValueError(
+                    f"wireguard.config: line {number}: PresharedKeyFile {value!r} is not an "
+                    "absolute path of [A-Za-z0-9._/-]; write e.g. /etc/wireguard/psk/hub.psk"
+                )
+        if _is_psk_trace(line):
+            raise OperationValueError(
+                f"wireguard.config: line {number} is a `# PresharedKeyFile` comment, which "
+                "the operation writes itself as the trace of an embedded key: remove it"
+            )
     if not any("".join(ln.split("#", 1)[0].lower().split()) == "[interface]" for ln in lines):
         raise OperationValueError("wireguard.config: the content has no [Interface] section")
     return content if content.endswith("\n") else content + "\n"
+
+
+def _is_psk_trace(line: str) -> bool:
+    """``# PresharedKeyFile = F``: what the embedding leaves above ``PresharedKey = <key>``."""
+    return line.startswith("# ") and line[2:].lstrip(" \t").lower().startswith(
+        "presharedkeyfile"
+    ) and "=" in line
+
+
+def content_peers(content: str) -> list[tuple[str, bool]]:
+    """``(public key, has a PresharedKeyFile)`` for each [Peer] of an uploaded conf."""
+    peers: list[list] = []
+    section = ""
+    for line in content.splitlines():
+        if line.lstrip(" \t").startswith("["):
+            section = "".join(line.split("#", 1)[0].lower().split())
+            if section == "[peer]":
+                peers.append(["", False])
+            continue
+        text = line.split("#", 1)[0]
+        if section != "[peer]" or "=" not in text:
+            continue
+        key, value = text.split("=", 1)
+        key = "".join(key.lower().split())
+        if key == "publickey":
+            peers[-1][0] = value.strip()
+        elif key == "presharedkeyfile":
+            peers[-1][1] = True
+    return [(pk, psk) for pk, psk in peers if pk]
 
 
 @operation()
@@ -173,17 +272,22 @@ def config(interface: str, content: str | Callable[[], str]):
 
     + interface: the WireGuard interface (``wg-quick@<interface>``)
     + content: the wg-quick conf WITHOUT ``PrivateKey``; the key is inserted on the host from
-      ``/etc/wireguard/<interface>.key`` (make it with ``wireguard.keypair`` first). A callable
+      ``/etc/wireguard/<interface>.key`` (make it with ``wireguard.keypair`` first). A [Peer]
+      may say ``PresharedKeyFile = <file on the host>``: it becomes ``PresharedKey = <the
+      file's key>`` on the host (the content never holds a ``PresharedKey``). A callable
       returning the conf is called when the operation runs, not when the deploy is prepared
 
-    Writes only when the content differs (sha256 of the conf minus its ``PrivateKey`` line),
-    atomically (temp file + ``mv``, 0600), then:
+    Writes only when the content differs (sha256 of the conf minus its ``PrivateKey`` line,
+    embedded preshared keys mapped back to their files), atomically (temp file + ``mv``,
+    0600), then:
 
     - service not running: ``systemctl start`` (``enable --now`` when not enabled); an
       interface brought up outside systemd is deleted first, else the start would fail;
     - running but the interface is gone or down: ``systemctl restart``;
     - [Interface] settings changed (Address, ListenPort, MTU, hooks...): ``restart``;
     - only [Peer] sections changed: ``systemctl reload`` (``wg syncconf``: tunnels stay up);
+    - a live peer has a preshared key the conf does not give it (``wg syncconf`` leaves those):
+      ``wg set <if> peer <key> preshared-key /dev/null``;
     - not enabled: ``systemctl enable``.
 
     **Example:**
@@ -236,14 +340,175 @@ def config(interface: str, content: str | Callable[[], str]):
 
     if not st.get("service_enabled"):
         yield f"systemctl enable {unit}"
-    if not st.get("link_up"):
-        yield f"systemctl restart {unit}"
-    elif changed and interface_changed:
-        yield f"systemctl restart {unit}"
-    elif changed:
+    if not st.get("link_up") or (changed and interface_changed):
+        yield f"systemctl restart {unit}"  # a fresh interface: only what the conf says
+        return
+    if changed:
         yield f"systemctl reload {unit}"
-    elif st.get("service_enabled"):
+    live_psk = set(st.get("psk_peers") or [])
+    clear = [pk for pk, has_psk in content_peers(content) if not has_psk and pk in live_psk]
+    if clear:
+        yield f"wg set {shlex.quote(interface)} " + " ".join(
+            f"peer {shlex.quote(pk)} preshared-key /dev/null" for pk in clear
+        )
+    elif not changed and st.get("service_enabled"):
         host.noop(f"{conf} is up to date and wg-quick@{interface} is running")
+
+
+# --- preshared keys: one per hub<->backend pair, made on the hub --------------------------------
+
+
+def _psk_dir_command() -> str:
+    q = shlex.quote(PSK_DIR)
+    return f"umask 077 && mkdir -p {q} && chmod 700 {q}"
+
+
+def write_psk_command(path: str) -> str:
+    """Write ``path`` (0600, atomically) from the key given on STDIN, if it is a WireGuard key.
+
+    The key arrives on the command's stdin, so it is in no argument, no process list and no
+    log; what was read is checked before it replaces anything."""
+    p = shlex.quote(path)
+    return (
+        f"{_psk_dir_command()} && cat > {p}.tmp && "
+        f"if head -n1 {p}.tmp | grep -q -x -E {shlex.quote(KEY_RE)}; then mv -f {p}.tmp {p}; "
+        f"else rm -f {p}.tmp; echo 'backhaul: what came on stdin is not a WireGuard key; "
+        f"{path} was left as it was' >&2; exit 1; fi"
+    )
+
+
+def read_psk_command(path: str) -> str:
+    """Print a preshared key: only ever run with its output captured, never printed or logged."""
+    return f"head -n1 {shlex.quote(path)}"
+
+
+class _StdinFrom:
+    """A command's stdin that is produced only when the command runs.
+
+    pyinfra writes ``_stdin`` by calling ``readlines()`` right before it closes the channel,
+    so a key read from another host exists in the controller's memory for that moment only,
+    and a dry run (``inv plan``), which never executes, never reads it."""
+
+    def __init__(self, produce: Callable[[], str]):
+        self._produce = produce
+
+    def readlines(self) -> list[str]:
+        text = (self._produce() or "").strip()
+        return [text + "\n"] if text else []
+
+
+@operation()
+def preshared_keys(names: list[str], interface: str = "wg0"):
+    """
+    Make sure the host has one preshared key per name, generated on the host (``wg genpsk``).
+
+    + names: one ``/etc/wireguard/psk/<name>.psk`` each (on the hub: one per backend)
+    + interface: the WireGuard interface (whose conf the fact also reads)
+
+    Missing files, and files whose first line is not a WireGuard key, are (re)made; good ones
+    are kept. The directory is 0700 and the keys 0600 from their first byte (umask 077); a key
+    is never printed. Copy each key to its other host with ``preshared_key_copy``.
+
+    **Example:**
+
+    .. code:: python
+
+        wireguard.preshared_keys(name="Preshared keys", names=["backend-1", "backend-2"])
+    """
+
+    paths = {n: psk_path(n) for n in names}
+    st = host.get_fact(WireguardPresharedKeys, interface=interface) or {}
+    files = st.get("files") or {}
+    todo = [n for n in names if not (files.get(n) or {}).get("valid")]
+    if not todo:
+        host.noop(f"preshared keys in {PSK_DIR}: " + (", ".join(names) or "none wanted"))
+        return
+    made = [f"wg genpsk > {shlex.quote(paths[n])}.tmp && mv -f {shlex.quote(paths[n])}.tmp "
+            f"{shlex.quote(paths[n])}" for n in todo]  # fmt: skip
+    yield " && ".join([_psk_dir_command(), *made])
+
+
+@operation()
+def preshared_key_copy(
+    psk_name: str,
+    sha256: str | None | Callable[[], str | None],
+    content: str | Callable[[], str],
+    interface: str = "wg0",
+):
+    """
+    Make ``/etc/wireguard/psk/<psk_name>.psk`` the same key as another host's, in memory only.
+
+    + psk_name: the file's name here (a backend keeps its pair's key as ``hub``)
+    + sha256: sha256 of the source's key (its first line with the newline, as
+      ``WireguardPresharedKeys`` reports it), or a callable returning it when the operation
+      runs; ``None``: the source has no key (nothing is done)
+    + content: the key, or (what deploys pass) a callable that reads it from the source host;
+      it is called only when the copy is needed, at the moment the key is written here, and
+      its result goes to the writing command's stdin: never to a file, an argument or a log
+    + interface: the WireGuard interface (whose conf the fact also reads)
+
+    Nothing is read or written when this host's copy already has that sha256.
+
+    **Example:**
+
+    .. code:: python
+
+        wireguard.preshared_key_copy(
+            name="Preshared key from the hub", psk_name="hub",
+            sha256=lambda: hub_sha256(), content=lambda: read_from_hub(),
+        )
+    """
+
+    path = psk_path(psk_name)
+    if callable(sha256):
+        sha256 = sha256()  # at execution: the source's key may have been made moments ago
+    if not sha256:
+        host.noop(f"{path}: the source has no preshared key to copy yet")
+        return
+    st = host.get_fact(WireguardPresharedKeys, interface=interface) or {}
+    mine = (st.get("files") or {}).get(psk_name) or {}
+    if mine.get("valid") and mine.get("sha256") == sha256:
+        host.noop(f"{path} is the same key as its source's (sha256 {sha256[:12]}...)")
+        return
+    stdin = _StdinFrom(content) if callable(content) else content
+    yield StringCommand(write_psk_command(path), _stdin=stdin)
+
+
+@operation()
+def preshared_keys_pruned(keep: list[str], interface: str = "wg0"):
+    """
+    Remove the preshared key files that are neither wanted nor used by the conf.
+
+    + keep: names of the keys to keep (``/etc/wireguard/psk/<name>.psk``)
+    + interface: the WireGuard interface whose conf may still use a key (then it stays)
+
+    Run it after ``config``: a key the new conf still embeds (e.g. for a backend this run did
+    not reach) is kept. With nothing kept the directory goes, staged ``.next`` keys included.
+
+    **Example:**
+
+    .. code:: python
+
+        wireguard.preshared_keys_pruned(name="Unused preshared keys", keep=[])
+    """
+
+    st = host.get_fact(WireguardPresharedKeys, interface=interface) or {}
+    if not st.get("dir"):
+        host.noop(f"no {PSK_DIR}")
+        return
+    used = set((st.get("in_conf") or {}).values())
+    files = sorted(st.get("files") or {})
+    drop = [n for n in files if n not in keep and f"{PSK_DIR}/{n}.psk" not in used]
+    if not keep and not used:
+        yield f"rm -rf {shlex.quote(PSK_DIR)}"
+        return
+    if not drop:
+        host.noop(f"every preshared key in {PSK_DIR} is in use")
+        return
+    yield "rm -f " + " ".join(
+        f"{shlex.quote(f'{PSK_DIR}/{n}.psk')} {shlex.quote(f'{PSK_DIR}/{n}.psk.next')}"
+        for n in drop
+    )
 
 
 # --- key rotation in two steps, for flows that must keep the tunnel gap short ----------------
@@ -262,29 +527,63 @@ def stage_key_command(interface: str) -> str:
     )
 
 
-def activate_key_command(interface: str) -> str:
-    """Swap the staged key in: files, the conf (key embedded on the host), the live interface."""
+def stage_psk_command(path: str) -> str:
+    """Make a new preshared key ``<path>.next`` on the host (nothing printed)."""
+    p = shlex.quote(path + ".next")
+    return f"{_psk_dir_command()} && wg genpsk > {p}.tmp && mv -f {p}.tmp {p}"
+
+
+def commit_psk_command(path: str) -> str:
+    """Swap a staged preshared key (``<path>.next``) in."""
+    p = shlex.quote(path)
+    return f"test -s {p}.next && mv -f {p}.next {p}"
+
+
+def activate_key_command(interface: str, psk: tuple[str, str] | None = None) -> str:
+    """Swap the staged key in: files, the conf (key embedded on the host), the live interface.
+
+    ``psk``: ``(peer public key, preshared key file)``: also swap in that file's staged key
+    (``<file>.next``) and give it to the peer, in the same ``wg set`` as the private key."""
     paths = wg_paths(interface)
     key, pub, created = (shlex.quote(paths[k]) for k in ("key", "pub", "created"))
+    q_if = shlex.quote(interface)
+    commit, peer = "", ""
+    if psk:
+        commit = f"{commit_psk_command(psk[1])} && "
+        peer = f" peer {shlex.quote(psk[0])} preshared-key {shlex.quote(psk[1])}"
     return (
-        f"test -s {key}.next && mv -f {key}.next {key} && mv -f {pub}.next {pub} "
+        f"test -s {key}.next && {commit}mv -f {key}.next {key} && mv -f {pub}.next {pub} "
         f"&& date +%s > {created} && {_embed_key_command(paths['conf'], paths['key'], paths['conf'])}"
-        f" && wg set {shlex.quote(interface)} private-key {key}"
+        f" && wg set {q_if} private-key {key}{peer}"
     )
 
 
 def set_peer_command(interface: str, public_key: str, allowed_ips: list[str],
                      endpoint: str | None = None, keepalive: int = 0,
-                     remove: str | None = None) -> str:
-    """Change one peer of the live interface (``wg set``); the conf is rewritten by a deploy."""
+                     remove: str | None = None, psk_file: str | None = None,
+                     keep_psk: bool = False) -> str:
+    """Change one peer of the live interface (``wg set``); the conf is rewritten by a deploy.
+
+    ``psk_file``: give the peer that file's preshared key. ``keep_psk`` (with ``remove``): give
+    it the removed peer's live preshared key, if it had one; the key goes from ``wg show`` to
+    a 0600 file on the host and from there to ``wg set``, never to the output."""
     q_if = shlex.quote(interface)
-    parts = []
-    if remove:
-        parts.append(f"wg set {q_if} peer {shlex.quote(remove)} remove")
     spec = f"wg set {q_if} peer {shlex.quote(public_key)} allowed-ips {shlex.quote(','.join(allowed_ips))}"
     if endpoint:
         spec += f" endpoint {shlex.quote(endpoint)}"
     if keepalive:
         spec += f" persistent-keepalive {int(keepalive)}"
-    parts.append(spec)
-    return " && ".join(parts)
+    if psk_file:
+        spec += f" preshared-key {shlex.quote(psk_file)}"
+    if not remove:
+        return spec
+    drop = f"wg set {q_if} peer {shlex.quote(remove)} remove"
+    if not keep_psk or psk_file:
+        return f"{drop} && {spec}"
+    carry = shlex.quote(f"{WG_DIR}/.{interface}.psk.carry")
+    pick = '$1 == k && $2 != "(none)" { print $2 }'
+    return (
+        f"umask 077 && wg show {q_if} preshared-keys | awk -v k={shlex.quote(remove)} "
+        f"{shlex.quote(pick)} > {carry} && {{ {drop} && {spec} preshared-key {carry}; "
+        f"r=$?; rm -f {carry}; [ $r -eq 0 ]; }}"
+    )
