@@ -79,7 +79,7 @@ def test_second_deploy_changes_nothing(lab, deployed):
 
 
 def test_wireguard_keys_stay_on_their_hosts(lab, deployed):
-    for h in lab.hosts:
+    for h in lab.lab.network_hosts:
         out = lab.ssh(h.name, "stat -c '%a %U' /etc/wireguard/wg0.key /etc/wireguard/wg0.conf").stdout
         assert out.split("\n")[:2] == ["600 root", "600 root"]
 
@@ -194,7 +194,7 @@ def test_partial_runs_never_drop_peers(lab, deployed):
 def test_no_private_key_ever_reaches_the_controller(lab, deployed):
     """Read each host's private key here, in memory only, to look for it everywhere else."""
     secrets = []
-    for h in lab.hosts:
+    for h in lab.lab.network_hosts:
         key = lab.ssh(h.name, "cat /etc/wireguard/wg0.key").stdout.strip()
         assert len(key) == 44
         secrets.append(key)
