@@ -70,7 +70,10 @@ def hub_peers(
     for b in net.backends:
         key = keys.get(b.name) or current.get(b.wg_cidr)
         if key:
-            peers.append(Peer(b.name, key, (b.wg_cidr,), psk_file=psk_files.get(b.name)))
+            # Endpoint + keepalive on the hub's side too: after the hub restarts it says hello
+            # at once, instead of waiting up to two minutes for each backend's next handshake.
+            peers.append(Peer(b.name, key, (b.wg_cidr,), _endpoint(b.public_ip, net.port),
+                              net.keepalive, psk_file=psk_files.get(b.name)))
         else:
             missing.append(b.name)
     return peers, missing
@@ -81,9 +84,12 @@ def backend_hub_peer(net: Network, hub_key: str | None, psk_file: str | None = N
     if not hub_key:
         return None
     allowed = str(net.subnet) if net.backend_to_backend else net.hub.wg_cidr
-    endpoint_ip = net.hub.public_ip
-    host = f"[{endpoint_ip}]" if endpoint_ip.version == 6 else str(endpoint_ip)
-    return Peer(net.hub.name, hub_key, (allowed,), f"{host}:{net.port}", net.keepalive, psk_file)
+    return Peer(net.hub.name, hub_key, (allowed,), _endpoint(net.hub.public_ip, net.port),
+                net.keepalive, psk_file)
+
+
+def _endpoint(ip, port: int) -> str:
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
 
 
 # -- preshared keys ----------------------------------------------------------------------------
@@ -133,6 +139,10 @@ def firewall_rules(net: Network, host: Host) -> list[Rule]:
     else:
         # Service ports answer the hub (and, with backend_to_backend, the other backends) over
         # the tunnel only; nothing is opened on the public interface.
+        # WireGuard from the hub only (backends listen on the same fixed port): lets the hub
+        # re-open a tunnel itself, e.g. right after it rebooted.
+        rules.append(Rule(net.port, "udp", src=str(net.hub.public_ip),
+                          why="WireGuard from the hub only"))  # fmt: skip
         src = str(net.subnet) if net.backend_to_backend else str(net.hub.wg_ip)
         for s in net.services_on(host.name):
             rules.append(Rule(s.port, "tcp", src=src, dst=str(host.wg_ip), interface=net.interface,

@@ -235,8 +235,8 @@ def hub_rebooted(lab, deployed) -> float:
         stamps = [int(x) for x in out[1::2]]
         return len(stamps) == len(WG) and all(stamps)
 
-    # Only a spoke can re-handshake (the hub has no Endpoint for it); one that sends nothing but
-    # keepalives does so when its session is 120 s old (WireGuard's REKEY_AFTER_TIME), + 25 s.
+    # The hub has an Endpoint and a keepalive for every backend: it says hello as soon as its
+    # tunnel is up (without them only a spoke re-handshakes, ~100 s later when idle).
     wait_until("hub handshakes with every backend", handshakes, timeout=150, every=2)
     back = time.monotonic() - t0
     print(f"\nhub rebooted in {took:.1f}s, every tunnel back {back:.1f}s later")
@@ -248,11 +248,5 @@ def test_hub_reboot_tunnels_and_services_come_back(lab, hub_rebooted):
         _all_bound_and_reachable(lab, host)
 
 
-@pytest.mark.xfail(
-    reason="the hub config has no Endpoint for the backends, so after a hub reboot only a spoke "
-    "re-handshakes, and one without traffic of its own waits until its session is 120 s old "
-    "(measured ~100 s); fix in the hub's wg0.conf (Endpoint = backend public_ip:port)",
-    strict=False,
-)
 def test_hub_reboot_tunnels_back_within_30s(hub_rebooted):
     assert hub_rebooted <= 30
