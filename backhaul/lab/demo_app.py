@@ -22,6 +22,9 @@ WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as nginx's upstream keepalive expects
+    # headers and body go out in separate writes: without TCP_NODELAY every kept-alive response
+    # waits ~40 ms for the client's delayed ACK (Nagle)
+    disable_nagle_algorithm = True
     server_version = "backhaul-demo"
 
     def do_GET(self):
