@@ -280,9 +280,7 @@ def test_tls_passes_sslyze_mozilla_intermediate(lab, site):
         issues = {}
     except ServerNotCompliantWithTlsConfiguration as e:
         issues = e.issues
-    # pebble (the lab's ACME server) issues 5-year certificates unless its config sets
-    # certificateValidityPeriod; Let's Encrypt's last 90 days. That one is the CA's, not ours.
-    issues.pop("maximum_certificate_lifespan", None)
+    # strict: the lab's pebble issues 90-day certificates, like Let's Encrypt
     assert issues == {}
 
 
