@@ -20,6 +20,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import server
 
 from backhaul import pending, plan, software
+from backhaul.facts import other_hosts
 from backhaul.facts.wireguard import (
     WireguardConfigPeers,
     WireguardPresharedKeys,
@@ -34,7 +35,7 @@ from backhaul.render import render
 def _public_key(name: str, interface: str) -> str | None:
     """A host's public key, read from that host now; None if it has none or cannot be reached."""
     try:
-        state = inventory.get_host(name).get_fact(WireguardState, interface=interface) or {}
+        state = other_hosts.read(name, WireguardState, interface=interface) or {}
     except (PyinfraError, OSError) as e:
         logger.warning(f"{host.name}: cannot read {name}'s public key ({e})")
         return None
@@ -44,7 +45,7 @@ def _public_key(name: str, interface: str) -> str | None:
 def _psk_facts(name: str, interface: str) -> dict | None:
     """A host's preshared key files and conf use, read now; None if it cannot be reached."""
     try:
-        return inventory.get_host(name).get_fact(WireguardPresharedKeys, interface=interface)
+        return other_hosts.read(name, WireguardPresharedKeys, interface=interface)
     except (PyinfraError, OSError) as e:
         logger.warning(f"{host.name}: cannot read {name}'s preshared keys ({e})")
         return None
@@ -107,10 +108,7 @@ def _hub_psk_sha256(net: Network, name: str) -> str | None:
 
 def _read_hub_psk(net: Network, name: str) -> str:
     """The hub's key for backend ``name``, into memory only (never printed, never on disk)."""
-    ok, out = inventory.get_host(net.hub.name).run_shell_command(
-        StringCommand(wireguard.read_psk_command(psk_path(name))),
-        print_output=False, print_input=False,
-    )  # fmt: skip
+    ok, out = other_hosts.run(net.hub.name, StringCommand(wireguard.read_psk_command(psk_path(name))))
     return out.stdout_lines[0] if ok and out.stdout_lines else ""
 
 
