@@ -22,6 +22,20 @@ def nginx(net: Network) -> list[str]:
     return ["nginx", "openssl"] + (["certbot"] if net.tls.mode == "acme" else [])
 
 
+# Hosts whose packages deploys/packages.py already installs in this run (it runs first in
+# deploys/site.py): the per-deploy install operations are then skipped, one no-op operation
+# (a round trip per host) less each.
+_by_site: set[str] = set()
+
+
+def planned_by_site(host_name: str) -> bool:
+    return host_name in _by_site
+
+
+def plan_by_site(host_name: str) -> None:
+    _by_site.add(host_name)
+
+
 def all_for(net: Network, host: Host, kernel_module: str | None) -> list[str]:
     wanted = wireguard(kernel_module) + FIREWALL
     if host.role == "hub":

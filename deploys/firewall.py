@@ -37,7 +37,8 @@ def firewall():
             f"{session_port}, but the network file says ssh.port {net.ssh.port}, which is the "
             "only SSH port the firewall would allow. Set ssh.port to the port sshd listens on."
         )
-    packages.installed(name="ufw", packages=software.FIREWALL)
+    if not software.planned_by_site(host.name):
+        packages.installed(name="ufw", packages=software.FIREWALL)
     rules = plan.firewall_rules(net, me)  # SSH first
     ufw.firewall(name="ufw rules, defaults (deny in), enabled",
                  rules=[_ufw_rule(r) for r in rules], ssh_port=net.ssh.port)  # fmt: skip

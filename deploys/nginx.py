@@ -87,7 +87,8 @@ def nginx_tls():
         )
     version = tls.parse_version(st["version"] or st["candidate"])
 
-    packages.installed(name="nginx and TLS packages", packages=software.nginx(net))
+    if not software.planned_by_site(host.name):
+        packages.installed(name="nginx and TLS packages", packages=software.nginx(net))
 
     cert_files = sorted({c.final.cert for c in certs} | {c.stand_in.cert for c in certs if c.stand_in})
     lineages = [c.name for c in certs if c.mode == "acme"]

@@ -14,6 +14,7 @@ pairs use their key, see backhaul.plan.hub_uses_psk), then the backends' (they f
 hub's), and keys nothing uses any more are removed last.
 """
 
+import gevent
 from pyinfra import host, inventory, logger
 from pyinfra.api import StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
@@ -35,7 +36,8 @@ from backhaul.render import render
 def _public_key(name: str, interface: str) -> str | None:
     """A host's public key, read from that host now; None if it has none or cannot be reached."""
     try:
-        state = other_hosts.read(name, WireguardState, interface=interface) or {}
+        # by the time configs are written every key pair exists: read each host's once
+        state = other_hosts.read(name, WireguardState, memo=True, interface=interface) or {}
     except (PyinfraError, OSError) as e:
         logger.warning(f"{host.name}: cannot read {name}'s public key ({e})")
         return None
@@ -114,7 +116,10 @@ def _read_hub_psk(net: Network, name: str) -> str:
 
 def _hub_conf(net: Network, psk_in_use: bool) -> str:
     iface = net.interface
-    keys = {b.name: _public_key(b.name, iface) for b in net.backends}
+    # every backend at once: one round trip for the lot, not one per backend
+    jobs = {b.name: gevent.spawn(_public_key, b.name, iface) for b in net.backends}
+    gevent.joinall(list(jobs.values()))
+    keys = {name: job.value for name, job in jobs.items()}
     current = host.get_fact(WireguardConfigPeers, interface=iface) or {}
     psk_files = _hub_psk_files(net) if psk_in_use else {}
     peers, missing = plan.hub_peers(net, keys, current, psk_files)
@@ -147,8 +152,9 @@ def wireguard_network():
     state = host.get_fact(WireguardState, interface=iface) or {}
 
     # No kernel module (containers, some provider kernels): wg-quick falls back to wireguard-go.
-    packages.installed(name="WireGuard packages",
-                       packages=software.wireguard(state.get("kernel_module")))
+    if not software.planned_by_site(host.name):
+        packages.installed(name="WireGuard packages",
+                           packages=software.wireguard(state.get("kernel_module")))
     wireguard.keypair(name="WireGuard key pair (made on the host)", interface=iface)
     if me.role == "hub" and net.backend_to_backend:
         # Only ever turned on: other software on the hub (Docker) may rely on it, and with

@@ -20,11 +20,27 @@ PER_HOST = 4  # concurrent reads of one host: well under sshd's MaxSessions defa
 _gates: defaultdict[str, BoundedSemaphore] = defaultdict(lambda: BoundedSemaphore(PER_HOST))
 
 
-def read(name: str, cls: type, **kwargs):
-    """The fact ``cls(**kwargs)`` of host ``name``; raises on failure (the caller decides)."""
+_memo: dict[tuple, object] = {}
+
+
+def read(name: str, cls: type, memo: bool = False, **kwargs):
+    """The fact ``cls(**kwargs)`` of host ``name``; raises on failure (the caller decides).
+
+    ``memo``: for facts that cannot change for the rest of the run once read while operations
+    execute (the hub's public key, read by every backend's config): one read, not one per
+    backend. Never memoized while the deploy is being prepared (earlier operations change it).
+    """
+    key = (name, cls, tuple(sorted(kwargs.items())))
+    if memo and key in _memo:
+        return _memo[key]
     other = inventory.get_host(name)
     with _gates[name]:
-        return get_fact(state, other, cls, kwargs=kwargs, apply_failed_hosts=False)
+        if memo and key in _memo:  # read by another greenlet while this one waited
+            return _memo[key]
+        value = get_fact(state, other, cls, kwargs=kwargs, apply_failed_hosts=False)
+    if memo and state.is_executing and value:
+        _memo[key] = value
+    return value
 
 
 def run(name: str, command):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any
 
 from pyinfra.api import FactBase
@@ -82,3 +83,19 @@ class SshSessionPort(FactBase[int | None]):
     def process(self, output: list[str]) -> int | None:
         fields = " ".join(output).split()
         return int(fields[3]) if len(fields) == 4 and fields[3].isdigit() else None
+
+
+class KernelModule(FactBase[str]):
+    """
+    Whether the kernel has a module: ``"loaded"``, ``"available"`` (loadable) or ``"missing"``.
+
+    + module: the module, e.g. ``wireguard``
+    """
+
+    def command(self, module: str) -> str:
+        q = shlex.quote(module)
+        return (f"if [ -d /sys/module/{q} ]; then echo loaded; "
+                f"elif modprobe -n {q} >/dev/null 2>&1; then echo available; else echo missing; fi")
+
+    def process(self, output: list[str]) -> str:
+        return (output or ["missing"])[0].strip()

@@ -115,7 +115,10 @@ class UfwState(FactBase[dict[str, Any] | None]):
     def command(self) -> str:
         return "; ".join(
             [
-                'echo "status=$(LC_ALL=C ufw status 2>/dev/null | head -n1)"',
+                # "active" = ufw's chains are loaded, as `ufw status` itself decides; asked of
+                # iptables directly: `ufw status` is a Python program (~60 ms of CPU per host)
+                "if iptables -w -n -L ufw-user-input >/dev/null 2>&1; then echo 'status=Status: active';"
+                " else echo 'status=Status: inactive'; fi",
                 "grep -h -E '^(ENABLED|LOGLEVEL|IPV6|DEFAULT_(INPUT|OUTPUT|FORWARD)_POLICY)=' "
                 "/etc/ufw/ufw.conf /etc/default/ufw 2>/dev/null",
                 "sed -n 's/^### tuple ### /rule4 /p' /etc/ufw/user.rules 2>/dev/null",
