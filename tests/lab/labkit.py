@@ -13,6 +13,20 @@ from backhaul.lab.layout import Lab
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def files_containing(secrets: list[str], *bases: Path) -> list[str]:
+    """Files under ``bases`` (the working tree, .lab, ...) holding any of ``secrets``: their
+    paths only, so that a failing test never prints a secret."""
+    wanted = [s.encode() for s in secrets]
+    found = []
+    for base in bases:
+        for path in base.rglob("*"):
+            if ".venv" in path.parts or ".git" in path.parts or not path.is_file():
+                continue
+            if path.stat().st_size < 2_000_000 and any(w in path.read_bytes() for w in wanted):
+                found.append(str(path))
+    return found
+
+
 @dataclass
 class LabHandle:
     lab: Lab

@@ -15,7 +15,7 @@ import pytest
 
 from backhaul.lab.pinger import Pinger
 
-from .labkit import ROOT
+from .labkit import ROOT, files_containing
 
 OUTPUTS: list[str] = []  # every command output of this module, searched for keys at the end
 SEEN: set[str] = set()  # every preshared key this module made the hosts use (memory only)
@@ -222,14 +222,5 @@ def test_no_preshared_key_ever_reaches_the_controller(lab, psk_net):
     assert len(SEEN) >= 2 * len(_backends(lab)) + 1  # made, repaired, rotated, made again
     assert all(len(k) == 44 for k in SEEN)
     leaks = [f"output #{i}" for i, text in enumerate(OUTPUTS) if any(k in text for k in SEEN)]
-    keys = [k.encode() for k in SEEN]
-    for base in (ROOT, lab.files, psk_net.parent):
-        for path in base.rglob("*"):
-            if ".venv" in path.parts or ".git" in path.parts or not path.is_file():
-                continue
-            if path.stat().st_size > 2_000_000:
-                continue
-            data = path.read_bytes()
-            if any(k in data for k in keys):
-                leaks.append(str(path))
+    leaks += files_containing(list(SEEN), ROOT, lab.files, psk_net.parent)
     assert not leaks, "a preshared key is in: " + ", ".join(leaks)  # where, never what
