@@ -227,17 +227,20 @@ def https_check(net: Network, service, domain: str) -> tuple[str, str]:
 # --- what the internet sees ----------------------------------------------------------------
 def _external_checks(net: Network, hosts: list[Host], health: dict, report: Report) -> None:
     """Connect from here to each host's public address on every port it listens on."""
-    for h in hosts:
-        mine = health.get(h.name)
-        if not mine:
-            continue
-        expected = {net.ssh.port} | ({80, 443} if h.role == "hub" else set())
-        ports = {s["port"] for s in mine["sockets"] if s["proto"] == "tcp" and s["port"]}
-        ports |= {s.port for s in net.services_on(h.name)} | expected
-        ip = str(h.public_ip)
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            answers = pool.map(lambda p, ip=ip: _tcp_open(ip, p), sorted(ports))
-            opened = {p for p, is_open in zip(sorted(ports), answers, strict=True) if is_open}
+    scanned = [h for h in hosts if health.get(h.name)]
+    wanted: dict[str, set[int]] = {}
+    for h in scanned:
+        ports = {s["port"] for s in health[h.name]["sockets"] if s["proto"] == "tcp" and s["port"]}
+        wanted[h.name] = ports | {s.port for s in net.services_on(h.name)} | _expected_open(net, h)
+    probes = [(h, p) for h in scanned for p in sorted(wanted[h.name])]
+    # every host and port at once: a filtered port costs its timeout, and only once
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        answers = list(pool.map(lambda hp: _tcp_open(str(hp[0].public_ip), hp[1]), probes))
+    for h in scanned:
+        expected = _expected_open(net, h)
+        ports = wanted[h.name]
+        opened = {p for (ph, p), is_open in zip(probes, answers, strict=True)
+                  if ph.name == h.name and is_open}  # fmt: skip
         extra = sorted(opened - expected)
         if extra:
             report.add("external", h.name, FAIL, f"open to the internet: {extra} "
@@ -245,6 +248,10 @@ def _external_checks(net: Network, hosts: list[Host], health: dict, report: Repo
         else:
             report.add("external", h.name, OK, f"from outside only {sorted(opened)} answer "
                        f"({len(ports)} ports tried)")  # fmt: skip
+
+
+def _expected_open(net: Network, h: Host) -> set[int]:
+    return {net.ssh.port} | ({80, 443} if h.role == "hub" else set())
 
 
 def _tcp_open(ip: str, port: int) -> bool:

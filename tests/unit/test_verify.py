@@ -1,0 +1,76 @@
+"""verify's judgement of gathered facts (the lab tests prove the gathering)."""
+
+from __future__ import annotations
+
+from backhaul import network as netmod
+from backhaul.verify import Report, _exposure, _tunnel_checks
+
+NET = """network: {subnet: 10.50.0.0/24}
+proxy: {name: proxy, public_ip: 203.0.113.10}
+backends:
+  - {name: b1, public_ip: 203.0.113.21, wg_ip: 10.50.0.2}
+tls: {mode: self-signed}
+"""
+KEY = "B" * 43 + "="
+
+
+def _net(tmp_path):
+    p = tmp_path / "network.yml"
+    p.write_text(NET)
+    return netmod.load(p)
+
+
+def _health(handshake_age=10, peer_key=KEY, sockets=(), ping=True):
+    now = 1_800_000_000
+    hub = {"wireguard": {"service_active": True, "link_up": True}, "listen_port": 51820,
+           "now": now, "ping": {"10.50.0.2": ping}, "tcp": {}, "sockets": [],
+           "peers": {peer_key: {"allowed_ips": ["10.50.0.2/32"],
+                                "latest_handshake": now - handshake_age if handshake_age else 0}}}
+    b1 = {"wireguard": {"public_key": KEY}, "listen_port": 51820, "now": now,
+          "ping": {"10.50.0.1": ping}, "tcp": {}, "peers": {},
+          "sockets": [{"proto": "tcp", "address": "0.0.0.0", "port": 22, "interface": None,
+                       "process": "sshd"}, *sockets]}
+    return {"proxy": hub, "b1": b1}
+
+
+def _statuses(report: Report) -> dict[tuple[str, str], str]:
+    return {(c.check, c.host): c.status for c in report.checks}
+
+
+def test_a_healthy_tunnel(tmp_path):
+    net = _net(tmp_path)
+    report = Report("n")
+    _tunnel_checks(net, list(net.backends), _health(), report)
+    got = _statuses(report)
+    assert got[("handshake", "b1")] == got[("ping", "b1")] == got[("exposure", "b1")] == "ok"
+    assert report.ok and report.exit_code == 0
+
+
+def test_a_stale_handshake_a_foreign_key_and_a_lost_ping_fail(tmp_path):
+    net = _net(tmp_path)
+    for health, check in ((_health(handshake_age=400), "handshake"),
+                          (_health(handshake_age=0), "handshake"),
+                          (_health(peer_key="C" * 43 + "="), "handshake"),
+                          (_health(ping=False), "ping")):
+        report = Report("n")
+        _tunnel_checks(net, list(net.backends), health, report)
+        assert _statuses(report)[(check, "b1")] == "fail"
+        assert report.exit_code == 1
+
+
+def test_exposure_names_what_listens_beyond_the_tunnel(tmp_path):
+    net = _net(tmp_path)
+    wide = {"proto": "tcp", "address": "*", "port": 5432, "interface": None, "process": "postgres"}
+    ok = [{"proto": "tcp", "address": "10.50.0.2", "port": 8080, "interface": None, "process": "x"},
+          {"proto": "tcp", "address": "127.0.0.1", "port": 6379, "interface": None, "process": "r"},
+          {"proto": "udp", "address": "0.0.0.0", "port": 51820, "interface": None, "process": None}]
+    report = Report("n")
+    _exposure(net, net.backends[0], _health(sockets=[wide, *ok])["b1"], report)
+    [check] = report.checks
+    assert check.status == "fail" and "*:5432 (postgres)" in check.detail and "8080" not in check.detail
+
+
+def test_an_unreachable_host_means_could_not_check(tmp_path):
+    report = Report("n")
+    report.add("ssh", "b1", "unknown", "no SSH connection")
+    assert report.exit_code == 2 and report.to_json()["summary"]["unknown"] == 1
