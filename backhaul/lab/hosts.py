@@ -151,15 +151,30 @@ def _pythonpath_env() -> dict:
     return env
 
 
-def ssh_ready(ip: str, key: Path, known_hosts: Path, timeout: float = 60.0) -> str:
-    """Wait until SSH answers and systemd finished booting; return is-system-running's word."""
-    proc = subprocess.run(
-        [
-            "ssh", "-i", str(key), "-o", f"UserKnownHostsFile={known_hosts}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-            "-o", "ConnectTimeout=2", "-o", "ConnectionAttempts=30",
-            f"root@{ip}", "systemctl is-system-running --wait",
-        ],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-    return proc.stdout.strip() or proc.stderr.strip()
+SYSTEM_STATES = {"initializing", "starting", "running", "degraded", "maintenance", "stopping"}
+
+
+def ssh_ready(ip: str, key: Path, known_hosts: Path, timeout: float = 90.0) -> str:
+    """Wait until SSH answers and systemd finished booting; return is-system-running's word.
+
+    Many hosts booting at once on two cores can be slow to send sshd's banner: every failed
+    attempt (refused, timed out) is tried again until ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        proc = subprocess.run(
+            [
+                "ssh", "-i", str(key), "-o", f"UserKnownHostsFile={known_hosts}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+                "-o", "ConnectTimeout=5", f"root@{ip}", "systemctl is-system-running --wait",
+            ],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        word = proc.stdout.strip()
+        if word in SYSTEM_STATES:
+            return word
+        last = proc.stderr.strip() or word
+        time.sleep(0.3)
+    return last
