@@ -1,6 +1,13 @@
 """Custom pyinfra facts: one command per fact, ``process()`` pure, ``None``/default = absent.
 
-- ``wireguard``: ``WireguardState``, ``WireguardPeers``, ``WireguardConfigPeers``
+- ``wireguard``: ``WireguardState``, ``WireguardPeers``, ``WireguardConfigPeers``,
+  ``WireguardPresharedKeys`` (hashes only: no key ever leaves a host)
 - ``ufw``: ``UfwState``
-- ``system``: ``ListeningSockets``
+- ``system``: ``ListeningSockets``, ``SshSessionPort``, ``KernelModule``
+- ``packages``: ``InstalledPackages``
+- ``nginx``: ``NginxState``, ``CertificateState``, ``OwnedCertificates``, ``CertbotState``
+- ``docker``: ``DockerDaemon``, ``ComposeProject``
+- ``units``: ``TunnelUnits``
+- ``health``: ``HostHealth`` (verify's one round trip, built from the facts above)
+- ``other_hosts``: reading another host's fact from inside a deploy (gated, fails only the asker)
 """
