@@ -17,9 +17,9 @@ from backhaul.runner import run_pyinfra
 
 def deploy(network: str, limit: str | None = None, dry: bool = False) -> None:
     """Validate the whole network file (before any host is touched), then converge the hosts."""
-    net = netmod.load(network, write_back=not dry)
-    hosts = _limit(net, limit)
-    with network_lock(network, wait=0):
+    with network_lock(network, wait=0):  # also covers writing allocated addresses back
+        net = netmod.load(network, write_back=not dry)
+        hosts = _limit(net, limit)
         run = run_pyinfra(network, limit=hosts, dry=dry)
     run.check("the deploy", "The other hosts are converged; fix the cause (or wait for the host "
               "to come back) and run inv deploy again.")

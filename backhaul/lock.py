@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from backhaul.errors import BackhaulError
+from backhaul.errors import BackhaulError, ConfigError, Problem
 
 
 class LockedError(BackhaulError):
@@ -20,6 +20,9 @@ class LockedError(BackhaulError):
 def network_lock(path: str | Path, wait: float = 0.0):
     """One backhaul run per network file at a time; a second one waits ``wait`` s, then refuses."""
     lock_path = Path(path).resolve().with_name(f".{Path(path).name}.lock")
+    if not Path(path).is_file():  # the same message as the model's, before any lock file
+        raise ConfigError([Problem(str(path), None, None, "(file)", "not found; copy "
+                                   "network.example.yml to network.yml, or pass --network PATH")])
     with open(lock_path, "a+") as f:
         deadline = time.monotonic() + wait
         while True:
