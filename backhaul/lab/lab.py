@@ -12,7 +12,7 @@ from pathlib import Path
 from backhaul.errors import LabError
 from backhaul.lab import cgroups, demo, files, image, services, system
 from backhaul.lab.hosts import HostRunner, ssh_ready
-from backhaul.lab.layout import STATE_ROOT, Lab
+from backhaul.lab.layout import STATE_ROOT, Lab, LabHost
 
 REQUIRED_TOOLS = {
     "systemd-nspawn": "systemd-container",
@@ -132,17 +132,16 @@ def _stop_extra_hosts(lab: Lab, wanted: set[str]) -> None:
 
 
 def _orphan_runner(lab: Lab, d: Path) -> HostRunner:
-    """A runner for a host dir the current lab size does not include (or any, at down)."""
-    from backhaul.lab.layout import LabHost
+    """A runner for a host dir the current lab size does not include (or any, at down).
 
+    Only stop/purge are called on it: the machine name (its cgroups) comes from the launcher
+    spec the host was started with; its address is never used."""
     spec = d / "launcher.json"
     machine = f"{lab.name}-x"
     if spec.exists():
         cmd = json.loads(spec.read_text())["command"]
         machine = cmd[cmd.index("-M") + 1]
-    import ipaddress
-
-    host = LabHost(d.name, machine, ipaddress.IPv4Address(lab.gateway), "backend")
+    host = LabHost(d.name, machine, lab.gateway, "backend")
     return HostRunner(lab, host, image.rootfs(), "")
 
 
