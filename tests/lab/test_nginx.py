@@ -225,6 +225,19 @@ def test_a_backend_that_is_down_gives_a_clear_502(lab, site):
     assert "backend of down is down" in body
 
 
+def test_a_silent_backend_host_is_a_502_too_not_a_timeout_page(lab, site):
+    """A powered-off backend answers nothing: nginx gives up after proxy_connect_timeout with a
+    504 of its own; backhaul says what happened: the backend is down (502)."""
+    rule = f"INPUT -i wg0 -p tcp --dport {PORTS['down']} -j DROP"  # as if the host were off
+    lab.ssh("backend-1", f"iptables -I {rule}")
+    try:
+        status, _, body = site["outside"].curl(f"https://down.{lab.lab.domain}/")
+    finally:
+        lab.ssh("backend-1", f"iptables -D {rule}")
+    assert status == 502, body
+    assert "could not connect to it in 5s" in body
+
+
 def test_internal_services_get_no_vhost(lab, site):
     listing = lab.ssh("proxy", "ls /etc/nginx/sites-enabled/").stdout.split()
     assert sorted(listing) == ["backhaul-api.conf", "backhaul-app.conf", "backhaul-down.conf"]
