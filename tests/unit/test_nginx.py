@@ -334,6 +334,30 @@ def test_certificate_fact_takes_paths_and_names_only():
         CertificateState().command(lineages=["app;reboot"])
 
 
+def test_certificate_fact_command_run_for_real_reads_expiry_and_names(tmp_path):
+    """The shell and openssl half of the fact, on this machine: several files read side by
+    side, a file without names, an unreadable one and a missing one."""
+    def make(name: str, *ext: str) -> None:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(tmp_path / "k"),
+                        "-out", str(tmp_path / name), "-days", "30", "-subj", "/CN=x", *ext],
+                       check=True, capture_output=True)  # fmt: skip
+
+    make("a.pem", "-addext", "subjectAltName=DNS:a.example,IP:203.0.113.5,DNS:b.example")
+    make("plain.pem")
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    paths = [str(tmp_path / n) for n in ("a.pem", "plain.pem", "bad.pem", "missing.pem")]
+    out = subprocess.run(["sh", "-c", CertificateState().command(certs=paths)],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    got = CertificateState().process(out.splitlines())
+    assert set(got["certs"]) == set(paths[:3])
+    a, plain, bad = (got["certs"][p] for p in paths[:3])
+    assert a["names"] == ["a.example", "b.example"]
+    assert 29 * 86400 < a["not_after"] - got["now"] <= 30 * 86400
+    assert plain["names"] == [] and plain["not_after"] > got["now"]
+    assert bad == {"names": [], "not_after": None}
+
+
 # -- the swap / nginx -t / restore script, run for real ------------------------------------------
 
 FAKE_NGINX = """#!/bin/sh
