@@ -13,6 +13,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 
 from backhaul import plan, software
+from backhaul.facts import snapshot
 from backhaul.facts.system import SshSessionPort
 from backhaul.network import load_current
 from backhaul.operations import packages, ufw
@@ -28,7 +29,7 @@ def _ufw_rule(rule: plan.Rule) -> dict:
 def firewall():
     net = load_current()
     me = net.host(host.name)
-    session_port = host.get_fact(SshSessionPort)
+    session_port = snapshot.get(SshSessionPort)
     if session_port is not None and session_port != net.ssh.port:
         # e.g. the provider forwards the dialled port to another one: allowing only ssh.port
         # and denying the rest would cut this very session and every later one.

@@ -22,6 +22,7 @@ from pyinfra.operations import systemd
 from pyinfra.operations.util import any_changed
 
 from backhaul import software, tls
+from backhaul.facts import snapshot
 from backhaul.facts.nginx import CertificateState, NginxState
 from backhaul.network import load_current
 from backhaul.operations import certbot, nginx, packages
@@ -77,7 +78,7 @@ def nginx_tls():
     settings = _settings()
     certs = tls.certificates(net)
 
-    st = host.get_fact(NginxState, paths=[tls.SHARED_CONF, SITES_GLOB, tls.DISTRO_DEFAULT_SITE])
+    st = snapshot.get(NginxState, paths=[tls.SHARED_CONF, SITES_GLOB, tls.DISTRO_DEFAULT_SITE])
     remove, in_the_way = tls.port80_conflicts(st["default_server_80"], st["version"] is not None)
     if in_the_way:
         raise DeployError(
@@ -92,7 +93,7 @@ def nginx_tls():
 
     cert_files = sorted({c.final.cert for c in certs} | {c.stand_in.cert for c in certs if c.stand_in})
     lineages = [c.name for c in certs if c.mode == "acme"]
-    cst = host.get_fact(CertificateState, certs=cert_files, lineages=lineages)
+    cst = snapshot.get(CertificateState, certs=cert_files, lineages=lineages)
 
     if mode == "acme":
         ca = net.tls.acme_ca_bundle

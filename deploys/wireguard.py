@@ -21,7 +21,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import server
 
 from backhaul import pending, plan, software
-from backhaul.facts import other_hosts
+from backhaul.facts import other_hosts, snapshot
 from backhaul.facts.wireguard import (
     WireguardConfigPeers,
     WireguardPresharedKeys,
@@ -67,7 +67,7 @@ def _in_this_run(name: str) -> bool:
 def _hub_psk_files(net: Network) -> dict[str, str]:
     """Backend name -> the pair's key file on the hub, for the pairs whose confs use it."""
     iface = net.interface
-    mine = host.get_fact(WireguardPresharedKeys, interface=iface)
+    mine = snapshot.get(WireguardPresharedKeys, interface=iface)
     if not net.preshared_keys and not mine.get("in_conf"):
         return {}  # off, and no pair uses a key: nothing to decide (and no backend to ask)
     out: dict[str, str] = {}
@@ -84,7 +84,7 @@ def _hub_psk_files(net: Network) -> dict[str, str]:
 def _backend_psk_file(net: Network, name: str) -> str | None:
     """The pair's key file on this backend, if its conf is to use it (as the hub's does)."""
     iface = net.interface
-    mine = host.get_fact(WireguardPresharedKeys, interface=iface)
+    mine = snapshot.get(WireguardPresharedKeys, interface=iface)
     if not net.preshared_keys and not mine.get("in_conf"):
         return None
     hub = _psk_facts(net.hub.name, iface)
@@ -120,7 +120,7 @@ def _hub_conf(net: Network, psk_in_use: bool) -> str:
     jobs = {b.name: gevent.spawn(_public_key, b.name, iface) for b in net.backends}
     gevent.joinall(list(jobs.values()))
     keys = {name: job.value for name, job in jobs.items()}
-    current = host.get_fact(WireguardConfigPeers, interface=iface) or {}
+    current = snapshot.get(WireguardConfigPeers, interface=iface) or {}
     psk_files = _hub_psk_files(net) if psk_in_use else {}
     peers, missing = plan.hub_peers(net, keys, current, psk_files)
     if missing:
@@ -149,7 +149,7 @@ def wireguard_network():
     net = load_current()
     me = net.host(host.name)
     iface = net.interface
-    state = host.get_fact(WireguardState, interface=iface) or {}
+    state = snapshot.get(WireguardState, interface=iface) or {}
 
     # No kernel module (containers, some provider kernels): wg-quick falls back to wireguard-go.
     if not software.planned_by_site(host.name):

@@ -16,11 +16,14 @@ from gevent.lock import BoundedSemaphore
 from pyinfra import inventory, state
 from pyinfra.api.facts import get_fact
 
+from . import snapshot
+
 PER_HOST = 4  # concurrent reads of one host: well under sshd's MaxSessions default of 10
 _gates: defaultdict[str, BoundedSemaphore] = defaultdict(lambda: BoundedSemaphore(PER_HOST))
 
 
 _memo: dict[tuple, object] = {}
+_memo_locks: defaultdict[tuple, BoundedSemaphore] = defaultdict(lambda: BoundedSemaphore(1))
 
 
 def read(name: str, cls: type, memo: bool = False, **kwargs):
@@ -30,17 +33,23 @@ def read(name: str, cls: type, memo: bool = False, **kwargs):
     execute (the hub's public key, read by every backend's config): one read, not one per
     backend. Never memoized while the deploy is being prepared (earlier operations change it).
     """
-    key = (name, cls, tuple(sorted(kwargs.items())))
-    if memo and key in _memo:
-        return _memo[key]
     other = inventory.get_host(name)
-    with _gates[name]:
-        if memo and key in _memo:  # read by another greenlet while this one waited
-            return _memo[key]
-        value = get_fact(state, other, cls, kwargs=kwargs, apply_failed_hosts=False)
-    if memo and state.is_executing and value:
-        _memo[key] = value
-    return value
+    found, value = snapshot.lookup(other, cls, kwargs)
+    if found:
+        return value
+    if not (memo and state.is_executing):
+        with _gates[name]:
+            return get_fact(state, other, cls, kwargs=kwargs, apply_failed_hosts=False)
+    key = (name, cls, repr(sorted(kwargs.items())))
+    # one reader per fact: ten backends asking at once make one read, the others wait for it
+    with _memo_locks[key]:
+        if key not in _memo:
+            with _gates[name]:
+                value = get_fact(state, other, cls, kwargs=kwargs, apply_failed_hosts=False)
+            if not value:
+                return value  # not kept: a failed or empty read is tried again by the next
+            _memo[key] = value
+        return _memo[key]
 
 
 def run(name: str, command):

@@ -20,6 +20,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, OperationValueError, operation
 
 from backhaul import tls as tlsplan
+from backhaul.facts import snapshot
 from backhaul.facts.nginx import CertbotState, CertificateState, OwnedCertificates, check_path
 
 
@@ -65,7 +66,7 @@ def acme_client(renewal_hook: str, ca_bundle: str | None = None, dropin: str | N
         tlsplan.CA_BUNDLE: (ca_bundle, "644"),
         tlsplan.CERTBOT_DROPIN: (dropin, "644"),
     }
-    st = host.get_fact(CertbotState, paths=sorted(files), dirs=[webroot])
+    st = snapshot.get(CertbotState, paths=sorted(files), dirs=[webroot])
     have = st.get("files", {})
     changed = False
     if webroot not in st.get("dirs", []):
@@ -119,7 +120,7 @@ def certificate(cert_name: str, domains: list[str], server: str, email: str,
     """
     name = cert_name
     cert = tlsplan.Certificate(name, tuple(domains), "acme", tlsplan.live_paths(name), None)
-    st = host.get_fact(CertificateState, certs=[cert.final.cert], lineages=[name])
+    st = snapshot.get(CertificateState, certs=[cert.final.cert], lineages=[name])
     reason = tlsplan.issue_reason(cert, st, server)
     if reason is None:
         until = st["certs"][cert.final.cert]["not_after"]
@@ -158,7 +159,7 @@ def self_signed(cert: str, key: str, domains: list[str], days: int = tlsplan.SEL
     check_path(key)
     if not domains:
         raise OperationValueError("certbot.self_signed: give at least one domain")
-    st = host.get_fact(CertificateState, certs=[cert])
+    st = snapshot.get(CertificateState, certs=[cert])
     if not tlsplan.needs_new_self_signed(tlsplan.CertPaths(cert, key), tuple(domains), st):
         host.noop(f"self-signed certificate {cert} is valid for {', '.join(domains)}")
         return
@@ -196,7 +197,7 @@ def prune(lineages: list[str], self_signed: list[str]):
         certbot.prune(name="Certificates of removed services", lineages=["app"],
                       self_signed=["app"])
     """
-    st = host.get_fact(OwnedCertificates, webroot=tlsplan.WEBROOT,
+    st = snapshot.get(OwnedCertificates, webroot=tlsplan.WEBROOT,
                        self_signed_dir=tlsplan.SELF_SIGNED_DIR)  # fmt: skip
     stale_lineages = [n for n in st["lineages"] if n not in lineages]
     stale_dirs = [n for n in st["self_signed"] if n not in self_signed]

@@ -31,6 +31,7 @@ from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, OperationError, operation
 
 from backhaul.compose import ComposeError, rewrite_compose
+from backhaul.facts import snapshot
 from backhaul.facts.docker import (
     BACKUP_SUFFIX,
     DAEMON_JSON,
@@ -260,7 +261,7 @@ def daemon(bind_ip: str, interface: str = "wg0", dropin: str = ""):
 
         docker_bind.daemon(name="Docker", bind_ip="10.50.0.2", dropin=rendered_dropin)
     """
-    st = host.get_fact(DockerDaemon)
+    st = snapshot.get(DockerDaemon)
     if not st["installed"]:
         raise OperationError(
             f"Docker is not installed on {host.name}, which runs compose services in the "
@@ -330,7 +331,7 @@ def compose(path: str, bind_ip: str, force_up: bool | Callable[[], bool] = False
     """
     if not path.startswith("/"):
         raise OperationError(f"compose file {path!r} must be an absolute path on the host")
-    st = host.get_fact(ComposeProject, path=path)
+    st = snapshot.get(ComposeProject, path=path)
     if not st["exists"]:
         raise OperationError(
             f"{path} does not exist on {host.name} (or is not a regular file): put the compose "

@@ -29,6 +29,7 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, OperationValueError, operation
 
+from backhaul.facts import snapshot
 from backhaul.facts.nginx import NginxState, check_path
 
 WORK_DIR = "/var/lib/backhaul/nginx"
@@ -134,7 +135,7 @@ def config(files: dict[str, str], prune: list[str] | None = None,
     for path in files:
         if "*" in path:
             raise OperationValueError(f"nginx.config: {path!r} in files is a pattern, not a path")
-    st = host.get_fact(NginxState, paths=sorted({*files, *prune, *remove}))
+    st = snapshot.get(NginxState, paths=sorted({*files, *prune, *remove}))
     have: dict[str, str] = st.get("files", {})
 
     writes = sorted(p for p, content in files.items() if have.get(p) != sha256(content))

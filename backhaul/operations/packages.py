@@ -7,6 +7,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import operation
 
+from backhaul.facts import snapshot
 from backhaul.facts.packages import InstalledPackages
 
 
@@ -28,7 +29,7 @@ def installed(packages: list[str]):
 
         packages.installed(name="WireGuard tools", packages=["wireguard-tools"])
     """
-    have = host.get_fact(InstalledPackages, packages=packages)
+    have = snapshot.get(InstalledPackages, packages=packages)
     missing = [p for p in packages if p not in have]
     if not missing:
         host.noop(f"installed: {', '.join(packages)}")

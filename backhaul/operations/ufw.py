@@ -22,6 +22,7 @@ from pyinfra import host
 from pyinfra.api import OperationError, OperationValueError, operation
 from pyinfra.context import ctx_host
 
+from backhaul.facts import snapshot
 from backhaul.facts.ufw import UfwState
 
 COMMENT = "backhaul"
@@ -287,7 +288,7 @@ def rule(
         route=route,
         out_interface=out_interface,
     )
-    st = host.get_fact(UfwState) or {}
+    st = snapshot.get(UfwState) or {}
     wanted = spec.tuples(ipv6=st.get("ipv6", True))
     real_host = ctx_host.get()
     if real_host is not None:
@@ -358,7 +359,7 @@ def remove_stale(wanted: Iterable[UfwRule | dict[str, Any]]):
         ufw.remove_stale(name="Remove old backhaul rules", wanted=wanted)
     """
 
-    st = host.get_fact(UfwState) or {}
+    st = snapshot.get(UfwState) or {}
     commands = _stale_commands(st, [UfwRule.of(spec) for spec in wanted])
     if not commands:
         ours = [r for r in st.get("rules", []) if r.get("comment") == COMMENT]
@@ -384,7 +385,7 @@ def defaults(incoming: str = "deny", outgoing: str = "allow", routed: str | None
         ufw.defaults(name="Deny incoming", incoming="deny", outgoing="allow")
     """
 
-    st = host.get_fact(UfwState) or {}
+    st = snapshot.get(UfwState) or {}
     current = st.get("defaults", {})
     changed = False
     wanted = (("incoming", incoming), ("outgoing", outgoing), ("routed", routed))
@@ -423,7 +424,7 @@ def enable(ssh_port: int = 22):
         ufw.enable(name="Enable ufw", ssh_port=22)
     """
 
-    st = host.get_fact(UfwState) or {}
+    st = snapshot.get(UfwState) or {}
     if st.get("active"):
         host.noop("ufw is already active")
         return
@@ -466,7 +467,7 @@ def firewall(
         from backhaul.operations import ufw
         ufw.firewall(name="Firewall", rules=[dict(port=22, proto="tcp")], ssh_port=22)
     """
-    st = host.get_fact(UfwState) or {}
+    st = snapshot.get(UfwState) or {}
     ipv6 = st.get("ipv6", True)
     specs = [UfwRule.of(r) for r in rules]
     present = {_rule_key(r) for r in st.get("rules", [])}

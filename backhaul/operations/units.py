@@ -33,6 +33,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import OperationError, operation
 
+from backhaul.facts import snapshot
 from backhaul.facts.units import TunnelUnits, tunnel_dropin, unit_dropin
 
 _NOT_STARTED = {"inactive", "failed", "deactivating"}
@@ -87,7 +88,7 @@ def tunnel_bound(
                            dropin=rendered_dropin, tunnel_dropin_content=rendered_wants)
     """
     units = list(dict.fromkeys(units))
-    st = host.get_fact(TunnelUnits, units=units, interface=interface)
+    st = snapshot.get(TunnelUnits, units=units, interface=interface)
     for unit in units:
         info = st["units"].get(unit, {})
         load = info.get("LoadState", "not-found")

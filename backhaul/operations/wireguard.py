@@ -61,6 +61,7 @@ from pyinfra.api import (
     operation,
 )
 
+from backhaul.facts import snapshot
 from backhaul.facts.wireguard import (
     KEY_RE,
     PSK_DIR,
@@ -228,7 +229,7 @@ def keypair(interface: str = "wg0", rotate: bool = False):
 
     paths = wg_paths(interface)
     key, pub, created = (shlex.quote(paths[k]) for k in ("key", "pub", "created"))
-    st: dict[str, Any] = host.get_fact(WireguardState, interface=interface) or {}
+    st: dict[str, Any] = snapshot.get(WireguardState, interface=interface) or {}
 
     if st.get("key_exists") and not rotate:
         public_key = st.get("public_key")
@@ -309,7 +310,7 @@ def config(interface: str, content: str | Callable[[], str]):
         content = content()
     content = _check_content(content)
     paths = wg_paths(interface)
-    st: dict[str, Any] = host.get_fact(WireguardState, interface=interface) or {}
+    st: dict[str, Any] = snapshot.get(WireguardState, interface=interface) or {}
 
     want_sha = hashlib.sha256(content.encode()).hexdigest()
     existed = bool(st.get("config_exists"))
@@ -417,7 +418,7 @@ def preshared_keys(names: list[str], interface: str = "wg0"):
     """
 
     paths = {n: psk_path(n) for n in names}
-    st = host.get_fact(WireguardPresharedKeys, interface=interface) or {}
+    st = snapshot.get(WireguardPresharedKeys, interface=interface) or {}
     files = st.get("files") or {}
     todo = [n for n in names if not (files.get(n) or {}).get("valid")]
     if not todo:
@@ -465,7 +466,7 @@ def preshared_key_copy(
     if not sha256:
         host.noop(f"{path}: the source has no preshared key to copy yet")
         return
-    st = host.get_fact(WireguardPresharedKeys, interface=interface) or {}
+    st = snapshot.get(WireguardPresharedKeys, interface=interface) or {}
     mine = (st.get("files") or {}).get(psk_name) or {}
     if mine.get("valid") and mine.get("sha256") == sha256:
         host.noop(f"{path} is the same key as its source's (sha256 {sha256[:12]}...)")
@@ -492,7 +493,7 @@ def preshared_keys_pruned(keep: list[str], interface: str = "wg0"):
         wireguard.preshared_keys_pruned(name="Unused preshared keys", keep=[])
     """
 
-    st = host.get_fact(WireguardPresharedKeys, interface=interface) or {}
+    st = snapshot.get(WireguardPresharedKeys, interface=interface) or {}
     if not st.get("dir"):
         host.noop(f"no {PSK_DIR}")
         return
