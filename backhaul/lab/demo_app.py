@@ -4,6 +4,8 @@
 GET  any path       -> 200 JSON: the host, the path, and the request headers it received
                        (so tests can see Host, X-Forwarded-For, X-Real-IP, X-Forwarded-Proto)
 GET  with Upgrade: websocket -> 101, then echoes every text frame back (RFC 6455, minimal)
+GET  /slow/<seconds> -> the same 200 JSON, after that many seconds (at most 30): a backend that
+                       takes its time, for the proxy's read timeout
 
     demo_app.py --bind 10.50.0.2 --port 8080 --name app
 """
@@ -15,6 +17,7 @@ import json
 import socket
 import socketserver
 import struct
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -30,6 +33,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.headers.get("Upgrade", "").lower() == "websocket":
             return self._websocket()
+        if self.path.startswith("/slow/"):
+            try:
+                time.sleep(min(float(self.path[len("/slow/"):]), 30.0))
+            except ValueError:
+                pass
         body = json.dumps({
             "service": self.server.service_name,
             "host": socket.gethostname(),

@@ -238,6 +238,21 @@ def test_a_silent_backend_host_is_a_502_too_not_a_timeout_page(lab, site):
     assert "could not connect to it in 5s" in body
 
 
+def test_a_plain_request_to_a_websocket_service_has_the_plain_read_timeout(lab, site):
+    """WebSocket handshakes get the long idle timeout (their own location); a plain request to
+    the same service must not: with nginx_read_timeout=2s, a backend taking 4 s is a 504."""
+    url = f"https://app.{lab.lab.domain}/slow/4"
+    lab.pyinfra("deploys/nginx.py", "--data", "nginx_read_timeout=2s", network=site["path"])
+    try:
+        # old workers may still take a connection just after a reload: try until the new ones do
+        status, _, body = site["outside"].curl(url, retry_until=504)
+    finally:
+        lab.pyinfra("deploys/nginx.py", network=site["path"])
+    assert status == 504 and "did not answer in time" in body, body
+    status, _, _ = site["outside"].curl(url, retry_until=200)  # the default 60s: it answers
+    assert status == 200
+
+
 def test_internal_services_get_no_vhost(lab, site):
     listing = lab.ssh("proxy", "ls /etc/nginx/sites-enabled/").stdout.split()
     assert sorted(listing) == ["backhaul-api.conf", "backhaul-app.conf", "backhaul-down.conf"]
