@@ -259,8 +259,10 @@ def keypair(interface: str = "wg0", rotate: bool = False):
         f" && wg pubkey < {key}.tmp > {pub}.tmp && date +%s > {created}.tmp"
         f" && mv -f {key}.tmp {key} && mv -f {pub}.tmp {pub} && mv -f {created}.tmp {created}"
     )
-    if st.get("key_exists") and st.get("config_exists"):
-        # Rotation: the conf embeds the key (see the module docstring), rewrite it in place.
+    if st.get("config_exists"):
+        # Rotation, or a key file lost while its conf stayed: the conf embeds the key (see the
+        # module docstring), so rewrite it in place (``config`` compares confs without their
+        # key and would leave the old one) and switch a running interface to the new key.
         yield _embed_key_command(paths["conf"], paths["key"], paths["conf"])
         if st.get("link_exists"):
             yield f"wg set {shlex.quote(interface)} private-key {key}"

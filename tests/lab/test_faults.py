@@ -80,6 +80,19 @@ def test_ssh_cut_in_the_middle_of_a_deploy_is_mended_by_a_rerun(net):
     assert lab.wait_healthy()["ok"]
 
 
+def test_a_key_made_again_on_a_backend_reaches_the_hub_in_the_same_run(net):
+    """The hub's conf op reads backend-1's public key after backend-1's key op made a new one:
+    what the run read of backend-1 before (its fact snapshot) must no longer answer."""
+    lab = net
+    old = lab.ssh("backend-1", "wg pubkey < /etc/wireguard/wg0.key").stdout.strip()
+    lab.ssh("backend-1", "rm /etc/wireguard/wg0.key")  # lost: a new pair is made on the host
+    OUTPUTS.append(lab.inv("deploy").stdout)
+    new = lab.ssh("backend-1", "wg pubkey < /etc/wireguard/wg0.key").stdout.strip()
+    peers = lab.ssh("proxy", "wg show wg0 peers").stdout.split()
+    assert new != old and new in peers and old not in peers
+    assert lab.wait_healthy()["ok"]
+
+
 def test_two_deploys_at_once_the_second_refuses_clearly(net):
     lab = net
     cmd = [sys.executable, "-m", "invoke", "deploy"]
