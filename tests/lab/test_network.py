@@ -78,6 +78,16 @@ def test_second_deploy_changes_nothing(lab, deployed):
     assert "plan: no changes" in plan.stdout
 
 
+def test_a_no_op_deploy_reads_each_host_once(lab, deployed):
+    """What keeps a no-op fast (benchmarks/network has the figures): after a full deploy, the
+    next reads every fact of a host in one round trip, and no operation reads again."""
+    _run(lab, "deploy")  # records what a run that changes nothing asks
+    proc = lab.pyinfra("deploys/site.py", "-vv")
+    loaded = re.findall(r"^\s*\[(\S+)\]\s+Loaded fact (\S+)", proc.stdout + proc.stderr, re.M)
+    assert sorted(loaded) == sorted((h.name, "backhaul.facts.bundle.FactBundle")
+                                    for h in lab.lab.network_hosts), loaded  # fmt: skip
+
+
 def test_wireguard_keys_stay_on_their_hosts(lab, deployed):
     for h in lab.lab.network_hosts:
         out = lab.ssh(h.name, "stat -c '%a %U' /etc/wireguard/wg0.key /etc/wireguard/wg0.conf").stdout
