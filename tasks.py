@@ -6,20 +6,14 @@
 
 from __future__ import annotations
 
-# pyinfra's SSH runs on gevent: patch before anything imports ssl/socket, as pyinfra's own CLI
-# does, so that reading facts from many hosts at once really runs in parallel.
-from gevent import monkey
+import functools
+import json as jsonlib
+import os
 
-monkey.patch_all()
+from invoke import Collection, task
+from invoke.exceptions import Exit
 
-import functools  # noqa: E402
-import json as jsonlib  # noqa: E402
-import os  # noqa: E402
-
-from invoke import Collection, task  # noqa: E402
-from invoke.exceptions import Exit  # noqa: E402
-
-from backhaul.errors import BackhaulError  # noqa: E402
+from backhaul.errors import BackhaulError
 
 NETWORK_HELP = "network file (default: $BACKHAUL_NETWORK or ./network.yml)"
 
@@ -35,6 +29,15 @@ def _friendly(fn):
             raise Exit(f"backhaul: {e}", code=e.exit_code) from None
 
     return wrapper
+
+
+def _in_process_pyinfra() -> None:
+    """pyinfra's SSH runs on gevent: the tasks that talk to hosts from this process (verify and
+    the day-2 flows) patch first, as pyinfra's own CLI does, so that reads from many hosts run
+    in parallel. `inv deploy` and `plan` run the pyinfra CLI as a child and skip the cost."""
+    from gevent import monkey
+
+    monkey.patch_all()
 
 
 def _network(path: str | None) -> str:
@@ -65,6 +68,7 @@ def plan(c, network=None):
 @_friendly
 def verify(c, network=None, json=False):
     """Check the whole network end to end (read-only). Exit 0 healthy, 1 problems, 2 unknown."""
+    _in_process_pyinfra()
     from backhaul import verify as verify_mod
 
     report = verify_mod.run(_network(network))
@@ -78,6 +82,7 @@ def verify(c, network=None, json=False):
 @_friendly
 def add_backend(c, host, name=None, wg_ip=None, network=None):
     """Add a backend: write it to the network file, deploy it and the hub's peer, verify it."""
+    _in_process_pyinfra()
     from backhaul import flows
 
     flows.add_backend(_network(network), public_ip=host, name=name, wg_ip=wg_ip)
@@ -88,6 +93,7 @@ def add_backend(c, host, name=None, wg_ip=None, network=None):
 @_friendly
 def remove_backend(c, name, force=False, network=None):
     """Remove a backend: its hub peer and firewall rule, its tunnel, its entry in the file."""
+    _in_process_pyinfra()
     from backhaul import flows
 
     flows.remove_backend(_network(network), name=name, force=force)
@@ -98,6 +104,7 @@ def remove_backend(c, name, force=False, network=None):
 @_friendly
 def rotate_keys(c, host=None, all=False, network=None):
     """Make new WireGuard keys on the host(s) and apply them with the shortest possible gap."""
+    _in_process_pyinfra()
     from backhaul import flows
 
     if bool(host) == bool(all):

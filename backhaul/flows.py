@@ -7,8 +7,6 @@ import re
 import time
 from pathlib import Path
 
-from pyinfra.api import StringCommand
-
 from backhaul import network as netmod
 from backhaul.errors import BackhaulError, DeployError
 from backhaul.lock import network_lock
@@ -89,6 +87,8 @@ def _wait_verified(network: str, names: list[str], timeout: float = 30.0):
 def remove_backend(network: str, name: str, force: bool = False, stop_tunnel: bool = True) -> None:
     """Remove the peer and firewall rule from the hub (other tunnels untouched), stop the
     backend's tunnel if it answers, and remove it (and with --force its services) from the file."""
+    from pyinfra.api import StringCommand
+
     from backhaul import session
 
     with network_lock(network, wait=0):
