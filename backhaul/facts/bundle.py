@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Any
 
@@ -12,8 +13,8 @@ MISSING = "@@backhaul-bundle-missing-command"
 
 
 def part_key(cls: type, kwargs: dict[str, Any]) -> tuple:
-    """How a fact and its arguments are known in a bundle (and in the snapshot)."""
-    return (cls, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+    """How a fact and its arguments are known in a bundle, the snapshot and the record."""
+    return (cls, json.dumps(kwargs, sort_keys=True, default=repr))
 
 
 class FactBundle(FactBase[dict[tuple, Any]]):
@@ -33,6 +34,8 @@ class FactBundle(FactBase[dict[tuple, Any]]):
     """
 
     def command(self, parts: list[tuple[type, dict[str, Any]]]) -> str:
+        # pyinfra calls command() then process() on the same instance: process() needs to
+        # know which fact each part is
         self._parts = list(parts)
         lines = ['d=$(mktemp -d) || exit 1']
         for i, (cls, kwargs) in enumerate(self._parts):

@@ -17,6 +17,7 @@ from pyinfra import inventory, state
 from pyinfra.api.facts import get_fact
 
 from . import snapshot
+from .bundle import part_key
 
 PER_HOST = 4  # concurrent reads of one host: well under sshd's MaxSessions default of 10
 _gates: defaultdict[str, BoundedSemaphore] = defaultdict(lambda: BoundedSemaphore(PER_HOST))
@@ -38,18 +39,21 @@ def read(name: str, cls: type, memo: bool = False, **kwargs):
     if found:
         return value
     if not (memo and state.is_executing):
-        with _gates[name]:
-            return get_fact(state, other, cls, kwargs=kwargs, apply_failed_hosts=False)
-    key = (name, cls, repr(sorted(kwargs.items())))
+        return _gated_read(other, cls, kwargs)
+    key = (name, part_key(cls, kwargs))
     # one reader per fact: ten backends asking at once make one read, the others wait for it
     with _memo_locks[key]:
         if key not in _memo:
-            with _gates[name]:
-                value = get_fact(state, other, cls, kwargs=kwargs, apply_failed_hosts=False)
+            value = _gated_read(other, cls, kwargs)
             if not value:
                 return value  # not kept: a failed or empty read is tried again by the next
             _memo[key] = value
         return _memo[key]
+
+
+def _gated_read(other, cls: type, kwargs: dict):
+    with _gates[other.name]:
+        return get_fact(state, other, cls, kwargs=kwargs, apply_failed_hosts=False)
 
 
 def run(name: str, command):

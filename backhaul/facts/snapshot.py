@@ -29,7 +29,7 @@ from pyinfra import state
 from .bundle import FactBundle, part_key
 
 _snapshots: dict[str, dict[tuple, Any]] = {}
-_asked: dict[str, dict[str, dict[str, Any]]] = {}  # host -> "module:Class kwargs" -> part
+_asked: dict[str, dict[tuple, dict[str, Any]]] = {}  # host -> part_key -> record entry
 _record: list[Path] = []  # the file to write at exit, once a snapshot was taken
 
 
@@ -102,11 +102,10 @@ def lookup(host, cls: type, kwargs: dict[str, Any]) -> tuple[bool, Any]:
     asks = _asked.get(host.name)
     if asks is None:
         return False, None
-    if cls.__module__.startswith("backhaul.facts."):
-        asks.setdefault(f"{_ref(cls)} {json.dumps(kwargs, sort_keys=True)}",
-                        {"fact": _ref(cls), "kwargs": kwargs})  # fmt: skip
-    snap = _snapshots.get(host.name, {})
     key = part_key(cls, kwargs)
+    if cls.__module__.startswith("backhaul.facts."):
+        asks.setdefault(key, {"fact": _ref(cls), "kwargs": kwargs})
+    snap = _snapshots.get(host.name, {})
     if key not in snap or _changed_in_this_run(host):
         return False, None
     return True, copy.deepcopy(snap[key])  # callers may change what they get
