@@ -95,10 +95,7 @@ def ensure_built(log=print) -> tuple[Path, float | None]:
     (tmp / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
     tmp.rename(rootfs())
     (build_root / "complete").write_text(f"{time.time()}\n")
-    # Older images are dead weight once the recipe moved on.
-    for other in (CACHE_DIR / "base").iterdir():
-        if other != build_root:
-            shutil.rmtree(other, ignore_errors=True)
+    # Other images stay: a running lab of another recipe (or suite) has its overlays on them.
     return rootfs(), time.monotonic() - start
 
 
