@@ -38,7 +38,20 @@ def installed(packages: list[str]):
     # `dpkg --configure -a` first: an install cut off earlier (a dropped SSH connection) leaves
     # dpkg "interrupted", and apt refuses to do anything until it is finished.
     yield (
-        "export DEBIAN_FRONTEND=noninteractive && dpkg --configure -a && apt-get update -qq && "
-        "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold "
-        f"{names}"
+        f"export DEBIAN_FRONTEND=noninteractive && {_CONFIGURE_WHEN_DPKG_IS_FREE} && "
+        "apt-get update -qq && "
+        f"apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout={LOCK_WAIT} "
+        f"-o Dpkg::Options::=--force-confold {names}"
     )
+
+
+# Another apt may hold dpkg's lock: unattended-upgrades on a fresh VPS, or the apt of an earlier
+# run whose SSH connection was cut (it goes on without us). Wait for it rather than fail; apt
+# waits by itself with DPkg::Lock::Timeout, dpkg has no such option, so it is retried while
+# (and only while) it says the lock is taken.
+LOCK_WAIT = 600
+_CONFIGURE_WHEN_DPKG_IS_FREE = (
+    "n=0; while ! out=$(dpkg --configure -a 2>&1); do case $out in "
+    f"*lock*) [ $n -lt {LOCK_WAIT} ] || {{ echo \"$out\" >&2; exit 1; }}; n=$((n+1)); sleep 1;; "
+    "*) echo \"$out\" >&2; exit 1;; esac; done"
+)

@@ -3,6 +3,7 @@ change that would lock the operator out. Each must end boring: clear errors, not
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 import time
@@ -77,6 +78,22 @@ def test_ssh_cut_in_the_middle_of_a_deploy_is_mended_by_a_rerun(net):
     OUTPUTS.append(rerun.stdout)
     lab.ssh("backend-1", "wg-quick strip wg0 >/dev/null")  # the tools are back and the conf parses
     assert lab.ssh("backend-1", "dpkg --audit").stdout.strip() == ""  # no half-configured package
+    assert lab.wait_healthy()["ok"]
+
+
+def test_a_deploy_waits_for_another_apt_that_holds_the_dpkg_lock(net):
+    """A fresh VPS runs unattended-upgrades at boot, and an SSH cut leaves its apt running on:
+    a deploy that needs packages then waits for the dpkg lock instead of failing."""
+    lab = net
+    lab.ssh("backend-1", "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q wireguard-tools")
+    holder = (  # holds dpkg's frontend lock as a running apt does, for 20 s
+        "import fcntl, time; f = open('/var/lib/dpkg/lock-frontend', 'w'); "
+        "fcntl.lockf(f, fcntl.LOCK_EX); open('/run/lock-held', 'w'); time.sleep(20)"
+    )
+    lab.ssh("backend-1", f"rm -f /run/lock-held; setsid -f python3 -c {shlex.quote(holder)} "
+                         ">/dev/null 2>&1 </dev/null; while [ ! -e /run/lock-held ]; do sleep 0.1; done")
+    OUTPUTS.append(lab.inv("deploy").stdout)
+    lab.ssh("backend-1", "wg-quick strip wg0 >/dev/null")  # wireguard-tools is back
     assert lab.wait_healthy()["ok"]
 
 
