@@ -19,8 +19,8 @@ def deploy(network: str, limit: str | None = None, dry: bool = False) -> None:
         net = netmod.load(network, write_back=not dry)
         hosts = _limit(net, limit)
         run = run_pyinfra(network, limit=hosts, dry=dry)
-    run.check("the deploy", "The other hosts are converged; fix the cause (or wait for the host "
-              "to come back) and run inv deploy again.")
+    targets = hosts or [h.name for h in net.hosts]
+    run.check("the plan" if dry else "the deploy", run.advice(targets, bool(hosts), dry))
 
 
 def _limit(net, limit: str | None) -> list[str] | None:

@@ -36,6 +36,26 @@ class Run:
                 else f"{what} is not complete")  # fmt: skip
         raise DeployError("\n".join([head + ":", *lines, advice]))
 
+    def advice(self, targets: list[str], limited: bool, dry: bool = False) -> str:
+        """What is true of the run's hosts after a failure, and what to do (for ``check``)."""
+        pending = {p.split(":", 1)[0] for p in self.pending}
+        done = [t for t in targets if t not in self.failed and t not in pending]
+        what, again = ("the plan", "inv plan") if dry else ("the deploy", "inv deploy")
+        if not self.failed and not pending:
+            state = f"pyinfra named no host; its output above says what failed in {what}"
+        elif not done:
+            state = f"No host completed {what}"
+            if limited:
+                state += " (the hosts outside --limit were not part of this run)"
+        else:
+            state = f"{', '.join(sorted(done))} completed {what}"
+            if limited:
+                state += " (the hosts outside --limit were not part of this run)"
+        if dry:
+            state += "; nothing was changed"
+        return (f"{state}. Fix the cause (or wait for the hosts to come back) and run {again} "
+                "again.")
+
 
 # "    [backend-2] Could not connect (...)" / "    [proxy] Error: ..." / "[proxy] ERROR: ..."
 _FAILED = re.compile(r"^\s*\[([^\]]+)\]\s+(Could not connect.*|SSH error.*|Error.*|ERROR.*)$")
