@@ -38,6 +38,7 @@ __all__ = [
     "Ssh",
     "load",
     "load_current",
+    "current_path",
     "clear_cache",
     "add_backend",
     "remove_backend",
@@ -194,9 +195,14 @@ def _load_cached(path: str) -> Network:
     return load(path)
 
 
+def current_path() -> str:
+    """The network file of deploys and inventory: ``$BACKHAUL_NETWORK`` or ``./network.yml``."""
+    return os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
 def load_current() -> Network:
-    """The model for deploys and inventory: ``$BACKHAUL_NETWORK`` or ``./network.yml``, cached."""
-    return _load_cached(os.environ.get(ENV_VAR) or DEFAULT_PATH)
+    """The model for deploys and inventory (:func:`current_path`), cached."""
+    return _load_cached(current_path())
 
 
 def clear_cache() -> None:

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from backhaul import pending
+from backhaul import lock, pending
 from backhaul.errors import DeployError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,8 +71,10 @@ def run_pyinfra(
     """Run the pinned pyinfra CLI (the stable interface) and stream its output."""
     with tempfile.NamedTemporaryFile(prefix="backhaul-pending-", delete=False) as tmp:
         pending_file = tmp.name
+    # the child runs under this process's lock of the network (it inherits the locked file)
+    lock_env, lock_fds = lock.child_env(network)
     env = dict(os.environ, BACKHAUL_NETWORK=str(Path(network).resolve()),
-               **{pending.ENV: pending_file}, **(extra_env or {}))  # fmt: skip
+               **{pending.ENV: pending_file}, **lock_env, **(extra_env or {}))  # fmt: skip
     # -y skips change detection, which is exactly what a dry run is for
     cmd = [sys.executable, "-m", "pyinfra", *([] if dry else ["-y"]), "inventory.py", deploy_file]
     for name in limit or []:
@@ -81,7 +83,8 @@ def run_pyinfra(
         cmd += ["--dry", "--diff"]
     try:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
+                                stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                pass_fds=lock_fds)  # fmt: skip
         lines = []
         for line in proc.stdout:  # stream pyinfra's progress as it comes
             sys.stdout.write(line)
