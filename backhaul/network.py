@@ -71,6 +71,7 @@ EMAIL_RE = re.compile(r"[A-Za-z0-9._%+][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(\.[A-Za-z
 URL_RE = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/+=-]*)?")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_ADDRESS_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 _UNROUTABLE_V4 = tuple((ipaddress.IPv4Network(block), what) for block, what in (
     ("0.0.0.0/8", "0.0.0.0/8 (\"this network\", a source address only)"),
     ("127.0.0.0/8", "127.0.0.0/8 (loopback)"),
@@ -266,6 +267,11 @@ def add_backend(
     elif pub in net.subnet:
         bad("public_ip", f"{_show(public_ip)} is inside network.subnet {net.subnet}, the "
             "tunnel's own addresses; give the backend's public address")
+    elif pub.version != net.hub.public_ip.version:
+        bad("public_ip", f"{_show(public_ip)} is IPv{pub.version} but the hub's public_ip "
+            f"{net.hub.public_ip} is IPv{net.hub.public_ip.version}: each side dials the other's "
+            "public_ip and lets in only that address; give the backend an "
+            f"IPv{net.hub.public_ip.version} address")
     else:
         owner = next((h for h in net.hosts if h.public_ip == pub), None)
         reached = next((h for h in net.hosts if h.ssh_host == public_ip), None)
@@ -1086,9 +1092,16 @@ def _check_routes(ck: _Checker, drafts: list[_Draft], subnet: Any) -> None:
     SSH target inside the tunnel subnet, two hosts that SSH would reach on one address."""
     tunnel = subnet if isinstance(subnet, ipaddress.IPv4Network) else None
     targets: dict[str, tuple[_Draft, str]] = {}
+    hub = next((d for d in drafts if d.role == "hub"), None)
+    hub_ip = hub.public_ip if hub and isinstance(hub.public_ip, _ADDRESS_TYPES) else None
     for d in drafts:
-        public = d.public_ip if isinstance(d.public_ip, ipaddress.IPv4Address | ipaddress.IPv6Address) \
-            else None  # fmt: skip
+        public = d.public_ip if isinstance(d.public_ip, _ADDRESS_TYPES) else None
+        if hub_ip and public and d.role == "backend" and public.version != hub_ip.version:
+            ck.add(d.public_ip_node, f"{d.path}.public_ip", f"{_show(str(public))} is IPv"
+                   f"{public.version} but the hub's public_ip {hub_ip} is IPv{hub_ip.version}: "
+                   "each side dials the other's public_ip and lets in only that address, so "
+                   "the tunnel could never start. Give the hub and its backends addresses of "
+                   "one family")
         if tunnel and public is not None and public in tunnel:
             ck.add(d.public_ip_node, f"{d.path}.public_ip", f"{_show(str(public))} is inside "
                    f"network.subnet {tunnel}, the tunnel's own addresses: the tunnel would take "

@@ -342,10 +342,11 @@ def test_add_backend_default_name_is_the_lowest_free_number(tmp_path: Path) -> N
 
 
 def test_add_backend_with_explicit_wg_ip_and_ipv6(tmp_path: Path) -> None:
-    path = _write(tmp_path, MINIMAL + "backends: []  # none yet\n")
+    hub_v6 = MINIMAL.replace("203.0.113.10", '"2001:db8::10"')  # one family for hub and backends
+    path = _write(tmp_path, hub_v6 + "backends: []  # none yet\n")
     host = add_backend(path, "edge", "2001:db8::5", "10.50.0.200")
     assert str(host.wg_ip) == "10.50.0.200"
-    assert path.read_text() == MINIMAL + (
+    assert path.read_text() == hub_v6 + (
         "backends:  # none yet\n  - name: edge\n    public_ip: 2001:db8::5\n"
         "    wg_ip: 10.50.0.200\n"
     )
@@ -401,6 +402,10 @@ def test_add_backend_creates_the_backends_key(tmp_path: Path) -> None:
         ("new", "10.50.0.77", None,
          "network.yml: public_ip: '10.50.0.77' is inside network.subnet 10.50.0.0/24, the "
          "tunnel's own addresses; give the backend's public address"),
+        ("new", "2001:db8::77", None,
+         "network.yml: public_ip: '2001:db8::77' is IPv6 but the hub's public_ip 203.0.113.10 "
+         "is IPv4: each side dials the other's public_ip and lets in only that address; give "
+         "the backend an IPv4 address"),
     ],
 )
 def test_add_backend_failures_leave_the_file_unchanged(
