@@ -1023,8 +1023,7 @@ def _subnet(ck: _Checker, nm: dict[str, Node]) -> Any:
         ck.add(node, "network.subnet", f"{_show(value)} has host bits set; write {loose}")
         return _BAD
     if value != str(loose):
-        ck.add(node, "network.subnet", f"{_show(value)} is not written the usual way; "
-               f"write {loose}")
+        ck.add(node, "network.subnet", f"{_show(value)} is not in canonical form; write {loose}")
         return _BAD
     clash = next((what for block, what in _UNROUTABLE_V4 if loose.overlaps(block)), None)
     if clash:
@@ -1048,12 +1047,13 @@ def _host(ck: _Checker, node: Node, path: str, role: str) -> _Draft | None:
     public_ip = ck.text(m, "public_ip", f"{path}.public_ip", ip_like=True)
     if isinstance(public_ip, str):
         addr, error = _ip_address(public_ip)
-        why = _unroutable(addr) if addr is not None else None
-        if addr is None or why:
-            ck.add(m["public_ip"], f"{path}.public_ip", error or (
-                f"{_show(public_ip)} is {why}; no other host can reach it: write the host's "
-                "public address" if why else
-                f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.21"))
+        if addr is None:
+            ck.add(m["public_ip"], f"{path}.public_ip", error or
+                   f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.21")
+            public_ip = _BAD
+        elif why := _unroutable(addr):
+            ck.add(m["public_ip"], f"{path}.public_ip", f"{_show(public_ip)} is {why}; no "
+                   "other host can reach it: write the host's public address")
             public_ip = _BAD
         else:
             public_ip = addr
@@ -1088,8 +1088,9 @@ def _check_unique(ck: _Checker, drafts: list[_Draft], attr: str, what: str) -> N
 
 
 def _check_routes(ck: _Checker, drafts: list[_Draft], subnet: Any) -> None:
-    """Addresses that are fine one by one but cannot work together: a public address or an
-    SSH target inside the tunnel subnet, two hosts that SSH would reach on one address."""
+    """Addresses that are fine one by one but cannot work together: a backend's public address
+    of another family than the hub's, a public address or an SSH target inside the tunnel
+    subnet, two hosts that SSH would reach on one address."""
     tunnel = subnet if isinstance(subnet, ipaddress.IPv4Network) else None
     targets: dict[str, tuple[_Draft, str]] = {}
     hub = next((d for d in drafts if d.role == "hub"), None)
