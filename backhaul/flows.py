@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -19,8 +20,8 @@ def deploy(network: str, limit: str | None = None, dry: bool = False) -> None:
         net = netmod.load(network, write_back=not dry)
         hosts = _limit(net, limit)
         run = run_pyinfra(network, limit=hosts, dry=dry)
-    run.check("the deploy", "The other hosts are converged; fix the cause (or wait for the host "
-              "to come back) and run inv deploy again.")
+    targets = hosts or [h.name for h in net.hosts]
+    run.check("the plan" if dry else "the deploy", run.advice(targets, bool(hosts), dry))
 
 
 def _limit(net, limit: str | None) -> list[str] | None:
@@ -43,7 +44,8 @@ def add_backend(network: str, public_ip: str, name: str | None = None,
     Re-running after an interruption finishes the job: a journal next to the network file
     names the add in progress, so the backend it already wrote is taken as is (and a backend
     that is simply a duplicate is still refused)."""
-    journal = Path(network).resolve().with_name(f".{Path(network).name}.adding")
+    real = Path(os.path.realpath(network))  # one journal for a symlink and its target
+    journal = real.with_name(f".{real.name}.adding")
     with network_lock(network, wait=0):
         net = netmod.load(network, write_back=True)
         resuming = journal.exists() and journal.read_text().strip() == public_ip

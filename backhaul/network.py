@@ -38,6 +38,7 @@ __all__ = [
     "Ssh",
     "load",
     "load_current",
+    "current_path",
     "clear_cache",
     "add_backend",
     "remove_backend",
@@ -70,6 +71,16 @@ EMAIL_RE = re.compile(r"[A-Za-z0-9._%+][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(\.[A-Za-z
 URL_RE = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/+=-]*)?")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_ADDRESS_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+_UNROUTABLE_V4 = tuple((ipaddress.IPv4Network(block), what) for block, what in (
+    ("0.0.0.0/8", "0.0.0.0/8 (\"this network\", a source address only)"),
+    ("127.0.0.0/8", "127.0.0.0/8 (loopback)"),
+    ("169.254.0.0/16", "169.254.0.0/16 (link-local)"),
+    ("224.0.0.0/4", "224.0.0.0/4 (multicast)"),
+    ("240.0.0.0/4", "240.0.0.0/4 (reserved, and the broadcast address)"),
+))
+# what nginx on the hub listens on (HTTP for ACME and redirects, HTTPS): sshd cannot share them
+HUB_WEB_PORTS = (80, 443)
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -185,9 +196,14 @@ def _load_cached(path: str) -> Network:
     return load(path)
 
 
+def current_path() -> str:
+    """The network file of deploys and inventory: ``$BACKHAUL_NETWORK`` or ``./network.yml``."""
+    return os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
 def load_current() -> Network:
-    """The model for deploys and inventory: ``$BACKHAUL_NETWORK`` or ``./network.yml``, cached."""
-    return _load_cached(os.environ.get(ENV_VAR) or DEFAULT_PATH)
+    """The model for deploys and inventory (:func:`current_path`), cached."""
+    return _load_cached(current_path())
 
 
 def clear_cache() -> None:
@@ -240,21 +256,36 @@ def add_backend(
         bad("name", f"{_show(name)} is not a valid host name; {_NAME_HELP}")
     elif name in taken:
         bad("name", f"{_show(name)} is already a host in {file}; choose another name")
-    try:
-        pub = ipaddress.ip_address(public_ip)
-    except ValueError:
-        bad("public_ip", f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.21")
+    pub, error = _ip_address(public_ip) if isinstance(public_ip, str) else (None, None)
+    why = _unroutable(pub) if pub is not None else None
+    if pub is None:
+        bad("public_ip", error or f"{_show(public_ip)} is not an IP address; write e.g. "
+            "203.0.113.21")
+    elif why:
+        bad("public_ip", f"{_show(public_ip)} is {why}; no other host can reach it: give the "
+            "backend's public address")
+    elif pub in net.subnet:
+        bad("public_ip", f"{_show(public_ip)} is inside network.subnet {net.subnet}, the "
+            "tunnel's own addresses; give the backend's public address")
+    elif pub.version != net.hub.public_ip.version:
+        bad("public_ip", f"{_show(public_ip)} is IPv{pub.version} but the hub's public_ip "
+            f"{net.hub.public_ip} is IPv{net.hub.public_ip.version}: each side dials the other's "
+            "public_ip and lets in only that address; give the backend an "
+            f"IPv{net.hub.public_ip.version} address")
     else:
         owner = next((h for h in net.hosts if h.public_ip == pub), None)
+        reached = next((h for h in net.hosts if h.ssh_host == public_ip), None)
         if owner is not None:
             bad("public_ip", f"{_show(str(pub))} is already the public_ip of {owner.name!r}")
+        elif reached is not None:
+            bad("public_ip", f"{_show(str(pub))} is where SSH reaches {reached.name!r} (its "
+                "ssh_host); give the backend's own public address")
     if wg_ip is None:
         wg = next_free_wg_ip(net)
     else:
-        try:
-            wg = ipaddress.IPv4Address(wg_ip)
-        except ValueError:
-            bad("wg_ip", f"{_show(wg_ip)} is not an IPv4 address; write e.g. 10.50.0.9")
+        wg, error = _ip_address(wg_ip, v4_only=True) if isinstance(wg_ip, str) else (None, None)
+        if wg is None:
+            bad("wg_ip", error or f"{_show(wg_ip)} is not an IPv4 address; write e.g. 10.50.0.9")
         else:
             owner = next((h for h in net.hosts if h.wg_ip == wg), None)
             if owner is not None:
@@ -454,6 +485,7 @@ class _Draft:
     wg_ip: Any
     wg_ip_node: Node | None
     ssh_host: Any
+    ssh_host_node: Node | None = None
 
 
 @dataclass
@@ -626,6 +658,65 @@ def _example(key: str) -> str:
 # -- field checks: return an error message, or None when fine --
 
 
+def _ip_address(value: str, *, v4_only: bool = False) -> tuple[Any, str | None]:
+    """``value`` as an address; (None, why not and the fix) for an address written another way
+    than the canonical one; (None, None) when it is no address at all (the caller says what to
+    write there). Only the canonical spelling is accepted: it is what every file on the hosts
+    gets, and ``ipaddress`` also takes a scope (``addr%scope``) that may hold almost any
+    character, newlines included."""
+    try:
+        addr = ipaddress.IPv4Address(value) if v4_only else ipaddress.ip_address(value)
+    except ValueError:
+        return None, None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id is not None:
+        bare = str(addr).partition("%")[0]
+        return None, (f"{_show(value)} has a scope ('%...'), which no config file here can "
+                      f"carry; write the address without it, e.g. {bare}")
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return None, (f"{_show(value)} is an IPv4 address written as IPv6; write "
+                      f"{addr.ipv4_mapped}")
+    if value != str(addr):
+        return None, f"{_show(value)} is not in canonical form; write {addr}"
+    return addr, None
+
+
+def _allow_error(value: str) -> str | None:
+    """Why ``value`` is not an allow-list entry: an address or a CIDR, written canonically."""
+    try:
+        net = ipaddress.ip_network(value)
+    except ValueError:
+        try:
+            fixed = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return (f"{_show(value)} is not an IP address or CIDR; write e.g. 198.51.100.7 or "
+                    "198.51.100.0/24")
+        if "%" not in value:
+            return f"{_show(value)} has host bits set; write {fixed}"
+        net = fixed
+    if "%" in value:
+        return (f"{_show(value)} has a scope ('%...'), which no config file here can carry; "
+                "write it without the scope")
+    canonical = str(net) if "/" in value else str(net.network_address)
+    if value != canonical:
+        return f"{_show(value)} is not in canonical form; write {canonical}"
+    return None
+
+
+def _unroutable(addr: Any) -> str | None:
+    """Why no other host can reach ``addr`` (None when it may be a public address)."""
+    if addr.is_unspecified:
+        return "the unspecified address (any address)"
+    if addr.is_loopback:
+        return "a loopback address (only the host itself reaches it)"
+    if addr.is_multicast:
+        return "a multicast address"
+    if addr.is_link_local:
+        return "a link-local address (valid on one network segment only)"
+    if addr.is_reserved:
+        return "a reserved address (never routed)"
+    return None
+
+
 def _check_host_name(value: str) -> str | None:
     if HOST_NAME_RE.fullmatch(value):
         return None
@@ -676,11 +767,14 @@ def _check_domain(value: str) -> str | None:
 
 
 def _check_ssh_host(value: str) -> str | None:
-    try:
-        ipaddress.ip_address(value)
+    addr, error = _ip_address(value)
+    if addr is not None:
+        if addr.is_unspecified or addr.is_multicast:
+            return (f"{_show(value)} is {_unroutable(addr)}; SSH cannot connect to it: write "
+                    "the host's address or name")
         return None
-    except ValueError:
-        pass
+    if error:
+        return error
     if _dns_error(value, single_label_ok=True) is None:
         return None
     return f"{_show(value)} is neither an IP address nor a host name; write e.g. 203.0.113.21"
@@ -708,6 +802,48 @@ def _check_controller_path(value: str) -> str | None:
         return f"{_show(value)} contains a '..' component; write the path without it"
     return (f"{_show(value)} contains characters other than letters, digits and ._/~+@-; "
             "rename the file or use a symlink")
+
+
+_CONTROLLER_FILES = {
+    "key": "the SSH private key for ssh.user (or remove ssh.key to use your agent and ~/.ssh)",
+    "known_hosts": "a known_hosts file (it may be absent; new host keys are written to it)",
+    "ca": "a PEM CA bundle (-----BEGIN CERTIFICATE-----)",
+}
+_RELATIVE = " (a relative path is relative to the network file's folder)"
+
+
+def _controller_file(base: Path, kind: str) -> Callable[[str], str | None]:
+    """The check of a file on this machine that the network file names (``kind``: a key of
+    ``_CONTROLLER_FILES``): it is read by the SSH connections or the ACME client, in the middle
+    of a deploy, where a missing file would be a traceback from one host's connection."""
+
+    def check(value: str) -> str | None:
+        error = _check_controller_path(value)
+        if error:
+            return error
+        path = _controller_path(value, base)
+        assert path is not None
+        where = "" if value.startswith(("/", "~")) else _RELATIVE
+        want = _CONTROLLER_FILES[kind]
+        if kind == "known_hosts" and not path.exists() and not path.is_symlink():
+            if path.parent.is_dir():
+                return None
+            return (f"{_show(value)}: its folder does not exist{where}, so new host keys cannot "
+                    f"be recorded; create the folder or write the path of {want}")
+        if not path.exists():
+            return f"{_show(value)}: no such file{where}; write the path of {want}"
+        if not path.is_file():
+            return f"{_show(value)} is not a file{where}; write the path of {want}"
+        try:
+            with open(path, "rb") as f:
+                head = f.read(MAX_BYTES)
+        except OSError as exc:
+            return f"{_show(value)} cannot be read ({exc.strerror}); give this user read access"
+        if kind == "ca" and b"-----BEGIN CERTIFICATE-----" not in head:
+            return f"{_show(value)} holds no certificate; write the path of {want}"
+        return None
+
+    return check
 
 
 def _check_unit(value: str) -> str | None:
@@ -811,8 +947,13 @@ def _check_network(
     sm = ck.mapping(top.get("ssh"), "ssh", _SSH_KEYS) or {}
     ssh_user = ck.matching(sm, "user", "ssh.user", _check_user) or "root"
     ssh_port = ck.integer(sm, "port", "ssh.port", 1, 65535, 22, "use e.g. 22")
-    ssh_key = ck.matching(sm, "key", "ssh.key", _check_controller_path)
-    known_hosts = ck.matching(sm, "known_hosts", "ssh.known_hosts", _check_controller_path)
+    if ssh_port in HUB_WEB_PORTS:
+        ck.add(sm["port"], "ssh.port", f"{ssh_port} is where nginx on the hub serves HTTP and "
+               "HTTPS (80 and 443), so sshd cannot listen there; write the port sshd uses, e.g. 22")
+        ssh_port = _BAD
+    ssh_key = ck.matching(sm, "key", "ssh.key", _controller_file(base, "key"))
+    known_hosts = ck.matching(sm, "known_hosts", "ssh.known_hosts",
+                             _controller_file(base, "known_hosts"))
 
     # proxy: and backends:
     drafts: list[_Draft] = []
@@ -842,6 +983,7 @@ def _check_network(
     wg: dict[int, ipaddress.IPv4Address] = {}
     if isinstance(subnet, ipaddress.IPv4Network):
         wg, allocated = _addresses(ck, drafts, subnet, nm.get("subnet"))
+    _check_routes(ck, drafts, subnet)
 
     if ck.problems:
         return None, []
@@ -880,6 +1022,14 @@ def _subnet(ck: _Checker, nm: dict[str, Node]) -> Any:
     if str(loose.network_address) != value.split("/")[0]:
         ck.add(node, "network.subnet", f"{_show(value)} has host bits set; write {loose}")
         return _BAD
+    if value != str(loose):
+        ck.add(node, "network.subnet", f"{_show(value)} is not in canonical form; write {loose}")
+        return _BAD
+    clash = next((what for block, what in _UNROUTABLE_V4 if loose.overlaps(block)), None)
+    if clash:
+        ck.add(node, "network.subnet", f"{_show(value)} overlaps {clash}; the hosts cannot "
+               "route it as a tunnel subnet: use a private range, e.g. 10.50.0.0/24")
+        return _BAD
     return loose
 
 
@@ -896,23 +1046,29 @@ def _host(ck: _Checker, node: Node, path: str, role: str) -> _Draft | None:
         name = ck.matching(m, "name", f"{path}.name", _check_host_name)
     public_ip = ck.text(m, "public_ip", f"{path}.public_ip", ip_like=True)
     if isinstance(public_ip, str):
-        try:
-            public_ip = ipaddress.ip_address(public_ip)
-        except ValueError:
-            ck.add(m["public_ip"], f"{path}.public_ip",
+        addr, error = _ip_address(public_ip)
+        if addr is None:
+            ck.add(m["public_ip"], f"{path}.public_ip", error or
                    f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.21")
             public_ip = _BAD
+        elif why := _unroutable(addr):
+            ck.add(m["public_ip"], f"{path}.public_ip", f"{_show(public_ip)} is {why}; no "
+                   "other host can reach it: write the host's public address")
+            public_ip = _BAD
+        else:
+            public_ip = addr
     wg_ip = ck.text(m, "wg_ip", f"{path}.wg_ip", ip_like=True)
     if isinstance(wg_ip, str):
-        try:
-            wg_ip = ipaddress.IPv4Address(wg_ip)
-        except ValueError:
-            ck.add(m["wg_ip"], f"{path}.wg_ip", f"{_show(wg_ip)} is not an IPv4 address; write "
-                   "e.g. 10.50.0.2, or remove this wg_ip to get one allocated")
+        addr, error = _ip_address(wg_ip, v4_only=True)
+        if addr is None:
+            ck.add(m["wg_ip"], f"{path}.wg_ip", error or f"{_show(wg_ip)} is not an IPv4 "
+                   "address; write e.g. 10.50.0.2, or remove this wg_ip to get one allocated")
             wg_ip = _BAD
+        else:
+            wg_ip = addr
     ssh_host = ck.matching(m, "ssh_host", f"{path}.ssh_host", _check_ssh_host)
     return _Draft(path, node, role, name, m.get("name"), public_ip, m.get("public_ip"),
-                  wg_ip, m.get("wg_ip"), ssh_host)
+                  wg_ip, m.get("wg_ip"), ssh_host, m.get("ssh_host"))
 
 
 def _check_unique(ck: _Checker, drafts: list[_Draft], attr: str, what: str) -> None:
@@ -929,6 +1085,53 @@ def _check_unique(ck: _Checker, drafts: list[_Draft], attr: str, what: str) -> N
                    f"{where.start_mark.line + 1}); {what} must be unique")
         else:
             first[value] = d
+
+
+def _check_routes(ck: _Checker, drafts: list[_Draft], subnet: Any) -> None:
+    """Addresses that are fine one by one but cannot work together: a backend's public address
+    of another family than the hub's, a public address or an SSH target inside the tunnel
+    subnet, two hosts that SSH would reach on one address."""
+    tunnel = subnet if isinstance(subnet, ipaddress.IPv4Network) else None
+    targets: dict[str, tuple[_Draft, str]] = {}
+    hub = next((d for d in drafts if d.role == "hub"), None)
+    hub_ip = hub.public_ip if hub and isinstance(hub.public_ip, _ADDRESS_TYPES) else None
+    for d in drafts:
+        public = d.public_ip if isinstance(d.public_ip, _ADDRESS_TYPES) else None
+        if hub_ip and public and d.role == "backend" and public.version != hub_ip.version:
+            ck.add(d.public_ip_node, f"{d.path}.public_ip", f"{_show(str(public))} is IPv"
+                   f"{public.version} but the hub's public_ip {hub_ip} is IPv{hub_ip.version}: "
+                   "each side dials the other's public_ip and lets in only that address, so "
+                   "the tunnel could never start. Give the hub and its backends addresses of "
+                   "one family")
+        if tunnel and public is not None and public in tunnel:
+            ck.add(d.public_ip_node, f"{d.path}.public_ip", f"{_show(str(public))} is inside "
+                   f"network.subnet {tunnel}, the tunnel's own addresses: the tunnel would take "
+                   "over the route to the address it runs over. Write the host's public address,"
+                   " or choose a subnet that does not hold it")
+        ssh_host = d.ssh_host if isinstance(d.ssh_host, str) else None
+        if ssh_host and tunnel:
+            try:
+                inside = ipaddress.ip_address(ssh_host) in tunnel
+            except ValueError:
+                inside = False
+            if inside:
+                ck.add(d.ssh_host_node, f"{d.path}.ssh_host", f"{_show(ssh_host)} is inside "
+                       f"network.subnet {tunnel}: SSH would need the tunnel that the deploy sets "
+                       "up over SSH. Write the host's public address or name")
+        field = "ssh_host" if ssh_host else "public_ip"
+        target = ssh_host.lower().rstrip(".") if ssh_host else str(public) if public else None
+        if target is None:
+            continue
+        if target in targets:
+            other, other_field = targets[target]
+            if field == other_field == "public_ip":
+                continue  # two equal public_ips: reported as such
+            node = d.ssh_host_node if ssh_host else d.public_ip_node
+            ck.add(node, f"{d.path}.{field}", f"{_show(target)} is where SSH already reaches "
+                   f"{other.path} (its {other_field}); the deploy of one host would land on the "
+                   "other: give each host its own ssh_host")
+        else:
+            targets[target] = (d, field)
 
 
 def _addresses(
@@ -1055,17 +1258,12 @@ def _services(
                 ck.add(anode, apath, f"expected an IP or CIDR, got {_describe(anode)}")
                 ok = False
                 continue
-            try:
-                allow.append(str(ipaddress.ip_network(anode.value)))
-            except ValueError:
-                try:
-                    fixed = ipaddress.ip_network(anode.value, strict=False)
-                    msg = f"{_show(anode.value)} has host bits set; write {fixed}"
-                except ValueError:
-                    msg = (f"{_show(anode.value)} is not an IP address or CIDR; write e.g. "
-                           "198.51.100.7 or 198.51.100.0/24")
-                ck.add(anode, apath, msg)
+            error = _allow_error(anode.value)
+            if error:
+                ck.add(anode, apath, error)
                 ok = False
+            else:
+                allow.append(str(ipaddress.ip_network(anode.value)))
         websocket = ck.boolean(m, "websocket", f"{path}.websocket")
         hsts = ck.boolean(m, "hsts", f"{path}.hsts")
         compose = ck.matching(m, "compose", f"{path}.compose",
@@ -1085,8 +1283,9 @@ def _tls(ck: _Checker, node: Node | None, doc: MappingNode, base: Path) -> Any:
     mode = ck.matching(m, "mode", "tls.mode", _check_mode) or "acme"
     server = ck.matching(m, "acme_server", "tls.acme_server", _check_acme_server) or "letsencrypt"
     email = ck.matching(m, "email", "tls.email", _check_email)
-    bundle = ck.matching(m, "acme_ca_bundle", "tls.acme_ca_bundle", _check_controller_path)
-    roots = ck.matching(m, "verify_ca_bundle", "tls.verify_ca_bundle", _check_controller_path)
+    bundle = ck.matching(m, "acme_ca_bundle", "tls.acme_ca_bundle", _controller_file(base, "ca"))
+    roots = ck.matching(m, "verify_ca_bundle", "tls.verify_ca_bundle",
+                       _controller_file(base, "ca"))
     cert = ck.matching(m, "cert", "tls.cert", _hub_path("/etc/ssl/certs/site.pem"))
     key = ck.matching(m, "key", "tls.key", _hub_path("/etc/ssl/private/site.key"))
     parent = node if isinstance(node, MappingNode) else doc

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from backhaul import pending
+from backhaul import lock, pending
 from backhaul.errors import DeployError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +36,26 @@ class Run:
                 else f"{what} is not complete")  # fmt: skip
         raise DeployError("\n".join([head + ":", *lines, advice]))
 
+    def advice(self, targets: list[str], limited: bool, dry: bool = False) -> str:
+        """What is true of the run's hosts after a failure, and what to do (for ``check``)."""
+        pending = {p.split(":", 1)[0] for p in self.pending}
+        done = [t for t in targets if t not in self.failed and t not in pending]
+        what, again = ("the plan", "inv plan") if dry else ("the deploy", "inv deploy")
+        if not self.failed and not pending:
+            state = f"pyinfra named no host; its output above says what failed in {what}"
+        elif not done:
+            state = f"No host completed {what}"
+            if limited:
+                state += " (the hosts outside --limit were not part of this run)"
+        else:
+            state = f"{', '.join(sorted(done))} completed {what}"
+            if limited:
+                state += " (the hosts outside --limit were not part of this run)"
+        if dry:
+            state += "; nothing was changed"
+        return (f"{state}. Fix the cause (or wait for the hosts to come back) and run {again} "
+                "again.")
+
 
 # "    [backend-2] Could not connect (...)" / "    [proxy] Error: ..." / "[proxy] ERROR: ..."
 _FAILED = re.compile(r"^\s*\[([^\]]+)\]\s+(Could not connect.*|SSH error.*|Error.*|ERROR.*)$")
@@ -51,8 +71,10 @@ def run_pyinfra(
     """Run the pinned pyinfra CLI (the stable interface) and stream its output."""
     with tempfile.NamedTemporaryFile(prefix="backhaul-pending-", delete=False) as tmp:
         pending_file = tmp.name
+    # the child runs under this process's lock of the network (it inherits the locked file)
+    lock_env, lock_fds = lock.child_env(network)
     env = dict(os.environ, BACKHAUL_NETWORK=str(Path(network).resolve()),
-               **{pending.ENV: pending_file}, **(extra_env or {}))  # fmt: skip
+               **{pending.ENV: pending_file}, **lock_env, **(extra_env or {}))  # fmt: skip
     # -y skips change detection, which is exactly what a dry run is for
     cmd = [sys.executable, "-m", "pyinfra", *([] if dry else ["-y"]), "inventory.py", deploy_file]
     for name in limit or []:
@@ -61,7 +83,8 @@ def run_pyinfra(
         cmd += ["--dry", "--diff"]
     try:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
+                                stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                pass_fds=lock_fds)  # fmt: skip
         lines = []
         for line in proc.stdout:  # stream pyinfra's progress as it comes
             sys.stdout.write(line)

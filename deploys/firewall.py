@@ -5,7 +5,8 @@ ports on a backend only from the hub over the tunnel.
 
 Rules are owned by comment ("backhaul"): ones that no longer match the network file are removed,
 rules an operator added by hand are left alone. SSH is allowed before ufw is ever enabled, and
-a run that would cut the SSH session it runs over is refused before anything changes.
+a run that would cut the SSH session it runs over is refused before anything changes: a
+session on another port than ssh.port, or over IPv6 while /etc/default/ufw says IPV6=no.
 """
 
 from pyinfra import host
@@ -14,7 +15,7 @@ from pyinfra.api.exceptions import DeployError
 
 from backhaul import plan, software
 from backhaul.facts import snapshot
-from backhaul.facts.system import SshSessionPort
+from backhaul.facts.system import SshSession
 from backhaul.network import load_current
 from backhaul.operations import packages, ufw
 
@@ -29,7 +30,8 @@ def _ufw_rule(rule: plan.Rule) -> dict:
 def firewall():
     net = load_current()
     me = net.host(host.name)
-    session_port = snapshot.get(SshSessionPort)
+    session = snapshot.get(SshSession)
+    session_port = session["port"] if session else None
     if session_port is not None and session_port != net.ssh.port:
         # e.g. the provider forwards the dialled port to another one: allowing only ssh.port
         # and denying the rest would cut this very session and every later one.
@@ -42,7 +44,8 @@ def firewall():
         packages.installed(name="ufw", packages=software.FIREWALL)
     rules = plan.firewall_rules(net, me)  # SSH first
     ufw.firewall(name="ufw rules, defaults (deny in), enabled",
-                 rules=[_ufw_rule(r) for r in rules], ssh_port=net.ssh.port)  # fmt: skip
+                 rules=[_ufw_rule(r) for r in rules], ssh_port=net.ssh.port,
+                 ssh_family=session["version"] if session else None)  # fmt: skip
 
 
 firewall()

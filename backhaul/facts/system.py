@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from typing import Any
@@ -83,6 +84,37 @@ class SshSessionPort(FactBase[int | None]):
     def process(self, output: list[str]) -> int | None:
         fields = " ".join(output).split()
         return int(fields[3]) if len(fields) == 4 and fields[3].isdigit() else None
+
+
+class SshSession(FactBase[dict[str, Any] | None]):
+    """
+    Returns the SSH connection this fact runs over, as the host sees it (``$SSH_CONNECTION``):
+    the addresses and the server-side port. ``None`` outside an SSH session.
+
+    The firewall must keep exactly this port open, and for this address family (``version``):
+    a session over IPv6 is cut by ``ufw enable`` while /etc/default/ufw says ``IPV6=no``.
+
+    .. code:: python
+
+        {"client": "198.51.100.1", "server": "198.51.100.10", "port": 22, "version": 4}
+    """
+
+    def command(self) -> str:
+        return 'echo "${SSH_CONNECTION:-}"'
+
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        fields = " ".join(output).split()
+        if len(fields) != 4 or not fields[3].isdigit():
+            return None
+        server = fields[2].partition("%")[0]
+        try:
+            version = ipaddress.ip_address(server).version
+        except ValueError:
+            return None
+        # an IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d: that is IPv4 traffic
+        mapped = ipaddress.ip_address(server).ipv4_mapped if version == 6 else None
+        return {"client": fields[0], "server": str(mapped or server), "port": int(fields[3]),
+                "version": 4 if mapped else version}
 
 
 class KernelModule(FactBase[str]):

@@ -232,6 +232,39 @@ def _allows_ssh(rule: dict[str, Any], port: int) -> bool:
     )
 
 
+# IPV6=no is an admin's explicit choice (Debian ships yes): say how to change it, never flip it
+_KEEP_CHOICE = ("Set IPV6=yes in /etc/default/ufw on this host (backhaul does not change that "
+                "choice for you)")
+
+
+def _ipv6_guard(st: dict[str, Any], specs: Iterable[UfwRule], ssh_family: int | None) -> None:
+    """Refuse what ``IPV6=no`` in /etc/default/ufw would silently break: ufw then drops all IPv6
+    but loopback (so ``ufw enable`` cuts an SSH session over IPv6, and a reboot does it later
+    for an active ufw) and skips every rule that names an IPv6 address."""
+    if st.get("ipv6", True):
+        return
+    if ssh_family == 6:
+        raise OperationError(
+            "refusing to change the firewall: this SSH session runs over IPv6, but "
+            "/etc/default/ufw says IPV6=no, so ufw drops all IPv6 but loopback and would cut "
+            f"this session and every later one. {_KEEP_CHOICE}, or set ssh_host to its IPv4 "
+            "address"
+        )
+    for spec in specs:
+        named = [_normalize_address(a, "address") for a in (spec.src, spec.dst)]
+        if any(a is not None and ipaddress.ip_network(a).version == 6 for a in named):
+            raise OperationError(
+                f"refusing to change the firewall: the rule {spec.describe()!r} is for IPv6, but "
+                "/etc/default/ufw says IPV6=no, so ufw would skip it and the peer could not "
+                f"connect. {_KEEP_CHOICE}, or give the peer an IPv4 public_ip"
+            )
+
+
+def _allows_ssh_over(rule: dict[str, Any], port: int, ssh_family: int | None) -> bool:
+    """``_allows_ssh``, for the session's address family when it is known."""
+    return _allows_ssh(rule, port) and (ssh_family is None or rule["v6"] == (ssh_family == 6))
+
+
 @operation()
 def rule(
     port: int | str | None = None,
@@ -289,6 +322,7 @@ def rule(
         out_interface=out_interface,
     )
     st = snapshot.get(UfwState) or {}
+    _ipv6_guard(st, [spec], None)
     wanted = spec.tuples(ipv6=st.get("ipv6", True))
     real_host = ctx_host.get()
     if real_host is not None:
@@ -407,13 +441,16 @@ def defaults(incoming: str = "deny", outgoing: str = "allow", routed: str | None
 
 
 @operation()
-def enable(ssh_port: int = 22):
+def enable(ssh_port: int = 22, ssh_family: int | None = None):
     """
     Enable ufw (``ufw --force enable``), but only when SSH stays reachable.
 
     + ssh_port: the port the controller's SSH uses; an ``allow``/``limit`` rule for it from
       any address, on no particular interface, must exist or have been added by an earlier
       ``ufw.rule`` in this deploy, else OperationError (nothing is changed)
+    + ssh_family: 4 or 6, the address family of the SSH session (``SshSession`` fact's
+      ``version``); the rule must cover it, and ``IPV6=no`` with a session over IPv6 is
+      refused. None: not known (any family's rule will do)
 
     **Example:**
 
@@ -425,13 +462,14 @@ def enable(ssh_port: int = 22):
     """
 
     st = snapshot.get(UfwState) or {}
+    _ipv6_guard(st, [], ssh_family)
     if st.get("active"):
         host.noop("ufw is already active")
         return
     real_host = ctx_host.get()
     planned = _PLANNED.get(real_host, []) if real_host is not None else []
     rules = list(st.get("rules", [])) + planned
-    if not any(_allows_ssh(r, int(ssh_port)) for r in rules):
+    if not any(_allows_ssh_over(r, int(ssh_port), ssh_family) for r in rules):
         raise OperationError(
             f"refusing to enable ufw: no rule allows SSH on tcp port {ssh_port} from anywhere, "
             "so enabling would cut this connection. Add "
@@ -447,6 +485,7 @@ def firewall(
     ssh_port: int = 22,
     incoming: str = "deny",
     outgoing: str = "allow",
+    ssh_family: int | None = None,
 ):
     """
     Bring ufw to exactly this host's firewall, from ONE read of its state.
@@ -454,6 +493,10 @@ def firewall(
     + rules: every rule backhaul wants on this host (``UfwRule`` or dicts of ``rule``'s
       arguments), the SSH rule first
     + ssh_port: the SSH port; ufw is only enabled when a rule allows it from anywhere
+    + ssh_family: 4 or 6, the address family of the SSH session, as for ``enable``
+
+    With ``IPV6=no`` in /etc/default/ufw, a session over IPv6 or a rule naming an IPv6 address
+    is refused before anything changes: ufw would cut the one and silently skip the other.
     + incoming, outgoing: default policies
 
     The same steps as ``rule`` (for each) + ``remove_stale`` + ``defaults`` + ``enable``, in that
@@ -470,6 +513,7 @@ def firewall(
     st = snapshot.get(UfwState) or {}
     ipv6 = st.get("ipv6", True)
     specs = [UfwRule.of(r) for r in rules]
+    _ipv6_guard(st, specs, ssh_family)
     present = {_rule_key(r) for r in st.get("rules", [])}
     commands: list[str] = []
     for spec in specs:
@@ -483,7 +527,7 @@ def firewall(
             commands.append(f"ufw default {policy} {direction}")
     if not st.get("active"):
         wanted = [t for spec in specs for t in spec.tuples(ipv6=ipv6)] + list(st.get("rules", []))
-        if not any(_allows_ssh(r, int(ssh_port)) for r in wanted):
+        if not any(_allows_ssh_over(r, int(ssh_port), ssh_family) for r in wanted):
             raise OperationError(
                 f"refusing to enable ufw: no rule allows SSH on tcp port {ssh_port} from "
                 "anywhere, so enabling would cut this connection (fix ssh.port in the network file)"

@@ -87,7 +87,12 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert net.path == tmp_path / "network.yml"
 
 
-def test_example_file_is_valid_and_covers_every_field() -> None:
+def test_example_file_is_valid_and_covers_every_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # the example's ssh.key: ~/.ssh/id_ed25519
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh/id_ed25519").write_text("a key\n")
     net = load(REPO / "network.example.yml")
     assert [h.name for h in net.hosts] == ["proxy", "backend-1", "backend-2"]
     assert [str(h.wg_ip) for h in net.hosts] == ["10.50.0.1", "10.50.0.2", "10.50.0.3"]
@@ -152,7 +157,7 @@ network: {subnet: 10.50.0.0/16, port: 443, keepalive: 0, interface: bh0}
 ssh: {user: deploy, port: 2222, key: keys/id_ed25519, known_hosts: /etc/ssh/known}
 proxy: {name: hub-1, public_ip: "2001:db8::10", ssh_host: hub.example.com}
 backends:
-  - {name: b1, public_ip: 1:2:3:4:5:6:7:8}
+  - {name: b1, public_ip: 2001:2:3:4:5:6:7:8}
 services:
   - name: app
     backend: b1
@@ -168,8 +173,12 @@ tls:
   acme_ca_bundle: ca/pebble.pem
 """
     path = _write(tmp_path, text)
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys/id_ed25519").write_text("a key\n")
+    (tmp_path / "ca").mkdir()
+    (tmp_path / "ca/pebble.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     net = load(path)
-    assert str(net.host("b1").public_ip) == "1:2:3:4:5:6:7:8"
+    assert str(net.host("b1").public_ip) == "2001:2:3:4:5:6:7:8"
     assert net.hub.ssh_host == "hub.example.com"
     assert net.services[0].domains == ("app.example.com", "x.example.com")
     assert net.services[0].allow == ("2001:db8::/32", "192.0.2.1/32")
@@ -333,10 +342,11 @@ def test_add_backend_default_name_is_the_lowest_free_number(tmp_path: Path) -> N
 
 
 def test_add_backend_with_explicit_wg_ip_and_ipv6(tmp_path: Path) -> None:
-    path = _write(tmp_path, MINIMAL + "backends: []  # none yet\n")
+    hub_v6 = MINIMAL.replace("203.0.113.10", '"2001:db8::10"')  # one family for hub and backends
+    path = _write(tmp_path, hub_v6 + "backends: []  # none yet\n")
     host = add_backend(path, "edge", "2001:db8::5", "10.50.0.200")
     assert str(host.wg_ip) == "10.50.0.200"
-    assert path.read_text() == MINIMAL + (
+    assert path.read_text() == hub_v6 + (
         "backends:  # none yet\n  - name: edge\n    public_ip: 2001:db8::5\n"
         "    wg_ip: 10.50.0.200\n"
     )
@@ -377,6 +387,25 @@ def test_add_backend_creates_the_backends_key(tmp_path: Path) -> None:
          "10.50.0.0/24; omit it to get 10.50.0.5"),
         ("new", "203.0.113.99", "fd00::1",
          "network.yml: wg_ip: 'fd00::1' is not an IPv4 address; write e.g. 10.50.0.9"),
+        # inv add-backend --host: only canonical, routable addresses outside the tunnel
+        ("new", "2001:db8::99%x\nPostUp = reboot", None,
+         "network.yml: public_ip: '2001:db8::99%x\\nPostUp = reboot' has a scope ('%...'), "
+         "which no config file here can carry; write the address without it, e.g. 2001:db8::99"),
+        ("new", "2001:DB8::99", None,
+         "network.yml: public_ip: '2001:DB8::99' is not in canonical form; write 2001:db8::99"),
+        ("new", "::ffff:203.0.113.99", None,
+         "network.yml: public_ip: '::ffff:203.0.113.99' is an IPv4 address written as IPv6; "
+         "write 203.0.113.99"),
+        ("new", "127.0.0.1", None,
+         "network.yml: public_ip: '127.0.0.1' is a loopback address (only the host itself "
+         "reaches it); no other host can reach it: give the backend's public address"),
+        ("new", "10.50.0.77", None,
+         "network.yml: public_ip: '10.50.0.77' is inside network.subnet 10.50.0.0/24, the "
+         "tunnel's own addresses; give the backend's public address"),
+        ("new", "2001:db8::77", None,
+         "network.yml: public_ip: '2001:db8::77' is IPv6 but the hub's public_ip 203.0.113.10 "
+         "is IPv4: each side dials the other's public_ip and lets in only that address; give "
+         "the backend an IPv4 address"),
     ],
 )
 def test_add_backend_failures_leave_the_file_unchanged(
@@ -467,3 +496,17 @@ def test_edit_refuses_when_the_file_changed_underneath(
         add_backend(path, None, "203.0.113.30")
     assert "changed while we were editing it" in str(info.value)
     assert path.read_text() == HAND_WRITTEN + "# edited meanwhile\n"
+
+
+@pytest.mark.parametrize("subnet, block", [
+    ("0.0.0.0/24", "0.0.0.0/8"), ("127.0.0.0/24", "127.0.0.0/8"), ("224.0.0.0/24", "224.0.0.0/4"),
+    ("240.0.0.0/24", "240.0.0.0/4"), ("255.255.255.0/24", "240.0.0.0/4"),
+    ("169.254.0.0/16", "169.254.0.0/16"), ("160.0.0.0/3", "169.254.0.0/16"),
+])
+def test_a_tunnel_subnet_the_hosts_cannot_route_is_refused(
+    tmp_path: Path, subnet: str, block: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(_write(tmp_path, MINIMAL.replace("10.50.0.0/24", subnet)))
+    (problem,) = info.value.problems
+    assert problem.field == "network.subnet" and f"overlaps {block}" in problem.message

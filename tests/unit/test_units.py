@@ -40,6 +40,10 @@ def _lab_network(tmp_path, monkeypatch, backends: int, installed: bool):
     lab.state_dir.mkdir(parents=True)
     if installed:
         (lab.state_dir / demo.MARKER).write_text("{}")
+    lab.files_dir.mkdir(parents=True)  # what lab.up writes there, named by the network file
+    (lab.files_dir / "id_ed25519").write_text("a key\n")
+    for ca in ("acme-api-ca.pem", "acme-root.pem"):
+        (lab.files_dir / ca).write_text("-----BEGIN CERTIFICATE-----\n")
     path = tmp_path / "network.yml"
     path.write_text(files.network_yaml(lab, "https://198.18.77.1:14000/dir",
                                        services=demo.network_services(lab)))  # fmt: skip
