@@ -138,12 +138,19 @@ def rotate_keys(network: str, host: str | None = None, all_hosts: bool = False) 
             for name in targets:
                 t0 = time.monotonic()
                 what = "new key"
-                if name == net.hub.name:
-                    rotation.rotate_hub(net, hosts)
-                else:
-                    rotation.rotate_backend(net, hosts, net.host(name))
-                    if net.preshared_keys:
-                        what = f"new key and preshared key with {net.hub.name}"
+                try:
+                    if name == net.hub.name:
+                        rotation.rotate_hub(net, hosts)
+                    else:
+                        rotation.rotate_backend(net, hosts, net.host(name))
+                except DeployError as e:
+                    # Each host's key file changes last: it still names the key to run with.
+                    raise DeployError(
+                        f"{e}\nThe rotation of {name} did not finish. Run inv deploy: it puts "
+                        "every host's conf and interface back on the key in its key file (and "
+                        "the peers on those keys); then run rotate-keys again.") from None
+                if name != net.hub.name and net.preshared_keys:
+                    what = f"new key and preshared key with {net.hub.name}"
                 print(f"backhaul: {name}: {what} live in {time.monotonic() - t0:.2f}s", flush=True)
         # Write the configs to match what is live (wg syncconf then changes nothing).
         run_pyinfra(network, deploy_file="deploys/wireguard.py").check(
