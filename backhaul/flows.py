@@ -133,22 +133,33 @@ def rotate_keys(network: str, host: str | None = None, all_hosts: bool = False) 
             raise BackhaulError(f"there is no host {host!r} in {network} "
                                 f"(hosts: {', '.join(h.name for h in net.hosts)})")
         targets = [h.name for h in net.hosts] if all_hosts else [host]
-        with session.connect(net) as hosts:
+        # A backend's new key concerns its pair only: the other backends peer with the hub
+        # alone. Touching only the pair keeps the flow's SSH and pyinfra work (CPU on the
+        # hosts, where userspace WireGuard forwards every other tunnel) flat in the fleet size.
+        pair = None if all_hosts or host == net.hub.name else [net.hub.name, host]
+        with session.connect(net, pair) as hosts:
             if hosts.unreachable:
                 raise DeployError("cannot rotate keys while hosts do not answer: "
                                   + ", ".join(hosts.unreachable))
             for name in targets:
                 t0 = time.monotonic()
                 what = "new key"
-                if name == net.hub.name:
-                    rotation.rotate_hub(net, hosts)
-                else:
-                    rotation.rotate_backend(net, hosts, net.host(name))
-                    if net.preshared_keys:
-                        what = f"new key and preshared key with {net.hub.name}"
+                try:
+                    if name == net.hub.name:
+                        rotation.rotate_hub(net, hosts)
+                    else:
+                        rotation.rotate_backend(net, hosts, net.host(name))
+                except DeployError as e:
+                    # Each host's key file changes last: it still names the key to run with.
+                    raise DeployError(
+                        f"{e}\nThe rotation of {name} did not finish. Run inv deploy: it puts "
+                        "every host's conf and interface back on the key in its key file (and "
+                        "the peers on those keys); then run rotate-keys again.") from None
+                if name != net.hub.name and net.preshared_keys:
+                    what = f"new key and preshared key with {net.hub.name}"
                 print(f"backhaul: {name}: {what} live in {time.monotonic() - t0:.2f}s", flush=True)
         # Write the configs to match what is live (wg syncconf then changes nothing).
-        run_pyinfra(network, deploy_file="deploys/wireguard.py").check(
+        run_pyinfra(network, deploy_file="deploys/wireguard.py", limit=pair).check(
             "writing the configs for the new keys", "The new keys are live: run inv deploy.")
     report = _wait_verified(network, None if all_hosts or host == net.hub.name else [host])
     print(report.to_table())

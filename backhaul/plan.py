@@ -88,6 +88,18 @@ def backend_hub_peer(net: Network, hub_key: str | None, psk_file: str | None = N
                 net.keepalive, psk_file)
 
 
+def hub_peer_ips(net: Network) -> tuple[str, ...]:
+    """The allowed IPs a backend may have given the hub: its address, or the whole subnet
+    (with backend_to_backend, which may have been switched since)."""
+    return (net.hub.wg_cidr, str(net.subnet))
+
+
+def kept_key(have: dict[str, str], allowed_ips: tuple[str, ...]) -> str | None:
+    """The public key a host already has for a peer (``have``: allowed IP -> public key),
+    for when that peer's key cannot be read in this run."""
+    return next((have[ip] for ip in allowed_ips if have.get(ip)), None)
+
+
 def _endpoint(ip, port: int) -> str:
     return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
 

@@ -6,6 +6,12 @@ back on SSH connections opened beforehand (tens of milliseconds), then a normal 
 the configs, which already match the live state (wg syncconf changes nothing). Private keys
 never leave their hosts: only the new PUBLIC key is read back.
 
+Cut short at any step (a command fails, SSH drops), a rotation leaves nothing a deploy does not
+heal: the new key waits in ``<if>.key.next`` and becomes the key file only after the conf and
+the live interface have it (``activate_key_command``), a peer is swapped in one ``wg set``,
+and a deploy puts every conf and live interface back on its key file's key and its peers on
+the other hosts' key files (``wireguard.config`` compares the public keys of all three).
+
 With ``network.preshared_keys``, rotating a backend also gives its pair a new preshared key:
 made on the hub, staged on the backend through the controller's memory (read over SSH, written
 on stdin; never a file, an argument or a printed line here), and switched in by the same two

@@ -3,8 +3,9 @@
     pyinfra inventory.py deploys/wireguard.py [--limit HOST]
 
 Configs are rendered when their operation runs, after every host's key pair exists, so one run
-takes bare hosts to a working network. A partial run never drops a peer: the hub keeps the peer
-it has for a backend whose key this run cannot read. Peer changes are applied with `wg
+takes bare hosts to a working network. A partial run never drops a peer: a peer whose key this
+run cannot read (its host does not answer SSH) keeps what this host's conf and live interface
+have, on the hub for a backend as on a backend for the hub. Peer changes are applied with `wg
 syncconf` (systemctl reload), so other tunnels stay up; only an [Interface] change restarts.
 
 With `network.preshared_keys`, the order of operations is what keeps each pair in agreement:
@@ -114,15 +115,33 @@ def _read_hub_psk(net: Network, name: str) -> str:
     return out.stdout_lines[0] if ok and out.stdout_lines else ""
 
 
+def _kept_peers(interface: str) -> dict[str, str]:
+    """This host's peers as it has them, allowed IP -> public key: its conf, and over it its
+    live interface (what runs now, e.g. a key switched by a rotation the conf has not caught
+    up with). What a peer whose key cannot be read in this run keeps."""
+    kept = dict(snapshot.get(WireguardConfigPeers, interface=interface) or {})
+    live = (snapshot.get(WireguardState, interface=interface) or {}).get("live_peers") or {}
+    for public_key, ips in live.items():
+        kept.update(dict.fromkeys(ips, public_key))
+    return kept
+
+
 def _hub_conf(net: Network, psk_in_use: bool) -> str:
     iface = net.interface
     # every backend at once: one round trip for the lot, not one per backend
     jobs = {b.name: gevent.spawn(_public_key, b.name, iface) for b in net.backends}
     gevent.joinall(list(jobs.values()))
     keys = {name: job.value for name, job in jobs.items()}
-    current = snapshot.get(WireguardConfigPeers, interface=iface) or {}
+    unread = [name for name, key in keys.items() if not key]
+    current = _kept_peers(iface) if unread else {}
     psk_files = _hub_psk_files(net) if psk_in_use else {}
     peers, missing = plan.hub_peers(net, keys, current, psk_files)
+    kept = [n for n in unread if n not in missing]
+    if kept:
+        # Only a warning: a backend that does not answer fails its own part of the run (or is
+        # simply out of it, --limit), and e.g. add-backend must not fail for another backend.
+        logger.warning(f"{host.name}: cannot read the public key of {', '.join(kept)} "
+                       "(no answer): kept the peer it has")
     if missing:
         msg = f"{host.name}: no public key for {', '.join(missing)} (unreachable, never deployed)"
         pending.record(msg)
@@ -135,7 +154,11 @@ def _backend_conf(net: Network, name: str, psk_in_use: bool) -> str:
     iface = net.interface
     hub_key = _public_key(net.hub.name, iface)
     if not hub_key:
-        msg = f"{name}: the hub's public key cannot be read (hub unreachable or never deployed)"
+        # Never drop the hub for want of its key: keep the peer this backend has (a hub that
+        # does not answer SSH still forwards every tunnel).
+        hub_key = plan.kept_key(_kept_peers(iface), plan.hub_peer_ips(net))
+        what = "kept the peer it has" if hub_key else "no peer for it yet (never deployed?)"
+        msg = f"{name}: cannot read the public key of the hub {net.hub.name} (no answer): {what}"
         pending.record(msg)
         logger.warning(msg)
     return render("wg-backend.conf.j2", interface=iface,

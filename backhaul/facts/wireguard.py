@@ -139,6 +139,15 @@ END { flush() }
 """
 
 
+# Prints the value of the conf's first PrivateKey line, for `wg pubkey` to read on a pipe: the
+# key itself never reaches the output, only the public key derived from it.
+_AWK_CONF_KEY = r"""
+tolower($0) ~ /^[ \t]*privatekey[ \t]*=/ {
+  v = substr($0, index($0, "=") + 1); gsub(/[ \t]/, "", v); print v; exit
+}
+"""
+
+
 def _interface_settings_from_lines(lines: list[str]) -> list[list[str]]:
     settings = []
     for line in lines:
@@ -199,7 +208,13 @@ class WireguardState(FactBase[dict[str, Any] | None]):
             "service_enabled": True,
             "psk_peers": ["Pk2...="],          # live peers that have a preshared key
             "psk_dir": True,                   # /etc/wireguard/psk exists
+            "config_public_key": "hKp0...=",   # of the conf's PrivateKey (None: none or bad)
+            "live_public_key": "hKp0...=",     # `wg show <if> public-key` (None: no interface)
+            "live_peers": {"Pk2...=": ["10.50.0.2/32"]},  # None when there is no interface
         }
+
+    The three public keys (key file, conf, live interface) are what tells a host whose
+    rotation was cut short: each is derived on the host, the private keys never leave it.
     """
 
     def command(self, interface: str = "wg0") -> str:
@@ -229,6 +244,10 @@ class WireguardState(FactBase[dict[str, Any] | None]):
                 f'echo "psk_peers=$(wg show {q_if} preshared-keys 2>/dev/null '
                 f'| awk {shlex.quote(_AWK_LIVE_PSK)})"',
                 f"if [ -d {shlex.quote(PSK_DIR)} ]; then echo psk_dir=yes; fi",
+                f"if [ -f {p['conf']} ]; then echo \"config_public_key=$(awk "
+                f"{shlex.quote(_AWK_CONF_KEY)} {p['conf']} | wg pubkey 2>/dev/null)\"; fi",
+                f'echo "live_public_key=$(wg show {q_if} public-key 2>/dev/null)"',
+                f"wg show {q_if} allowed-ips 2>/dev/null | sed 's/^/live_peer=/'",
             ]
         )
 
@@ -236,9 +255,13 @@ class WireguardState(FactBase[dict[str, Any] | None]):
         raw: dict[str, str] = {}
         tools: dict[str, str | None] = {}
         iface_lines: list[str] = []
+        live_peers: dict[str, list[str]] = {}
         for line in output:
             key, _, value = line.partition("=")
-            if key == "tool":
+            if key == "live_peer":
+                public_key, *ips = value.split()
+                live_peers[public_key] = sorted(ip for ip in ips if ip != "(none)")
+            elif key == "tool":
                 name, _, path = value.partition("=")
                 tools[name] = path.strip() or None
             elif key == "iface":
@@ -288,7 +311,14 @@ class WireguardState(FactBase[dict[str, Any] | None]):
             "service_enabled": enabled_state in ("enabled", "enabled-runtime", "static"),
             "psk_peers": raw.get("psk_peers", "").split(),
             "psk_dir": raw.get("psk_dir") == "yes",
+            "config_public_key": raw.get("config_public_key") or None,
+            "live_public_key": _key_or_none(raw.get("live_public_key")),
+            "live_peers": live_peers if raw.get("live_public_key") else None,
         }
+
+
+def _key_or_none(value: str | None) -> str | None:
+    return value if value and value != "(none)" else None
 
 
 class WireguardPeers(FactBase[dict[str, dict[str, Any]]]):

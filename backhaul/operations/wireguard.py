@@ -46,6 +46,7 @@ keys that the new conf no longer gives.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import shlex
 from collections.abc import Callable
@@ -138,13 +139,104 @@ def interface_settings(content: str) -> list[list[str]]:
 
 # What may follow `PresharedKeyFile =`: an absolute path, nothing awk or a shell would mind.
 _PSK_FILE_RE = re.compile(r"/[A-Za-z0-9._/-]+")
+_PUBLIC_KEY_RE = re.compile(r"[A-Za-z0-9+/]{43}=")
+_ENDPOINT_RE = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]+)):(?P<port>[0-9]{1,5})")
+
+# Everything backhaul ever writes in a wg-quick conf, per section. wg-quick runs the conf as
+# root: PreUp/PostUp/PreDown/PostDown run commands, SaveConfig writes the live state back,
+# Table/FwMark/DNS change the host's routing. None of them is ours, so one in the content can
+# only come from a value that smuggled in a line: refused, whatever produced the content.
+_WRITTEN = {
+    "[interface]": ("Address", "ListenPort"),
+    "[peer]": ("PublicKey", "AllowedIPs", "Endpoint", "PersistentKeepalive", "PresharedKeyFile"),
+}
+
+
+def _canonical(kind: Callable[[str], Any], value: str) -> bool:
+    """``value`` is a comma list of addresses/networks, each written as Python writes it
+    (so no scope ``%...``, no leading zeros, no host bits in a network)."""
+    items = [v.strip() for v in value.split(",")]
+    try:
+        return all(item and str(kind(item)) == item and "%" not in item for item in items)
+    except ValueError:
+        return False
+
+
+def _value_ok(key: str, value: str) -> bool:
+    if key == "address":
+        return _canonical(ipaddress.ip_interface, value)
+    if key == "allowedips":
+        return _canonical(ipaddress.ip_network, value)
+    if key in ("listenport", "persistentkeepalive"):
+        return value.isascii() and value.isdigit() and int(value) <= 65535
+    if key == "publickey":
+        return bool(_PUBLIC_KEY_RE.fullmatch(value))
+    if key == "endpoint":
+        m = _ENDPOINT_RE.fullmatch(value)
+        if not m or not 0 < int(m["port"]) <= 65535:
+            return False
+        ip = m["v6"] or m["v4"]
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return str(addr) == ip and (addr.version == 6) == bool(m["v6"])
+    if key == "presharedkeyfile":
+        return bool(_PSK_FILE_RE.fullmatch(value))
+    return False
 
 
 def _check_content(content: str) -> str:
-    lines = content.splitlines()
+    """The content, if it holds only what backhaul writes; else an OperationValueError that
+    names the line. Defense in depth: the model validates every value that reaches a conf,
+    and this refuses what a value could still have smuggled in (a hook key, a second
+    [Interface], a line that is neither a comment nor a setting backhaul writes)."""
+    bad = re.search(r"[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]", content)
+    if bad:
+        line = content.count("\n", 0, bad.start()) + 1
+        raise OperationValueError(
+            f"wireguard.config: line {line} of the content holds the control character "
+            f"{bad.group()!r}; a conf backhaul writes has none: refused"
+        )
+    lines = content.split("\n")
+    if not any("".join(ln.split("#", 1)[0].lower().split()) == "[interface]" for ln in lines):
+        raise OperationValueError("wireguard.config: the content has no [Interface] section")
+    section = ""
+    interfaces = 0
     for number, line in enumerate(lines, 1):
-        key = line.split("#", 1)[0].split("=", 1)[0]
-        key = "".join(key.lower().split()) if "=" in line else ""
+        if _is_psk_trace(line):
+            raise OperationValueError(
+                f"wireguard.config: line {number} is a `# PresharedKeyFile` comment, which "
+                "the operation writes itself as the trace of an embedded key: remove it"
+            )
+        text = line.split("#", 1)[0].strip(" \t")
+        if not text:
+            continue  # blank or a comment (wg-quick drops comments)
+        if text.startswith("["):
+            section = "".join(text.lower().split())
+            if section not in _WRITTEN:
+                raise OperationValueError(
+                    f"wireguard.config: line {number}: section {text!r} is not one backhaul "
+                    "writes (only [Interface], then [Peer]s): refused"
+                )
+            interfaces += section == "[interface]"
+            if section == "[interface]" and interfaces > 1:
+                raise OperationValueError(
+                    f"wireguard.config: line {number}: a second [Interface]: refused (a conf "
+                    "has one, and a value must never open another)"
+                )
+            if section == "[peer]" and not interfaces:
+                raise OperationValueError(
+                    f"wireguard.config: line {number}: a [Peer] before the [Interface] section"
+                )
+            continue
+        if "=" not in text:
+            raise OperationValueError(
+                f"wireguard.config: line {number} is neither a comment, a section nor a "
+                f"`Key = value` setting: {text[:60]!r}: refused"
+            )
+        name, value = (part.strip(" \t") for part in text.split("=", 1))
+        key = "".join(name.lower().split())
         if key == "privatekey":
             raise OperationValueError(
                 f"wireguard.config: line {number} of the content sets PrivateKey; the private "
@@ -158,20 +250,28 @@ def _check_content(content: str) -> str:
                 "`PresharedKeyFile = /etc/wireguard/psk/<name>.psk` instead, the operation "
                 "embeds the file's key on the host"
             )
-        if key == "presharedkeyfile":
-            value = line.split("#", 1)[0].split("=", 1)[1].strip()
-            if not _PSK_FILE_RE.fullmatch(value):
-                raise OperationValueError(
-                    f"wireguard.config: line {number}: PresharedKeyFile {value!r} is not an "
-                    "absolute path of [A-Za-z0-9._/-]; write e.g. /etc/wireguard/psk/hub.psk"
-                )
-        if _is_psk_trace(line):
+        if not section:
             raise OperationValueError(
-                f"wireguard.config: line {number} is a `# PresharedKeyFile` comment, which "
-                "the operation writes itself as the trace of an embedded key: remove it"
+                f"wireguard.config: line {number}: {name!r} comes before any section"
             )
-    if not any("".join(ln.split("#", 1)[0].lower().split()) == "[interface]" for ln in lines):
-        raise OperationValueError("wireguard.config: the content has no [Interface] section")
+        allowed = _WRITTEN[section]
+        if key not in {a.lower() for a in allowed}:
+            raise OperationValueError(
+                f"wireguard.config: line {number}: {name!r} in {section.title()} is not a "
+                f"setting backhaul writes (there: {', '.join(allowed)}); hooks (PreUp, PostUp, "
+                "PreDown, PostDown), SaveConfig and the like run or change things as root: "
+                "refused"
+            )
+        if key == "presharedkeyfile" and not _value_ok(key, value):
+            raise OperationValueError(
+                f"wireguard.config: line {number}: PresharedKeyFile {value!r} is not an "
+                "absolute path of [A-Za-z0-9._/-]; write e.g. /etc/wireguard/psk/hub.psk"
+            )
+        if not _value_ok(key, value):
+            raise OperationValueError(
+                f"wireguard.config: line {number}: {name} = {value[:80]!r} is not a value "
+                "backhaul writes (canonical addresses, numbers, a WireGuard public key): refused"
+            )
     return content if content.endswith("\n") else content + "\n"
 
 
@@ -254,18 +354,21 @@ def keypair(interface: str = "wg0", rotate: bool = False):
         return
 
     # umask 077 before anything is created: the key file is 0600 from its first byte.
-    yield (
+    made = (
         f"umask 077 && mkdir -p /etc/wireguard && wg genkey > {key}.tmp"
         f" && wg pubkey < {key}.tmp > {pub}.tmp && date +%s > {created}.tmp"
-        f" && mv -f {key}.tmp {key} && mv -f {pub}.tmp {pub} && mv -f {created}.tmp {created}"
     )
+    switch = ""
     if st.get("config_exists"):
         # Rotation, or a key file lost while its conf stayed: the conf embeds the key (see the
-        # module docstring), so rewrite it in place (``config`` compares confs without their
-        # key and would leave the old one) and switch a running interface to the new key.
-        yield _embed_key_command(paths["conf"], paths["key"], paths["conf"])
+        # module docstring), so rewrite it in place and switch a running interface to the new
+        # key, both BEFORE the new key becomes the key file: cut short, the key file still
+        # names the key a deploy puts back everywhere (``config`` compares the public keys).
+        switch = " && " + _embed_key_command(paths["conf"], paths["key"] + ".tmp", paths["conf"])
         if st.get("link_exists"):
-            yield f"wg set {shlex.quote(interface)} private-key {key}"
+            switch += f" && wg set {shlex.quote(interface)} private-key {key}.tmp"
+    yield (made + switch + f" && mv -f {key}.tmp {key} && mv -f {pub}.tmp {pub}"
+           f" && mv -f {created}.tmp {created}")  # fmt: skip
 
 
 @operation()
@@ -316,8 +419,13 @@ def config(interface: str, content: str | Callable[[], str]):
 
     want_sha = hashlib.sha256(content.encode()).hexdigest()
     existed = bool(st.get("config_exists"))
-    changed = not existed or st.get("config_sha256") != want_sha
+    key = st.get("public_key")  # of the key file: the one key this host should run with
+    # A rotation cut short (or a hand edit) can leave the conf with another key than the key
+    # file: the hash ignores the PrivateKey line, so compare the public keys as well.
+    stale_key = existed and bool(key) and st.get("config_public_key") != key
+    changed = not existed or st.get("config_sha256") != want_sha or stale_key
     interface_changed = not existed or st.get("config_interface") != interface_settings(content)
+    live_drift = _live_drift(st, key, content)
 
     if changed:
         upload = f"/etc/wireguard/.{interface}.conf.upload"
@@ -346,7 +454,8 @@ def config(interface: str, content: str | Callable[[], str]):
     if not st.get("link_up") or (changed and interface_changed):
         yield f"systemctl restart {unit}"  # a fresh interface: only what the conf says
         return
-    if changed:
+    if changed or live_drift:
+        # wg syncconf: the live key and peers become the conf's, other tunnels stay up
         yield f"systemctl reload {unit}"
     live_psk = set(st.get("psk_peers") or [])
     clear = [pk for pk, has_psk in content_peers(content) if not has_psk and pk in live_psk]
@@ -354,8 +463,49 @@ def config(interface: str, content: str | Callable[[], str]):
         yield f"wg set {shlex.quote(interface)} " + " ".join(
             f"peer {shlex.quote(pk)} preshared-key /dev/null" for pk in clear
         )
-    elif not changed and st.get("service_enabled"):
+    elif not changed and not live_drift and st.get("service_enabled"):
         host.noop(f"{conf} is up to date and wg-quick@{interface} is running")
+
+
+def _live_drift(st: dict[str, Any], key: str | None, content: str) -> bool:
+    """Whether the running interface differs from the conf: another private key than the key
+    file's, or other peers (public keys and allowed IPs) than the content gives. ``wg
+    syncconf`` would put it right, but a deploy whose conf is unchanged would never run it:
+    a rotation cut between its live steps left exactly that, a dead tunnel that "no changes"."""
+    live_peers = st.get("live_peers")
+    if not st.get("link_up") or live_peers is None:
+        return False  # no interface (a restart/start follows) or not known
+    if key and st.get("live_public_key") != key:
+        return True
+    return live_peers != content_allowed_ips(content)
+
+
+def content_allowed_ips(content: str) -> dict[str, list[str]]:
+    """``{public key: sorted allowed IPs}`` of an uploaded conf, as ``wg show`` prints them."""
+    out: dict[str, list[str]] = {}
+    peer: list | None = None  # [public key, allowed ips] of the [Peer] being read
+    for line in [*content.splitlines(), "[end]"]:
+        text = line.split("#", 1)[0]
+        if text.lstrip(" \t").startswith("["):
+            if peer and peer[0]:
+                out.setdefault(peer[0], []).extend(peer[1])
+            peer = ["", []] if "".join(text.lower().split()) == "[peer]" else None
+            continue
+        if peer is None or "=" not in text:
+            continue
+        name, value = (part.strip() for part in text.split("=", 1))
+        if "".join(name.lower().split()) == "publickey":
+            peer[0] = value
+        elif "".join(name.lower().split()) == "allowedips":
+            peer[1].extend(_canonical_network(v) for v in value.split(",") if v.strip())
+    return {pk: sorted(ips) for pk, ips in out.items()}
+
+
+def _canonical_network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        return value.strip()
 
 
 # --- preshared keys: one per hub<->backend pair, made on the hub --------------------------------
@@ -543,7 +693,13 @@ def commit_psk_command(path: str) -> str:
 
 
 def activate_key_command(interface: str, psk: tuple[str, str] | None = None) -> str:
-    """Swap the staged key in: files, the conf (key embedded on the host), the live interface.
+    """Switch to the staged key: the conf (key embedded on the host), the live interface, and
+    only then the key file, in that order.
+
+    The key file is what a deploy trusts: it puts the key file's key back into any conf or
+    interface that has another (``config``). So a switch cut short anywhere is healed by a
+    deploy, back to the old key, until the last step makes the new key the key file; a
+    ``.pub`` or ``.key.created`` left old after that is repaired by ``keypair``.
 
     ``psk``: ``(peer public key, preshared key file)``: also swap in that file's staged key
     (``<file>.next``) and give it to the peer, in the same ``wg set`` as the private key."""
@@ -554,10 +710,12 @@ def activate_key_command(interface: str, psk: tuple[str, str] | None = None) -> 
     if psk:
         commit = f"{commit_psk_command(psk[1])} && "
         peer = f" peer {shlex.quote(psk[0])} preshared-key {shlex.quote(psk[1])}"
+    embed = _embed_key_command(paths["conf"], paths["key"] + ".next", paths["conf"])
     return (
-        f"test -s {key}.next && {commit}mv -f {key}.next {key} && mv -f {pub}.next {pub} "
-        f"&& date +%s > {created} && {_embed_key_command(paths['conf'], paths['key'], paths['conf'])}"
-        f" && wg set {q_if} private-key {key}{peer}"
+        f"test -s {key}.next && test -s {pub}.next && {commit}{embed}"
+        f" && wg set {q_if} private-key {key}.next{peer}"
+        f" && date +%s > {created}.next && mv -f {key}.next {key}"
+        f" && mv -f {pub}.next {pub} && mv -f {created}.next {created}"
     )
 
 
@@ -580,13 +738,15 @@ def set_peer_command(interface: str, public_key: str, allowed_ips: list[str],
         spec += f" preshared-key {shlex.quote(psk_file)}"
     if not remove:
         return spec
-    drop = f"wg set {q_if} peer {shlex.quote(remove)} remove"
+    # One `wg set` removes the old peer and adds the new one: never a moment (or, cut short,
+    # a state) with neither; a failed command changes nothing.
+    spec = spec.replace(f"wg set {q_if} ", f"wg set {q_if} peer {shlex.quote(remove)} remove ", 1)
     if not keep_psk or psk_file:
-        return f"{drop} && {spec}"
+        return spec
     carry = shlex.quote(f"{WG_DIR}/.{interface}.psk.carry")
     pick = '$1 == k && $2 != "(none)" { print $2 }'
     return (
         f"umask 077 && wg show {q_if} preshared-keys | awk -v k={shlex.quote(remove)} "
-        f"{shlex.quote(pick)} > {carry} && {{ {drop} && {spec} preshared-key {carry}; "
+        f"{shlex.quote(pick)} > {carry} && {{ {spec} preshared-key {carry}; "
         f"r=$?; rm -f {carry}; [ $r -eq 0 ]; }}"
     )

@@ -252,12 +252,24 @@ def test_a_re_made_peer_keeps_the_live_preshared_key_of_the_one_it_replaces():
     assert cmd.index("peer Old= remove") < cmd.index("peer New= allowed-ips")
     assert "rm -f /etc/wireguard/.wg0.psk.carry" in cmd
     plain = ops.set_peer_command("wg0", "New=", ["10.50.0.2/32"], remove="Old=")
-    assert plain == "wg set wg0 peer Old= remove && wg set wg0 peer New= allowed-ips 10.50.0.2/32"
+    # one `wg set`: a failure leaves the old peer, never no peer at all
+    assert plain == "wg set wg0 peer Old= remove peer New= allowed-ips 10.50.0.2/32"
+    assert cmd.count("wg set ") == 1
 
 
 def test_activation_switches_key_and_preshared_key_in_one_wg_set():
     cmd = ops.activate_key_command("wg0", psk=("Hub=", "/etc/wireguard/psk/hub.psk"))
-    assert cmd.endswith("wg set wg0 private-key /etc/wireguard/wg0.key peer Hub= "
-                        "preshared-key /etc/wireguard/psk/hub.psk")  # fmt: skip
-    # the staged key is swapped in before the conf is re-embedded from it
+    assert ("wg set wg0 private-key /etc/wireguard/wg0.key.next peer Hub= "
+            "preshared-key /etc/wireguard/psk/hub.psk") in cmd  # fmt: skip
+    # the staged preshared key is swapped in before the conf is re-embedded from it
     assert cmd.index("mv -f /etc/wireguard/psk/hub.psk.next") < cmd.index("awk ")
+
+
+def test_activation_makes_the_new_key_the_key_file_last():
+    """Cut short at any step, the key file still holds the key a deploy puts back everywhere."""
+    cmd = ops.activate_key_command("wg0")
+    embed = cmd.index("keyfile=/etc/wireguard/wg0.key.next")
+    live = cmd.index("wg set wg0 private-key /etc/wireguard/wg0.key.next")
+    commit = cmd.index("mv -f /etc/wireguard/wg0.key.next /etc/wireguard/wg0.key")
+    assert embed < live < commit
+    assert cmd.index("/etc/wireguard/wg0.pub.next /etc/wireguard/wg0.pub") > commit
