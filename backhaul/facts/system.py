@@ -75,10 +75,18 @@ class SshSessionPort(FactBase[int | None]):
 
     What the host sees can differ from what the controller dialled (a provider's port forward,
     a NAT): the firewall must keep exactly this port open, or the next connection fails.
+    Through sudo (a non-root SSH user) the variable is gone (sudo resets the environment), so
+    it is read from the nearest ancestor process that has it (sudo itself, or the login shell).
     """
 
     def command(self) -> str:
-        return 'echo "${SSH_CONNECTION:-}"'
+        return (
+            'c="${SSH_CONNECTION:-}"; p=$PPID; '
+            'while [ -z "$c" ] && [ "${p:-1}" -gt 1 ] && [ -r /proc/$p/environ ]; do '
+            "c=$(tr '\\0' '\\n' < /proc/$p/environ | sed -n 's/^SSH_CONNECTION=//p'); "
+            "p=$(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f2); done; "
+            'echo "$c"'
+        )
 
     def process(self, output: list[str]) -> int | None:
         fields = " ".join(output).split()
