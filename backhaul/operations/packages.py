@@ -34,11 +34,25 @@ def installed(packages: list[str]):
     if not missing:
         host.noop(f"installed: {', '.join(packages)}")
         return
-    names = " ".join(shlex.quote(p) for p in missing)
-    # `dpkg --configure -a` first: an install cut off earlier (a dropped SSH connection) leaves
-    # dpkg "interrupted", and apt refuses to do anything until it is finished.
-    yield (
-        "export DEBIAN_FRONTEND=noninteractive && dpkg --configure -a && apt-get update -qq && "
-        "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold "
-        f"{names}"
+    yield install_command(missing)
+
+
+# How long a run waits for another apt/dpkg to let go of the dpkg lock.
+LOCK_WAIT = 300
+
+
+def install_command(packages: list[str]) -> str:
+    """The shell command that installs ``packages`` (never Recommends), whatever an earlier,
+    cut-off run left behind."""
+    names = " ".join(shlex.quote(p) for p in packages)
+    wait = f"-o DPkg::Lock::Timeout={LOCK_WAIT}"
+    # An install cut off earlier (a dropped SSH connection) can leave its apt-get running on
+    # the host for a while (OpenSSH 10 does not end a session's commands with it): wait for
+    # its dpkg lock (`apt-get check` takes it), then `dpkg --configure -a` finishes what an
+    # interrupted dpkg left, else apt refuses to do anything.
+    return (
+        f"export DEBIAN_FRONTEND=noninteractive && {{ apt-get -qq {wait} check >/dev/null 2>&1 "
+        "|| true; } && dpkg --configure -a && apt-get update -qq && "
+        f"apt-get install -y -q --no-install-recommends {wait} "
+        f"-o Dpkg::Options::=--force-confold {names}"
     )
