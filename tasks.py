@@ -116,22 +116,27 @@ def rotate_keys(c, host=None, all=False, network=None):
 LAB_HELP = "lab name: 1-6 lowercase letters/digits (default: demo; its files go to .lab/)"
 
 
-def _lab(name, backends=2, subnet=None, spares=0):
+def _lab(name, backends=2, subnet=None, spares=0, suite=None, backend_suite=None):
     from backhaul.lab.layout import Lab
 
-    return Lab.make(name or "demo", int(backends), subnet, os.getcwd(), int(spares))
+    return Lab.make(name or "demo", int(backends), subnet, os.getcwd(), int(spares), suite,
+                    backend_suite)  # fmt: skip
 
 
 @task(name="up", help={"backends": "number of backends (default 2)", "name": LAB_HELP,
                        "spares": "extra hosts booted but left out of network.yml (for add-backend)",
                        "subnet": "the lab's 'public internet' /24 (default per name)",
-                       "fresh": "start from bare hosts (throw away the hosts' disks)"})
+                       "fresh": "start from bare hosts (throw away the hosts' disks)",
+                       "suite": "Debian release of the hosts: trixie (13, default) or bookworm (12)",
+                       "backend-suite": "a mixed fleet: the backends (and spares) on this "
+                                        "release instead"})
 @_friendly
-def lab_up(c, backends=2, name=None, subnet=None, fresh=False, spares=0):
-    """Boot the lab: 1 hub + N backends (real Debian 12, systemd, SSH), apt cache, ACME (pebble)."""
+def lab_up(c, backends=2, name=None, subnet=None, fresh=False, spares=0, suite=None,
+           backend_suite=None):  # fmt: skip
+    """Boot the lab: 1 hub + N backends (real Debian 13 or 12, systemd, SSH), apt cache, ACME."""
     from backhaul.lab import lab
 
-    lab.up(_lab(name, backends, subnet, spares), fresh=fresh)
+    lab.up(_lab(name, backends, subnet, spares, suite, backend_suite), fresh=fresh)
 
 
 @task(name="down", help={"name": LAB_HELP, "purge": "also delete the hosts' disks"})
@@ -150,9 +155,10 @@ def lab_status(c, name=None):
     from backhaul.lab import lab
 
     rows = lab.status(_lab(name))
-    print(f"{'host':<12} {'ip':<16} {'running':<8} ssh")
+    print(f"{'host':<12} {'ip':<16} {'suite':<9} {'running':<8} ssh")
     for r in rows:
-        print(f"{r['host']:<12} {r['ip']:<16} {'yes' if r['running'] else 'no':<8} {r['ssh']}")
+        print(f"{r['host']:<12} {r['ip']:<16} {r['suite']:<9} {'yes' if r['running'] else 'no':<8}"
+              f" {r['ssh']}")  # fmt: skip
 
 
 @task(name="demo", help={"name": LAB_HELP})

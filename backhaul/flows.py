@@ -109,9 +109,10 @@ def remove_backend(network: str, name: str, force: bool = False, stop_tunnel: bo
         if stop_tunnel:
             with session.connect(net, [name]) as hosts:
                 if name in hosts.by_name:
-                    hosts.by_name[name].run_shell_command(
+                    target = hosts.by_name[name]
+                    target.run_shell_command(
                         StringCommand(f"systemctl disable --now wg-quick@{net.interface}"),
-                        print_output=False)  # fmt: skip
+                        print_output=False, **session.as_root(target))  # fmt: skip
                     print(f"backhaul: stopped the tunnel on {name}")
                 else:
                     print(f"backhaul: {name} does not answer; its tunnel was left as it is")

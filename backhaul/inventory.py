@@ -14,6 +14,11 @@ def host_data(net: Network, host: Host) -> dict:
         "ssh_strict_host_key_checking": "accept-new",
         "backhaul_role": host.role,
     }
+    if net.ssh.user != "root":
+        # a cloud image's user (admin, debian, ubuntu) with passwordless sudo: every operation
+        # and fact runs through sudo (a sudo that asks for a password is refused up front:
+        # backhaul.facts.system.SudoAccess)
+        data["_sudo"] = True
     if net.ssh.key:
         data["ssh_key"] = str(net.ssh.key)
     if net.ssh.known_hosts:

@@ -38,12 +38,13 @@ from backhaul.operations.wireguard import (
     stage_psk_command,
     write_psk_command,
 )
-from backhaul.session import Hosts
+from backhaul.session import Hosts, as_root
 
 
 def _run(hosts: Hosts, name: str, command: str, stdin: str | None = None) -> str:
     host = hosts.by_name[name]
     extra = {"_stdin": stdin} if stdin is not None else {}
+    extra.update(as_root(host))
     ok, output = host.run_shell_command(StringCommand(command), print_output=False,
                                         print_input=False, **extra)  # fmt: skip
     if not ok:
@@ -60,7 +61,7 @@ def _stage_psk(hosts: Hosts, hub: str, backend: str) -> None:
     _run(hosts, hub, stage_psk_command(psk_path(backend)))
     ok, output = hosts.by_name[hub].run_shell_command(
         StringCommand(read_psk_command(psk_path(backend) + ".next")),
-        print_output=False, print_input=False)  # fmt: skip
+        print_output=False, print_input=False, **as_root(hosts.by_name[hub]))  # fmt: skip
     if not ok or not output.stdout_lines:
         raise DeployError(f"{hub}: cannot read the new preshared key for {backend} "
                           "(nothing was switched: run rotate-keys again)")

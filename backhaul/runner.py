@@ -24,11 +24,16 @@ class Run:
     rc: int
     pending: list[str]
     failed: dict[str, str]  # host -> first error line pyinfra printed for it
+    # a deploy file refused while the run was prepared (e.g. a sudo that asks for a password):
+    # pyinfra stops before any operation, so no host was changed
+    refused: str | None = None
 
     def check(self, what: str, advice: str) -> None:
         """Raise a DeployError naming the failed hosts (and what is pending), if any."""
         if self.rc == 0 and not self.pending:
             return
+        if self.rc and self.refused:
+            raise DeployError(f"{what} was refused before any change: {self.refused}")
         lines = [f"  {h}: {why}" for h, why in sorted(self.failed.items())]
         lines += [f"  {p}" for p in self.pending if p.split(":", 1)[0] not in self.failed]
         hosts = ", ".join(sorted(self.failed)) or "some hosts"
@@ -98,9 +103,13 @@ def run_pyinfra(
             m = _FAILED.match(line.rstrip())
             if m:
                 failed.setdefault(m.group(1), m.group(2))
-        return Run(rc, pending.read(pending_file), failed)
+        refused = next((m.group(1) for m in map(_REFUSED.match, lines) if m), None)
+        return Run(rc, pending.read(pending_file), failed, refused)
     finally:
         os.unlink(pending_file)
+
+# "--> pyinfra error in deploys/site.py line 20: <the DeployError's message>"
+_REFUSED = re.compile(r"^--> pyinfra error in \S+ line \d+: (.*)$")
 
 
 def summary(lines: list[str]) -> str:

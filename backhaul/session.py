@@ -18,6 +18,8 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.facts import get_fact
 from pyinfra.context import ctx_host, ctx_state
 
+from backhaul.errors import BackhaulError
+from backhaul.facts.system import SudoAccess, sudo_problem
 from backhaul.inventory import host_data
 from backhaul.network import Network
 
@@ -47,6 +49,25 @@ class Hosts:
         return {name: job.get() for name, job in jobs.items()}
 
 
+def as_root(host) -> dict:
+    """Arguments for ``host.run_shell_command`` that run the command as root: pyinfra applies
+    host data's ``_sudo`` to facts and operations, but not to a direct command."""
+    return {"_sudo": True} if getattr(host.data, "_sudo", False) else {}
+
+
+def sudo_problems(hosts: Hosts) -> list[str]:
+    """Hosts whose SSH user is not root and cannot use sudo without a password."""
+    sudoers = {name: (SudoAccess, {"_sudo": False})
+               for name, h in hosts.by_name.items() if as_root(h)}  # fmt: skip
+    problems = []
+    for name, access in sorted(hosts.facts(sudoers).items()):
+        if isinstance(access, Exception):
+            problems.append(f"{name}: could not check sudo ({access})")
+        elif problem := sudo_problem(name, access):
+            problems.append(problem)
+    return problems
+
+
 @contextlib.contextmanager
 def connect(net: Network, names: list[str] | None = None) -> Iterator[Hosts]:
     names = names or [h.name for h in net.hosts]
@@ -63,6 +84,11 @@ def connect(net: Network, names: list[str] | None = None) -> Iterator[Hosts]:
         except PyinfraError:
             pass  # every host failed: Hosts.unreachable says which
         try:
-            yield Hosts(state, net)
+            hosts = Hosts(state, net)
+            problems = sudo_problems(hosts)
+            if problems:  # before any command as root: nothing has changed
+                raise BackhaulError("cannot run as root on every host (nothing was changed):\n"
+                                    + "\n".join(f"  - {p}" for p in problems))  # fmt: skip
+            yield hosts
         finally:
             disconnect_all(state)

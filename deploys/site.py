@@ -4,10 +4,20 @@ firewall, services bound to the tunnel, nginx.
     pyinfra inventory.py deploys/site.py      (what `inv deploy` runs)
 """
 
-from pyinfra import local
+from pyinfra import host, local
+from pyinfra.api.exceptions import DeployError
 
 from backhaul.facts import snapshot
+from backhaul.facts.system import SudoAccess, sudo_problem
 from backhaul.network import load_current
+
+if host.data.get("_sudo"):
+    # A non-root SSH user: before any fact or command runs through sudo, make sure sudo asks
+    # for no password (else pyinfra would prompt, or fail mid-run). Raised while the deploy
+    # is prepared: no host has been changed.
+    problem = sudo_problem(host.name, host.get_fact(SudoAccess, _sudo=False))
+    if problem:
+        raise DeployError(f"{problem} (nothing was changed)")
 
 # every fact the last full deploy read on this host, in one round trip (see the module)
 snapshot.take(load_current().path)

@@ -3,7 +3,7 @@
 - ``wireguard``: ``WireguardState``, ``WireguardPeers``, ``WireguardConfigPeers``,
   ``WireguardPresharedKeys`` (hashes only: no key ever leaves a host)
 - ``ufw``: ``UfwState``
-- ``system``: ``ListeningSockets``, ``SshSessionPort``, ``SshSession``, ``KernelModule``
+- ``system``: ``ListeningSockets``, ``SshSession``, ``KernelModule``
 - ``packages``: ``InstalledPackages``
 - ``nginx``: ``NginxState``, ``CertificateState``, ``OwnedCertificates``, ``CertbotState``
 - ``docker``: ``DockerDaemon``, ``ComposeProject``

@@ -41,6 +41,12 @@ _NETWORK_FORMAT = "\t".join(
 )
 
 
+def compose_major(version: str | None) -> int | None:
+    """``"1.29.2"`` -> 1, ``"v2.26.1"`` -> 2; None when the version says nothing."""
+    head = (version or "").strip().lstrip("v").split(".")[0]
+    return int(head) if head.isdigit() else None
+
+
 def _b64(value: str) -> str | None:
     try:
         return base64.b64decode(value, validate=True).decode("utf-8")
@@ -74,11 +80,15 @@ class DockerDaemon(FactBase[dict[str, Any]]):
 
     ``daemon_json`` / ``dropin`` are the contents of ``/etc/docker/daemon.json`` and of
     backhaul's ``docker.service`` drop-in (None when absent; ``daemon_json_unreadable`` is True
-    when daemon.json is not UTF-8). ``active`` / ``enabled`` come from systemd.
+    when daemon.json is not UTF-8). ``active`` / ``enabled`` come from systemd. ``cli`` is
+    whether the ``docker`` command is there: Debian 13 moved it out of ``docker.io`` into
+    ``docker-cli``, which docker.io only recommends; when it is missing,
+    ``cli_package`` says whether apt knows ``docker-cli`` (a Debian 12 host does not).
 
     .. code:: python
 
-        {"installed": True, "active": True, "enabled": "enabled",
+        {"installed": True, "cli": True, "cli_package": False, "active": True,
+         "enabled": "enabled",
          "daemon_json": '{"log-level": "warn"}\\n', "daemon_json_unreadable": False,
          "dropin": None}
     """
@@ -87,6 +97,8 @@ class DockerDaemon(FactBase[dict[str, Any]]):
         return " ; ".join(
             [
                 'printf "dockerd=%s\\n" "$(command -v dockerd)"',
+                "if command -v docker >/dev/null; then echo cli=yes; else apt-cache policy"
+                " docker-cli 2>/dev/null | sed -n 's/^ *Candidate: /cli_package=/p'; fi",
                 _SHOW_DOCKER,
                 _file_b64("daemon_json", DAEMON_JSON),
                 _file_b64("dropin", DOCKER_DROPIN),
@@ -97,6 +109,8 @@ class DockerDaemon(FactBase[dict[str, Any]]):
     def default(self) -> dict[str, Any]:
         return {
             "installed": False,
+            "cli": False,
+            "cli_package": False,
             "active": False,
             "enabled": "",
             "daemon_json": None,
@@ -110,6 +124,10 @@ class DockerDaemon(FactBase[dict[str, Any]]):
             key, _, value = line.partition("=")
             if key == "dockerd":
                 state["installed"] = bool(value)
+            elif key == "cli":
+                state["cli"] = True
+            elif key == "cli_package":
+                state["cli_package"] = value.strip() not in ("", "(none)")
             elif key == "docker.ActiveState":
                 state["active"] = value == "active"
             elif key == "docker.UnitFileState":
@@ -130,13 +148,17 @@ class ComposeProject(FactBase[dict[str, Any]]):
 
     ``containers`` and ``networks`` list every compose-made container and network on the host
     (the operation picks the project's own by their labels: compose v1 writes the file names
-    relative to ``working_dir``, v2 absolute). ``compose_v2`` is the version of the
-    ``docker compose`` plugin, ``compose_v1`` whether ``docker-compose`` is installed.
+    relative to ``working_dir``, v2 absolute). Which compose there is, by what each program
+    says of itself (not by the release): ``compose_v2`` is the version of the ``docker
+    compose`` plugin; ``compose_binary`` the version a ``docker-compose`` program reports
+    (``"unknown"`` when it says none), which is compose v1 (Debian 12: 1.29) or the v2 program
+    under its old name (Debian 13: 2.26); ``compose_v1`` whether that program is v1 (or
+    unknown: treated as the older, stricter one).
 
     .. code:: python
 
         {"exists": True, "content": "services: ...", "unreadable": False, "backup": False,
-         "compose_v1": True, "compose_v2": None,
+         "compose_binary": "1.29.2", "compose_v1": True, "compose_v2": None,
          "containers": [{"project": "demo", "working_dir": "/opt/demo",
                          "config_files": "docker-compose.yml", "service": "web",
                          "state": "running"}],
@@ -150,7 +172,8 @@ class ComposeProject(FactBase[dict[str, Any]]):
             [
                 _file_b64("file", path),
                 f"if [ -e {bak} ]; then echo backup=yes; fi",
-                "if command -v docker-compose >/dev/null; then echo compose_v1=yes; fi",
+                "if command -v docker-compose >/dev/null; then"
+                " printf 'compose_binary=%s\\n' \"$(docker-compose version --short 2>/dev/null)\"; fi",
                 "if command -v docker >/dev/null; then"
                 " printf 'compose_v2=%s\\n' \"$(docker compose version --short 2>/dev/null)\";"
                 f" docker ps -a --filter label=com.docker.compose.project"
@@ -169,6 +192,7 @@ class ComposeProject(FactBase[dict[str, Any]]):
             "content": None,
             "unreadable": False,
             "backup": False,
+            "compose_binary": None,
             "compose_v1": False,
             "compose_v2": None,
             "containers": [],
@@ -185,8 +209,10 @@ class ComposeProject(FactBase[dict[str, Any]]):
                 state["unreadable"] = state["content"] is None
             elif key == "backup":
                 state["backup"] = True
-            elif key == "compose_v1":
-                state["compose_v1"] = True
+            elif key == "compose_binary":
+                version = value.strip().lstrip("v") or "unknown"
+                state["compose_binary"] = version
+                state["compose_v1"] = compose_major(version) in (None, 1)
             elif key == "compose_v2":
                 state["compose_v2"] = value or None
             elif key == "container":

@@ -60,4 +60,6 @@ def run(name: str, command):
     """Run a read-only command on host ``name`` (gated like ``read``): (ok, output)."""
     other = inventory.get_host(name)
     with _gates[name]:
-        return other.run_shell_command(command, print_output=False, print_input=False)
+        # as root like the facts (pyinfra applies host data's _sudo to those only)
+        sudo = {"_sudo": True} if getattr(other.data, "_sudo", False) else {}
+        return other.run_shell_command(command, print_output=False, print_input=False, **sudo)

@@ -70,22 +70,6 @@ class ListeningSockets(FactBase[list[dict[str, Any]]]):
         return sockets
 
 
-class SshSessionPort(FactBase[int | None]):
-    """
-    Returns the server-side port of the SSH connection this fact runs over (``$SSH_CONNECTION``).
-
-    What the host sees can differ from what the controller dialled (a provider's port forward,
-    a NAT): the firewall must keep exactly this port open, or the next connection fails.
-    """
-
-    def command(self) -> str:
-        return 'echo "${SSH_CONNECTION:-}"'
-
-    def process(self, output: list[str]) -> int | None:
-        fields = " ".join(output).split()
-        return int(fields[3]) if len(fields) == 4 and fields[3].isdigit() else None
-
-
 class SshSession(FactBase[dict[str, Any] | None]):
     """
     Returns the SSH connection this fact runs over, as the host sees it (``$SSH_CONNECTION``):
@@ -100,7 +84,15 @@ class SshSession(FactBase[dict[str, Any] | None]):
     """
 
     def command(self) -> str:
-        return 'echo "${SSH_CONNECTION:-}"'
+        # Through sudo (a non-root SSH user) the variable is gone (sudo resets the environment):
+        # it is read from the nearest ancestor process that has it (sudo itself, or the shell).
+        return (
+            'c="${SSH_CONNECTION:-}"; p=$PPID; '
+            'while [ -z "$c" ] && [ "${p:-1}" -gt 1 ] && [ -r /proc/$p/environ ]; do '
+            "c=$(tr '\\0' '\\n' < /proc/$p/environ | sed -n 's/^SSH_CONNECTION=//p'); "
+            "p=$(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f2); done; "
+            'echo "$c"'
+        )
 
     def process(self, output: list[str]) -> dict[str, Any] | None:
         fields = " ".join(output).split()
@@ -131,3 +123,49 @@ class KernelModule(FactBase[str]):
 
     def process(self, output: list[str]) -> str:
         return (output or ["missing"])[0].strip()
+
+
+class SudoAccess(FactBase[dict[str, Any]]):
+    """
+    Whether the SSH user may run commands as root without being asked for a password.
+
+    Read with ``_sudo=False`` (as the user itself): it is what decides whether the rest can run
+    under sudo at all. ``sudo`` is ``"root"`` (the user is root), ``"passwordless"``,
+    ``"password"`` (sudo asks for one, or the user may not use sudo at all: sudo cannot tell
+    which without the password) or ``"missing"`` (no sudo command).
+
+    .. code:: python
+
+        {"user": "deploy", "sudo": "passwordless"}
+    """
+
+    def command(self) -> str:
+        return (
+            'echo "user=$(id -un)"; '
+            'if [ "$(id -u)" = 0 ]; then echo sudo=root; '
+            "elif ! command -v sudo >/dev/null 2>&1; then echo sudo=missing; "
+            # -n: never prompt (a prompt would hang, or make pyinfra ask on the terminal)
+            "elif sudo -n true >/dev/null 2>&1; then echo sudo=passwordless; "
+            "else echo sudo=password; fi"
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        raw = dict(line.partition("=")[::2] for line in output if "=" in line)
+        sudo = raw.get("sudo", "").strip()
+        return {"user": raw.get("user", "").strip() or None,
+                "sudo": sudo if sudo in ("root", "passwordless", "password", "missing")
+                else "password"}  # fmt: skip
+
+
+def sudo_problem(host_name: str, access: dict[str, Any]) -> str | None:
+    """What is wrong with a host's root access for backhaul, as a message to act on; None
+    when it can run everything (as root, or through passwordless sudo)."""
+    user, sudo = access.get("user") or "the SSH user", access.get("sudo")
+    if sudo in ("root", "passwordless"):
+        return None
+    fix = (f"let it use sudo without a password (a line `{user} ALL=(ALL) NOPASSWD:ALL` in "
+           f"/etc/sudoers.d/{user}, made with visudo), or connect as root (ssh.user: root)")  # fmt: skip
+    if sudo == "missing":
+        return f"{host_name}: ssh.user {user!r} is not root and the host has no sudo: {fix}"
+    return (f"{host_name}: ssh.user {user!r} is not root, and sudo asks it for a password "
+            f"(or it may not use sudo): backhaul runs unattended, so {fix}")  # fmt: skip

@@ -69,7 +69,8 @@ def _recorded(lab: Lab) -> Lab:
         raise LabError(f"the lab '{lab.name}' is not up: run `inv lab.up --name {lab.name}` first")
     old = json.loads(rec.read_text())
     return Lab.make(old["name"], old["backends"], old["subnet"], lab.project_dir,
-                    old.get("spares", 0))  # fmt: skip
+                    old.get("spares", 0), old.get("suite", "bookworm"),
+                    old.get("backend_suite"))  # fmt: skip
 
 
 def install(lab: Lab, log=print) -> dict:

@@ -17,6 +17,7 @@ from pyinfra.api import FactBase
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from backhaul.facts.docker import DockerDaemon
 from backhaul.lab.demo import COMPOSE_FILE
 from backhaul.network import load_current
 from backhaul.operations import packages
@@ -122,9 +123,11 @@ def demo_services():
         )
 
     if docker:
+        # Debian 13: the `docker` command is in docker-cli, which docker.io only recommends
+        cli = ["docker-cli"] if host.get_fact(DockerDaemon)["cli_package"] else []
         packages.installed(
             name="Docker, compose and busybox (for the demo image)",
-            packages=["docker.io", "docker-compose", "busybox-static"],
+            packages=["docker.io", *cli, "docker-compose", "busybox-static"],
         )
         have = host.get_fact(DemoDocker)
         if "image" not in have:

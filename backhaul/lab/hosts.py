@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from backhaul.errors import LabError
-from backhaul.lab import cgroups, system
+from backhaul.lab import cgroups, image, system
 from backhaul.lab.layout import Lab, LabHost
 
 
@@ -89,10 +90,13 @@ class HostRunner:
             f"Address={self.host.ip}/{net.prefixlen}\nGateway={self.lab.gateway}\n"
             "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
         )
-        ssh = m / "root/.ssh"
-        ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (ssh / "authorized_keys").write_text(self.pubkey.strip() + "\n")
-        (ssh / "authorized_keys").chmod(0o600)
+        for home, uid, gid in _login_homes(m):
+            ssh = m / home.lstrip("/") / ".ssh"
+            ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (ssh / "authorized_keys").write_text(self.pubkey.strip() + "\n")
+            (ssh / "authorized_keys").chmod(0o600)
+            for p in (ssh, ssh / "authorized_keys"):
+                os.chown(p, uid, gid)
         (m / "etc/apt/apt.conf.d/01backhaul-lab-proxy").write_text(
             f'Acquire::http::Proxy "http://{self.lab.gateway}:3142";\n'
         )
@@ -142,9 +146,18 @@ class HostRunner:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _pythonpath_env() -> dict:
-    import os
+def _login_homes(root: Path) -> list[tuple[str, int, int]]:
+    """(home, uid, gid) of root and of the image's sudo users: the lab's key opens each."""
+    wanted = {"root", image.SUDO_USER, image.ASKING_USER}
+    out = []
+    for line in (root / "etc/passwd").read_text().splitlines():
+        f = line.split(":")
+        if len(f) >= 6 and f[0] in wanted:
+            out.append((f[5], int(f[2]), int(f[3])))
+    return out
 
+
+def _pythonpath_env() -> dict:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -1,12 +1,16 @@
-"""The base image: one debootstrapped Debian 12 root filesystem shared (read-only) by every host.
+"""The base images: one debootstrapped Debian root filesystem per suite (bookworm = Debian 12,
+trixie = Debian 13), each shared (read-only) by every host of that suite.
 
-Built once and cached under CACHE_DIR/base/<recipe hash>; any change to the recipe below gives a
-new hash and so a rebuild. Host identity (hostname, machine-id, SSH host keys, addresses, the
-lab's SSH key) is NOT in the image: each host gets its own in its overlay (see hosts.py).
+Built once and cached under CACHE_DIR/base/<recipe hash>; the suite is part of the recipe, and
+any change to the recipe gives a new hash and so a rebuild. Images of other recipes are never
+deleted (a running lab may sit on them). Host identity (hostname, machine-id, SSH host keys,
+addresses, the lab's SSH key) is NOT in the image: each host gets its own in its overlay
+(see hosts.py).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -15,9 +19,8 @@ import time
 from pathlib import Path
 
 from backhaul.errors import LabError
-from backhaul.lab.layout import CACHE_DIR
+from backhaul.lab.layout import CACHE_DIR, DEFAULT_SUITE, SUITES
 
-SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,iproute2,iputils-ping,python3,sudo"
 
@@ -40,47 +43,73 @@ ExecStart=/bin/sh -c 'for c in /sys/fs/cgroup/*/; do case $c in */systemd/|*/uni
 WantedBy=multi-user.target
 """
 
+SUDO_USER = "deploy"  # passwordless sudo, like `admin` on Debian's cloud images
+ASKING_USER = "asker"  # sudo that asks for a password: backhaul must refuse it up front
+
 # Steps run in the chroot after debootstrap; part of the recipe hash.
 CUSTOMIZE = [
     "systemctl enable systemd-networkd",
     # apt's timers grab the dpkg lock in the middle of a deploy
     "systemctl mask apt-daily.timer apt-daily-upgrade.timer",
     "systemctl enable backhaul-lab-cgroups.service",
+    # Users as cloud images hand them out (root login off, a sudo user instead): `deploy` has
+    # passwordless sudo; `asker`'s sudo asks for a password (which no one knows). Their SSH key
+    # is the lab's, put in per host (hosts.py).
+    f"useradd -m -s /bin/bash {SUDO_USER} && echo '{SUDO_USER} ALL=(ALL) NOPASSWD:ALL' "
+    f"> /etc/sudoers.d/{SUDO_USER} && chmod 440 /etc/sudoers.d/{SUDO_USER}",
+    f"useradd -m -s /bin/bash {ASKING_USER} && echo '{ASKING_USER} ALL=(ALL) ALL' "
+    f"> /etc/sudoers.d/{ASKING_USER} && chmod 440 /etc/sudoers.d/{ASKING_USER}",
 ]
 
 
-def recipe_hash() -> str:
+def check_suite(suite: str) -> str:
+    if suite not in SUITES:
+        raise LabError(f"suite {suite!r} is not one the lab builds: use one of {', '.join(SUITES)}")
+    return suite
+
+
+def recipe_hash(suite: str = DEFAULT_SUITE) -> str:
     h = hashlib.sha256()
-    for part in (SUITE, MIRROR, PACKAGES, CGROUP_UNIT, *CUSTOMIZE, "v1"):
+    for part in (check_suite(suite), MIRROR, PACKAGES, CGROUP_UNIT, *CUSTOMIZE, "v1"):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:12]
 
 
-def base_dir() -> Path:
-    return CACHE_DIR / "base" / recipe_hash()
+def base_dir(suite: str = DEFAULT_SUITE) -> Path:
+    return CACHE_DIR / "base" / recipe_hash(suite)
 
 
-def rootfs() -> Path:
-    return base_dir() / "rootfs"
+def rootfs(suite: str = DEFAULT_SUITE) -> Path:
+    return base_dir(suite) / "rootfs"
 
 
-def is_built() -> bool:
-    return (base_dir() / "complete").exists()
+def is_built(suite: str = DEFAULT_SUITE) -> bool:
+    return (base_dir(suite) / "complete").exists()
 
 
-def ensure_built(log=print) -> tuple[Path, float | None]:
-    """Return the cached rootfs, building it first if needed (and the build time, if built)."""
-    if is_built():
-        return rootfs(), None
+def ensure_built(suite: str = DEFAULT_SUITE, log=print) -> tuple[Path, float | None]:
+    """Return the suite's cached rootfs, building it first if needed (and the build time, if
+    built). Two labs coming up at once build it once: the second waits on a lock file."""
+    if is_built(suite):
+        return rootfs(suite), None
+    build_root = base_dir(suite)
+    build_root.parent.mkdir(parents=True, exist_ok=True)
+    with open(build_root.parent / f"{build_root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_built(suite):  # built by the other one meanwhile
+            return rootfs(suite), None
+        return rootfs(suite), _build(suite, build_root, log)
+
+
+def _build(suite: str, build_root: Path, log) -> float:
     start = time.monotonic()
-    build_root = base_dir()
     if build_root.exists():  # a build that was interrupted: start over
         shutil.rmtree(build_root)
     tmp = build_root / "rootfs.tmp"
     tmp.mkdir(parents=True)
-    log(f"building the base image ({SUITE}, debootstrap minbase; about a minute, once)")
+    log(f"building the base image ({suite}, debootstrap minbase; about a minute, once)")
     _run(
-        ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE, str(tmp), MIRROR],
+        ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", suite, str(tmp), MIRROR],
         "debootstrap",
     )
     (tmp / "etc/systemd/system/backhaul-lab-cgroups.service").write_text(CGROUP_UNIT)
@@ -93,10 +122,10 @@ def ensure_built(log=print) -> tuple[Path, float | None]:
         key.unlink()
     shutil.rmtree(tmp / "var/cache/apt/archives", ignore_errors=True)
     (tmp / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
-    tmp.rename(rootfs())
+    tmp.rename(build_root / "rootfs")
     (build_root / "complete").write_text(f"{time.time()}\n")
     # Other images stay: a running lab of another recipe (or suite) has its overlays on them.
-    return rootfs(), time.monotonic() - start
+    return time.monotonic() - start
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -108,6 +137,6 @@ def _run(cmd: list[str], what: str) -> None:
         )
 
 
-if __name__ == "__main__":  # python -m backhaul.lab.image: build only
-    path, took = ensure_built()
+if __name__ == "__main__":  # python -m backhaul.lab.image [SUITE]: build only
+    path, took = ensure_built(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_SUITE)
     print(path, f"built in {took:.1f}s" if took else "cached", file=sys.stderr)

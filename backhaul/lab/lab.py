@@ -46,8 +46,8 @@ def preflight() -> None:
         raise LabError(f"the lab cannot start on this machine:\n{listed}")
 
 
-def _runners(lab: Lab, rootfs: Path, pubkey: str) -> list[HostRunner]:
-    return [HostRunner(lab, h, rootfs, pubkey) for h in lab.hosts]
+def _runners(lab: Lab, rootfs: dict[str, Path], pubkey: str) -> list[HostRunner]:
+    return [HostRunner(lab, h, rootfs[h.suite], pubkey) for h in lab.hosts]
 
 
 def _raise_inotify_limit() -> None:
@@ -74,24 +74,54 @@ def _record(lab: Lab) -> Path:
 
 
 def _recorded(old: dict, lab: Lab) -> Lab:
-    """The lab as lab.json recorded it (its subnet and size decide what to tear down)."""
+    """The lab as lab.json recorded it (its subnet and size decide what to tear down; labs
+    recorded before the suite was are Debian 12 labs)."""
     return Lab.make(old["name"], old["backends"], old["subnet"], lab.project_dir,
-                    old.get("spares", 0))  # fmt: skip
+                    old.get("spares", 0), old.get("suite", "bookworm"),
+                    old.get("backend_suite"))  # fmt: skip
+
+
+def _subnet_taken(lab: Lab) -> None:
+    """Refuse a subnet another lab on this machine already has (derived subnets of two names
+    can be the same): two bridges on one subnet would route each other's hosts wrongly."""
+    for other in all_labs():
+        rec = STATE_ROOT / other / "lab.json"
+        if other == lab.name or not rec.exists():
+            continue
+        try:
+            subnet = json.loads(rec.read_text()).get("subnet")
+        except (OSError, ValueError):
+            continue
+        if subnet == str(lab.subnet):
+            raise LabError(
+                f"lab subnet {lab.subnet} is already lab '{other}''s (the subnets derived from "
+                "two names can be the same): give this lab one no other lab has with --subnet "
+                f"(a /24 in 198.18.0.0/15), or remove the other (inv lab.down --name {other} "
+                "--purge)"
+            )
 
 
 def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     """Bring the lab to ``lab.backends`` running backends; quick and changeless when it is up."""
     preflight()
     t0 = time.monotonic()
+    _subnet_taken(lab)
     rec = _record(lab)
     if rec.exists():
         old = json.loads(rec.read_text())
-        if old["subnet"] != str(lab.subnet) or fresh:
-            down(_recorded(old, lab), purge=True, log=log)
+        was = _recorded(old, lab)
+        # a host's disk is an overlay on its release's image: another release needs new disks
+        if (was.subnet, was.suite, was.backend_suite) != (lab.subnet, lab.suite,
+                                                         lab.backend_suite) or fresh:  # fmt: skip
+            down(was, purge=True, log=log)
     lab.state_dir.mkdir(parents=True, exist_ok=True)
     rec.write_text(json.dumps({"name": lab.name, "subnet": str(lab.subnet),
-                               "backends": lab.backends, "spares": lab.spares}))  # fmt: skip
-    rootfs, built = image.ensure_built(log=log)
+                               "backends": lab.backends, "spares": lab.spares,
+                               "suite": lab.suite, "backend_suite": lab.backend_suite}))  # fmt: skip
+    rootfs, built = {}, 0.0
+    for suite in lab.suites:
+        rootfs[suite], took = image.ensure_built(suite, log=log)
+        built += took or 0.0
     _raise_inotify_limit()
     key, pubkey = files.ensure_ssh_key(lab)
     _ensure_bridge(lab)
@@ -117,7 +147,8 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     if not network.exists() or network.read_text() != text:
         network.write_text(text)
     took = time.monotonic() - t0
-    log(f"lab '{lab.name}' up: {len(runners)} hosts ({len(started)} booted) in {took:.1f}s"
+    suites = "/".join(lab.suites)
+    log(f"lab '{lab.name}' up ({suites}): {len(runners)} hosts ({len(started)} booted) in {took:.1f}s"
         + (f" (base image built in {built:.0f}s)" if built else ""))
     return {"hosts": len(runners), "booted": len(started), "seconds": took}
 
@@ -142,7 +173,7 @@ def _orphan_runner(lab: Lab, d: Path) -> HostRunner:
         cmd = json.loads(spec.read_text())["command"]
         machine = cmd[cmd.index("-M") + 1]
     host = LabHost(d.name, machine, lab.gateway, "backend")
-    return HostRunner(lab, host, image.rootfs(), "")
+    return HostRunner(lab, host, Path("/"), "")
 
 
 def down(lab: Lab, purge: bool = False, log=print) -> dict:
@@ -187,13 +218,13 @@ def status(lab: Lab) -> list[dict]:
         lab = _recorded(old, lab)
     rows = []
     for h in lab.hosts:
-        r = HostRunner(lab, h, image.rootfs(), "")
+        r = HostRunner(lab, h, image.rootfs(h.suite), "")
         try:
             socket.create_connection((str(h.ip), 22), timeout=0.5).close()
             ssh = "open"
         except OSError:
             ssh = "-"
-        rows.append({"host": h.name, "ip": str(h.ip), "machine": h.machine,
+        rows.append({"host": h.name, "ip": str(h.ip), "machine": h.machine, "suite": h.suite,
                      "running": r.is_running(), "ssh": ssh})  # fmt: skip
     return rows
 

@@ -23,6 +23,9 @@ DEFAULT_LAB = "demo"
 # TEST-NET-2 for the default lab; others take a /24 from 198.18.0.0/15 (RFC 2544, benchmarking),
 # never 192.0.2.0/24 (this machine's eth0) nor 203.0.113.0/24 (the Debian mirror resolves there).
 DEFAULT_SUBNETS = {"demo": "198.51.100.0/24", "ci": "198.18.10.0/24"}
+# The Debian releases the lab boots (backhaul.lab.image builds one base image for each).
+SUITES = ("bookworm", "trixie")  # Debian 12, Debian 13
+DEFAULT_SUITE = "trixie"  # today's stable: what a user renting a VPS gets
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,5}$")
 MAX_BACKENDS = 40
 
@@ -32,7 +35,8 @@ class LabHost:
     name: str  # hostname inside, and the inventory name: "proxy", "backend-1", ...
     machine: str  # nspawn machine name, short so the veth name "vb-<machine>" fits 15 chars
     ip: ipaddress.IPv4Address
-    role: str  # "hub" | "backend"
+    role: str  # "hub" | "backend" | "spare"
+    suite: str = "trixie"  # the Debian release it boots (its base image)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class Lab:
     backends: int
     project_dir: Path  # where .lab/ (network.yml, ssh_config, key) is written
     spares: int = 0  # booted but NOT in network.yml: hosts to try `inv add-backend` on
+    suite: str = "trixie"  # the hub's Debian release (and every host's, unless below)
+    backend_suite: str | None = None  # a mixed fleet: backends and spares on another release
 
     @classmethod
     def make(
@@ -51,6 +57,8 @@ class Lab:
         subnet: str | None = None,
         project_dir: str | Path = ".",
         spares: int = 0,
+        suite: str | None = None,
+        backend_suite: str | None = None,
     ) -> Lab:
         if not NAME_RE.match(name):
             raise LabError(
@@ -67,8 +75,19 @@ class Lab:
             raise LabError(f"lab subnet {subnet!r} is not an IPv4 network: {e}") from None
         if net.num_addresses < backends + spares + 16:
             raise LabError(f"lab subnet {net} is too small for {backends + spares} backends")
+        suite = suite or DEFAULT_SUITE
+        for s in (suite, backend_suite):
+            if s is not None and s not in SUITES:
+                raise LabError(f"suite {s!r} is not one the lab builds: use one of "
+                               f"{', '.join(SUITES)}")  # fmt: skip
         return cls(name=name, subnet=net, backends=backends, project_dir=Path(project_dir),
-                   spares=spares)
+                   spares=spares, suite=suite,
+                   backend_suite=None if backend_suite == suite else backend_suite)  # fmt: skip
+
+    @property
+    def suites(self) -> list[str]:
+        """The releases the lab's hosts boot, the hub's first."""
+        return [self.suite] + ([self.backend_suite] if self.backend_suite else [])
 
     # --- addresses -------------------------------------------------------------------------
     @property
@@ -84,10 +103,11 @@ class Lab:
     def hosts(self) -> list[LabHost]:
         """Every booted host: the hub, the backends, then the spares."""
         base = self.subnet.network_address
-        out = [LabHost("proxy", f"{self.name}-0", base + 10, "hub")]
+        out = [LabHost("proxy", f"{self.name}-0", base + 10, "hub", self.suite)]
         for i in range(1, self.backends + self.spares + 1):
             role = "backend" if i <= self.backends else "spare"
-            out.append(LabHost(f"backend-{i}", f"{self.name}-{i}", base + 10 + i, role))
+            out.append(LabHost(f"backend-{i}", f"{self.name}-{i}", base + 10 + i, role,
+                               self.backend_suite or self.suite))  # fmt: skip
         return out
 
     @property

@@ -23,6 +23,7 @@ import posixpath
 import re
 import shlex
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from io import StringIO
 from typing import Any
 
@@ -40,11 +41,19 @@ from backhaul.facts.docker import (
     ComposeProject,
     DockerDaemon,
 )
+from backhaul.operations import packages
 
 # Container states in which Docker itself keeps the service up: `up -d` would change nothing.
 _UP_STATES = {"running", "restarting"}
 _ENABLED_STATES = {"enabled", "enabled-runtime", "static", "indirect", "generated", "alias"}
-INSTALL_HINT = "apt-get install --no-install-recommends docker.io docker-compose"
+# Debian 13 moved the `docker` command out of docker.io into docker-cli (only recommended).
+CLI_PACKAGE = "docker-cli"
+
+
+def install_hint(daemon_state: dict[str, Any]) -> str:
+    """The apt command that installs Docker on this host: docker-cli where apt has it."""
+    cli = [CLI_PACKAGE] if daemon_state.get("cli_package") else []
+    return " ".join(["apt-get install --no-install-recommends docker.io", *cli, "docker-compose"])
 
 
 # --- pure helpers (unit-tested) ---------------------------------------------------------------
@@ -71,12 +80,20 @@ def merge_daemon_json(current: str | None, bind_ip: str) -> str | None:
     return json.dumps(settings, indent=2) + "\n"
 
 
-def compose_command(state: dict[str, Any]) -> str | None:
-    """``docker compose`` (v2) where the host has it, else ``docker-compose`` (v1), else None."""
+@dataclass(frozen=True)
+class ComposeTool:
+    command: str  # what to run: "docker compose" or "docker-compose"
+    v2: bool  # compose v2 semantics (long-syntax host_ip, absolute config_files labels)
+
+
+def compose_tool(state: dict[str, Any]) -> ComposeTool | None:
+    """The compose the host has, by what it says of itself (``ComposeProject``): the ``docker
+    compose`` plugin, else a ``docker-compose`` program, which is v1 (Debian 12) or the v2
+    program under that name (Debian 13); None when there is none."""
     if state.get("compose_v2"):
-        return "docker compose"
-    if state.get("compose_v1"):
-        return "docker-compose"
+        return ComposeTool("docker compose", True)
+    if state.get("compose_binary") or state.get("compose_v1"):
+        return ComposeTool("docker-compose", not state.get("compose_v1"))
     return None
 
 
@@ -265,8 +282,18 @@ def daemon(bind_ip: str, interface: str = "wg0", dropin: str = ""):
     if not st["installed"]:
         raise OperationError(
             f"Docker is not installed on {host.name}, which runs compose services in the "
-            f"network file: install it ({INSTALL_HINT}) or remove their `compose:`"
+            f"network file: install it ({install_hint(st)}) or remove their `compose:`"
         )
+    changes = []
+    if not st["cli"]:
+        # backhaul reads the containers' states with `docker ps`; compose v2 needs it too
+        if not st["cli_package"]:
+            raise OperationError(
+                f"the `docker` command is missing on {host.name} (dockerd is installed): "
+                "install the package that has it, then run again"
+            )
+        yield from packages.installed._inner(packages=[CLI_PACKAGE])
+        changes.append(CLI_PACKAGE)
     if st["enabled"] == "masked":
         raise OperationError(
             f"docker.service is masked on {host.name}: unmask it (systemctl unmask docker) or "
@@ -282,7 +309,6 @@ def daemon(bind_ip: str, interface: str = "wg0", dropin: str = ""):
             f'with it), then run again: backhaul adds "ip": "{bind_ip}" to it'
         ) from None
 
-    changes = []
     if dropin and st["dropin"] != dropin:
         yield f"mkdir -p {shlex.quote(posixpath.dirname(DOCKER_DROPIN))}"
         yield from _write(DOCKER_DROPIN, dropin, None)
@@ -316,7 +342,8 @@ def compose(path: str, bind_ip: str, force_up: bool | Callable[[], bool] = False
     The file is rewritten by ``backhaul.compose.rewrite_compose`` (text edits: comments and
     layout kept), written atomically with its mode and owner, after a one-time backup
     ``<file>.backhaul.bak``, and never over an edit made on the host since it was read. Then
-    ``docker compose`` (v2, where installed) or ``docker-compose`` (v1) ``up -d`` runs only
+    ``docker compose`` (the v2 plugin, where installed) or ``docker-compose`` (v1, or v2 under
+    that name) ``up -d`` runs only
     when the file changed, a service has no running container, or ``force_up`` says so.
     Networks that Docker made before the rewrite cannot take the bind option in place: the
     project goes ``down`` first (volumes are kept). A service without ``restart:`` is warned
@@ -339,18 +366,19 @@ def compose(path: str, bind_ip: str, force_up: bool | Callable[[], bool] = False
         )
     if st["unreadable"]:
         raise OperationError(f"{path} on {host.name} is not UTF-8 text; fix the file")
-    cmd = compose_command(st)
-    if cmd is None:
+    tool = compose_tool(st)
+    if tool is None:
         raise OperationError(
-            f"neither `docker compose` (v2) nor `docker-compose` (v1) is installed on "
-            f"{host.name}: {INSTALL_HINT}"
+            f"neither `docker compose` (v2) nor `docker-compose` is installed on "
+            f"{host.name}: {install_hint(snapshot.get(DockerDaemon))}"
         )
+    cmd = tool.command
     try:
         result = rewrite_compose(st["content"], bind_ip)
     except ComposeError as exc:
         raise OperationError(f"{path} on {host.name}: {exc}") from None
     text = result.text
-    if cmd == "docker-compose" and long_syntax_ports(text):
+    if not tool.v2 and long_syntax_ports(text):
         # Checked before writing: a file v1 cannot read would take the running project down.
         raise OperationError(
             f"{path} on {host.name}: docker-compose 1.x rejects `host_ip:` in long-syntax ports "
@@ -359,7 +387,7 @@ def compose(path: str, bind_ip: str, force_up: bool | Callable[[], bool] = False
             "compose v2 (`docker compose`)"
         )
     for warning in result.warnings:
-        if not (cmd == "docker compose" and "docker-compose 1.x" in warning):
+        if not (tool.v2 and "docker-compose 1.x" in warning):
             logger.warning(f"{host.name}: {path}: {warning}")
     for name in without_restart_policy(text):
         logger.warning(

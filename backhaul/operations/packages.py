@@ -34,24 +34,25 @@ def installed(packages: list[str]):
     if not missing:
         host.noop(f"installed: {', '.join(packages)}")
         return
-    names = " ".join(shlex.quote(p) for p in missing)
-    # `dpkg --configure -a` first: an install cut off earlier (a dropped SSH connection) leaves
-    # dpkg "interrupted", and apt refuses to do anything until it is finished.
-    yield (
-        f"export DEBIAN_FRONTEND=noninteractive && {_CONFIGURE_WHEN_DPKG_IS_FREE} && "
-        "apt-get update -qq && "
-        f"apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout={LOCK_WAIT} "
+    yield install_command(missing)
+
+
+# How long a run waits for another apt/dpkg to let go of the dpkg lock.
+LOCK_WAIT = 300
+
+
+def install_command(packages: list[str]) -> str:
+    """The shell command that installs ``packages`` (never Recommends), whatever an earlier,
+    cut-off run left behind."""
+    names = " ".join(shlex.quote(p) for p in packages)
+    wait = f"-o DPkg::Lock::Timeout={LOCK_WAIT}"
+    # An install cut off earlier (a dropped SSH connection) can leave its apt-get running on
+    # the host for a while (OpenSSH 10 does not end a session's commands with it): wait for
+    # its dpkg lock (`apt-get check` takes it), then `dpkg --configure -a` finishes what an
+    # interrupted dpkg left, else apt refuses to do anything.
+    return (
+        f"export DEBIAN_FRONTEND=noninteractive && {{ apt-get -qq {wait} check >/dev/null 2>&1 "
+        "|| true; } && dpkg --configure -a && apt-get update -qq && "
+        f"apt-get install -y -q --no-install-recommends {wait} "
         f"-o Dpkg::Options::=--force-confold {names}"
     )
-
-
-# Another apt may hold dpkg's lock: unattended-upgrades on a fresh VPS, or the apt of an earlier
-# run whose SSH connection was cut (it goes on without us). Wait for it rather than fail; apt
-# waits by itself with DPkg::Lock::Timeout, dpkg has no such option, so it is retried while
-# (and only while) it says the lock is taken.
-LOCK_WAIT = 600
-_CONFIGURE_WHEN_DPKG_IS_FREE = (
-    "n=0; while ! out=$(dpkg --configure -a 2>&1); do case $out in "
-    f"*lock*) [ $n -lt {LOCK_WAIT} ] || {{ echo \"$out\" >&2; exit 1; }}; n=$((n+1)); sleep 1;; "
-    "*) echo \"$out\" >&2; exit 1;; esac; done"
-)

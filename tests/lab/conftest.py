@@ -1,20 +1,29 @@
 """The lab for tests: one session-wide lab of real Debian hosts, brought up from bare hosts.
 
 It is named by $BACKHAUL_TEST_LAB (default "ci") so that two test runs, or a test run and a
-user's demo lab, never collide. It is torn down at the end unless $BACKHAUL_KEEP_LAB=1.
-Starting fresh also clears whatever a killed earlier run left behind (mounts, cgroups, bridge).
+user's demo lab, never collide, and boots the Debian release $BACKHAUL_TEST_SUITE (trixie =
+Debian 13, the default, or bookworm = Debian 12). It is torn down at the end unless
+$BACKHAUL_KEEP_LAB=1. Starting fresh also clears whatever a killed earlier run left behind
+(mounts, cgroups, bridge, processes).
+
+Modules marked ``fleet`` bring up labs of their own (a mixed fleet, cloud-image users), named
+after the session's lab plus a suffix; `./dev test` runs them once, not once per release.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import pytest
 
 from backhaul.lab import lab as labmod
-from backhaul.lab.layout import Lab
+from backhaul.lab.layout import DEFAULT_SUITE, Lab
 
 from .labkit import ROOT, LabHandle
+
+SUITE = os.environ.get("BACKHAUL_TEST_SUITE", DEFAULT_SUITE)
 
 
 def pytest_collection_modifyitems(items):
@@ -23,15 +32,36 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.lab)
 
 
-@pytest.fixture(scope="session")
-def lab() -> LabHandle:
+def _name() -> str:
+    return os.environ.get("BACKHAUL_TEST_LAB", "ci")
+
+
+def _need_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (run ./dev test as root); use -m 'not lab' to skip")
-    name = os.environ.get("BACKHAUL_TEST_LAB", "ci")
+
+
+@contextlib.contextmanager
+def fresh_lab(name: str, **kw) -> Iterator[LabHandle]:
+    """A lab up from bare hosts (after clearing what a killed run left), down at the end."""
+    _need_root()
+    the_lab = Lab.make(name, project_dir=ROOT, **kw)
+    labmod.up(the_lab, fresh=True)
+    try:
+        yield LabHandle(the_lab)
+    finally:
+        if os.environ.get("BACKHAUL_KEEP_LAB") != "1":
+            labmod.down(the_lab, purge=True)
+
+
+def own_lab_name(suffix: str) -> str:
+    """A module's own lab: the session lab's name (cut to fit 6 characters) + ``suffix``."""
+    return _name()[: 6 - len(suffix)] + suffix
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[LabHandle]:
     backends = int(os.environ.get("BACKHAUL_TEST_BACKENDS", "2"))
     spares = int(os.environ.get("BACKHAUL_TEST_SPARES", "1"))  # for add-backend
-    the_lab = Lab.make(name, backends, project_dir=ROOT, spares=spares)
-    labmod.up(the_lab, fresh=True)
-    yield LabHandle(the_lab)
-    if os.environ.get("BACKHAUL_KEEP_LAB") != "1":
-        labmod.down(the_lab, purge=True)
+    with fresh_lab(_name(), backends=backends, spares=spares, suite=SUITE) as handle:
+        yield handle

@@ -52,6 +52,12 @@ def test_a_stopped_backend_fails_only_itself_and_a_later_run_completes(net):
     assert lab.wait_healthy()["ok"]
 
 
+# Every SSH session's processes, of any user, but not the listener ("sshd: /usr/sbin/sshd -D
+# [listener]"): "sshd: root@notty" up to OpenSSH 9 (Debian 12), "sshd-session: root@notty"
+# from OpenSSH 10 on (Debian 13).
+SSH_SESSIONS = "'^sshd(-session)?: [a-z]'"
+
+
 def test_ssh_cut_in_the_middle_of_a_deploy_is_mended_by_a_rerun(net):
     lab = net
     good = _conf_hash(lab, "backend-1")
@@ -65,7 +71,7 @@ def test_ssh_cut_in_the_middle_of_a_deploy_is_mended_by_a_rerun(net):
         out.append(line)
         if "Starting operation: deploys/packages.py" in line:  # the one apt run
             time.sleep(0.3)  # apt is running now
-            lab.console("backend-1", "pkill -f 'sshd: root' || true")  # every SSH session dies
+            lab.console("backend-1", f"pkill -f {SSH_SESSIONS} || true")  # every SSH session dies
             break
     out.append(proc.stdout.read())
     assert proc.wait() != 0

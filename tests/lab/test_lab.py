@@ -9,6 +9,7 @@ from pathlib import Path
 from backhaul.lab import lab as labmod
 from backhaul.lab.layout import Lab
 
+from .conftest import SUITE, own_lab_name
 from .labkit import ROOT
 
 
@@ -56,7 +57,8 @@ def _traces(lab: Lab) -> list[str]:
 
 
 def test_a_second_lab_coexists_and_down_leaves_nothing_behind(lab):
-    other = Lab.make("t2", 1, project_dir=ROOT)
+    # named after the session's lab: two test runs side by side never share it
+    other = Lab.make(own_lab_name("t"), 1, project_dir=ROOT, suite=SUITE)
     try:
         labmod.up(other, fresh=True)
         assert labmod.status(other)[1]["running"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import socket
 import ssl
 import subprocess
@@ -356,6 +357,33 @@ def test_a_broken_vhost_is_refused_and_the_old_config_keeps_serving(lab, site):
     status, _, _ = site["outside"].curl(f"https://app.{lab.lab.domain}/")
     assert status == 200
     assert lab.ssh("proxy", "nginx -t", check=False).returncode == 0
+
+
+HARDENING = ("server_tokens off;", "ssl_protocols TLSv1.2 TLSv1.3;", "client_max_body_size 4m;",
+             "proxy_buffer_size 8k;")  # fmt: skip
+
+
+def test_an_admin_hardened_nginx_conf_never_clashes_with_backhauls(lab, site):
+    """Directives an admin (or Debian 13's stock nginx.conf: server_tokens) sets in http{}:
+    backhaul's next config change must still pass `nginx -t` (it failed with "server_tokens
+    directive is duplicate") and its servers still hide nginx's version."""
+    conf = "/etc/nginx/nginx.conf"
+    lab.ssh("proxy", f"cp -p {conf} {conf}.test-bak")
+    try:
+        text = lab.ssh("proxy", f"cat {conf}").stdout
+        text = re.sub(r"(?m)^(\s*)(server_tokens|ssl_protocols)\b", r"\1# \2", text)
+        text = text.replace("http {\n", "http {\n" + "".join(f"\t{d}\n" for d in HARDENING), 1)
+        assert all(d in text for d in HARDENING)
+        lab.ssh("proxy", f"printf %s {shlex.quote(text)} > {conf} && nginx -t")
+        # a local edit of backhaul's shared conf: the deploy writes it again, then nginx -t
+        lab.ssh("proxy", "echo '# local edit' >> /etc/nginx/conf.d/backhaul.conf")
+        proc = lab.pyinfra("deploys/nginx.py", network=site["path"], check=False)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        assert "# local edit" not in lab.ssh("proxy", "cat /etc/nginx/conf.d/backhaul.conf").stdout
+        status, head, _ = site["outside"].curl(f"https://app.{lab.lab.domain}/", retry_until=200)
+        assert status == 200 and "nginx/" not in head.lower(), head
+    finally:
+        lab.ssh("proxy", f"mv {conf}.test-bak {conf} && nginx -t && systemctl reload nginx")
 
 
 def test_second_deploy_changes_nothing_and_requests_no_certificate(lab, site):

@@ -68,10 +68,27 @@ def test_daemon_json_not_an_object_raises(bad):
 # --- compose command and project --------------------------------------------------------------
 
 
-def test_compose_v2_preferred_then_v1():
-    assert db.compose_command({"compose_v2": "2.24.6", "compose_v1": True}) == "docker compose"
-    assert db.compose_command({"compose_v2": None, "compose_v1": True}) == "docker-compose"
-    assert db.compose_command({"compose_v2": None, "compose_v1": False}) is None
+def test_compose_v2_plugin_preferred_then_the_docker_compose_program():
+    plugin = {"compose_v2": "2.24.6", "compose_binary": "1.29.2", "compose_v1": True}
+    assert db.compose_tool(plugin) == db.ComposeTool("docker compose", v2=True)
+    debian12 = {"compose_v2": None, "compose_binary": "1.29.2", "compose_v1": True}
+    assert db.compose_tool(debian12) == db.ComposeTool("docker-compose", v2=False)
+    assert db.compose_tool({"compose_v2": None, "compose_binary": None, "compose_v1": False}) is None
+
+
+def test_debian13s_docker_compose_is_read_as_v2_by_what_it_says():
+    """Debian 13's /usr/bin/docker-compose is the v2 program (2.26): v2 rules (long-syntax
+    ports with host_ip), whatever the name."""
+    debian13 = {"compose_v2": None, "compose_binary": "2.26.1", "compose_v1": False}
+    assert db.compose_tool(debian13) == db.ComposeTool("docker-compose", v2=True)
+
+
+@pytest.mark.parametrize("said, major", [("1.29.2", 1), ("2.26.1", 2), ("v2.29.7", 2),
+                                         ("unknown", None), ("", None)])  # fmt: skip
+def test_compose_major(said, major):
+    from backhaul.facts.docker import compose_major
+
+    assert compose_major(said) == major
 
 
 @pytest.mark.parametrize(

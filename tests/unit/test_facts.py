@@ -1,5 +1,7 @@
 """Every fixture under tests/data/facts/<module>.<Fact>/ is one test case."""
 
+import shlex
+
 import pytest
 from pyinfra_harness import cases, check_fact
 
@@ -9,3 +11,30 @@ CASES = cases("facts")
 @pytest.mark.parametrize("path", [p for _, p in CASES], ids=[i for i, _ in CASES])
 def test_fact(path):
     check_fact(path)
+
+
+def test_a_sudo_that_asks_for_a_password_is_refused_with_the_fix():
+    from backhaul.facts.system import sudo_problem
+
+    assert sudo_problem("backend-1", {"user": "root", "sudo": "root"}) is None
+    assert sudo_problem("backend-1", {"user": "deploy", "sudo": "passwordless"}) is None
+    msg = sudo_problem("backend-1", {"user": "asker", "sudo": "password"})
+    assert msg.startswith("backend-1: ssh.user 'asker' is not root, and sudo asks it for a password")
+    assert "asker ALL=(ALL) NOPASSWD:ALL" in msg and "ssh.user: root" in msg
+    assert "has no sudo" in sudo_problem("b", {"user": "admin", "sudo": "missing"})
+
+
+def test_the_ssh_session_is_found_through_sudo():
+    """sudo resets the environment: a non-root SSH user's facts run without $SSH_CONNECTION,
+    and the firewall's SSH guard would then know neither the port nor the family. The fact's
+    own command runs here under sh, below a parent that has the variable and without it."""
+    import subprocess
+
+    from backhaul.facts.system import SshSession
+
+    command = SshSession().command()
+    outer = f"env -u SSH_CONNECTION sh -c {shlex.quote(command)}"
+    env = {"PATH": "/usr/bin:/bin", "SSH_CONNECTION": "198.51.100.1 40022 198.51.100.11 2222"}
+    out = subprocess.run(["sh", "-c", outer], capture_output=True, text=True, check=True, env=env)
+    assert SshSession().process(out.stdout.splitlines()) == {
+        "client": "198.51.100.1", "server": "198.51.100.11", "port": 2222, "version": 4}

@@ -461,3 +461,67 @@ def test_a_failed_swap_touches_nothing_it_did_not_back_up(tree):
     assert proc.returncode == 1
     assert "could not move the new nginx files into place" in proc.stderr
     assert _snapshot(tree) == before
+
+
+# -- nginx.conf's http{} belongs to the distribution and the admin ------------------------------
+
+MAIN_CONFS = REPO / "tests/data/nginx-main"
+
+
+def _nginx_statements(text: str):
+    """(depth, directive name, is_block) for every statement of an nginx config file; a tiny
+    reader (comments, quotes, blocks) enough to tell which directives sit in which context."""
+    text = re.sub(r"#[^\n]*", "", text)
+    depth, out = 0, []
+    for m in re.finditer(r"""("[^"]*"|'[^']*'|[^\s;{}]+)|([;{}])""", text):
+        word, sep = m.groups()
+        if word is not None:
+            if not out or out[-1][3]:  # the first word after ; { } names a directive
+                out.append([depth, word, False, False])
+        elif sep == "{":
+            out[-1][2], out[-1][3] = True, True
+            depth += 1
+        elif sep == ";":
+            out[-1][3] = True
+        else:
+            depth -= 1
+            if out:
+                out[-1][3] = True
+    return [(d, name, block) for d, name, block, _ in out]
+
+
+def _http_level(main_conf: str) -> set[str]:
+    """The simple directives set directly in nginx.conf's http{} block."""
+    inside, names = False, set()
+    for depth, name, block in _nginx_statements(main_conf):
+        if depth == 0:
+            inside = name == "http"
+        elif inside and depth == 1 and not block:
+            names.add(name)
+    return names
+
+
+@pytest.mark.parametrize("main", sorted(p.name for p in MAIN_CONFS.iterdir()))
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_shared_conf_sets_nothing_nginx_conf_may_set_in_http(net_of, case, main):
+    """backhaul.conf is read inside nginx.conf's http{}: any simple directive of its own there
+    is a duplicate (`nginx -t` fails) as soon as the distribution (Debian 13: server_tokens)
+    or an admin sets it too. Only blocks with backhaul's names may sit at its top level."""
+    kw = dict(CASES[case])
+    shared = _files(net_of(kw.pop("mode")), **kw)[tls.SHARED_CONF]
+    admin = _http_level((MAIN_CONFS / main).read_text())
+    assert "server_tokens" in admin  # the fixture is what Debian 13 ships, and more
+    top = [(name, block) for depth, name, block in _nginx_statements(shared) if depth == 0]
+    assert [n for n, block in top if not block] == [], "http-level directives in backhaul.conf"
+    assert {n for n, _ in top} <= {"map", "upstream", "server"}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_backhaul_servers_still_hide_the_nginx_version(net_of, case):
+    kw = dict(CASES[case])
+    files = _files(net_of(kw.pop("mode")), **kw)
+    for path, text in files.items():
+        # every server that answers HTTP (the 443 catch-all only refuses the handshake)
+        names = [n for _, n, _ in _nginx_statements(text)]
+        assert names.count("server_name") >= 1, path
+        assert names.count("server_tokens") == names.count("server_name"), path

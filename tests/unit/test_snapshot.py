@@ -12,7 +12,7 @@ from pyinfra.api import FactBase
 
 from backhaul.facts import snapshot
 from backhaul.facts.bundle import FactBundle, part_key
-from backhaul.facts.system import SshSessionPort
+from backhaul.facts.system import SshSession
 
 
 class Lines(FactBase):
@@ -61,11 +61,11 @@ def _run(parts):
 
 
 def test_a_bundle_answers_each_part_through_its_own_fact():
-    parts = [(Lines, {"text": "x y z"}), (Lines, {}), (SshSessionPort, {}), (Silent, {})]
+    parts = [(Lines, {"text": "x y z"}), (Lines, {}), (SshSession, {}), (Silent, {})]
     got = _run(parts)
     assert got[part_key(Lines, {"text": "x y z"})] == ["x", "y", "z"]
     assert got[part_key(Lines, {})] == ["a", "b"]
-    assert part_key(SshSessionPort, {}) in got
+    assert part_key(SshSession, {}) in got
     assert got[part_key(Silent, {})] == {"nothing": True}
 
 
@@ -118,7 +118,7 @@ def test_callers_get_a_copy(snap):
 
 def test_only_backhaul_facts_are_recorded_with_their_arguments(snap, tmp_path, monkeypatch):
     host, _ = snap
-    snapshot.lookup(host, SshSessionPort, {})
+    snapshot.lookup(host, SshSession, {})
     snapshot.lookup(host, Lines, {"text": "q"})  # a fact from elsewhere: read, never recorded
     net = tmp_path / "network.yml"
     record = snapshot.record_path(net)
@@ -126,12 +126,12 @@ def test_only_backhaul_facts_are_recorded_with_their_arguments(snap, tmp_path, m
     monkeypatch.setattr(snapshot, "_record", [record])
     snapshot._write()
     data = json.loads(record.read_text())
-    assert data["h1"] == [{"fact": "backhaul.facts.system:SshSessionPort", "kwargs": {}}]
+    assert data["h1"] == [{"fact": "backhaul.facts.system:SshSession", "kwargs": {}}]
     assert data["h2"] == [{"fact": "x:Y", "kwargs": {}}]
     # what is read back: our facts only, unknown names skipped
-    assert snapshot._parts_from(data["h1"] + data["h2"]) == [(SshSessionPort, {})]
+    assert snapshot._parts_from(data["h1"] + data["h2"]) == [(SshSession, {})]
 
 
 def test_no_snapshot_taken_means_plain_reads(monkeypatch):
     monkeypatch.setattr(snapshot, "_asked", {})
-    assert snapshot.lookup(Host("h9"), SshSessionPort, {}) == (False, None)
+    assert snapshot.lookup(Host("h9"), SshSession, {}) == (False, None)

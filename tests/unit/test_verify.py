@@ -74,3 +74,20 @@ def test_an_unreachable_host_means_could_not_check(tmp_path):
     report = Report("n")
     report.add("ssh", "b1", "unknown", "no SSH connection")
     assert report.exit_code == 2 and report.to_json()["summary"]["unknown"] == 1
+
+
+def test_ubuntu_24_04s_socket_activated_sshd_is_ssh_not_an_exposure(tmp_path):
+    """Ubuntu 24.04 starts sshd per connection from ssh.socket: port 22 belongs to systemd
+    (pid 1) in `ss`, not to sshd (a fixture of ListeningSockets from such a host)."""
+    import json
+    from pathlib import Path
+
+    fixture = Path(__file__).parents[1] / "data/facts/system.ListeningSockets"
+    sockets = json.loads((fixture / "ubuntu24_sshd_socket_activated.json").read_text())["expected"]
+    assert {s["process"] for s in sockets if s["port"] == 22} == {"systemd"}
+    net = _net(tmp_path)
+    health = _health()["b1"] | {"sockets": sockets}
+    report = Report("n")
+    _exposure(net, net.backends[0], health, report)
+    [check] = report.checks
+    assert check.status == "ok", check.detail

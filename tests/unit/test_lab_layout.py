@@ -1,0 +1,43 @@
+"""The lab's layout: releases per host, an image per release, one subnet per lab."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backhaul.errors import LabError
+from backhaul.lab import image
+from backhaul.lab import lab as labmod
+from backhaul.lab.layout import Lab, _derived_subnet
+
+
+def test_trixie_by_default_and_a_mixed_fleet_puts_the_backends_on_the_other_release():
+    assert {h.suite for h in Lab.make("dx", 2).hosts} == {"trixie"}
+    mixed = Lab.make("dx", 2, spares=1, suite="trixie", backend_suite="bookworm")
+    assert [(h.name, h.suite) for h in mixed.hosts] == [
+        ("proxy", "trixie"), ("backend-1", "bookworm"), ("backend-2", "bookworm"),
+        ("backend-3", "bookworm")]  # fmt: skip
+    assert mixed.suites == ["trixie", "bookworm"]
+    assert Lab.make("dx", 2, suite="bookworm", backend_suite="bookworm").backend_suite is None
+
+
+def test_an_unknown_release_is_refused():
+    with pytest.raises(LabError, match="bullseye"):
+        Lab.make("dx", 2, suite="bullseye")
+
+
+def test_each_release_has_its_own_cached_image():
+    assert image.recipe_hash("bookworm") != image.recipe_hash("trixie")
+    assert image.base_dir("bookworm") != image.base_dir("trixie")
+
+
+def test_a_subnet_another_lab_has_is_refused(tmp_path, monkeypatch):
+    # two names whose derived subnets are the same (the subnet is a hash of the name)
+    assert _derived_subnet("tb") == _derived_subnet("bk")
+    monkeypatch.setattr(labmod, "STATE_ROOT", tmp_path)
+    (tmp_path / "tb").mkdir()
+    (tmp_path / "tb" / "lab.json").write_text(json.dumps({"subnet": _derived_subnet("tb")}))
+    with pytest.raises(LabError, match="already lab 'tb''s.*--subnet"):
+        labmod._subnet_taken(Lab.make("bk", 2))
+    labmod._subnet_taken(Lab.make("bk", 2, subnet="198.19.250.0/24"))  # another one is fine
