@@ -58,10 +58,16 @@ def up(lab: Lab) -> str:
     return ns
 
 
-def route(lab: Lab, destination: str, via: str) -> None:
-    """In the neighbour: ``destination`` (an address or network) via a host's public address."""
-    system.run(["ip", "netns", "exec", netns(lab), "ip", "route", "replace", destination,
-                "via", via])  # fmt: skip
+def route(lab: Lab, destination: str, via: str, source: str | None = None) -> None:
+    """In the neighbour: ``destination`` (an address or network) via a host's public address;
+    ``source`` makes its packets claim that address (a forged one, e.g. inside the tunnel's
+    subnet: what a neighbour can write into a packet is up to it)."""
+    inside = ["ip", "netns", "exec", netns(lab), "ip"]
+    extra = []
+    if source:
+        system.run([*inside, "addr", "replace", f"{source}/32", "dev", INSIDE])
+        extra = ["src", source]
+    system.run([*inside, "route", "replace", destination, "via", via, *extra])
 
 
 def unroute(lab: Lab, destination: str) -> None:

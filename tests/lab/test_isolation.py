@@ -147,9 +147,22 @@ def test_a_neighbour_of_the_hub_reaches_nothing_through_it(lab, neighbour, tmp_p
             assert lab.ssh("proxy", "sysctl -n net.ipv4.ip_forward").stdout.strip() == "1"
         nb.route(neighbour, "10.50.0.0/24", lab.ip("proxy"))
         assert _answered(nb.knock(neighbour, targets(lab))) == {}
+        # Forged as coming from inside the tunnel (10.50.0.99), a packet forwarded by the hub
+        # would pass a backend's WireGuard (with b2b its hub peer carries the subnet): the
+        # answer goes elsewhere, but the backend got it. The hub must not forward it at all.
+        nb.route(neighbour, "10.50.0.0/24", lab.ip("proxy"), source="10.50.0.99")
+        before = _echo_requests_in(lab, "backend-1")
+        assert _answered(nb.knock(neighbour, [(WG["backend-1"], None)] * 3)) == {}
+        assert _echo_requests_in(lab, "backend-1") == before, "the hub forwarded a forged ping"
     finally:
         if b2b:
             lab.inv("deploy", "--network", str(lab.network))
+
+
+def _echo_requests_in(lab: LabHandle, host: str) -> int:
+    snmp = lab.ssh(host, "cat /proc/net/snmp").stdout.splitlines()
+    names, values = [line.split() for line in snmp if line.startswith("Icmp:")][:2]
+    return int(values[names.index("InEchos")])
 
 
 def _published_later(lab: LabHandle) -> list[int]:
