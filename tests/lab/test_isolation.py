@@ -210,10 +210,14 @@ def _nothing_answers_the_neighbour(lab: LabHandle, extra: list[int]) -> None:
 
 
 def test_isolation_holds_after_docker_ufw_new_ports_and_a_reboot(lab, deployed):
+    """Ports published later (compose up, docker run), ufw reload, ufw disable + enable,
+    Docker's chains flushed and made again by a restart, a reboot: each time, nothing."""
     extra = _published_later(lab)
     try:
         _nothing_answers_the_neighbour(lab, extra)
         lab.ssh("backend-2", "ufw reload")
+        _nothing_answers_the_neighbour(lab, extra)
+        lab.ssh("backend-2", "ufw --force disable && ufw --force enable")
         _nothing_answers_the_neighbour(lab, extra)
         # Docker makes its chains again (DOCKER, DOCKER-USER, isolation) on a restart
         lab.ssh("backend-2", "iptables -t nat -F DOCKER; iptables -F DOCKER-USER; "
