@@ -18,8 +18,8 @@ import pytest
 
 from backhaul import probe
 from backhaul.facts.system import ListeningSockets
+from backhaul.lab import demo, files, services
 from backhaul.lab import neighbour as nb
-from backhaul.lab.demo import COMPOSE_FILE
 
 from .labkit import LabHandle
 from .test_services import reboot, wait_bound, wait_until
@@ -62,14 +62,32 @@ def knock_from(lab: LabHandle, host: str, what: list) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def deployed(lab: LabHandle):
-    """The demo services (Docker on backend-2) and one deploy; every service bound."""
+    """The demo services (Docker on backend-2) and one deploy; every service bound. At the
+    end the lab is as before: test modules after this one (test_services above all) expect
+    the demo not installed yet."""
     if lab.lab.backends < 2:
         pytest.skip("the isolation tests need 2 backends (BACKHAUL_TEST_BACKENDS >= 2)")
+    had_demo = demo.installed(lab.lab)
     lab.inv("lab.demo", "--name", lab.lab.name)
     lab.inv("deploy", "--network", str(lab.network))
     for host, port in [*DECLARED, UNDECLARED]:
         wait_bound(lab, host, port)
-    return lab
+    yield lab
+    if not had_demo:
+        _demo_removed(lab)
+
+
+def _demo_removed(lab: LabHandle) -> None:
+    """Undo lab.demo: services out of network.yml (a deploy then removes backhaul's vhosts,
+    rules and drop-ins for them), the demo stopped, its compose file as lab.demo wrote it."""
+    (lab.lab.state_dir / demo.MARKER).unlink(missing_ok=True)
+    lab.network.write_text(files.network_yaml(lab.lab, services.acme_directory(lab.lab)))
+    lab.inv("deploy", "--network", str(lab.network))
+    for host in ("backend-1", "backend-2"):
+        lab.ssh(host, "systemctl disable --now backhaul-demo-app backhaul-demo-admin 2>/dev/null;"
+                      " true")  # fmt: skip
+    lab.ssh("backend-2", f"cd /opt/demo && docker-compose -f docker-compose.yml down"
+                         f" && mv -f {demo.COMPOSE_FILE}.backhaul.bak {demo.COMPOSE_FILE}")  # fmt: skip
 
 
 @pytest.fixture
@@ -177,7 +195,7 @@ def _published_later(lab: LabHandle) -> list[int]:
     """Ports published after the deploy, without an address: a `compose up` of the demo's file
     with a port added to it, and `docker run -p` on the default bridge and on the compose
     project's network (Docker's guards put them all on the WG address)."""
-    lab.ssh("backend-2", f"sed -i '/9001:8080\"/a\\{LATE_PORT}' {COMPOSE_FILE} && {COMPOSE_UP}")
+    lab.ssh("backend-2", f"sed -i '/9001:8080\"/a\\{LATE_PORT}' {demo.COMPOSE_FILE} && {COMPOSE_UP}")
     net = lab.ssh("backend-2", "docker network ls --format '{{.Name}}' | grep _default$").stdout
     run = "docker run -d --restart unless-stopped --name {name} {net} -p {port}:8080 backhaul-demo-web:1"
     lab.ssh("backend-2", "docker rm -f bh-late-bridge bh-late-compose", check=False)
@@ -191,7 +209,7 @@ def _published_later(lab: LabHandle) -> list[int]:
 
 def _unpublish(lab: LabHandle) -> None:
     lab.ssh("backend-2", "docker rm -f bh-late-bridge bh-late-compose", check=False)
-    lab.ssh("backend-2", f"sed -i '/9303:8080/d' {COMPOSE_FILE} && {COMPOSE_UP}", check=False)
+    lab.ssh("backend-2", f"sed -i '/9303:8080/d' {demo.COMPOSE_FILE} && {COMPOSE_UP}", check=False)
 
 
 def _nothing_answers_the_neighbour(lab: LabHandle, extra: list[int]) -> None:
