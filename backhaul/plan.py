@@ -160,3 +160,49 @@ def firewall_rules(net: Network, host: Host) -> list[Rule]:
             rules.append(Rule(s.port, "tcp", src=src, dst=str(host.wg_ip), interface=net.interface,
                               why=f"service {s.name} from the hub over the tunnel"))  # fmt: skip
     return rules
+
+
+# -- isolation: the tunnel address answers only through the tunnel ---------------------------
+# ufw's `in on wg0` rules see only what reaches INPUT. Two paths miss them: Docker's DNAT
+# (a published port is forwarded to a container, and Docker accepts it before ufw's chains),
+# and ufw's own before-rules (ICMP echo, and SSH allowed on every address). A neighbour on the
+# provider's network that routes a host's WireGuard address via its public address takes
+# those paths. So every host gets a guard of its own, outside ufw and Docker (see
+# backhaul/operations/isolation.py for where it lives and why it holds).
+
+
+@dataclass(frozen=True)
+class DockerAllow:
+    """A port published on the WireGuard address that answers: a declared service's."""
+
+    src: str  # the hub's WG address, or the tunnel subnet with backend_to_backend
+    port: int
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What the guard on one host holds (rendered to iptables-restore files by templates).
+
+    - ``wg_ip`` is dropped unless the packet arrived on ``interface`` or from the host itself;
+    - ``forward_into_tunnel_only_from_tunnel`` (the hub): nothing is forwarded into the tunnel
+      that did not come out of it (a neighbour of the hub routing the subnet via the hub);
+    - ``docker_allow`` (backends): the only new connections to a port published on ``wg_ip``
+      that are forwarded to a container. A published port that no service declares answers no
+      one, not even the hub: the network file is the one list of what the tunnel carries, and
+      ufw treats an undeclared native port the same way.
+    - over IPv6 the tunnel carries nothing, so on a backend no published port answers at all.
+    """
+
+    interface: str
+    wg_ip: str
+    forward_into_tunnel_only_from_tunnel: bool
+    docker_allow: tuple[DockerAllow, ...]
+
+
+def isolation(net: Network, host: Host) -> Isolation:
+    if host.role == "hub":
+        return Isolation(net.interface, str(host.wg_ip), True, ())
+    src = str(net.subnet) if net.backend_to_backend else f"{net.hub.wg_ip}/32"
+    allow = tuple(DockerAllow(src, s.port, f"service {s.name}") for s in net.services_on(host.name))
+    return Isolation(net.interface, str(host.wg_ip), False, allow)

@@ -16,8 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from backhaul import network as netmod
+from backhaul import plan, probe
 from backhaul.facts.health import HostHealth
 from backhaul.network import Host, Network
+from backhaul.operations.isolation import differs, guard_files
 from backhaul.session import connect
 
 HANDSHAKE_MAX_AGE = 180  # seconds; WireGuard re-handshakes every 2 minutes on a live tunnel
@@ -89,7 +91,10 @@ def run(network_path: str, names: list[str] | None = None) -> Report:
         health = {n: h for n, h in conn.facts(wanted).items() if isinstance(h, dict)}
     _tunnel_checks(net, backends, health, report)
     _service_checks(net, backends, health, report)
-    _external_checks(net, hosts, health, report)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # its timeouts overlap external's
+        knocked = pool.submit(knock_as_a_neighbour, net, hosts, health)
+        _external_checks(net, hosts, health, report)
+        _isolation_checks(net, hosts, health, knocked.result(), report)
     report.seconds = time.monotonic() - t0
     return report
 
@@ -260,3 +265,71 @@ def _tcp_open(ip: str, port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+# --- a neighbour on the provider's network -------------------------------------------------
+def _knock_targets(net: Network, h: Host, health: dict) -> list[tuple[str, int | None]]:
+    """Every TCP port bound on the host's WG address (or every address), its services, SSH,
+    and ping: what a neighbour would try on the WG address."""
+    wg = str(h.wg_ip)
+    ports = {s["port"] for s in health["sockets"] if s["proto"] == "tcp" and s["port"]
+             and s["address"] in (wg, "0.0.0.0", "*", "::")}  # fmt: skip
+    ports |= {s.port for s in net.services_on(h.name)} | {net.ssh.port}
+    return [(wg, p) for p in sorted(ports)] + [(wg, None)]
+
+
+def knock_as_a_neighbour(net: Network, hosts: list[Host], health: dict) -> dict:
+    """From here, route each host's WG address via its public address (and, for the backends,
+    via the hub's) and knock: ``{"direct": {target: answer}, "hub": {...}}``, or
+    ``{"unavailable": reason}`` when this machine cannot play the neighbour."""
+    scanned = [h for h in hosts if health.get(h.name)]
+    if any(h.public_ip.version != 4 for h in scanned):
+        return {"unavailable": "a public address is IPv6 (the probe routes over IPv4 only)"}
+    targets = {h.name: _knock_targets(net, h, health[h.name]) for h in scanned}
+    direct = {str(h.wg_ip): str(h.public_ip) for h in scanned}
+    via_hub = {str(h.wg_ip): str(net.hub.public_ip) for h in scanned if h.role == "backend"}
+    try:
+        with probe.routed(direct, slot=0) as m1, probe.routed(via_hub, slot=1) as m2:
+            every = [t for ts in targets.values() for t in ts]
+            behind = [t for h in scanned if h.role == "backend" for t in targets[h.name]]
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                a = pool.submit(probe.knock, every, m1, 1.0)
+                b = pool.submit(probe.knock, behind, m2, 1.0) if behind else None
+                return {"direct": a.result(), "hub": b.result() if b else {}}
+    except probe.ProbeUnavailable as e:
+        return {"unavailable": str(e)}
+
+
+def _isolation_checks(net: Network, hosts: list[Host], health: dict, knocked: dict,
+                      report: Report) -> None:  # fmt: skip
+    """The guard as the network file wants it, loaded; and nothing answers the neighbour."""
+    for h in hosts:
+        mine = health.get(h.name)
+        if not mine:
+            continue
+        problems = []
+        st = mine.get("isolation") or {}
+        if st.get("active") != "active":
+            problems.append(f"the guard (backhaul-isolation) is {st.get('active') or 'missing'}")
+        elif st.get("rules") != "loaded":
+            problems.append(f"the guard's rules are {st.get('rules')} since it loaded them")
+        elif differs(st, guard_files(plan.isolation(net, h))):
+            problems.append("the guard is not the one this network file makes")
+        wg = str(h.wg_ip)
+        if "unavailable" in knocked:
+            tried = f"guard loaded; not probed from here: {knocked['unavailable']}"
+        else:
+            for way, via in (("direct", h.public_ip), ("hub", net.hub.public_ip)):
+                answers = {t: a for t, a in knocked.get(way, {}).items()
+                           if t.startswith(wg + ":") and a != probe.SILENT}  # fmt: skip
+                if answers:
+                    what = ", ".join(f"{t.split(':')[1]} ({a})" for t, a in sorted(answers.items()))
+                    problems.append(f"answered on {wg} routed via {via}: {what}")
+            n = sum(t.startswith(wg + ":") for t in knocked.get("direct", {}))
+            hub = f" and via the hub {net.hub.public_ip}" if h.role == "backend" else ""
+            tried = f"{n - 1} ports and ping on {wg} via {h.public_ip}{hub}: nothing answered"
+        if problems:
+            report.add("isolation", h.name, FAIL, "; ".join(problems)
+                       + " (a neighbour on the provider's network gets in): run inv deploy")
+        else:
+            report.add("isolation", h.name, OK, f"only the tunnel reaches {wg}; {tried}")

@@ -1,7 +1,7 @@
 """One round trip that tells `inv verify` everything about a host's health.
 
 Every fact is an SSH round trip; verify needs several per host, so this fact runs the commands
-of the existing facts (ListeningSockets, WireguardState, WireguardPeers) plus pings and TCP
+of the existing facts (ListeningSockets, WireguardState, WireguardPeers, IsolationGuard) plus pings and TCP
 probes in one command, split by marker lines, and hands each section to that fact's own
 ``process()``: one parser per command, wherever it runs.
 """
@@ -13,6 +13,7 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
+from backhaul.facts.isolation import IsolationGuard
 from backhaul.facts.system import ListeningSockets
 from backhaul.facts.wireguard import WireguardPeers, WireguardState
 
@@ -34,7 +35,8 @@ class HostHealth(FactBase[dict[str, Any]]):
     .. code:: python
 
         {"sockets": [...], "wireguard": {...}, "peers": {...}, "listen_port": 51820,
-         "ping": {"10.50.0.1": True}, "tcp": {"10.50.0.2:8080": False}}
+         "ping": {"10.50.0.1": True}, "tcp": {"10.50.0.2:8080": False},
+         "isolation": {...}}   # IsolationGuard
     """
 
     def command(self, interface: str = "wg0", ping: tuple = (), tcp: tuple = ()) -> str:
@@ -46,7 +48,8 @@ class HostHealth(FactBase[dict[str, Any]]):
             _section("wireguard", WireguardState().command(interface=interface)),
             _section("peers", WireguardPeers().command(interface=interface)),
             _section("listen_port", f"wg show {q_if} listen-port"),
-            _section("now", "date +%s"),  # handshake times are in the host's clock
+            _section("now", "date +%s"),
+            _section("isolation", IsolationGuard().command()),  # handshake times are in the host's clock
             # all targets at once (a hub with 20 backends must not ping them one by one)
             _section("ping", f"for t in {pings}; do (if ping -c2 -i0.2 -W1 -q $t >/dev/null; "
                              'then echo "$t yes"; else echo "$t no"; fi) & done; wait'),  # fmt: skip
@@ -76,6 +79,7 @@ class HostHealth(FactBase[dict[str, Any]]):
             "now": int(now) if now.isdigit() else None,
             "ping": _yes_no(sections.get("ping", [])),
             "tcp": _yes_no(sections.get("tcp", [])),
+            "isolation": IsolationGuard().process(sections.get("isolation", [])),
         }
 
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from backhaul.errors import LabError
-from backhaul.lab import cgroups, demo, files, image, services, system
+from backhaul.lab import cgroups, demo, files, image, neighbour, services, system
 from backhaul.lab.hosts import HostRunner, ssh_ready
 from backhaul.lab.layout import STATE_ROOT, Lab, LabHost
 
@@ -192,6 +192,7 @@ def down(lab: Lab, purge: bool = False, log=print) -> dict:
     cgroups.kill_all(group)
     left = cgroups.remove(group)
     services.stop_all(lab)
+    neighbour.down(lab)  # its veth sits on the bridge
     for path in system.mounts_under(lab.state_dir):
         system.umount(path)
     for link in Path("/sys/class/net").iterdir():

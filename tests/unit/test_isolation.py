@@ -1,0 +1,180 @@
+"""The isolation guard's rules, derived from the model, and verify's judgement of what it saw.
+
+The lab (tests/lab/test_isolation.py) proves the rules hold against a neighbour; these pin what
+they say, for IPv4 and IPv6 (the lab has no IPv6), and that the script they run with is sound.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from backhaul import network as netmod
+from backhaul import plan, probe
+from backhaul.operations.isolation import _sha256, guard_files
+from backhaul.verify import Report, _isolation_checks
+
+NET = """network: {{subnet: 10.50.0.0/24, backend_to_backend: {b2b}}}
+proxy: {{name: proxy, public_ip: 203.0.113.10}}
+backends:
+  - {{name: b1, public_ip: 203.0.113.21, wg_ip: 10.50.0.2}}
+  - {{name: b2, public_ip: 203.0.113.22, wg_ip: 10.50.0.3}}
+services:
+  - {{name: app, backend: b1, port: 8080}}
+  - {{name: web, backend: b1, port: 8081, compose: /opt/web/docker-compose.yml}}
+tls: {{mode: self-signed}}
+"""
+
+
+def _net(tmp_path, b2b=False):
+    p = tmp_path / "network.yml"
+    p.write_text(NET.format(b2b=str(b2b).lower()))
+    return netmod.load(p)
+
+
+def _rules(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(("-A", ":", "*", "COMMIT"))]
+
+
+def test_a_backend_drops_its_wg_address_unless_from_the_tunnel_and_allows_declared_ports(tmp_path):
+    net = _net(tmp_path)
+    files = guard_files(plan.isolation(net, net.host("b1")))
+    assert _rules(files["rules4"]) == [
+        "*raw",
+        ":backhaul-guard - [0:0]",
+        "-A backhaul-guard -i wg0 -j RETURN",
+        "-A backhaul-guard -i lo -j RETURN",
+        "-A backhaul-guard -d 10.50.0.2/32 -j DROP",
+        "COMMIT",
+        "*mangle",
+        ":backhaul-forward - [0:0]",
+        "-A backhaul-forward -m conntrack ! --ctstate NEW -j RETURN",
+        # every declared service port, from the hub over the tunnel (as ufw allows native ones)
+        "-A backhaul-forward -i wg0 -s 10.50.0.1/32 -p tcp -m conntrack --ctorigdst 10.50.0.2/32"
+        " --ctorigdstport 8080 -j RETURN",
+        "-A backhaul-forward -i wg0 -s 10.50.0.1/32 -p tcp -m conntrack --ctorigdst 10.50.0.2/32"
+        " --ctorigdstport 8081 -j RETURN",
+        # any other port published on the WG address (no service declares it): no one
+        "-A backhaul-forward -m conntrack --ctorigdst 10.50.0.2/32 -j DROP",
+        "COMMIT",
+    ]
+
+
+def test_backend_to_backend_lets_the_subnet_reach_declared_ports_only(tmp_path):
+    net = _net(tmp_path, b2b=True)
+    rules = _rules(guard_files(plan.isolation(net, net.host("b1")))["rules4"])
+    allows = [r for r in rules if r.endswith("-j RETURN") and "--ctorigdstport" in r]
+    assert [r.split(" -s ")[1].split()[0] for r in allows] == ["10.50.0.0/24", "10.50.0.0/24"]
+    assert rules[-2] == "-A backhaul-forward -m conntrack --ctorigdst 10.50.0.2/32 -j DROP"
+    # a backend without services: its published ports answer no one
+    b2 = _rules(guard_files(plan.isolation(net, net.host("b2")))["rules4"])
+    assert not [r for r in b2 if "--ctorigdstport" in r]
+
+
+def test_the_hub_forwards_into_the_tunnel_only_what_came_out_of_it(tmp_path):
+    net = _net(tmp_path, b2b=True)
+    files = guard_files(plan.isolation(net, net.hub))
+    rules = _rules(files["rules4"])
+    assert "-A backhaul-guard -d 10.50.0.1/32 -j DROP" in rules
+    # first in the chain: whatever the connection state (an INVALID packet included)
+    assert rules[rules.index(":backhaul-forward - [0:0]") + 1] == (
+        "-A backhaul-forward ! -i wg0 -o wg0 -j DROP")
+    assert "-A backhaul-forward ! -i wg0 -o wg0 -j DROP" in _rules(files["rules6"])
+
+
+def test_ipv6_no_port_published_over_it_answers_on_a_backend(tmp_path):
+    net = _net(tmp_path)
+    six = _rules(guard_files(plan.isolation(net, net.host("b1")))["rules6"])
+    assert six == [
+        "*mangle",
+        ":backhaul-forward - [0:0]",
+        "-A backhaul-forward ! -i wg0 -o wg0 -j DROP",
+        "-A backhaul-forward -m conntrack --ctstate NEW -m conntrack --ctstate DNAT -j DROP",
+        "COMMIT",
+    ]
+    hub6 = _rules(guard_files(plan.isolation(net, net.hub))["rules6"])
+    assert not [r for r in hub6 if "DNAT" in r]
+
+
+def test_another_interface_name_is_used_everywhere(tmp_path):
+    p = tmp_path / "network.yml"
+    p.write_text(NET.format(b2b="false").replace("subnet: 10.50.0.0/24", "subnet: 10.50.0.0/24, "
+                                                  "interface: tun7"))  # fmt: skip
+    net = netmod.load(p)
+    text = guard_files(plan.isolation(net, net.host("b1")))["rules4"]
+    assert "-i tun7" in text and "wg0" not in text
+
+
+@pytest.mark.skipif(not shutil.which("sh"), reason="no sh")
+def test_the_guard_script_parses(tmp_path):
+    script = guard_files(plan.isolation(_net(tmp_path), _net(tmp_path).hub))["script"]
+    path = tmp_path / "guard.sh"
+    path.write_text(script)
+    assert subprocess.run(["sh", "-n", str(path)], capture_output=True).returncode == 0
+    assert '"$tool-restore" -w --noflush' in script  # never a flush of anyone else's rules
+
+
+# --- verify ------------------------------------------------------------------------------
+def _health(net, active="active", rules="loaded", files=None):
+    out = {}
+    for h in net.hosts:
+        wanted = {k: _sha256(v) for k, v in guard_files(plan.isolation(net, h)).items()}
+        out[h.name] = {"sockets": [], "isolation": {"files": files or wanted, "enabled": "enabled",
+                                                    "active": active, "rules": rules}}  # fmt: skip
+    return out
+
+
+def _rows(report):
+    return {c.host: c for c in report.checks if c.check == "isolation"}
+
+
+def test_verify_ok_when_nothing_answers_and_the_guard_is_loaded(tmp_path):
+    net = _net(tmp_path)
+    knocked = {"direct": {"10.50.0.2:22": "silent", "10.50.0.2:ping": "silent"}, "hub": {}}
+    report = Report("n")
+    _isolation_checks(net, list(net.hosts), _health(net), knocked, report)
+    rows = _rows(report)
+    assert {r.status for r in rows.values()} == {"ok"}
+    assert "nothing answered" in rows["b1"].detail
+
+
+def test_verify_names_what_answered_and_a_guard_not_loaded(tmp_path):
+    net = _net(tmp_path)
+    knocked = {"direct": {"10.50.0.2:8081": "open", "10.50.0.2:ping": "open",
+                          "10.50.0.3:22": "silent"},
+               "hub": {"10.50.0.2:22": "refused"}}  # fmt: skip
+    report = Report("n")
+    health = _health(net)
+    health["b1"]["isolation"]["active"] = "inactive"
+    health["b2"]["isolation"]["rules"] = "changed"
+    _isolation_checks(net, list(net.hosts), health, knocked, report)
+    rows = _rows(report)
+    assert rows["b1"].status == "fail"
+    assert "8081 (open)" in rows["b1"].detail and "ping (open)" in rows["b1"].detail
+    assert "22 (refused)" in rows["b1"].detail and "203.0.113.10" in rows["b1"].detail
+    assert "inactive" in rows["b1"].detail
+    assert rows["b2"].status == "fail" and "changed" in rows["b2"].detail
+    assert rows["proxy"].status == "ok"
+    assert report.exit_code == 1
+
+
+def test_verify_without_the_probe_still_checks_the_guard(tmp_path):
+    net = _net(tmp_path)
+    report = Report("n")
+    other = {"rules4": "0" * 64, "rules6": None, "script": None, "unit": None}
+    health = _health(net)
+    health["b2"]["isolation"]["files"] = other
+    _isolation_checks(net, list(net.hosts), health, {"unavailable": "needs root"}, report)
+    rows = _rows(report)
+    assert rows["b1"].status == "ok" and "not probed from here: needs root" in rows["b1"].detail
+    assert rows["b2"].status == "fail" and "not the one this network file makes" in rows["b2"].detail
+
+
+def test_probe_checksum_of_an_echo_request():
+    # RFC 1071: a packet whose checksum field holds the checksum sums to zero
+    header = b"\x08\x00\x00\x00\x12\x34\x00\x01" + b"backhaul-probe"
+    csum = probe._checksum(header)
+    packet = header[:2] + csum.to_bytes(2, "big") + header[4:]
+    assert probe._checksum(packet) == 0
