@@ -4,11 +4,14 @@ tunnel, and its certificate (ACME via certbot, self-signed, or provided).
     pyinfra inventory.py deploys/nginx.py
 
 Order on the hub, each step only when the facts show it is needed:
-  1. packages (nginx, openssl; certbot for ACME), never their Recommends;
+  1. packages (nginx, openssl; certbot for ACME), never their Recommends; the kernel's TCP
+     retransmission limit (hub_tcp_retries2);
   2. ACME only: webroot, renewal hook (reloads nginx), the private CA's trust, certbot.timer;
   3. self-signed certificates (mode self-signed), or temporary ones for services whose ACME
      certificate does not exist yet, so that nginx can start and answer the challenge;
-  4. if a temporary certificate is in use: the configuration with it, then certbot;
+  4. if a temporary certificate is in use, or a certificate is to be issued: the
+     configuration with the names certbot validates (port 80 answers only those), then certbot
+     (again for a certificate from a CA other than tls.verify_ca_bundle's);
   5. the configuration with the final certificates. Every configuration change passes
      `nginx -t` before nginx reloads (backhaul.operations.nginx); a no-op run reloads nothing;
   6. certificates backhaul made for services that are gone are deleted (after 5: nothing
