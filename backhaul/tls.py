@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 from backhaul.network import Network, Service
 from backhaul.render import render
@@ -40,6 +41,22 @@ SITES_DIR = "/etc/nginx/sites-enabled"
 SITE_PREFIX = "backhaul-"  # the vhost files backhaul owns; nothing else there is ever touched
 SHARED_CONF = "/etc/nginx/conf.d/backhaul.conf"
 DISTRO_DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
+
+# The certificate of the :443 catch-all where nginx cannot refuse the handshake (< 1.19.4, or
+# its version unknown): self-signed, for no real name. Not under SELF_SIGNED_DIR (no service).
+CATCH_ALL_DIR = "/etc/backhaul/catch-all"
+CATCH_ALL_NAME = "invalid"  # RFC 6761: a name that never resolves
+
+# Headers a client could send that frameworks trust as if a proxy had set them (Spring's
+# ForwardedHeaderFilter, Rails, Django, Werkzeug's ProxyFix, Symfony, IIS rewrites): the hub
+# does not set them, so it clears them. The ones it does set (X-Forwarded-For, X-Real-IP,
+# X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Port, Forwarded) replace the client's.
+CLEARED_HEADERS = (
+    "X-Forwarded-Server", "X-Forwarded-Scheme", "X-Forwarded-Prefix", "X-Forwarded-Ssl",
+    "X-Original-URL", "X-Rewrite-URL", "X-Original-Host", "X-Host", "X-Client-IP",
+    "True-Client-IP", "X-Cluster-Client-IP", "CF-Connecting-IP", "Fastly-Client-IP",
+    "Front-End-Https", "X-Url-Scheme",
+)
 
 SELF_SIGNED_DAYS = 365  # Mozilla's intermediate profile: a certificate lives at most 366 days
 RENEW_BEFORE_DAYS = 30  # a self-signed certificate this close to expiry is made anew
@@ -126,9 +143,36 @@ def serving_paths(cert: Certificate, state: dict[str, Any]) -> CertPaths:
     return cert.final
 
 
-def issue_reason(cert: Certificate, state: dict[str, Any], server: str) -> str | None:
+def root_key_ids(pem: str) -> frozenset[str]:
+    """The subject key ids (``AB:CD:...``) of the CA certificates in a PEM bundle: what a
+    chain's last certificate names as its issuer when one of them signed it."""
+    from cryptography import x509  # pyinfra's SSH (paramiko) brings it
+
+    ids = set()
+    for c in x509.load_pem_x509_certificates(pem.encode()):
+        try:
+            ski = c.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        except x509.ExtensionNotFound:
+            ski = x509.SubjectKeyIdentifier.from_public_key(c.public_key()).digest
+        ids.add(ski.hex(":").upper())
+    return frozenset(ids)
+
+
+def foreign_issuer(have: Mapping[str, Any], roots: frozenset[str] | None) -> str | None:
+    """The CA that issued a certificate, when it is not one of ``roots`` (key ids, from
+    ``tls.verify_ca_bundle``); None when it is, or when that cannot be told (no roots
+    configured, or a chain that does not name its issuer's key: never re-issue on a guess)."""
+    key = have.get("chain_issuer_key")
+    if not roots or not key or key in roots:
+        return None
+    return have.get("chain_issuer") or f"the CA with key id {key}"
+
+
+def issue_reason(cert: Certificate, state: dict[str, Any], server: str,
+                 roots: frozenset[str] | None = None) -> str | None:  # fmt: skip
     """Why certbot must be asked for ``cert`` now, or None: a valid certificate for the same
-    domains from the same ACME server is never requested again (certbot.timer renews it)."""
+    domains from the same ACME server, chaining to the configured CA (``roots``: key ids of
+    ``tls.verify_ca_bundle``, when set), is never requested again (certbot.timer renews it)."""
     have = state.get("certs", {}).get(cert.final.cert)
     if not have:
         return "no certificate yet"
@@ -137,10 +181,28 @@ def issue_reason(cert: Certificate, state: dict[str, Any], server: str) -> str |
     issued_by = state.get("renewal_servers", {}).get(cert.name)
     if issued_by and issued_by.rstrip("/") != server.rstrip("/"):
         return f"it comes from another ACME server ({issued_by})"
+    foreign = foreign_issuer(have, roots)
+    if foreign:
+        return (f"its chain ends at {foreign}, which is not a CA of tls.verify_ca_bundle "
+                "(the ACME server's CA changed)")  # fmt: skip
     not_after, now = have.get("not_after"), state.get("now")
     if not_after is None or now is None or not_after <= now:
         return "it has expired"
     return None
+
+
+ACCOUNTS_DIR = "/etc/letsencrypt/accounts"
+_ACCOUNT_PATH_RE = re.compile(r"[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~-]+)*")
+
+
+def account_dir(server: str) -> str:
+    """certbot's directory of the accounts it holds at ACME server ``server`` (its
+    ``server_path``: the URL's host, port and path)."""
+    url = urlparse(server)
+    where = (url.netloc + url.path).rstrip("/")
+    if not _ACCOUNT_PATH_RE.fullmatch(where) or ".." in where:
+        raise ValueError(f"unexpected ACME server URL {server!r}")
+    return f"{ACCOUNTS_DIR}/{where}"
 
 
 def needs_new_self_signed(cert: CertPaths, domains: tuple[str, ...], state: dict[str, Any]) -> bool:
@@ -198,6 +260,10 @@ def port80_conflicts(default80: list[str], installed: bool) -> tuple[list[str], 
     others = [p for p in default80 if p != SHARED_CONF]
     remove = [DISTRO_DEFAULT_SITE] if DISTRO_DEFAULT_SITE in others or not installed else []
     return remove, [p for p in others if p not in remove]
+
+
+def catch_all_paths() -> CertPaths:
+    return CertPaths(f"{CATCH_ALL_DIR}/fullchain.pem", f"{CATCH_ALL_DIR}/privkey.pem")
 
 
 def site_file(name: str) -> str:
@@ -276,8 +342,12 @@ def nginx_files(net: Network, paths: dict[str, CertPaths], settings: ProxySettin
         "http2_directive": http2_directive(version),
         "listen_http2": "" if http2_directive(version) else " http2",
     }
+    # port 80 answers the services' names only (sorted: the file stays the same run to run)
+    http_names = sorted({n for v in vh for n in v.server_names})
     files = {SHARED_CONF: render("nginx-backhaul.conf.j2", vhosts=vh, webroot=WEBROOT,
+                                 http_names=http_names, catch_all=catch_all_paths(),
                                  reject_handshake=reject_handshake(version), **common)}  # fmt: skip
     for v in vh:
-        files[v.file] = render("nginx-vhost.conf.j2", v=v, **common)
+        files[v.file] = render("nginx-vhost.conf.j2", v=v, cleared_headers=CLEARED_HEADERS,
+                               **common)  # fmt: skip
     return files

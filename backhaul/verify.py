@@ -215,6 +215,11 @@ def https_check(net: Network, service, domain: str) -> tuple[str, str]:
                 tls.sendall(f"GET / HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n".encode())
                 head = tls.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
     except ssl.SSLCertVerificationError as e:
+        issuer = _served_issuer(net, domain)
+        if issuer and e.verify_code in _UNTRUSTED_CHAIN:
+            trusted = "tls.verify_ca_bundle" if bundle else "this machine's trust store"
+            return FAIL, (f"certificate for {domain} issued by {issuer}, not by a CA of {trusted} "
+                          "(the ACME server's CA changed?): inv deploy issues a new one")  # fmt: skip
         return FAIL, f"certificate not valid for {domain}: {e.verify_message}"
     except OSError as e:
         return FAIL, f"no HTTPS from the hub for {domain}: {e}"
@@ -227,6 +232,25 @@ def https_check(net: Network, service, domain: str) -> tuple[str, str]:
     if code == 502 or code == 504 or code == 0:
         return FAIL, f"{head or 'no answer'}: the hub cannot reach the backend"
     return OK, f"{code}, certificate valid until {not_after}"
+
+
+# OpenSSL's verify codes for a chain that ends at a CA the client does not trust
+_UNTRUSTED_CHAIN = {2, 18, 19, 20, 21}
+
+
+def _served_issuer(net: Network, domain: str) -> str | None:
+    """Who issued the certificate the hub serves for ``domain`` (read without trusting it)."""
+    from cryptography import x509  # pyinfra's SSH (paramiko) brings it
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((str(net.hub.public_ip), 443), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname=domain) as tls:  # fmt: skip
+            der = tls.getpeercert(binary_form=True)
+    except OSError:
+        return None
+    return x509.load_der_x509_certificate(der).issuer.rfc4514_string() if der else None
 
 
 # --- what the internet sees ----------------------------------------------------------------

@@ -4,11 +4,14 @@ tunnel, and its certificate (ACME via certbot, self-signed, or provided).
     pyinfra inventory.py deploys/nginx.py
 
 Order on the hub, each step only when the facts show it is needed:
-  1. packages (nginx, openssl; certbot for ACME), never their Recommends;
+  1. packages (nginx, openssl; certbot for ACME), never their Recommends; the kernel's TCP
+     retransmission limit (hub_tcp_retries2);
   2. ACME only: webroot, renewal hook (reloads nginx), the private CA's trust, certbot.timer;
   3. self-signed certificates (mode self-signed), or temporary ones for services whose ACME
      certificate does not exist yet, so that nginx can start and answer the challenge;
-  4. if a temporary certificate is in use: the configuration with it, then certbot;
+  4. if a temporary certificate is in use, or a certificate is to be issued: the
+     configuration with the names certbot validates (port 80 answers only those), then certbot
+     (again for a certificate from a CA other than tls.verify_ca_bundle's);
   5. the configuration with the final certificates. Every configuration change passes
      `nginx -t` before nginx reloads (backhaul.operations.nginx); a no-op run reloads nothing;
   6. certificates backhaul made for services that are gone are deleted (after 5: nothing
@@ -25,7 +28,7 @@ from backhaul import software, tls
 from backhaul.facts import snapshot
 from backhaul.facts.nginx import CertificateState, NginxState
 from backhaul.network import load_current
-from backhaul.operations import certbot, nginx, packages
+from backhaul.operations import certbot, kernel, nginx, packages
 from backhaul.operations.nginx import LOCK
 from backhaul.render import render
 
@@ -48,7 +51,14 @@ DEFAULTS = {
     # Raw directives added to every backhaul server block, e.g. "access_log off;"
     # (nginx -t checks them like the rest).
     "nginx_server_extra": "",
+    # The hub's kernel gives up on a TCP connection whose data is not acknowledged after this
+    # many retransmissions (5: ~12.6 s; Linux's default 15: ~15 min). When a backend's tunnel
+    # dies silently, a request sent on a kept-alive upstream connection then fails with an
+    # error nginx retries on a new connection (a 502 "backend down" page), instead of waiting
+    # for the read timeout (a 504 after 60 s). None: leave the kernel's setting alone.
+    "hub_tcp_retries2": 5,
 }
+SYSCTL_FILE = "/etc/sysctl.d/60-backhaul-frontdoor.conf"
 
 SITES_GLOB = f"{tls.SITES_DIR}/{tls.SITE_PREFIX}*.conf"
 
@@ -71,6 +81,23 @@ def _read_ca(path, network) -> str:
     return text
 
 
+def _roots(net) -> frozenset[str] | None:
+    """Key ids of tls.verify_ca_bundle's CAs: an ACME certificate whose chain ends elsewhere
+    was issued by another CA (the ACME server changed, or a lab's pebble got a new root) and
+    is issued again. None (not set): the renewal conf's ACME server URL is what tells."""
+    path = net.tls.verify_ca_bundle
+    if net.tls.mode != "acme" or not path:
+        return None
+    try:
+        roots = tls.root_key_ids(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DeployError(f"tls.verify_ca_bundle in {net.path}: cannot read certificates from "
+                          f"{path} ({e}); fix the path or remove the key") from None  # fmt: skip
+    if not roots:
+        raise DeployError(f"tls.verify_ca_bundle in {net.path}: {path} holds no PEM certificate")
+    return roots
+
+
 @deploy("nginx and TLS", data_defaults=DEFAULTS)
 def nginx_tls():
     net = load_current()
@@ -90,6 +117,18 @@ def nginx_tls():
 
     if not software.planned_by_site(host.name):
         packages.installed(name="nginx and TLS packages", packages=software.nginx(net))
+
+    retries = host.data.get("hub_tcp_retries2")
+    if retries is not None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 3 <= retries <= 15:
+            raise DeployError(f"{host.name}: bad host data hub_tcp_retries2={retries!r}: a number "
+                              "from 3 to 15 (or None to leave the kernel's setting)")  # fmt: skip
+        kernel.settings(
+            name="TCP gives up on unacknowledged data sooner (a dead tunnel is a 502 soon)",
+            values={"net.ipv4.tcp_retries2": retries}, file=SYSCTL_FILE,
+            why="deploys/nginx.py (host data hub_tcp_retries2): a request sent on a kept-alive\n"
+                "upstream connection into a dead tunnel fails in seconds, not after nginx's read timeout",
+        )  # fmt: skip
 
     cert_files = sorted({c.final.cert for c in certs} | {c.stand_in.cert for c in certs if c.stand_in})
     lineages = [c.name for c in certs if c.mode == "acme"]
@@ -118,22 +157,33 @@ def nginx_tls():
                 cert=c.stand_in.cert, key=c.stand_in.key, domains=list(c.domains),
             )  # fmt: skip
 
+    if not tls.reject_handshake(version):
+        # the :443 catch-all cannot refuse the handshake: it shows a certificate for no name
+        paths = tls.catch_all_paths()
+        certbot.self_signed(name="Certificate of the catch-all for unknown names (self-signed)",
+                            cert=paths.cert, key=paths.key, domains=[tls.CATCH_ALL_NAME])  # fmt: skip
+
     ipv6 = st["ipv6"]
     final = tls.nginx_files(net, {c.name: c.final for c in certs}, settings, version, ipv6)
     now = tls.nginx_files(net, {c.name: tls.serving_paths(c, cst) for c in certs}, settings,
                           version, ipv6)  # fmt: skip
-    if now != final:
-        nginx.config(name="nginx configuration, temporary certificates (nginx -t, reload)",
+    roots = _roots(net)
+    to_issue = [c for c in certs if c.mode == "acme"
+                and tls.issue_reason(c, cst, net.tls.acme_directory, roots)]  # fmt: skip
+    if now != final or to_issue:
+        # Port 80 answers the services' names only: a name certbot is about to validate must
+        # be served before it asks (and a temporary certificate lets nginx start).
+        nginx.config(name="nginx configuration before certbot (nginx -t, reload)",
                      files=now, prune=[SITES_GLOB], remove=remove)  # fmt: skip
 
     issued = []
-    for c in certs:
-        if c.mode == "acme" and tls.issue_reason(c, cst, net.tls.acme_directory):
-            issued.append(certbot.certificate(
-                name=f"Certificate for {c.name} from the ACME server (certbot --webroot)",
-                cert_name=c.name, domains=list(c.domains), server=net.tls.acme_directory,
-                email=net.tls.email, ca_bundle=bool(net.tls.acme_ca_bundle),
-            ))  # fmt: skip
+    for c in to_issue:
+        issued.append(certbot.certificate(
+            name=f"Certificate for {c.name} from the ACME server (certbot --webroot)",
+            cert_name=c.name, domains=list(c.domains), server=net.tls.acme_directory,
+            email=net.tls.email, ca_bundle=bool(net.tls.acme_ca_bundle),
+            roots=sorted(roots) if roots else None,
+        ))  # fmt: skip
 
     config = nginx.config(name="nginx configuration (nginx -t, then reload)", files=final,
                           prune=[SITES_GLOB], remove=remove)  # fmt: skip

@@ -99,21 +99,26 @@ class NginxState(FactBase[dict[str, Any]]):
 
 class CertificateState(FactBase[dict[str, Any]]):
     """
-    Returns the names and expiry of certificate files, and which ACME server issued lineages.
+    Returns the names and expiry of certificate files, who issued their chains, and which ACME
+    server issued lineages.
 
     + certs: certificate (chain) paths; the first certificate of each file is read
     + lineages: certbot certificate names whose ``renewal/<name>.conf`` ``server`` to report
 
     ``now`` is the host's clock (epoch), so expiry is judged by the host's time. Missing files
     are absent; ``names`` are the DNS names of the subjectAltName; ``not_after`` is epoch
-    seconds (None when openssl could not read the file).
+    seconds (None when openssl could not read the file). ``chain_issuer`` and
+    ``chain_issuer_key`` (the authority key id, hex) name the CA that signed the file's last
+    certificate, i.e. the root the chain ends at; absent when openssl did not say.
 
     .. code:: python
 
         {
             "now": 1760000000,
             "certs": {"/etc/letsencrypt/live/app/fullchain.pem":
-                      {"names": ["app.example.com"], "not_after": 1767000000}},
+                      {"names": ["app.example.com"], "not_after": 1767000000,
+                       "chain_issuer": "CN=ISRG Root X1,O=Internet Security Research Group,C=US",
+                       "chain_issuer_key": "79:B4:59:E6:7B:B6:E5:E4:01:73:80:08:88:C8:1A:58:F6:E9:9B:6E"}},
             "renewal_servers": {"app": "https://acme-v02.api.letsencrypt.org/directory"},
         }
     """
@@ -134,8 +139,17 @@ class CertificateState(FactBase[dict[str, Any]]):
                 'end=$(printf "%s\\n" "$x" | sed -n "s/^notAfter=//p"); '
                 'names=$(printf "%s\\n" "$x" | sed -n "/Subject Alternative Name/{n;p;}" '
                 "| tr -d ' '); "
-                'printf "cert\\t%s\\t%s\\t%s\\n" "$f" '
-                '"$(if [ -n "$end" ]; then date -d "$end" +%s; fi)" "$names" ) & done; wait'
+                # the chain's last certificate: the one a root signed (its issuer, and the key
+                # id of that issuer), for "was it issued by the configured CA?"
+                'top=$(awk \'/-----BEGIN CERTIFICATE-----/{b=""} {b=b $0 "\\n"} '
+                'END{printf "%s", b}\' "$f" | openssl x509 -noout -issuer -nameopt RFC2253 '
+                "-ext authorityKeyIdentifier 2>/dev/null); "
+                'issuer=$(printf "%s\\n" "$top" | sed -n "s/^issuer=//p"); '
+                'akid=$(printf "%s\\n" "$top" | sed -n "/Authority Key Identifier/{n;p;}" '
+                "| sed 's/keyid://' | tr -d ' '); "
+                'printf "cert\\t%s\\t%s\\t%s\\t%s\\t%s\\n" "$f" '
+                '"$(if [ -n "$end" ]; then date -d "$end" +%s; fi)" "$names" "$issuer" "$akid" ) '
+                "& done; wait"
             )
         names = []
         for n in lineages or []:
@@ -160,12 +174,17 @@ class CertificateState(FactBase[dict[str, Any]]):
                 now = int(value) if value.isdigit() else None
                 continue
             fields = line.split("\t")
-            if fields[0] == "cert" and len(fields) == 4:
-                _, path, end, names = fields
+            if fields[0] == "cert" and len(fields) in (4, 6):
+                _, path, end, names = fields[:4]
                 certs[path] = {
                     "names": [n[4:] for n in names.split(",") if n.startswith("DNS:")],
                     "not_after": int(end) if end.strip().isdigit() else None,
                 }
+                issuer, key = fields[4:6] if len(fields) == 6 else ("", "")
+                if issuer.strip():
+                    certs[path]["chain_issuer"] = issuer.strip()
+                if key.strip():
+                    certs[path]["chain_issuer_key"] = key.strip().upper()
             elif fields[0] == "renewal" and len(fields) == 3 and fields[2]:
                 servers[fields[1]] = fields[2].strip()
         return {"now": now, "certs": certs, "renewal_servers": servers}

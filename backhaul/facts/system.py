@@ -169,3 +169,42 @@ def sudo_problem(host_name: str, access: dict[str, Any]) -> str | None:
         return f"{host_name}: ssh.user {user!r} is not root and the host has no sudo: {fix}"
     return (f"{host_name}: ssh.user {user!r} is not root, and sudo asks it for a password "
             f"(or it may not use sudo): backhaul runs unattended, so {fix}")  # fmt: skip
+
+
+_SYSCTL_KEY = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)+")
+
+
+class KernelSettings(FactBase[dict[str, Any]]):
+    """
+    Returns kernel settings (sysctl) as they are now, and the file that keeps them at boot.
+
+    + keys: sysctl keys, e.g. ``net.ipv4.tcp_retries2``
+    + file: the ``/etc/sysctl.d`` file backhaul writes them to
+
+    .. code:: python
+
+        {"values": {"net.ipv4.tcp_retries2": "15"}, "file": "9f86d0..."}  # file: None if absent
+    """
+
+    def command(self, keys: list[str], file: str) -> str:
+        for k in keys:
+            if not _SYSCTL_KEY.fullmatch(k):
+                raise ValueError(f"KernelSettings: {k!r} is not a sysctl key")
+        q = shlex.quote(file)
+        return (f"for k in {' '.join(keys)}; do echo \"value=$k=$(sysctl -n $k 2>/dev/null)\"; "
+                f"done; [ -f {q} ] && echo \"file=$(sha256sum < {q} | cut -c1-64)\"; true")
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        values: dict[str, str] = {}
+        digest = None
+        for line in output:
+            kind, _, rest = line.partition("=")
+            if kind == "value":
+                key, _, value = rest.partition("=")
+                values[key] = value.strip()
+            elif kind == "file":
+                digest = rest.strip() or None
+        return {"values": values, "file": digest}
+
+    def default(self) -> dict[str, Any]:
+        return {"values": {}, "file": None}

@@ -6,6 +6,7 @@ GET  any path       -> 200 JSON: the host, the path, and the request headers it 
 GET  with Upgrade: websocket -> 101, then echoes every text frame back (RFC 6455, minimal)
 GET  /slow/<seconds> -> the same 200 JSON, after that many seconds (at most 30): a backend that
                        takes its time, for the proxy's read timeout
+GET  /html/...       -> the same answer as an HTML page (text/html, what a proxy would compress)
 
     demo_app.py --bind 10.50.0.2 --port 8080 --name app
 """
@@ -45,8 +46,12 @@ class Handler(BaseHTTPRequestHandler):
             "client": self.client_address[0],
             "headers": {k.lower(): v for k, v in self.headers.items()},
         }).encode()
+        kind = "application/json"
+        if self.path.startswith("/html/"):
+            kind = "text/html; charset=utf-8"
+            body = b"<!doctype html><title>demo</title><pre>" + body + b"</pre>\n"
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

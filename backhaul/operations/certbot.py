@@ -23,6 +23,8 @@ from backhaul import tls as tlsplan
 from backhaul.facts import snapshot
 from backhaul.facts.nginx import CertbotState, CertificateState, OwnedCertificates, check_path
 
+LOG = "/var/log/letsencrypt/letsencrypt.log"  # certbot's log of its latest run
+
 
 def _sha256(content: str) -> str:
     return hashlib.sha256(content.encode()).hexdigest()
@@ -92,7 +94,8 @@ def acme_client(renewal_hook: str, ca_bundle: str | None = None, dropin: str | N
 
 @operation()
 def certificate(cert_name: str, domains: list[str], server: str, email: str,
-                ca_bundle: bool = False, webroot: str = tlsplan.WEBROOT):  # fmt: skip
+                ca_bundle: bool = False, roots: list[str] | None = None,
+                webroot: str = tlsplan.WEBROOT):  # fmt: skip
     """
     Get a certificate from an ACME server with ``certbot certonly --webroot``, once.
 
@@ -102,12 +105,15 @@ def certificate(cert_name: str, domains: list[str], server: str, email: str,
     + email: the ACME account contact
     + ca_bundle: run certbot with ``REQUESTS_CA_BUNDLE=/etc/backhaul/acme-ca.pem`` (see
       ``acme_client``)
+    + roots: subject key ids of the CA certificates the chain must end at
+      (``tls.verify_ca_bundle``); None: not checked
     + webroot: where certbot writes the challenge files (served by nginx on port 80)
 
     Asks the ACME server only when the hub has no certificate of that name, or one for other
-    domains, from another server, or expired: a valid certificate is never requested again
-    (certbot.timer renews it). The existing certificate is read on the hub (names, expiry,
-    ``server`` of its renewal conf) by the ``CertificateState`` fact.
+    domains, from another server, from a CA not in ``roots``, or expired: a valid certificate
+    is never requested again (certbot.timer renews it). The existing certificate is read on
+    the hub (names, expiry, issuer of its chain, ``server`` of its renewal conf) by the
+    ``CertificateState`` fact.
 
     **Example:**
 
@@ -121,7 +127,7 @@ def certificate(cert_name: str, domains: list[str], server: str, email: str,
     name = cert_name
     cert = tlsplan.Certificate(name, tuple(domains), "acme", tlsplan.live_paths(name), None)
     st = snapshot.get(CertificateState, certs=[cert.final.cert], lineages=[name])
-    reason = tlsplan.issue_reason(cert, st, server)
+    reason = tlsplan.issue_reason(cert, st, server, frozenset(roots) if roots else None)
     if reason is None:
         until = st["certs"][cert.final.cert]["not_after"]
         host.noop(f"certificate {name} is valid for {', '.join(domains)} until "
@@ -131,7 +137,13 @@ def certificate(cert_name: str, domains: list[str], server: str, email: str,
     if webroot != tlsplan.WEBROOT:
         args[args.index(tlsplan.WEBROOT)] = check_path(webroot)
     env = f"REQUESTS_CA_BUNDLE={tlsplan.CA_BUNDLE} " if ca_bundle else ""
-    yield env + " ".join(shlex.quote(a) for a in args)
+    run = env + " ".join(shlex.quote(a) for a in args)
+    # An ACME server that no longer knows certbot's account (a CA that changed, a lab's pebble
+    # restarted: the same reasons a chain from another CA is issued again) refuses every order
+    # with accountDoesNotExist: that account is of no use any more, so certbot registers anew.
+    accounts = shlex.quote(tlsplan.account_dir(server))
+    yield (f"{run} || {{ grep -q accountDoesNotExist {LOG} && echo 'backhaul: the ACME server "
+           f"no longer knows this account: registering a new one' && rm -rf {accounts} && {run}; }}")
 
 
 @operation()

@@ -219,6 +219,8 @@ CASES = {
     "self-signed-nginx-1.26-no-ipv6-no-keepalive": dict(
         mode="self-signed", version="1.26.3", ipv6=False, nginx_keepalive=0,
         nginx_server_extra="access_log off;"),
+    # no ssl_reject_handshake: the :443 catch-all shows a self-signed certificate instead
+    "acme-nginx-version-unknown": dict(mode="acme", version=None),
 }  # fmt: skip
 
 
@@ -525,3 +527,91 @@ def test_backhaul_servers_still_hide_the_nginx_version(net_of, case):
         names = [n for _, n, _ in _nginx_statements(text)]
         assert names.count("server_name") >= 1, path
         assert names.count("server_tokens") == names.count("server_name"), path
+
+
+# -- the front door ------------------------------------------------------------------------------
+
+
+def test_the_hub_sets_or_clears_every_forwarding_header(net_of):
+    files = _files(net_of())
+    shared = files[tls.SHARED_CONF]
+    # RFC 7239: an IPv6 address is quoted and bracketed, an IPv4 one bare
+    assert re.search(r'map \$remote_addr \$backhaul_forwarded_for \{\s+~:\s+"\\"\[\$remote_addr\]\\"";'
+                     r"\s+default \$remote_addr;", shared)  # fmt: skip
+    for path, text in files.items():
+        if path == tls.SHARED_CONF:
+            continue
+        locations = text.count("proxy_pass ")
+        for line in ("proxy_set_header X-Forwarded-Host $host;",
+                     "proxy_set_header X-Forwarded-Port $server_port;",
+                     "proxy_set_header Forwarded 'for=$backhaul_forwarded_for;host=\"$host\";"
+                     "proto=$scheme';"):  # fmt: skip
+            assert text.count(line) == locations, (path, line)
+        for header in tls.CLEARED_HEADERS:
+            assert text.count(f'proxy_set_header {header} "";') == locations, (path, header)
+        assert "gzip off;" in text
+
+
+def test_unknown_names_get_no_redirect_and_no_content(net_of):
+    for version in ("1.22.1", "1.18.0", None):
+        shared = _files(net_of(), version=version)[tls.SHARED_CONF]
+        servers = shared.split("\nserver {")[1:]
+        default80 = next(s for s in servers if "listen 80 default_server;" in s)
+        assert "return 444;" in default80 and "https://" not in default80
+        assert "acme-challenge" not in default80
+        named80 = next(s for s in servers if "listen 80;" in s)
+        assert "server_name admin.example.com app.example.com www.example.com;" in named80
+        assert "return 301 https://$host$request_uri;" in named80
+        # a catch-all on 443 whatever the version: no handshake, or a certificate for no name
+        default443 = next(s for s in servers if "default_server;" in s and "443" in s)
+        assert "return 421;" in default443
+        if version == "1.22.1":
+            assert "ssl_reject_handshake on;" in default443
+        else:
+            assert f"ssl_certificate {tls.catch_all_paths().cert};" in default443
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def test_a_chain_from_another_ca_is_told_by_the_key_id_of_its_root(tmp_path):
+    """The fact's shell half reads the chain's last certificate's issuer key id on the host;
+    root_key_ids reads the configured bundle here; they must speak the same hex."""
+    def ca(name: str) -> Path:
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", str(tmp_path / f"{name}.key"), "-out", str(tmp_path / f"{name}.pem"),
+                 "-days", "30", "-subj", f"/CN={name}")  # fmt: skip
+        return tmp_path / f"{name}.pem"
+
+    root, other = ca("root"), ca("other-root")
+    # an intermediate signed by root, and a leaf signed by it: the fullchain is leaf + intermediate
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+             str(tmp_path / "int.key"), "-out", str(tmp_path / "int.csr"), "-subj", "/CN=int")  # fmt: skip
+    (tmp_path / "ca.ext").write_text("basicConstraints=critical,CA:TRUE\n"
+                                     "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
+    _openssl("x509", "-req", "-in", str(tmp_path / "int.csr"), "-CA", str(root), "-CAkey",
+             str(tmp_path / "root.key"), "-CAcreateserial", "-out", str(tmp_path / "int.pem"),
+             "-days", "30", "-extfile", str(tmp_path / "ca.ext"))  # fmt: skip
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+             str(tmp_path / "leaf.key"), "-out", str(tmp_path / "leaf.csr"), "-subj", "/CN=app",
+             "-addext", "subjectAltName=DNS:app.example.com")  # fmt: skip
+    _openssl("x509", "-req", "-in", str(tmp_path / "leaf.csr"), "-CA", str(tmp_path / "int.pem"),
+             "-CAkey", str(tmp_path / "int.key"), "-CAcreateserial", "-out",
+             str(tmp_path / "leaf.pem"), "-days", "30", "-copy_extensions", "copy")  # fmt: skip
+    chain = tmp_path / "fullchain.pem"
+    chain.write_text((tmp_path / "leaf.pem").read_text() + (tmp_path / "int.pem").read_text())
+    out = subprocess.run(["sh", "-c", CertificateState().command(certs=[str(chain)])],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    have = CertificateState().process(out.splitlines())["certs"][str(chain)]
+    assert have["names"] == ["app.example.com"] and have["chain_issuer"] == "CN=root"
+    mine, theirs = tls.root_key_ids(root.read_text()), tls.root_key_ids(other.read_text())
+    assert tls.foreign_issuer(have, mine) is None
+    assert tls.foreign_issuer(have, theirs) == "CN=root"
+    assert tls.foreign_issuer(have, mine | theirs) is None  # a bundle of several roots
+    assert tls.foreign_issuer(have, None) is None  # no bundle configured: never on a guess
+    assert tls.foreign_issuer({"names": ["x"]}, theirs) is None  # no key id: never on a guess
+    cert = tls.Certificate("app", ("app.example.com",), "acme", tls.CertPaths(str(chain), "k"), None)
+    state = {"now": 0, "certs": {str(chain): dict(have, not_after=10**10)}, "renewal_servers": {}}
+    assert tls.issue_reason(cert, state, "https://acme/dir", mine) is None
+    assert "CN=root" in tls.issue_reason(cert, state, "https://acme/dir", theirs)
