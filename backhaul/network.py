@@ -117,13 +117,13 @@ class Service:
     hsts: bool = False
     compose: str | None = None
     unit: str | None = None
-    # allow: as written, client names and `clients` included; ``allow`` above is what they
-    # resolve to (addresses). A list that resolves to nothing still denies everyone.
-    allow_written: tuple[str, ...] = ()
+    # the client names (and `clients`) of allow:, whose addresses ``allow`` also holds. An
+    # allow list of names that resolves to no address (no client yet) still denies everyone.
+    allow_names: tuple[str, ...] = ()
 
     @property
     def restricted(self) -> bool:
-        return bool(self.allow_written)
+        return bool(self.allow or self.allow_names)
 
 
 @dataclass(frozen=True)
@@ -1306,7 +1306,7 @@ def _services(
                 continue
             domains[dom] = dpath
             doms.append(dom)
-        allow, written = [], []
+        allow, names = [], []
         for j, anode in enumerate(ck.items(m.get("allow"), f"{path}.allow", "IPs or CIDRs")):
             apath = f"{path}.allow[{j}]"
             if not _is_str(anode):
@@ -1314,7 +1314,7 @@ def _services(
                 ok = False
                 continue
             if clients is not None and (anode.value in clients or anode.value == ALL_CLIENTS):
-                written.append(anode.value)  # resolved to addresses by _resolve_allow
+                names.append(anode.value)  # resolved to addresses by _resolve_allow
                 continue
             error = _allow_error(anode.value)
             if error and clients is not None and HOST_NAME_RE.fullmatch(anode.value):
@@ -1327,7 +1327,6 @@ def _services(
                 ok = False
             else:
                 allow.append(str(ipaddress.ip_network(anode.value)))
-                written.append(allow[-1])
         websocket = ck.boolean(m, "websocket", f"{path}.websocket")
         hsts = ck.boolean(m, "hsts", f"{path}.hsts")
         compose = ck.matching(m, "compose", f"{path}.compose",
@@ -1336,7 +1335,7 @@ def _services(
         values = (name, backend, port, websocket, hsts, compose, unit)
         if ok and not any(v is _BAD for v in values) and name and backend and port:
             out.append(Service(name, backend, port, tuple(doms), websocket, tuple(allow), hsts,
-                               compose, unit, tuple(written)))
+                               compose, unit, tuple(names)))
     return out
 
 
@@ -1515,15 +1514,13 @@ def _client_addresses(
 
 def _resolve_allow(service: Service, clients: dict[str, Client]) -> Service:
     """A service's allow list with client names (and `clients`) replaced by their addresses."""
-    if not any(a in clients or a == ALL_CLIENTS for a in service.allow_written):
+    if not service.allow_names:
         return service
-    out: list[str] = []
-    for a in service.allow_written:
-        named = clients.values() if a == ALL_CLIENTS else [clients[a]] if a in clients else []
-        for entry in [c.wg_cidr for c in named] or ([a] if a not in clients and a != ALL_CLIENTS
-                                                     else []):  # fmt: skip
-            if entry not in out:
-                out.append(entry)
+    out = list(service.allow)
+    for a in service.allow_names:
+        for c in clients.values() if a == ALL_CLIENTS else [clients[a]]:
+            if c.wg_cidr not in out:
+                out.append(c.wg_cidr)
     return dataclasses.replace(service, allow=tuple(out))
 
 
@@ -1591,7 +1588,7 @@ def remove_client(path: str | os.PathLike[str], name: str) -> Client:
         raise ConfigError([Problem(file, None, None, "name",
                                    f"there is no client {_show(name)}; clients: {known}")])
     users = [f"services[{i}].allow" for i, s in enumerate(net.services)
-             if name in s.allow_written]  # fmt: skip
+             if name in s.allow_names]  # fmt: skip
     if users:
         raise ConfigError([Problem(file, None, None, "name", f"{', '.join(users)} names "
                                    f"{name!r}; remove it there first (or allow `clients`)")])

@@ -57,7 +57,7 @@ clients:
 tls:"""))
     net = netmod.load(p)
     admin, ops = net.services
-    assert admin.allow == ("10.50.0.200/32", "10.50.0.201/32", "198.51.100.7/32")
+    assert admin.allow == ("198.51.100.7/32", "10.50.0.200/32", "10.50.0.201/32")
     assert ops.allow == ("10.50.0.200/32",)
     assert ops.restricted and admin.restricted
 
