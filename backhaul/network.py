@@ -1306,7 +1306,7 @@ def _services(
                 continue
             domains[dom] = dpath
             doms.append(dom)
-        allow, names = [], []
+        allow, allow_names = [], []
         for j, anode in enumerate(ck.items(m.get("allow"), f"{path}.allow", "IPs or CIDRs")):
             apath = f"{path}.allow[{j}]"
             if not _is_str(anode):
@@ -1314,7 +1314,7 @@ def _services(
                 ok = False
                 continue
             if clients is not None and (anode.value in clients or anode.value == ALL_CLIENTS):
-                names.append(anode.value)  # resolved to addresses by _resolve_allow
+                allow_names.append(anode.value)  # resolved to addresses by _resolve_allow
                 continue
             error = _allow_error(anode.value)
             if error and clients is not None and HOST_NAME_RE.fullmatch(anode.value):
@@ -1335,7 +1335,7 @@ def _services(
         values = (name, backend, port, websocket, hsts, compose, unit)
         if ok and not any(v is _BAD for v in values) and name and backend and port:
             out.append(Service(name, backend, port, tuple(doms), websocket, tuple(allow), hsts,
-                               compose, unit, tuple(names)))
+                               compose, unit, tuple(allow_names)))
     return out
 
 
