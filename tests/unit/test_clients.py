@@ -116,3 +116,132 @@ def test_the_example_file_shows_every_client_field(tmp_path, monkeypatch):
     text = example.read_text()
     for key in (*netmod._CLIENT_KEYS, "client_warn_days"):
         assert f"{key}:" in text
+
+
+# -- the hub's side: peers, firewall, isolation, DNS -------------------------------------------
+
+TWO = BASE % "[clients]" + f"""\
+clients:
+  - {{name: laptop, public_key: {K1}}}
+  - {{name: phone, public_key: {K2}, expires: 2030-01-31}}
+"""
+BEFORE = datetime.date(2030, 1, 30)
+ON = datetime.date(2030, 1, 31)
+
+
+def test_clients_are_hub_peers_without_endpoint_until_they_expire(tmp_path):
+    from backhaul import plan
+    from backhaul.render import render
+
+    net = netmod.load(write(tmp_path, TWO))
+    peers = plan.client_peers(net, BEFORE)
+    assert [(p.name, p.public_key, p.allowed_ips, p.endpoint) for p in peers] == [
+        ("laptop (client)", K1, ("10.50.0.254/32",), None), ("phone (client)", K2, ("10.50.0.253/32",), None)]
+    assert [p.name for p in plan.client_peers(net, ON)] == ["laptop (client)"]
+    conf = render("wg-hub.conf.j2", interface="wg0", address="10.50.0.1/24", listen_port=51820,
+                  peers=peers)
+    assert "# phone (client)\n[Peer]\nPublicKey = " + K2 + "\nAllowedIPs = 10.50.0.253/32\n" in conf
+    assert "Endpoint = None" not in conf and conf.count("Endpoint") == 0
+
+
+def test_with_clients_the_hub_takes_wireguard_from_anywhere_and_dns_from_the_tunnel(tmp_path):
+    from backhaul import plan
+
+    net = netmod.load(write(tmp_path, TWO))
+    rules = plan.firewall_rules(net, net.hub)
+    wg = [r for r in rules if r.port == 51820]
+    assert [r.src for r in wg] == ["203.0.113.21", "any"]  # clients roam: any address
+    dns = [r for r in rules if r.port == 53]
+    assert [(r.proto, r.src, r.dst, r.interface) for r in dns] == [
+        (None, "10.50.0.0/24", "10.50.0.1", "wg0")]
+    none = netmod.load(write(tmp_path, BASE % "[]"))
+    assert not [r for r in plan.firewall_rules(none, none.hub) if r.port == 53 or r.src == "any"
+                and r.port == 51820]
+
+
+def test_the_hub_forwards_nothing_from_or_to_a_client(tmp_path):
+    from backhaul import plan
+    from backhaul.operations.isolation import guard_files
+
+    net = netmod.load(write(tmp_path, TWO))
+    rules = guard_files(plan.isolation(net, net.hub))["rules4"]
+    for ip in ("10.50.0.254", "10.50.0.253"):
+        assert f"-A backhaul-forward -s {ip}/32 -j DROP" in rules
+        assert f"-A backhaul-forward -d {ip}/32 -j DROP" in rules
+    # a backend's guard knows nothing of clients (they never reach it)
+    assert "10.50.0.254" not in guard_files(plan.isolation(net, net.backends[0]))["rules4"]
+
+
+def test_the_hub_resolver_answers_the_services_domains_with_its_wg_address(tmp_path):
+    from backhaul import clients
+
+    net = netmod.load(write(tmp_path, TWO))
+    conf = clients.resolver_conf(net)
+    assert "listen-address=10.50.0.1\n" in conf and "bind-dynamic\n" in conf
+    assert "host-record=admin.example.com,10.50.0.1\n" in conf
+    assert "interface=" not in conf and "127.0.0.1" not in conf
+
+
+def test_the_client_config_peers_with_the_hub_only_and_names_its_resolver(tmp_path):
+    from backhaul import clients
+
+    net = netmod.load(write(tmp_path, TWO))
+    priv, pub = clients.keypair()
+    assert len(priv) == 44 and netmod._check_public_key(pub) is None and priv != pub
+    text = clients.config_text(net, net.client("laptop"), "HUBKEY=", priv)
+    assert text.splitlines()[1:6] == ["[Interface]", f"PrivateKey = {priv}",
+                                     "Address = 10.50.0.254/32", "DNS = 10.50.0.1", ""]
+    assert "Endpoint = 203.0.113.10:51820\n" in text and "AllowedIPs = 10.50.0.1/32\n" in text
+    mine = clients.config_text(net, net.client("laptop"), "HUBKEY=", None)
+    assert "PrivateKey" not in mine.replace("# PrivateKey", "") and "# PrivateKey" in mine
+    qr = clients.qr_text(text)
+    assert qr.count("\n") > 20 and priv not in qr
+
+
+def test_expiry_warns_within_the_set_days_and_fails_from_the_day(tmp_path):
+    from backhaul import clients
+
+    net = netmod.load(write(tmp_path, TWO))
+    assert clients.expiry(net, datetime.date(2030, 1, 16)) == []
+    assert clients.expiry(net, datetime.date(2030, 1, 17)) == [
+        ("phone", "warn", "expires on 2030-01-31 (in 14 days): renew its expires: or remove it")]
+    assert clients.expiry(net, ON) == [
+        ("phone", "fail", "expired on 2030-01-31: the hub has no peer for it after a deploy; "
+         "inv remove-client phone (or move its expires:)")]
+
+
+def test_nginx_allows_the_named_clients_and_an_empty_name_list_denies_all(tmp_path):
+    from backhaul import tls
+
+    net = netmod.load(write(tmp_path, TWO))
+    paths = {s.name: tls.self_signed_paths(s.name) for s in net.services}
+    from tests.unit.test_nginx import DEFAULTS
+
+    settings = tls.ProxySettings.from_data(DEFAULTS)
+    vhost = tls.nginx_files(net, paths, settings, (1, 26), False)[tls.site_file("admin")]
+    assert "allow 10.50.0.254/32;\n    allow 10.50.0.253/32;\n    deny all;" in vhost
+    # every address of the hub, its WireGuard address included: a client gets there too
+    assert "    listen 443 ssl;\n" in vhost
+    alone = netmod.load(write(tmp_path, BASE % "[clients]"))
+    vhost = tls.nginx_files(alone, paths, settings, (1, 26), False)[tls.site_file("admin")]
+    assert "deny all;" in vhost and "allow " not in vhost
+
+
+def test_verify_checks_the_hubs_client_peers_and_expiry(tmp_path):
+    from backhaul.verify import Report, client_checks
+
+    net = netmod.load(write(tmp_path, TWO))
+    hub = {"peers": {K1: {"allowed_ips": ["10.50.0.254/32"], "latest_handshake": 0},
+                     K2: {"allowed_ips": ["10.50.0.253/32"], "latest_handshake": 0}}}
+    report = Report("n")
+    client_checks(net, {"proxy": hub}, datetime.date(2030, 1, 20), report)
+    assert [(c.check, c.host, c.status) for c in report.checks] == [
+        ("client", "laptop", "ok"), ("client", "phone", "warn")]
+    report = Report("n")
+    client_checks(net, {"proxy": hub}, ON, report)
+    assert [(c.host, c.status) for c in report.checks] == [("laptop", "ok"), ("phone", "fail")]
+    assert "still a peer of the hub" in report.checks[1].detail
+    report = Report("n")
+    client_checks(net, {"proxy": {"peers": {}}}, BEFORE, report)
+    assert [c.status for c in report.checks] == ["fail", "fail"]
+    assert "the hub has no peer for laptop" in report.checks[0].detail
