@@ -179,6 +179,9 @@ def test_the_hub_resolver_answers_the_services_domains_with_its_wg_address(tmp_p
     conf = clients.resolver_conf(net)
     assert "listen-address=10.50.0.1\n" in conf and "bind-dynamic\n" in conf
     assert "host-record=admin.example.com,10.50.0.1\n" in conf
+    # answered here for every type (no AAAA): else an AAAA query goes to the hub's resolvers,
+    # hangs or returns the public IPv6, and the client goes round the tunnel (and gets 403)
+    assert "local=/admin.example.com/\n" in conf
     assert "interface=" not in conf and "127.0.0.1" not in conf
 
 
