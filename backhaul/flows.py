@@ -194,10 +194,11 @@ def add_client(network: str, name: str, public_key: str | None = None,
         raise BackhaulError(f"--expires {expires!r} is not a date; write YYYY-MM-DD") from None
     with network_lock(network, wait=0):
         net = netmod.load(network, write_back=True)
-        hub_key = _hub_public_key(net)  # before any change: the config needs it
         private = None
         if public_key is None:
             private, public_key = clients.keypair()
+        netmod.add_client(network, name, public_key, expires=when, check_only=True)
+        hub_key = _hub_public_key(net)  # before any change: the config needs it
         client = netmod.add_client(network, name, public_key, expires=when)  # unchanged on error
         print(f"backhaul: added client {name} ({client.wg_ip}) to {network}", flush=True)
         net = netmod.load(network)

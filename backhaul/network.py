@@ -1526,10 +1526,11 @@ def _resolve_allow(service: Service, clients: dict[str, Client]) -> Service:
 
 def add_client(
     path: str | os.PathLike[str], name: str, public_key: str, wg_ip: str | None = None,
-    expires: datetime.date | None = None,
-) -> Client:
+    expires: datetime.date | None = None, check_only: bool = False,
+) -> Client | None:
     """Append a client (only its public key) to the file and return it; the file is unchanged
-    on any problem. Its address is the highest free one unless ``wg_ip`` is given."""
+    on any problem. Its address is the highest free one unless ``wg_ip`` is given.
+    ``check_only``: raise the problems, change nothing, return None."""
     file = os.fspath(path)
     text = _read(file)
     net = _load_text(text, file, Path(file))
@@ -1555,6 +1556,8 @@ def add_client(
                 "key pair of its own")
     if problems:
         raise ConfigError(problems)
+    if check_only:
+        return None
     root = yaml.compose(text)
     fields = [("name", yamledit.scalar(name)), ("public_key", yamledit.scalar(public_key))]
     if wg_ip is not None:

@@ -248,3 +248,41 @@ def test_verify_checks_the_hubs_client_peers_and_expiry(tmp_path):
     client_checks(net, {"proxy": {"peers": {}}}, BEFORE, report)
     assert [c.status for c in report.checks] == ["fail", "fail"]
     assert "the hub has no peer for laptop" in report.checks[0].detail
+
+
+# -- the flows: bad input changes nothing and contacts no host ---------------------------------
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": "laptop", "public_key": "short"}, "not a WireGuard public key"),
+    ({"name": "backend-1"}, "is a host"),
+    ({"name": "Laptop"}, "not a valid client name"),
+    ({"name": "laptop", "expires": "31/01/2030"}, "not a date"),
+])
+def test_add_client_refuses_bad_input_before_any_host_or_file_change(tmp_path, kwargs, message,
+                                                                      monkeypatch):
+    from backhaul import flows, session
+    from backhaul.errors import BackhaulError
+
+    def no_host(*a, **k):
+        raise AssertionError("a host was contacted")
+
+    monkeypatch.setattr(session, "connect", no_host)
+    monkeypatch.setattr(flows, "run_pyinfra", no_host)
+    p = write(tmp_path, BASE % "[]")
+    before = p.read_bytes()
+    shown = []
+    with pytest.raises(BackhaulError, match=message):
+        flows.add_client(str(p), show=shown.append, **kwargs)
+    assert p.read_bytes() == before and shown == []
+
+
+def test_remove_client_refuses_an_unknown_name_before_any_host(tmp_path, monkeypatch):
+    from backhaul import flows
+    from backhaul.errors import BackhaulError
+
+    monkeypatch.setattr(flows, "run_pyinfra", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("a host was contacted")))
+    p = write(tmp_path, BASE % "[]")
+    with pytest.raises(BackhaulError, match="no client 'laptop'"):
+        flows.remove_client(str(p), "laptop")
