@@ -89,19 +89,27 @@ def test_a_laptop_joins_with_add_client_and_reaches_an_allow_listed_service_by_n
     report = lab.verify()
     rows = {(c["check"], c["host"]): c["status"] for c in report["checks"]}
     assert report["ok"] and rows[("client", "laptop")] == "ok", report
+    assert "backhaul: no changes" in lab.inv("deploy").stdout  # with clients too
 
 
 def test_a_client_reaches_the_hub_never_a_backend_behind_it(lab):
     backend = yaml.safe_load(lab.network.read_text())["backends"][0]["wg_ip"]
     hub_key = lab.ssh("proxy", "cat /etc/wireguard/wg0.pub").stdout.strip()
-    # the laptop asks for the whole subnet through the hub: the hub still forwards nothing
-    lab.ssh(lab.laptop, f"wg set wg0 peer {hub_key} allowed-ips 10.50.0.0/24")
+    # the laptop sends the whole subnet into its tunnel: the hub still forwards nothing
+    # (seen: with the hub's client rules deleted by hand, this curl got 200)
+    lab.ssh(lab.laptop, f"wg set wg0 peer {hub_key} allowed-ips 10.50.0.0/24 && "
+            "ip route add 10.50.0.0/24 dev wg0")
     try:
+        assert lab.ssh(lab.laptop, f"ip route get {backend}").stdout.split()[2] == "wg0"
         assert _curl(lab, lab.laptop, f"http://{backend}:{PORT}/") == "000"
         assert lab.ssh(lab.laptop, f"ping -c 2 -W 1 {backend}", check=False).returncode != 0
         assert lab.ssh(lab.laptop, "ping -c 2 -W 1 10.50.0.1", check=False).returncode == 0
+        fetch = f"import urllib.request as u; print(u.urlopen('http://{backend}:{PORT}/', " \
+            "timeout=5).status)"
+        assert lab.ssh("proxy", f'python3 -c "{fetch}"').stdout.strip() == "200"  # the hub does
     finally:
-        lab.ssh(lab.laptop, f"wg set wg0 peer {hub_key} allowed-ips 10.50.0.1/32")
+        lab.ssh(lab.laptop, f"ip route del 10.50.0.0/24 dev wg0; "
+                f"wg set wg0 peer {hub_key} allowed-ips 10.50.0.1/32")
 
 
 def test_remove_client_takes_only_its_peer_off_the_hub(lab):
