@@ -1,7 +1,7 @@
 """backhaul's commands (invoke). Thin: parse options, call one function of the package, print.
 
     inv deploy | plan | verify | add-backend | remove-backend | rotate-keys
-    inv add-client | remove-client
+    inv add-client | remove-client | client-config
     inv lab.up | lab.down | lab.status | lab.demo
 """
 
@@ -138,6 +138,16 @@ def remove_client(c, name, network=None):
     flows.remove_client(_network(network), name=name)
 
 
+@task(help={"name": "the client", "network": NETWORK_HELP})
+@_friendly
+def client_config(c, name, network=None):
+    """Show a client's config (no private key): e.g. after rotating the hub's key."""
+    _in_process_pyinfra()
+    from backhaul import flows
+
+    flows.client_config(_network(network), name=name)
+
+
 # --- the lab ----------------------------------------------------------------------------------
 LAB_HELP = "lab name: 1-6 lowercase letters/digits (default: demo; its files go to .lab/)"
 
@@ -197,5 +207,5 @@ def lab_demo(c, name=None):
 
 
 ns = Collection(deploy, plan, verify, add_backend, remove_backend, rotate_keys, add_client,
-                remove_client)
+                remove_client, client_config)
 ns.add_collection(Collection("lab", lab_up, lab_down, lab_status, lab_demo))

@@ -219,6 +219,20 @@ def add_client(network: str, name: str, public_key: str | None = None,
             del private, text
 
 
+def client_config(network: str, name: str, show=print) -> None:
+    """A client's config again (after the hub's key was rotated, or for a device that keeps its
+    own key): the hub's public key read now, a `# PrivateKey` line for the device to fill in."""
+    from backhaul import clients
+
+    net = netmod.load(network)
+    try:
+        client = net.client(name)
+    except KeyError:
+        known = ", ".join(c.name for c in net.clients) or "none"
+        raise BackhaulError(f"there is no client {name!r} in {network} (clients: {known})") from None
+    show(clients.config_text(net, client, _hub_public_key(net), None))
+
+
 def _hub_public_key(net) -> str:
     from backhaul import session
     from backhaul.facts.wireguard import WireguardState

@@ -90,6 +90,9 @@ def test_a_laptop_joins_with_add_client_and_reaches_an_allow_listed_service_by_n
     rows = {(c["check"], c["host"]): c["status"] for c in report["checks"]}
     assert report["ok"] and rows[("client", "laptop")] == "ok", report
     assert "backhaul: no changes" in lab.inv("deploy").stdout  # with clients too
+    again = lab.inv("client-config", "laptop").stdout
+    hub_key = lab.ssh("proxy", "cat /etc/wireguard/wg0.pub").stdout.strip()
+    assert f"PublicKey = {hub_key}" in again and private not in again and "# PrivateKey" in again
 
 
 def test_a_client_reaches_the_hub_never_a_backend_behind_it(lab):

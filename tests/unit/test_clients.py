@@ -286,3 +286,13 @@ def test_remove_client_refuses_an_unknown_name_before_any_host(tmp_path, monkeyp
     p = write(tmp_path, BASE % "[]")
     with pytest.raises(BackhaulError, match="no client 'laptop'"):
         flows.remove_client(str(p), "laptop")
+
+
+def test_client_config_of_an_unknown_client_contacts_no_host(tmp_path, monkeypatch):
+    from backhaul import flows, session
+    from backhaul.errors import BackhaulError
+
+    monkeypatch.setattr(session, "connect", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("a host was contacted")))
+    with pytest.raises(BackhaulError, match="no client 'laptop'.*clients: none"):
+        flows.client_config(str(write(tmp_path, BASE % "[]")), "laptop")
