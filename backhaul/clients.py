@@ -21,11 +21,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from backhaul import plan
+from backhaul.facts.resolver import CONF as RESOLVER_CONF
 from backhaul.network import Client, Network
 from backhaul.render import render
-
-RESOLVER_UNIT = "backhaul-dns.service"
-RESOLVER_CONF = "/etc/backhaul/dns.conf"
 
 
 def today() -> datetime.date:

@@ -5,22 +5,19 @@ network file has clients.
     pyinfra inventory.py deploys/resolver.py
 
 Why dnsmasq-base: the daemon alone (no service, no config of its own, nothing that starts on
-install), ~1 MB, and one file says everything (`host-record=` per domain, forwarding the rest
-to the hub's resolvers). `dnsmasq` (the package) or `unbound` start a resolver on every
-address at install and bring config of their own that can clash with systemd-resolved's
-127.0.0.53; here the only listener is the WireGuard address, under backhaul's own unit.
+install), and one file says everything (`host-record=` + `local=` per domain, the rest
+forwarded to the hub's own resolvers). The `dnsmasq` package or `unbound` start a resolver on
+every address at install and bring a config of their own that can clash with systemd-resolved
+(127.0.0.53); here the only listener is the WireGuard address, under backhaul's own unit.
 """
-
-from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, systemd
-from pyinfra.operations.util import any_changed
 
 from backhaul import clients, software
 from backhaul.network import load_current
 from backhaul.operations import packages
+from backhaul.operations import resolver as ops
 
 
 @deploy("Resolver for clients")
@@ -28,16 +25,9 @@ def resolver():
     net = load_current()
     if not software.planned_by_site(host.name):
         packages.installed(name="dnsmasq-base", packages=software.RESOLVER)
-    conf = files.put(name="resolver config: the services' domains -> the hub's WG address",
-                     src=StringIO(clients.resolver_conf(net)), dest=clients.RESOLVER_CONF,
-                     mode="644")  # fmt: skip
-    unit = files.put(name=f"{clients.RESOLVER_UNIT}", src=StringIO(clients.resolver_unit(net)),
-                     dest=f"/etc/systemd/system/{clients.RESOLVER_UNIT}", mode="644")  # fmt: skip
-    systemd.daemon_reload(name="systemd: the resolver's unit", _if=unit.did_change)
-    systemd.service(name="resolver bound to the WireGuard address, running",
-                    service=clients.RESOLVER_UNIT, running=True, enabled=True)  # fmt: skip
-    systemd.service(name="resolver: new config", service=clients.RESOLVER_UNIT, restarted=True,
-                    _if=any_changed(conf, unit))  # fmt: skip
+    ops.resolver(name="resolver on the WG address: the services' domains -> the hub",
+                 conf=clients.resolver_conf(net), unit=clients.resolver_unit(net))  # fmt: skip
+
 
 if host.data.get("backhaul_role") == "hub" and load_current().clients:
     resolver()
