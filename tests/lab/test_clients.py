@@ -90,6 +90,10 @@ def test_a_laptop_joins_with_add_client_and_reaches_an_allow_listed_service_by_n
     rows = {(c["check"], c["host"]): c["status"] for c in report["checks"]}
     assert report["ok"] and rows[("client", "laptop")] == "ok", report
     assert "backhaul: no changes" in lab.inv("deploy").stdout  # with clients too
+    # ... and it still reads the hub once: the resolver's state is in the bundled read
+    proc = lab.pyinfra("deploys/site.py", "-vv")
+    loaded = re.findall(r"^\s*\[(\S+)\]\s+Loaded fact (\S+)", proc.stdout + proc.stderr, re.M)
+    assert {f for h, f in loaded if h == "proxy"} == {"backhaul.facts.bundle.FactBundle"}, loaded
     again = lab.inv("client-config", "laptop").stdout
     hub_key = lab.ssh("proxy", "cat /etc/wireguard/wg0.pub").stdout.strip()
     assert f"PublicKey = {hub_key}" in again and private not in again and "# PrivateKey" in again
