@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import posixpath
+import shlex
+
 from pyinfra import host
 from pyinfra.api import operation
 
 from backhaul.facts import snapshot
 from backhaul.facts.resolver import FILES, UNIT, ResolverState
-from backhaul.operations.isolation import _sha256, _write
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write(path: str, content: str, mode: str) -> str:
+    """Atomically write a small file we render ourselves (as the isolation guard does)."""
+    q = shlex.quote
+    tmp = f"{path}.tmp"
+    return (f"mkdir -p {q(posixpath.dirname(path))} && printf '%s' {q(content)} > {q(tmp)}"
+            f" && chmod {mode} {q(tmp)} && mv -f {q(tmp)} {q(path)}")
 
 
 @operation()
