@@ -1,6 +1,7 @@
 """backhaul's commands (invoke). Thin: parse options, call one function of the package, print.
 
     inv deploy | plan | verify | add-backend | remove-backend | rotate-keys
+    inv add-client | remove-client | client-config
     inv lab.up | lab.down | lab.status | lab.demo
 """
 
@@ -112,6 +113,41 @@ def rotate_keys(c, host=None, all=False, network=None):
     flows.rotate_keys(_network(network), host=host, all_hosts=all)
 
 
+# --- clients (admins' devices on the tunnel) --------------------------------------------------
+@task(help={"name": "the client's name (used in allow lists)",
+            "public_key": "its WireGuard public key (recommended: the device makes its own key "
+                          "pair); without it a key pair is made in memory and shown once",
+            "expires": "optional last day + 1, YYYY-MM-DD (UTC): from then on the hub drops it",
+            "network": NETWORK_HELP})
+@_friendly
+def add_client(c, name, public_key=None, expires=None, network=None):
+    """Add an admin's device: its peer on the hub, its config shown once (text and QR code)."""
+    _in_process_pyinfra()
+    from backhaul import flows
+
+    flows.add_client(_network(network), name=name, public_key=public_key, expires=expires)
+
+
+@task(help={"name": "the client to remove", "network": NETWORK_HELP})
+@_friendly
+def remove_client(c, name, network=None):
+    """Remove a client: its entry in the file and its peer on the hub (no other tunnel drops)."""
+    _in_process_pyinfra()
+    from backhaul import flows
+
+    flows.remove_client(_network(network), name=name)
+
+
+@task(help={"name": "the client", "network": NETWORK_HELP})
+@_friendly
+def client_config(c, name, network=None):
+    """Show a client's config (no private key): e.g. after rotating the hub's key."""
+    _in_process_pyinfra()
+    from backhaul import flows
+
+    flows.client_config(_network(network), name=name)
+
+
 # --- the lab ----------------------------------------------------------------------------------
 LAB_HELP = "lab name: 1-6 lowercase letters/digits (default: demo; its files go to .lab/)"
 
@@ -170,5 +206,6 @@ def lab_demo(c, name=None):
     demo.install(_lab(name))
 
 
-ns = Collection(deploy, plan, verify, add_backend, remove_backend, rotate_keys)
+ns = Collection(deploy, plan, verify, add_backend, remove_backend, rotate_keys, add_client,
+                remove_client, client_config)
 ns.add_collection(Collection("lab", lab_up, lab_down, lab_status, lab_demo))

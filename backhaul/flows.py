@@ -16,9 +16,16 @@ from backhaul.runner import run_pyinfra
 
 def deploy(network: str, limit: str | None = None, dry: bool = False) -> None:
     """Validate the whole network file (before any host is touched), then converge the hosts."""
+    from backhaul import clients
+
     with network_lock(network, wait=0):  # also covers writing allocated addresses back
         net = netmod.load(network, write_back=not dry)
         hosts = _limit(net, limit)
+        if hosts is None or net.hub.name in hosts:
+            for c in clients.expired(net, clients.today()):
+                print(f"backhaul: client {c.name} expired on {c.expires}: the hub "
+                      f"{'would drop' if dry else 'drops'} its peer (the file keeps it until "
+                      f"inv remove-client {c.name})", flush=True)  # fmt: skip
         run = run_pyinfra(network, limit=hosts, dry=dry)
     targets = hosts or [h.name for h in net.hosts]
     run.check("the plan" if dry else "the deploy", run.advice(targets, bool(hosts), dry))
@@ -166,3 +173,86 @@ def rotate_keys(network: str, host: str | None = None, all_hosts: bool = False) 
     print(report.to_table())
     if not report.ok:
         raise DeployError("keys rotated but the network does not verify; see the table above")
+
+
+# --- clients (admins' devices) ----------------------------------------------------------------
+def add_client(network: str, name: str, public_key: str | None = None,
+               expires: str | None = None, show=print) -> None:
+    """Write the client into the file (its public key only), put its peer on the hub (wg
+    syncconf: no other tunnel drops), and show its config once.
+
+    Without ``public_key`` a key pair is made here, in memory: the config with the private key
+    is shown once (text and QR code) and forgotten; nothing of it reaches a file, a log or a
+    host."""
+    import datetime
+
+    from backhaul import clients
+
+    try:
+        when = datetime.date.fromisoformat(expires) if expires else None
+    except ValueError:
+        raise BackhaulError(f"--expires {expires!r} is not a date; write YYYY-MM-DD") from None
+    with network_lock(network, wait=0):
+        net = netmod.load(network, write_back=True)
+        private = None
+        if public_key is None:
+            private, public_key = clients.keypair()
+        netmod.add_client(network, name, public_key, expires=when, check_only=True)
+        hub_key = _hub_public_key(net)  # before any change: the config needs it
+        client = netmod.add_client(network, name, public_key, expires=when)  # unchanged on error
+        print(f"backhaul: added client {name} ({client.wg_ip}) to {network}", flush=True)
+        net = netmod.load(network)
+        text = clients.config_text(net, client, hub_key, private)
+        try:
+            run_pyinfra(network, limit=[net.hub.name]).check(
+                f"adding {name}'s peer on the hub", "The file already has the client and the "
+                f"config below is valid: run `inv deploy --limit {net.hub.name}` to finish.")
+        finally:  # shown even when the hub's run failed: the key exists nowhere else
+            if private is None:
+                show(f"\n{name}'s WireGuard config: put this device's own private key in it"
+                     f"\n\n{text}")
+            else:
+                show(f"\n{name}'s WireGuard config, shown ONCE (its private key is nowhere "
+                     "else; save it on the device now, e.g. as /etc/wireguard/wg0.conf):"
+                     f"\n\n{text}\nThe same as a QR code (WireGuard app: add a tunnel, scan "
+                     f"from QR code):\n\n{clients.qr_text(text)}")
+            del private, text
+
+
+def client_config(network: str, name: str, show=print) -> None:
+    """A client's config again (after the hub's key was rotated, or for a device that keeps its
+    own key): the hub's public key read now, a `# PrivateKey` line for the device to fill in."""
+    from backhaul import clients
+
+    net = netmod.load(network)
+    try:
+        client = net.client(name)
+    except KeyError:
+        known = ", ".join(c.name for c in net.clients) or "none"
+        raise BackhaulError(f"there is no client {name!r} in {network} (clients: {known})") from None
+    show(clients.config_text(net, client, _hub_public_key(net), None))
+
+
+def _hub_public_key(net) -> str:
+    from backhaul import session
+    from backhaul.facts.wireguard import WireguardState
+
+    with session.connect(net, [net.hub.name]) as hosts:
+        state = hosts.facts({net.hub.name: (WireguardState, {"interface": net.interface})})
+    state = state.get(net.hub.name)
+    key = (state or {}).get("public_key") if isinstance(state, dict) else None
+    if not key:
+        raise DeployError(f"cannot read the hub's public key from {net.hub.name}: run inv deploy")
+    return key
+
+
+def remove_client(network: str, name: str) -> None:
+    """Take the client out of the file, then its peer off the hub (wg syncconf)."""
+    with network_lock(network, wait=0):
+        net = netmod.load(network)
+        netmod.remove_client(network, name)  # refuses while an allow list names it
+        print(f"backhaul: removed client {name} from {network}", flush=True)
+        run_pyinfra(network, limit=[net.hub.name]).check(
+            f"removing {name}'s peer from the hub", f"{name} is already out of the file: run "
+            f"`inv deploy --limit {net.hub.name}` to finish.")
+        print(f"backhaul: {net.hub.name} has no peer for {name} any more", flush=True)

@@ -11,6 +11,9 @@ gets past the model.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import datetime
 import difflib
 import functools
 import ipaddress
@@ -33,6 +36,7 @@ from backhaul.errors import ConfigError, Problem
 __all__ = [
     "Network",
     "Host",
+    "Client",
     "Service",
     "Tls",
     "Ssh",
@@ -42,6 +46,8 @@ __all__ = [
     "clear_cache",
     "add_backend",
     "remove_backend",
+    "add_client",
+    "remove_client",
     "next_free_wg_ip",
     "DEFAULT_PATH",
     "ENV_VAR",
@@ -81,6 +87,7 @@ _UNROUTABLE_V4 = tuple((ipaddress.IPv4Network(block), what) for block, what in (
 ))
 # what nginx on the hub listens on (HTTP for ACME and redirects, HTTPS): sshd cannot share them
 HUB_WEB_PORTS = (80, 443)
+ALL_CLIENTS = "clients"  # in a service's allow: every client of the file
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -110,6 +117,27 @@ class Service:
     hsts: bool = False
     compose: str | None = None
     unit: str | None = None
+    # the client names (and `clients`) of allow:, whose addresses ``allow`` also holds. An
+    # allow list of names that resolves to no address (no client yet) still denies everyone.
+    allow_names: tuple[str, ...] = ()
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.allow or self.allow_names)
+
+
+@dataclass(frozen=True)
+class Client:
+    """An admin's device (road-warrior peer): a peer of the hub only, never of a backend."""
+
+    name: str
+    public_key: str
+    wg_ip: ipaddress.IPv4Address
+    expires: datetime.date | None = None  # from this day (UTC) on, the hub drops its peer
+
+    @property
+    def wg_cidr(self) -> str:
+        return f"{self.wg_ip}/32"
 
 
 @dataclass(frozen=True)
@@ -148,6 +176,8 @@ class Network:
     services: tuple[Service, ...]
     ssh: Ssh
     tls: Tls
+    clients: tuple[Client, ...] = ()
+    client_warn_days: int = 14  # `inv verify` warns this many days before a client expires
 
     @property
     def hosts(self) -> tuple[Host, ...]:
@@ -161,6 +191,12 @@ class Network:
 
     def services_on(self, name: str) -> tuple[Service, ...]:
         return tuple(s for s in self.services if s.backend == name)
+
+    def client(self, name: str) -> Client:
+        for c in self.clients:
+            if c.name == name:
+                return c
+        raise KeyError(name)
 
 
 # -- public functions ---------------------------------------------------------------------------
@@ -212,8 +248,8 @@ def clear_cache() -> None:
 
 
 def next_free_wg_ip(net: Network) -> ipaddress.IPv4Address:
-    """The lowest address of the subnet no host uses (network/broadcast excluded)."""
-    used = {h.wg_ip for h in net.hosts}
+    """The lowest address of the subnet no host or client uses (network/broadcast excluded)."""
+    used = {h.wg_ip for h in net.hosts} | {c.wg_ip for c in net.clients}
     for addr in net.subnet.hosts():
         if addr not in used:
             return addr
@@ -439,16 +475,17 @@ _EXAMPLES = {
     "port": "8080",
 }
 
-_TOP_KEYS = ("network", "ssh", "proxy", "backends", "services", "tls")
+_TOP_KEYS = ("network", "ssh", "proxy", "backends", "services", "tls", "clients")
 _NETWORK_KEYS = (
     "subnet", "port", "interface", "keepalive", "backend_to_backend", "preshared_keys",
-    "key_max_age_days",
+    "key_max_age_days", "client_warn_days",
 )
 _SSH_KEYS = ("user", "port", "key", "known_hosts")
 _HOST_KEYS = ("name", "public_ip", "wg_ip", "ssh_host")
 _SERVICE_KEYS = (
     "name", "backend", "port", "domains", "websocket", "allow", "hsts", "compose", "unit",
 )
+_CLIENT_KEYS = ("name", "public_key", "wg_ip", "expires")
 _TLS_KEYS = ("mode", "acme_server", "email", "acme_ca_bundle", "verify_ca_bundle", "cert", "key")
 
 _BAD = object()  # "present but invalid" (a problem has been recorded), as opposed to None
@@ -942,6 +979,8 @@ def _check_network(
     psk = ck.boolean(nm, "preshared_keys", "network.preshared_keys")
     max_age = ck.integer(nm, "key_max_age_days", "network.key_max_age_days", 1, 36500, 180,
                          "use days, e.g. 180")
+    warn_days = ck.integer(nm, "client_warn_days", "network.client_warn_days", 0, 3650, 14,
+                           "use days, e.g. 14 (0 = no warning before a client expires)")
 
     # ssh:
     sm = ck.mapping(top.get("ssh"), "ssh", _SSH_KEYS) or {}
@@ -972,8 +1011,13 @@ def _check_network(
     _check_unique(ck, drafts, "name", "names")
     _check_unique(ck, drafts, "public_ip", "public IPs")
 
+    # clients: (their addresses after the hosts')
+    client_drafts = _client_drafts(ck, top.get("clients"), drafts)
+    client_names = {c.name for c in client_drafts if isinstance(c.name, str)}
+
     # services:
-    services = _services(ck, top.get("services"), backend_names, hub_name, ssh_port)
+    services = _services(ck, top.get("services"), backend_names, hub_name, ssh_port,
+                         client_names)
 
     # tls:
     tls = _tls(ck, top.get("tls"), doc, base)
@@ -982,7 +1026,10 @@ def _check_network(
     allocated: list[tuple[MappingNode, ipaddress.IPv4Address]] = []
     wg: dict[int, ipaddress.IPv4Address] = {}
     if isinstance(subnet, ipaddress.IPv4Network):
-        wg, allocated = _addresses(ck, drafts, subnet, nm.get("subnet"))
+        reserved = frozenset(c.wg_ip for c in client_drafts
+                             if isinstance(c.wg_ip, ipaddress.IPv4Address))  # fmt: skip
+        wg, allocated = _addresses(ck, drafts, subnet, nm.get("subnet"), reserved)
+        allocated += _client_addresses(ck, client_drafts, subnet, drafts, wg)
     _check_routes(ck, drafts, subnet)
 
     if ck.problems:
@@ -997,7 +1044,12 @@ def _check_network(
         ssh=Ssh(ssh_user, ssh_port, _controller_path(ssh_key, base),
                 _controller_path(known_hosts, base)),
         tls=tls,
+        clients=tuple(Client(c.name, c.public_key, c.wg_ip, c.expires) for c in client_drafts),
+        client_warn_days=warn_days,
     )
+    clients = {c.name: c for c in network.clients}
+    network = dataclasses.replace(network, services=tuple(
+        _resolve_allow(s, clients) for s in network.services))
     return network, allocated
 
 
@@ -1135,9 +1187,11 @@ def _check_routes(ck: _Checker, drafts: list[_Draft], subnet: Any) -> None:
 
 
 def _addresses(
-    ck: _Checker, drafts: list[_Draft], subnet: ipaddress.IPv4Network, subnet_node: Node | None
+    ck: _Checker, drafts: list[_Draft], subnet: ipaddress.IPv4Network, subnet_node: Node | None,
+    reserved: frozenset[ipaddress.IPv4Address] = frozenset(),
 ) -> tuple[dict[int, ipaddress.IPv4Address], list[tuple[MappingNode, ipaddress.IPv4Address]]]:
-    """Check explicit wg_ips, then give each host without one the lowest free address."""
+    """Check explicit wg_ips, then give each host without one the lowest free address
+    (``reserved``: the clients' explicit addresses, never given to a host)."""
     usable = max(subnet.num_addresses - 2, 0)
     if len(drafts) > usable:
         need = 32 - (len(drafts) + 1).bit_length()
@@ -1179,7 +1233,7 @@ def _addresses(
             wg[i] = addr
             owner[addr] = d
     allocated = []
-    free = (a for a in subnet.hosts() if a not in owner)
+    free = (a for a in subnet.hosts() if a not in owner and a not in reserved)
     for i, d in enumerate(drafts):
         if d.wg_ip is None and i not in wg:
             wg[i] = next(free)
@@ -1188,7 +1242,8 @@ def _addresses(
 
 
 def _services(
-    ck: _Checker, node: Node | None, backends: set[str], hub_name: Any, ssh_port: Any
+    ck: _Checker, node: Node | None, backends: set[str], hub_name: Any, ssh_port: Any,
+    clients: set[str] | None = None,
 ) -> list[Service]:
     out: list[Service] = []
     names: dict[str, str] = {}
@@ -1251,14 +1306,22 @@ def _services(
                 continue
             domains[dom] = dpath
             doms.append(dom)
-        allow = []
+        allow, allow_names = [], []
         for j, anode in enumerate(ck.items(m.get("allow"), f"{path}.allow", "IPs or CIDRs")):
             apath = f"{path}.allow[{j}]"
             if not _is_str(anode):
                 ck.add(anode, apath, f"expected an IP or CIDR, got {_describe(anode)}")
                 ok = False
                 continue
+            if clients is not None and (anode.value in clients or anode.value == ALL_CLIENTS):
+                allow_names.append(anode.value)  # resolved to addresses by _resolve_allow
+                continue
             error = _allow_error(anode.value)
+            if error and clients is not None and HOST_NAME_RE.fullmatch(anode.value):
+                known = ", ".join(sorted(clients)) or "none yet"
+                error = (f"{_show(anode.value)} is neither an IP address or CIDR nor a client "
+                         f"name (clients: {known}); write e.g. 198.51.100.7, a client's name, "
+                         f"or {ALL_CLIENTS} for all of them")
             if error:
                 ck.add(anode, apath, error)
                 ok = False
@@ -1272,7 +1335,7 @@ def _services(
         values = (name, backend, port, websocket, hsts, compose, unit)
         if ok and not any(v is _BAD for v in values) and name and backend and port:
             out.append(Service(name, backend, port, tuple(doms), websocket, tuple(allow), hsts,
-                               compose, unit))
+                               compose, unit, tuple(allow_names)))
     return out
 
 
@@ -1309,3 +1372,233 @@ def _tls(ck: _Checker, node: Node | None, doc: MappingNode, base: Path) -> Any:
     return Tls(mode, server, directory, email, _controller_path(bundle, base), cert, key,
                _controller_path(roots, base))
 
+
+
+# -- clients: admins' devices on the tunnel (road-warrior peers of the hub) --------------------
+# Kept apart from the hosts: a client has no public address and no SSH, the hub is its only
+# peer, and its address is allocated from the top of the subnet down (backends take the lowest
+# free addresses), so the two never interleave and a later backend never moves.
+
+
+@dataclass
+class _ClientDraft:
+    path: str
+    node: MappingNode
+    name: Any
+    public_key: Any
+    wg_ip: Any
+    wg_ip_node: Node | None
+    expires: Any
+
+
+def _check_public_key(value: str) -> str | None:
+    """Why ``value`` is not a WireGuard public key (44 characters of base64, 32 bytes)."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) == 32 and base64.b64encode(raw).decode() == value:
+        return None
+    return (f"{_show(value)} is not a WireGuard public key (44 characters of base64, e.g. the "
+            "output of `wg pubkey`); paste the client's public key, never its private key")
+
+
+def _expires(ck: _Checker, m: dict[str, Node], path: str) -> Any:
+    node = ck.present(m, "expires", path)
+    if node is None:
+        return None
+    value = node.value if isinstance(node, ScalarNode) else None
+    if isinstance(node, ScalarNode) and node.tag in (_TAG + "timestamp", _TAG + "str"):
+        try:
+            if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+                return datetime.date.fromisoformat(value)
+        except ValueError:
+            ck.add(node, path, f"{_show(value)} is not a day of the calendar; write a real "
+                   "date as YYYY-MM-DD, e.g. 2027-01-31")
+            return _BAD
+    ck.add(node, path, f"expected a date, got {_describe(node)}; write YYYY-MM-DD, e.g. "
+           "2027-01-31 (the day the client stops working, UTC)")
+    return _BAD
+
+
+def _client_drafts(ck: _Checker, node: Node | None, hosts: list[_Draft]) -> list[_ClientDraft]:
+    host_names = {d.name for d in hosts if isinstance(d.name, str)}
+    out: list[_ClientDraft] = []
+    names: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    for i, item in enumerate(ck.items(node, "clients", "clients")):
+        path = f"clients[{i}]"
+        m = ck.mapping(item, path, _CLIENT_KEYS, required=("name", "public_key"),
+                       what="a mapping with name and public_key")
+        if m is None:
+            continue
+        assert isinstance(item, MappingNode)
+        name = ck.matching(m, "name", f"{path}.name", _check_host_name)
+        if isinstance(name, str):
+            if name == ALL_CLIENTS:
+                ck.add(m["name"], f"{path}.name", f"{_show(name)} means every client in allow "
+                       "lists; give this client another name")
+                name = _BAD
+            elif name in host_names:
+                ck.add(m["name"], f"{path}.name", f"{_show(name)} is a host of this network; "
+                       "allow lists name clients, so give this client another name")
+                name = _BAD
+            elif name in names:
+                ck.add(m["name"], f"{path}.name", f"{_show(name)} is already used by "
+                       f"{names[name]}; client names must be unique")
+                name = _BAD
+            else:
+                names[name] = path
+        key = ck.matching(m, "public_key", f"{path}.public_key", _check_public_key)
+        if isinstance(key, str):
+            if key in keys:
+                ck.add(m["public_key"], f"{path}.public_key", f"is already the public key of "
+                       f"{keys[key]}; each client has a key pair of its own")
+                key = _BAD
+            else:
+                keys[key] = path
+        wg_ip = ck.text(m, "wg_ip", f"{path}.wg_ip", ip_like=True)
+        if isinstance(wg_ip, str):
+            addr, error = _ip_address(wg_ip, v4_only=True)
+            if addr is None:
+                ck.add(m["wg_ip"], f"{path}.wg_ip", error or f"{_show(wg_ip)} is not an IPv4 "
+                       "address; write e.g. 10.50.0.254, or remove this wg_ip to get one")
+                wg_ip = _BAD
+            else:
+                wg_ip = addr
+        expires = _expires(ck, m, f"{path}.expires")
+        out.append(_ClientDraft(path, item, name, key, wg_ip, m.get("wg_ip"), expires))
+    return out
+
+
+def _client_addresses(
+    ck: _Checker, clients: list[_ClientDraft], subnet: ipaddress.IPv4Network,
+    hosts: list[_Draft], host_ips: dict[int, ipaddress.IPv4Address],
+) -> list[tuple[MappingNode, ipaddress.IPv4Address]]:
+    """Check the clients' explicit addresses against the hosts' and each other's, then give
+    each client without one the highest free address."""
+    owner: dict[ipaddress.IPv4Address, str] = {a: hosts[i].path for i, a in host_ips.items()}
+    for c in clients:
+        addr = c.wg_ip
+        if not isinstance(addr, ipaddress.IPv4Address):
+            continue
+        field = f"{c.path}.wg_ip"
+        if addr not in subnet or addr in (subnet.network_address, subnet.broadcast_address):
+            ck.add(c.wg_ip_node, field, f"{_show(str(addr))} is not a host address of "
+                   f"network.subnet {subnet}; remove this wg_ip to get one allocated")
+            c.wg_ip = _BAD
+        elif addr in owner:
+            who = "the hub" if owner[addr] == "proxy" else owner[addr]
+            ck.add(c.wg_ip_node, field, f"{_show(str(addr))} is already used by {who}; "
+                   "remove this wg_ip to get a free one allocated")
+            c.wg_ip = _BAD
+        else:
+            owner[addr] = c.path
+    allocated = []
+    top = int(subnet.broadcast_address) - 1
+    for c in clients:
+        if c.wg_ip is not None:
+            continue
+        while top > int(subnet.network_address) and ipaddress.IPv4Address(top) in owner:
+            top -= 1
+        if top <= int(subnet.network_address):
+            ck.add(c.node, f"{c.path}.wg_ip", f"network.subnet {subnet} is full; use a larger "
+                   "subnet")
+            c.wg_ip = _BAD
+            continue
+        c.wg_ip = ipaddress.IPv4Address(top)
+        owner[c.wg_ip] = c.path
+        allocated.append((c.node, c.wg_ip))
+    return allocated
+
+
+def _resolve_allow(service: Service, clients: dict[str, Client]) -> Service:
+    """A service's allow list with client names (and `clients`) replaced by their addresses."""
+    if not service.allow_names:
+        return service
+    out = list(service.allow)
+    for a in service.allow_names:
+        for c in clients.values() if a == ALL_CLIENTS else [clients[a]]:
+            if c.wg_cidr not in out:
+                out.append(c.wg_cidr)
+    return dataclasses.replace(service, allow=tuple(out))
+
+
+def add_client(
+    path: str | os.PathLike[str], name: str, public_key: str, wg_ip: str | None = None,
+    expires: datetime.date | None = None, check_only: bool = False,
+) -> Client | None:
+    """Append a client (only its public key) to the file and return it; the file is unchanged
+    on any problem. Its address is the highest free one unless ``wg_ip`` is given.
+    ``check_only``: raise the problems, change nothing, return None."""
+    file = os.fspath(path)
+    text = _read(file)
+    net = _load_text(text, file, Path(file))
+    problems: list[Problem] = []
+
+    def bad(field: str, message: str) -> None:
+        problems.append(Problem(file, None, None, field, message))
+
+    if not isinstance(name, str) or not HOST_NAME_RE.fullmatch(name):
+        bad("name", f"{_show(name)} is not a valid client name; {_NAME_HELP}")
+    elif name == ALL_CLIENTS or name in {h.name for h in net.hosts}:
+        bad("name", f"{_show(name)} is a host or means every client; choose another name")
+    elif name in {c.name for c in net.clients}:
+        bad("name", f"{_show(name)} is already a client in {file}; remove it first "
+            f"(inv remove-client {name}) or choose another name")
+    error = _check_public_key(public_key) if isinstance(public_key, str) else "missing"
+    if error:
+        bad("public_key", error)
+    else:
+        owner = next((c for c in net.clients if c.public_key == public_key), None)
+        if owner is not None:
+            bad("public_key", f"is already the public key of {owner.name!r}; each client has a "
+                "key pair of its own")
+    if problems:
+        raise ConfigError(problems)
+    if check_only:
+        return None
+    root = yaml.compose(text)
+    fields = [("name", yamledit.scalar(name)), ("public_key", yamledit.scalar(public_key))]
+    if wg_ip is not None:
+        fields.append(("wg_ip", yamledit.scalar(wg_ip)))
+    if expires is not None:
+        fields.append(("expires", expires.isoformat()))
+    new_text = yamledit.apply(text, yamledit.append_item(text, root, "clients", fields))
+    result = _check(new_text, f"{file} (after adding {name})", Path(file))
+    if result.problems:
+        raise ConfigError(result.problems)
+    # the address is allocated now and written with the client (it never moves afterwards)
+    edits = []
+    for mapping, addr in result.allocated:
+        edits += yamledit.set_key(new_text, mapping, "wg_ip", str(addr))
+    final = yamledit.apply(new_text, edits)
+    client = _load_text(final, f"{file} (after adding {name})", Path(file)).client(name)
+    _write_atomic(file, text, final)
+    return client
+
+
+def remove_client(path: str | os.PathLike[str], name: str) -> Client:
+    """Remove client ``name`` from the file and return it; unchanged on any problem (a service
+    whose allow list names it must drop the name first: removing it silently would change who
+    may reach that service)."""
+    file = os.fspath(path)
+    text = _read(file)
+    net = _load_text(text, file, Path(file))
+    index = next((i for i, c in enumerate(net.clients) if c.name == name), None)
+    if index is None:
+        known = ", ".join(c.name for c in net.clients) or "none"
+        raise ConfigError([Problem(file, None, None, "name",
+                                   f"there is no client {_show(name)}; clients: {known}")])
+    users = [f"services[{i}].allow" for i, s in enumerate(net.services)
+             if name in s.allow_names]  # fmt: skip
+    if users:
+        raise ConfigError([Problem(file, None, None, "name", f"{', '.join(users)} names "
+                                   f"{name!r}; remove it there first (or allow `clients`)")])
+    root = yaml.compose(text)
+    new_text = yamledit.apply(text, yamledit.remove_item(text, root, "clients", index))
+    new_net = _load_text(new_text, f"{file} (after removing {name})", Path(file))
+    if len(new_net.clients) != len(net.clients) - 1 or name in {c.name for c in new_net.clients}:
+        raise AssertionError(f"bug: removing {name!r} did not remove exactly that client")
+    _write_atomic(file, text, new_text)
+    return net.clients[index]

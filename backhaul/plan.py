@@ -7,9 +7,10 @@ peers with whom and why a ufw rule exists.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 
-from backhaul.network import Host, Network
+from backhaul.network import Client, Host, Network
 
 RULE_COMMENT = "backhaul"  # every ufw rule backhaul makes carries it: that is how we know ours
 
@@ -144,6 +145,7 @@ def firewall_rules(net: Network, host: Host) -> list[Rule]:
                               why=f"WireGuard from {b.name} only"))  # fmt: skip
         rules.append(Rule(80, "tcp", why="HTTP: ACME challenges and the redirect to HTTPS"))
         rules.append(Rule(443, "tcp", why="HTTPS for the services"))
+        rules += client_rules(net)
         if net.backend_to_backend:
             rules.append(Rule(None, None, src=str(net.subnet), dst=str(net.subnet),
                               interface=net.interface, route=True, out_interface=net.interface,
@@ -198,11 +200,44 @@ class Isolation:
     wg_ip: str
     forward_into_tunnel_only_from_tunnel: bool
     docker_allow: tuple[DockerAllow, ...]
+    # the hub: the clients' addresses, to and from which nothing is forwarded (a client
+    # reaches the hub, never a backend through it)
+    no_forward: tuple[str, ...] = ()
 
 
 def isolation(net: Network, host: Host) -> Isolation:
     if host.role == "hub":
-        return Isolation(net.interface, str(host.wg_ip), True, ())
+        return Isolation(net.interface, str(host.wg_ip), True, (),
+                         tuple(c.wg_cidr for c in net.clients))
     src = str(net.subnet) if net.backend_to_backend else f"{net.hub.wg_ip}/32"
     allow = tuple(DockerAllow(src, s.port, f"service {s.name}") for s in net.services_on(host.name))
     return Isolation(net.interface, str(host.wg_ip), False, allow)
+
+
+# -- clients: admins' devices, peers of the hub only ---------------------------------------
+# A client dials the hub from wherever it is (no Endpoint on the hub's side, no keepalive: the
+# client keeps its own NAT open), reaches the hub's own addresses over the tunnel (nginx, the
+# resolver) and nothing behind it: the isolation guard drops whatever the hub would forward
+# from or to a client, whatever backend_to_backend says.
+
+
+def active_clients(net: Network, today: datetime.date) -> list[Client]:
+    """The clients whose peer the hub has: those not expired on ``today`` (UTC)."""
+    return [c for c in net.clients if c.expires is None or today < c.expires]
+
+
+def client_peers(net: Network, today: datetime.date) -> list[Peer]:
+    return [Peer(f"{c.name} (client)", c.public_key, (c.wg_cidr,)) for c in active_clients(net, today)]
+
+
+def client_rules(net: Network) -> list[Rule]:
+    """The hub's ufw rules for clients: WireGuard from anywhere (a laptop roams; WireGuard
+    answers no packet that does not carry a known key, so a scan still finds nothing), and
+    the resolver on the hub's WG address from the tunnel."""
+    if not net.clients:
+        return []
+    return [
+        Rule(net.port, "udp", why="WireGuard from the clients (any address: they roam)"),
+        Rule(53, None, src=str(net.subnet), dst=str(net.hub.wg_ip), interface=net.interface,
+             why="DNS for the clients: the services' domains -> the hub's WG address"),
+    ]

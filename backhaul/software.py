@@ -40,4 +40,9 @@ def all_for(net: Network, host: Host, kernel_module: str | None) -> list[str]:
     wanted = wireguard(kernel_module) + FIREWALL
     if host.role == "hub":
         wanted += nginx(net)
+        if net.clients:
+            wanted += RESOLVER  # the clients' DNS (deploys/resolver.py)
     return wanted
+
+
+RESOLVER = ["dnsmasq-base"]  # the daemon alone: no service, no default config of its own

@@ -98,6 +98,7 @@ class Vhost:
     allow: tuple[str, ...]
     hsts: bool
     cert: CertPaths
+    restricted: bool = False  # an allow list was given (of names maybe none resolve yet): deny all else
 
 
 def self_signed_paths(name: str) -> CertPaths:
@@ -248,6 +249,7 @@ def vhosts(net: Network, paths: dict[str, CertPaths]) -> list[Vhost]:
             allow=s.allow,
             hsts=s.hsts,
             cert=paths[s.name],
+            restricted=s.restricted,
         ))  # fmt: skip
     return out
 

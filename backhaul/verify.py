@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+from backhaul import clients as clientmod
 from backhaul import network as netmod
 from backhaul import plan, probe
 from backhaul.facts.health import HostHealth
@@ -95,6 +96,7 @@ def run(network_path: str, names: list[str] | None = None) -> Report:
                 wanted[b.name] = (HostHealth, _probe_args(net, b, backends))
             health = {n: h for n, h in conn.facts(wanted).items() if isinstance(h, dict)}
         _tunnel_checks(net, backends, health, report)
+        client_checks(net, health, clientmod.today(), report)
         _service_checks(net, backends, health, report)
         knocked = early.result()
         undeclared = {h.name: t for h in hosts if health.get(h.name)
@@ -260,6 +262,24 @@ def _served_issuer(net: Network, domain: str) -> str | None:
     except OSError:
         return None
     return x509.load_der_x509_certificate(der).issuer.rfc4514_string() if der else None
+
+
+# --- clients ---------------------------------------------------------------------------------
+def client_checks(net: Network, health: dict, today, report: Report) -> None:
+    """Each client: the hub has its peer (none once expired), and how close its expiry is.
+    No handshake is expected: a laptop is off as often as not."""
+    hub = health.get(net.hub.name)
+    notes = {name: (status, why) for name, status, why in clientmod.expiry(net, today)}
+    for c in net.clients:
+        status, why = notes.get(c.name, (OK, "no expiry" if c.expires is None
+                                         else f"expires on {c.expires}"))  # fmt: skip
+        if hub is not None:
+            peer = hub["peers"].get(c.public_key)
+            if status == FAIL and peer is not None:
+                why += "; still a peer of the hub: run inv deploy"
+            elif status != FAIL and (peer is None or c.wg_cidr not in peer["allowed_ips"]):
+                status, why = FAIL, f"the hub has no peer for {c.name} ({c.wg_cidr}): run inv deploy"
+        report.add("client", c.name, status, why)
 
 
 # --- what the internet sees ----------------------------------------------------------------

@@ -28,3 +28,4 @@ local.include("deploys/isolation.py")  # before anything publishes on the tunnel
 local.include("deploys/docker_bind.py")
 local.include("deploys/units.py")
 local.include("deploys/nginx.py")
+local.include("deploys/resolver.py")  # the hub, with clients: their DNS

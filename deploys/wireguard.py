@@ -21,7 +21,7 @@ from pyinfra.api import StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import server
 
-from backhaul import pending, plan, software
+from backhaul import clients, pending, plan, software
 from backhaul.facts import other_hosts, snapshot
 from backhaul.facts.wireguard import (
     WireguardConfigPeers,
@@ -146,6 +146,11 @@ def _hub_conf(net: Network, psk_in_use: bool) -> str:
         msg = f"{host.name}: no public key for {', '.join(missing)} (unreachable, never deployed)"
         pending.record(msg)
         logger.warning(f"{msg}: their peers wait for a deploy that reaches them")
+    # clients: peers of the hub only, dropped from the day they expire (deploy says so)
+    today = clients.today()
+    peers += plan.client_peers(net, today)
+    for c in clients.expired(net, today):
+        logger.warning(f"{host.name}: client {c.name} expired on {c.expires}: no peer for it")
     return render("wg-hub.conf.j2", interface=iface, address=plan.wg_address(net, net.hub),
                   listen_port=net.port, peers=peers)  # fmt: skip
 

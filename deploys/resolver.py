@@ -1,0 +1,33 @@
+"""DNS for clients on the tunnel: the hub answers the services' domains with its WireGuard
+address (dnsmasq from dnsmasq-base, bound to that address only). Runs on the hub when the
+network file has clients.
+
+    pyinfra inventory.py deploys/resolver.py
+
+Why dnsmasq-base: the daemon alone (no service, no config of its own, nothing that starts on
+install), and one file says everything (`host-record=` + `local=` per domain, the rest
+forwarded to the hub's own resolvers). The `dnsmasq` package or `unbound` start a resolver on
+every address at install and bring a config of their own that can clash with systemd-resolved
+(127.0.0.53); here the only listener is the WireGuard address, under backhaul's own unit.
+"""
+
+from pyinfra import host
+from pyinfra.api import deploy
+
+from backhaul import clients, software
+from backhaul.network import load_current
+from backhaul.operations import packages
+from backhaul.operations import resolver as ops
+
+
+@deploy("Resolver for clients")
+def resolver():
+    net = load_current()
+    if not software.planned_by_site(host.name):
+        packages.installed(name="dnsmasq-base", packages=software.RESOLVER)
+    ops.resolver(name="resolver on the WG address: the services' domains -> the hub",
+                 conf=clients.resolver_conf(net), unit=clients.resolver_unit(net))  # fmt: skip
+
+
+if host.data.get("backhaul_role") == "hub" and load_current().clients:
+    resolver()
