@@ -49,15 +49,12 @@ keys that the new conf no longer gives.
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from collections.abc import Callable
-from io import StringIO
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import (
-    FileUploadCommand,
     OperationError,
     StringCommand,
     operation,
@@ -72,6 +69,7 @@ from backhaul.facts.wireguard import (
     psk_path,
     wg_paths,
 )
+from backhaul.operations import hostfile
 from backhaul.wgcommands import embed_key_command, psk_dir_command, write_psk_command
 from backhaul.wgconf import check_content, content_allowed_ips, content_peers, interface_settings
 
@@ -189,7 +187,7 @@ def config(interface: str, content: str | Callable[[], str]):
     paths = wg_paths(interface)
     st: dict[str, Any] = snapshot.get(WireguardState, interface=interface) or {}
 
-    want_sha = hashlib.sha256(content.encode()).hexdigest()
+    want_sha = hostfile.sha256(content)
     existed = bool(st.get("config_exists"))
     key = st.get("public_key")  # of the key file: the one key this host should run with
     # A rotation cut short (or a hand edit) can leave the conf with another key than the key
@@ -203,9 +201,7 @@ def config(interface: str, content: str | Callable[[], str]):
         upload = f"/etc/wireguard/.{interface}.conf.upload"
         if not st.get("key_exists") and not st.get("config_exists"):
             yield "umask 077 && mkdir -p /etc/wireguard"
-        yield FileUploadCommand(
-            StringIO(content), upload, remote_temp_filename=host.get_temp_filename(upload)
-        )
+        yield hostfile.upload(content, upload)
         yield embed_key_command(upload, paths["key"], paths["conf"]) + (
             f" && rm -f {shlex.quote(upload)}"
         )
