@@ -23,7 +23,10 @@ from typing import NamedTuple
 
 import yaml
 
+from backhaul import yamledit
 from backhaul.errors import BackhaulError
+from backhaul.yamledit import describe as _describe
+from backhaul.yamledit import is_null as _is_null
 
 HOST_BINDING_OPT = "com.docker.network.bridge.host_binding_ipv4"
 
@@ -31,8 +34,7 @@ _SHORT_SYNTAX = '"[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]"'
 _PORT_RE = re.compile(r"(\d+)(?:-(\d+))?")
 _PROTOCOLS = ("tcp", "udp", "sctp")
 _TRUE = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON", "y", "Y"}
-_NULL_TAG = "tag:yaml.org,2002:null"
-_STR_TAG = "tag:yaml.org,2002:str"
+_STR_TAG = yamledit.TAG + "str"
 # Drivers that publish ports through the bridge code (and so honour HOST_BINDING_OPT).
 _BRIDGE_DRIVERS = {"", "bridge"}
 
@@ -71,7 +73,7 @@ def rewrite_compose(text: str, bind_ip: str) -> RewriteResult:
     ip = _check_bind_ip(bind_ip)
     plan = _Planner(text, ip)
     plan.run()
-    new_text = plan.apply()
+    new_text = yamledit.apply(text, plan.edits)
     if new_text != text:
         # Cheap insurance that the edits are right: the result must parse and need no edit.
         again = _Planner(new_text, ip)
@@ -106,22 +108,11 @@ def _check_bind_ip(bind_ip: str) -> str:
     return str(addr)
 
 
-@dataclass
-class _Edit:
-    start: int
-    end: int
-    text: str
-
-
 # --- reading the node tree -----------------------------------------------------------------
 
 
 def _where(node: yaml.Node) -> str:
     return f"line {node.start_mark.line + 1}, column {node.start_mark.column + 1}"
-
-
-def _is_null(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG
 
 
 def _entries(mapping: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
@@ -267,26 +258,16 @@ class _Planner:
     def __init__(self, text: str, bind_ip: str):
         self.text = text
         self.bind_ip = bind_ip
-        self.edits: list[_Edit] = []
+        self.edits: list[yamledit.Edit] = []
         self.ports: list[PublishedPort] = []
         self.warnings: list[str] = []
         self.unit = 2  # indentation step of the file, learnt from `services:`
-        self.newline = "\r\n" if "\r\n" in text else "\n"
+        self.newline = yamledit.newline_of(text)
 
     # edits
 
     def _edit(self, start: int, end: int, new: str) -> None:
-        if any(e.start == start and e.end == end and e.text == new for e in self.edits):
-            return  # the same node reached twice through a YAML alias
-        self.edits.append(_Edit(start, end, new))
-
-    def apply(self) -> str:
-        out = self.text
-        order = sorted(range(len(self.edits)), key=lambda i: (self.edits[i].start, i))
-        for i in reversed(order):
-            e = self.edits[i]
-            out = out[: e.start] + e.text + out[e.end :]
-        return out
+        self.edits.append(yamledit.Edit(start, end, new))
 
     # entry point
 
@@ -404,7 +385,8 @@ class _Planner:
         else:
             ip_out = new_ip
             new = f"{new_ip}:{spec.host or ''}:{spec.container}{spec.proto}"
-            self._edit(self._start(node), node.end_mark.index, self._scalar(new, node, flow))
+            start = yamledit.text_start(self.text, node)
+            self._edit(start, node.end_mark.index, self._scalar(new, node, flow))
         self.ports.append(PublishedPort(name, ip_out, spec.host or None, spec.container, protocol))
 
     def _long(self, name: str, where: str, node: yaml.MappingNode, flow: bool) -> None:
@@ -447,7 +429,7 @@ class _Planner:
                 raise ComposeError(f"{where}: {exc}; write host_ip: {self.bind_ip}") from None
             if new_ip is not None:
                 self._edit(
-                    self._start(host_ip),
+                    yamledit.text_start(self.text, host_ip),
                     host_ip.end_mark.index,
                     self._scalar(new_ip, host_ip, flow),
                 )
@@ -566,19 +548,18 @@ class _Planner:
 
     def _scalar(self, value: str, node: yaml.ScalarNode, flow: bool) -> str:
         """``value`` written in ``node``'s quoting style (plain stays plain when it can)."""
-        if node.style == "'":
-            return "'" + value.replace("'", "''") + "'"
-        if node.style == '"' or node.tag != _STR_TAG or not _plain_ok(value, flow):
+        quote = "'" if node.style == "'" else '"'
+        if node.style in ("'", '"') or node.tag != _STR_TAG:
             # Also quote what YAML had read as a number (8080, or 22:22 as base 60).
-            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return value
+            return yamledit.quoted(value, quote)
+        return yamledit.scalar(value, flow, quote)
 
     def _replace_value(self, node: yaml.Node, value: str, flow: bool) -> None:
         if isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG:
             new = self._scalar(value, node, flow)
         else:
-            new = f'"{value}"' if not _plain_ok(value, flow) else value
-        start, end = self._start(node), node.end_mark.index
+            new = yamledit.scalar(value, flow, quote='"')
+        start, end = yamledit.text_start(self.text, node), node.end_mark.index
         if start == end:  # `key:` with nothing after the colon
             new = " " + new
         self._edit(start, end, new)
@@ -594,7 +575,7 @@ class _Planner:
                 start -= 1
             self._edit(start, end, "")
         indent = key.start_mark.column + self.unit
-        pos = self._line_after(key.end_mark.index)
+        pos = yamledit.line_after(self.text, key.end_mark.index)
         self._edit(pos, pos, self._nl(_block(tree, indent, self.unit)))
 
     def _insert_entry(
@@ -610,84 +591,12 @@ class _Planner:
                 self._edit(pos, pos, item)
             return
         indent = mapping.value[0][0].start_mark.column
-        leaf = _last_leaf(mapping)
-        if leaf is None:
-            pos = self._before_comments(mapping.end_mark.index)
-        elif isinstance(leaf, int):
-            pos = self._line_after(leaf)
-        elif (
-            getattr(leaf, "style", None) in ("|", ">")
-            and self.text[leaf.end_mark.index - 1] == "\n"
-        ):
-            pos = leaf.end_mark.index  # a block scalar owns its trailing blank lines (`|+`)
-        else:
-            pos = self._line_after(leaf.end_mark.index)
+        pos = yamledit.end_of(self.text, mapping)
         prefix = "\n" if pos == len(self.text) and not self.text.endswith("\n") else ""
         self._edit(pos, pos, self._nl(prefix + _block({key: value}, indent, self.unit)))
 
     def _nl(self, block: str) -> str:
         return block.replace("\n", self.newline)
-
-    def _start(self, node: yaml.Node) -> int:
-        """Where the scalar's own text starts: its mark includes an `&anchor` or `!tag`."""
-        i = node.start_mark.index
-        while i < node.end_mark.index and self.text[i] in "&!":
-            while i < node.end_mark.index and self.text[i] not in " \t\r\n":
-                i += 1
-            while i < node.end_mark.index and self.text[i] in " \t\r\n":
-                i += 1
-        return i
-
-    def _before_comments(self, index: int) -> int:
-        """Start of the line at ``index``, moved up past blank and comment-only lines."""
-        pos = self.text.rfind("\n", 0, index) + 1
-        while pos > 0:
-            prev = self.text.rfind("\n", 0, pos - 1) + 1
-            line = self.text[prev : pos - 1].strip()
-            if line and not line.startswith("#"):
-                break
-            pos = prev
-        return pos
-
-    def _line_after(self, index: int) -> int:
-        """Start of the line after the last non-blank character before ``index``."""
-        j = index
-        while j > 0 and self.text[j - 1] in " \t\r\n":
-            j -= 1
-        nl = self.text.find("\n", j)
-        return len(self.text) if nl < 0 else nl + 1
-
-
-def _last_leaf(node: yaml.Node, floor: int = 0) -> yaml.Node | int | None:
-    """The node whose text ends ``node``'s text, or where that text ends.
-
-    A block collection's own end mark sits on the next token, past any comments that belong
-    to what follows; its last leaf tells where it really ends. An alias (``*name``) is the
-    anchored node itself, whose text is elsewhere: for ``key: *name`` the key's line is the
-    end, for ``- *name`` the end is unknown (None).
-    """
-    if node.start_mark.index < floor:
-        return None
-    if isinstance(node, yaml.ScalarNode) or node.flow_style or not node.value:
-        return node
-    if isinstance(node, yaml.MappingNode):
-        key, value = node.value[-1]
-        if _is_null(value) and not value.value:
-            return key  # `key:` with nothing after it
-        if value.start_mark.index < key.end_mark.index:
-            return key.end_mark.index
-        return _last_leaf(value, key.end_mark.index)
-    before = node.value[-2].end_mark.index if len(node.value) > 1 else node.start_mark.index
-    return _last_leaf(node.value[-1], before)
-
-
-def _plain_ok(value: str, flow: bool) -> bool:
-    if ": " in value or " #" in value or (flow and any(c in value for c in ",[]{}")):
-        return False
-    try:
-        return yaml.safe_load(value) == value
-    except yaml.YAMLError:
-        return False
 
 
 def _block(tree: dict | str, indent: int, unit: int) -> str:
@@ -705,8 +614,3 @@ def _flow(tree: dict | str) -> str:
         return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in tree.items()) + "}"
     return tree
 
-
-def _describe(node: yaml.Node) -> str:
-    if isinstance(node, yaml.ScalarNode):
-        return "nothing" if _is_null(node) and not node.value else repr(node.value)
-    return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"

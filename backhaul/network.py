@@ -32,6 +32,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from backhaul import yamledit
 from backhaul.errors import ConfigError, Problem
+from backhaul.yamledit import KINDS as _KINDS
+from backhaul.yamledit import TAG as _TAG
+from backhaul.yamledit import describe as _describe
+from backhaul.yamledit import is_null as _is_null
+from backhaul.yamledit import show as _show
 
 __all__ = [
     "Network",
@@ -461,11 +466,6 @@ def _load_text(text: str, file: str, path: Path) -> Network:
 # -- validation ---------------------------------------------------------------------------------
 
 _NAME_HELP = "use lowercase letters, digits and '-' (not at either end), at most 63 characters"
-_TAG = "tag:yaml.org,2002:"
-_KINDS = {
-    "str": "a string", "int": "a number", "float": "a number", "bool": "a boolean",
-    "null": "empty (null)", "timestamp": "a date", "binary": "binary data",
-}
 _SECTIONS = {"network": "subnet", "proxy": "public_ip"}
 _EXAMPLES = {
     "subnet": "10.50.0.0/24",
@@ -490,12 +490,6 @@ _TLS_KEYS = ("mode", "acme_server", "email", "acme_ca_bundle", "verify_ca_bundle
 
 _BAD = object()  # "present but invalid" (a problem has been recorded), as opposed to None
 _constructor = SafeConstructor()
-
-
-def _show(value: Any) -> str:
-    """repr(), cut to ~60 characters: enough to recognise, short enough for one line."""
-    r = repr(value)
-    return r if len(r) <= 60 else r[:56] + "...'"
 
 
 def _plural(n: int, word: str) -> str:
@@ -662,28 +656,8 @@ class _Checker:
         return value
 
 
-def _is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == _TAG + "null"
-
-
 def _is_str(node: Node) -> bool:
     return isinstance(node, ScalarNode) and node.tag == _TAG + "str"
-
-
-def _describe(node: Node) -> str:
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
-    tag = node.tag[len(_TAG):] if node.tag.startswith(_TAG) else None
-    if tag == "null":
-        return "nothing (null)"
-    if tag in _KINDS and tag != "str":  # resolved by YAML's patterns: safe to show as written
-        return f"{_KINDS[tag]} {node.value[:40]}"
-    if tag == "str":
-        return f"a string {_show(node.value)}"
-    shown = "!!" + tag if tag else node.tag
-    return f"a value tagged {_show(shown)[1:-1]} ({_show(node.value)})"
 
 
 def _example(key: str) -> str:

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 from backhaul.network import Client, Host, Network
 
-RULE_COMMENT = "backhaul"  # every ufw rule backhaul makes carries it: that is how we know ours
-
 
 @dataclass(frozen=True)
 class Peer:
@@ -35,10 +33,13 @@ class PskEnd:
 
 @dataclass(frozen=True)
 class Rule:
-    """One ufw rule: ``ufw [route] allow [in on IFACE] [proto P] from SRC to DST port PORT``."""
+    """One ufw rule: ``ufw [route] allow [in on IFACE] [proto P] from SRC to DST port PORT``.
 
-    port: int | None
-    proto: str | None  # "tcp" | "udp" | None (both)
+    The one rule type: ``operations.ufw.firewall`` takes these as they are.
+    """
+
+    port: int | str | None = None  # 22, or a list / range ("80,443", "8000:8010") with a proto
+    proto: str | None = None  # "tcp" | "udp" | None (both)
     src: str = "any"
     dst: str = "any"
     interface: str | None = None  # "in on <interface>"

@@ -29,7 +29,8 @@ from backhaul import plan
 from backhaul.errors import DeployError
 from backhaul.facts.wireguard import psk_path
 from backhaul.network import Host, Network
-from backhaul.operations.wireguard import (
+from backhaul.session import Hosts, as_root
+from backhaul.wgcommands import (
     activate_key_command,
     commit_psk_command,
     read_psk_command,
@@ -38,7 +39,6 @@ from backhaul.operations.wireguard import (
     stage_psk_command,
     write_psk_command,
 )
-from backhaul.session import Hosts, as_root
 
 
 def _run(hosts: Hosts, name: str, command: str, stdin: str | None = None) -> str:

@@ -1,13 +1,18 @@
 """Minimal text edits of a YAML file, guided by the marks of ``yaml.compose`` nodes.
 
 Why not load, change and dump? Dumping throws away the user's comments, key order, quoting and
-blank lines, and the network file is theirs. Why not ruamel.yaml? The controller's dependency
-list is pyinfra, invoke, jinja2 and pyyaml. So each edit here touches only the characters it must:
-a new ``wg_ip:`` line, a new backend item, or the lines of one removed item.
+blank lines, and the files are the user's: the network file and the customers' compose files.
+Why not ruamel.yaml? The controller's dependency list is pyinfra, invoke, jinja2 and pyyaml. So
+each edit here touches only the characters it must: a new ``wg_ip:`` line, a new backend item,
+the lines of one removed item, a rebound port.
+
+This is the one engine for both writers (``network.py``'s write-back and ``compose.py``'s
+planner): one way to apply edits, one rule for where a node's text ends (block scalars,
+aliases, trailing comments), one rule for when a value may stay plain and how it is quoted.
 
 Every function returns :class:`Edit` objects computed against the *same* original text; apply
-them together with :func:`apply`. The caller re-parses and re-validates the result before it
-writes anything, so a wrong edit can never reach the disk unnoticed.
+them together with :func:`apply`. The callers re-parse the result before it is written, so a
+wrong edit can never reach the disk unnoticed.
 """
 
 from __future__ import annotations
@@ -16,10 +21,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import yaml
-from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-__all__ = ["Edit", "apply", "scalar", "set_key", "append_item", "remove_item", "newline_of"]
+__all__ = [
+    "Edit", "apply", "scalar", "plain_ok", "set_key", "append_item", "remove_item", "newline_of",
+    "line_after", "end_of", "text_start", "is_null", "describe", "show",
+]
+
+TAG = "tag:yaml.org,2002:"
+KINDS = {
+    "str": "a string", "int": "a number", "float": "a number", "bool": "a boolean",
+    "null": "empty (null)", "timestamp": "a date", "binary": "binary data",
+}
+# A plain scalar may not start with one of these (YAML 1.1 indicators).
+_INDICATORS = "-?:,[]{}#&*!|>'\"%@`"
 
 
 @dataclass(frozen=True)
@@ -32,8 +47,12 @@ class Edit:
 
 
 def apply(text: str, edits: Iterable[Edit]) -> str:
-    """Apply edits computed against ``text``; they must not overlap."""
-    ordered = sorted(edits, key=lambda e: (e.start, e.end))
+    """Apply edits computed against ``text``; they must not overlap.
+
+    The same edit given twice counts once (a node reached twice through a YAML alias). Two
+    insertions at one place land in the order given.
+    """
+    ordered = sorted(dict.fromkeys(edits), key=lambda e: (e.start, e.end))
     for before, after in zip(ordered, ordered[1:], strict=False):
         if before.end > after.start:
             raise ValueError(f"overlapping edits: {before} and {after}")
@@ -47,22 +66,40 @@ def newline_of(text: str) -> str:
     return "\r\n" if "\r\n" in text else "\n"
 
 
-def scalar(value: str) -> str:
-    """``value`` as a YAML scalar that reads back as the same string (plain when safe)."""
-    plain_ok = (
-        value != ""
-        and value == value.strip()
-        and not any(c in value for c in "#,[]{}&*!|>'\"%@`\n\r\t")
-        and not value.startswith(("-", "?", ":"))
-        and ": " not in value
-    )
-    if plain_ok:
-        try:
-            if yaml.safe_load(value) == value:
-                return value
-        except yaml.YAMLError:
-            pass
-    return "'" + value.replace("'", "''") + "'"
+def plain_ok(value: str, flow: bool = True) -> bool:
+    """Whether ``value`` may be written unquoted and read back as the same string.
+
+    ``flow``: the value may stand inside ``[...]`` or ``{...}``, where ``,[]{}`` end it.
+    """
+    if (
+        value == ""
+        or value != value.strip()
+        or value[0] in _INDICATORS
+        or any(c in value for c in "'\"\n\r\t")
+        or ": " in value
+        or " #" in value
+        or (flow and any(c in value for c in ",[]{}"))
+    ):
+        return False
+    try:
+        return yaml.safe_load(value) == value
+    except yaml.YAMLError:
+        return False
+
+
+def scalar(value: str, flow: bool = True, quote: str = "'") -> str:
+    """``value`` as a YAML scalar that reads back as the same string: plain when
+    :func:`plain_ok`, else quoted with ``quote`` (``'`` or ``"``)."""
+    if plain_ok(value, flow):
+        return value
+    return quoted(value, quote)
+
+
+def quoted(value: str, quote: str = "'") -> str:
+    """``value`` in single or double quotes, escaped for that style."""
+    if quote == "'":
+        return "'" + value.replace("'", "''") + "'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def set_key(text: str, mapping: MappingNode, key: str, value: str) -> list[Edit]:
@@ -74,7 +111,7 @@ def set_key(text: str, mapping: MappingNode, key: str, value: str) -> list[Edit]
     """
     for k, v in mapping.value:
         if isinstance(k, ScalarNode) and k.value == key:
-            if not (isinstance(v, ScalarNode) and v.tag.endswith(":null")):
+            if not is_null(v):
                 raise ValueError(f"{key!r} already has a value")
             if v.start_mark.index == v.end_mark.index:  # `key:` with nothing after it
                 return [Edit(v.start_mark.index, v.start_mark.index, " " + value)]
@@ -86,7 +123,7 @@ def set_key(text: str, mapping: MappingNode, key: str, value: str) -> list[Edit]
         pos = mapping.value[-1][1].end_mark.index
         return [Edit(pos, pos, f", {key}: {value}")]
     indent = mapping.value[0][0].start_mark.column
-    return [_insert_lines(text, _last_leaf_end(mapping), [" " * indent + f"{key}: {value}"])]
+    return [_insert_lines(text, end_of(text, mapping), [" " * indent + f"{key}: {value}"])]
 
 
 def append_item(
@@ -106,18 +143,18 @@ def append_item(
             return [Edit(pos, pos, f"{sep}{key}: [{flow_item}]")]
         indent = root.value[0][0].start_mark.column if root.value else 0
         lines = [" " * indent + f"{key}:", *_block_item(fields, indent + 2, 2)]
-        return [_insert_lines(text, _last_leaf_end(root), lines)]
+        return [_insert_lines(text, end_of(text, root), lines)]
     knode, seq = pair
     key_indent = knode.start_mark.column
     empty_flow = isinstance(seq, SequenceNode) and seq.flow_style and not seq.value
-    is_null = isinstance(seq, ScalarNode) and seq.tag.endswith(":null")
-    if empty_flow or is_null:
+    if empty_flow or is_null(seq):
         if root.flow_style:
             return [Edit(seq.start_mark.index, seq.end_mark.index, f"[{flow_item}]")]
         colon = text.index(":", knode.end_mark.index)
         # drop `[]` / `null` (and the space before it), keep any comment on the key's line
         edits = [Edit(colon + 1, seq.end_mark.index, "")]
-        insert = _insert_lines(text, seq.end_mark, _block_item(fields, key_indent + 2, 2))
+        after = line_after(text, seq.end_mark.index)
+        insert = _insert_lines(text, after, _block_item(fields, key_indent + 2, 2))
         return [*edits, insert] if edits[0].start != edits[0].end else [insert]
     if not isinstance(seq, SequenceNode):
         raise ValueError(f"{key!r} is not a list")
@@ -128,7 +165,7 @@ def append_item(
     first = seq.value[0]
     offset = first.start_mark.column - dash_col if isinstance(first, MappingNode) else 2
     offset = max(offset, 2)
-    return [_insert_lines(text, _last_leaf_end(seq), _block_item(fields, dash_col, offset))]
+    return [_insert_lines(text, end_of(text, seq), _block_item(fields, dash_col, offset))]
 
 
 def remove_item(text: str, root: MappingNode, key: str, index: int) -> list[Edit]:
@@ -156,7 +193,7 @@ def remove_item(text: str, root: MappingNode, key: str, index: int) -> list[Edit
     if dash < 0 or text[dash] != "-":
         raise ValueError("cannot find the item's '-'")
     start = text.rfind("\n", 0, dash) + 1
-    end = _line_after(text, _last_leaf_end(item))
+    end = end_of(text, item)
     edits = [Edit(start, end, "")]
     if len(items) == 1:
         colon = text.index(":", knode.end_mark.index)
@@ -181,33 +218,81 @@ def _block_item(fields: Sequence[tuple[str, str]], dash_col: int, offset: int) -
     return lines
 
 
-def _last_leaf_end(node: Node) -> Mark:
-    """Where the node's own text ends.
+def end_of(text: str, node: Node) -> int:
+    """Start of the line after ``node``'s own text: where a line that follows it goes.
 
     A block collection's ``end_mark`` sits at the *next* token, past trailing comments and blank
-    lines, so inserting there would land after a comment that introduces the next section. The
-    last scalar (or flow collection) inside it ends where the user's text for it really ends.
+    lines, so inserting there would land after a comment that introduces the next section; the
+    last leaf inside it tells where the user's text for it really ends.
     """
-    while True:
-        if isinstance(node, MappingNode) and not node.flow_style and node.value:
-            node = node.value[-1][1]
-        elif isinstance(node, SequenceNode) and not node.flow_style and node.value:
-            node = node.value[-1]
-        else:
-            return node.end_mark
+    leaf = _last_leaf(node)
+    if leaf is None:
+        return before_comments(text, node.end_mark.index)
+    if isinstance(leaf, int):
+        return line_after(text, leaf)
+    end = leaf.end_mark.index
+    if getattr(leaf, "style", None) in ("|", ">") and text[end - 1] == "\n":
+        return end  # a block scalar owns its trailing line breaks (`|+`)
+    return line_after(text, end)
 
 
-def _line_after(text: str, mark: Mark) -> int:
-    """Index of the start of the line after the one ``mark`` is on (len(text) at the end)."""
-    if mark.column == 0 and mark.index > 0:  # block scalars end at the start of a line
-        return mark.index
-    nl = text.find("\n", mark.index)
+def _last_leaf(node: Node, floor: int = 0) -> Node | int | None:
+    """The node whose text ends ``node``'s text, or the index where that text ends.
+
+    An alias (``*name``) is the anchored node itself, whose text is elsewhere (before
+    ``floor``): for ``key: *name`` the key's line is the end, for ``- *name`` the end is
+    unknown (None).
+    """
+    if node.start_mark.index < floor:
+        return None
+    if isinstance(node, ScalarNode) or node.flow_style or not node.value:
+        return node
+    if isinstance(node, MappingNode):
+        key, value = node.value[-1]
+        if is_null(value) and not value.value:
+            return key  # `key:` with nothing after it
+        if value.start_mark.index < key.end_mark.index:
+            return key.end_mark.index
+        return _last_leaf(value, key.end_mark.index)
+    before = node.value[-2].end_mark.index if len(node.value) > 1 else node.start_mark.index
+    return _last_leaf(node.value[-1], before)
+
+
+def line_after(text: str, index: int) -> int:
+    """Start of the line after the last non-blank character before ``index`` (len(text) at
+    the end of the file)."""
+    j = index
+    while j > 0 and text[j - 1] in " \t\r\n":
+        j -= 1
+    nl = text.find("\n", j)
     return len(text) if nl < 0 else nl + 1
 
 
-def _insert_lines(text: str, after: Mark, lines: list[str]) -> Edit:
+def before_comments(text: str, index: int) -> int:
+    """Start of the line at ``index``, moved up past blank and comment-only lines."""
+    pos = text.rfind("\n", 0, index) + 1
+    while pos > 0:
+        prev = text.rfind("\n", 0, pos - 1) + 1
+        line = text[prev : pos - 1].strip()
+        if line and not line.startswith("#"):
+            break
+        pos = prev
+    return pos
+
+
+def text_start(text: str, node: Node) -> int:
+    """Where a scalar's own text starts: its start mark includes an ``&anchor`` or ``!tag``."""
+    i = node.start_mark.index
+    while i < node.end_mark.index and text[i] in "&!":
+        while i < node.end_mark.index and text[i] not in " \t\r\n":
+            i += 1
+        while i < node.end_mark.index and text[i] in " \t\r\n":
+            i += 1
+    return i
+
+
+def _insert_lines(text: str, pos: int, lines: list[str]) -> Edit:
     nl = newline_of(text)
-    pos = _line_after(text, after)
     body = "".join(line + nl for line in lines)
     if pos == len(text) and text and not text.endswith("\n"):
         body = nl + body
@@ -219,3 +304,33 @@ def _closing_bracket(text: str, node: Node) -> int:
     if text[pos] not in "}]":
         raise ValueError("flow collection does not end with a bracket")
     return pos
+
+
+# -- reading nodes, for messages ---------------------------------------------------------------
+
+
+def is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == TAG + "null"
+
+
+def show(value: object) -> str:
+    """repr(), cut to ~60 characters: enough to recognise, short enough for one line."""
+    r = repr(value)
+    return r if len(r) <= 60 else r[:56] + "...'"
+
+
+def describe(node: Node) -> str:
+    """What a node is, in words for an error message: "a list", "a string 'x'", ..."""
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    tag = node.tag[len(TAG) :] if node.tag.startswith(TAG) else None
+    if tag == "null":
+        return "nothing (null)"
+    if tag in KINDS and tag != "str":  # resolved by YAML's patterns: safe to show as written
+        return f"{KINDS[tag]} {node.value[:40]}"
+    if tag == "str":
+        return f"a string {show(node.value)}"
+    shown = "!!" + tag if tag else node.tag
+    return f"a value tagged {show(shown)[1:-1]} ({show(node.value)})"

@@ -20,12 +20,6 @@ from backhaul.network import load_current
 from backhaul.operations import packages, ufw
 
 
-def _ufw_rule(rule: plan.Rule) -> dict:
-    return {"port": rule.port, "proto": rule.proto or "any", "src": rule.src, "dst": rule.dst,
-            "interface": rule.interface, "route": rule.route,
-            "out_interface": rule.out_interface}  # fmt: skip
-
-
 @deploy("Firewall")
 def firewall():
     net = load_current()
@@ -42,9 +36,8 @@ def firewall():
         )
     if not software.planned_by_site(host.name):
         packages.installed(name="ufw", packages=software.FIREWALL)
-    rules = plan.firewall_rules(net, me)  # SSH first
     ufw.firewall(name="ufw rules, defaults (deny in), enabled",
-                 rules=[_ufw_rule(r) for r in rules], ssh_port=net.ssh.port,
+                 rules=plan.firewall_rules(net, me), ssh_port=net.ssh.port,  # SSH first
                  ssh_family=session["version"] if session else None)  # fmt: skip
 
 

@@ -32,6 +32,7 @@ from backhaul.facts.wireguard import (
 from backhaul.network import Network, load_current
 from backhaul.operations import packages, wireguard
 from backhaul.render import render
+from backhaul.wgcommands import read_psk_command
 
 
 def _public_key(name: str, interface: str) -> str | None:
@@ -111,7 +112,7 @@ def _hub_psk_sha256(net: Network, name: str) -> str | None:
 
 def _read_hub_psk(net: Network, name: str) -> str:
     """The hub's key for backend ``name``, into memory only (never printed, never on disk)."""
-    ok, out = other_hosts.run(net.hub.name, StringCommand(wireguard.read_psk_command(psk_path(name))))
+    ok, out = other_hosts.run(net.hub.name, StringCommand(read_psk_command(psk_path(name))))
     return out.stdout_lines[0] if ok and out.stdout_lines else ""
 
 

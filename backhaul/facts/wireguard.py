@@ -14,6 +14,8 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
+from backhaul.wgconf import AWK_CONF_KEY, AWK_INTERFACE, AWK_PEERS, AWK_PSK_PEERS, AWK_SOURCE
+
 WG_DIR = "/etc/wireguard"
 PSK_DIR = f"{WG_DIR}/psk"  # one preshared key per hub<->backend pair, <name>.psk (see psk_path)
 
@@ -56,96 +58,8 @@ def psk_path(name: str) -> str:
     return f"{PSK_DIR}/{name}.psk"
 
 
-# The conf as it was uploaded, from the real conf (see backhaul/operations/wireguard.py): the
-# PrivateKey line dropped, every embedded `# PresharedKeyFile = F` + `PresharedKey = <key>` pair
-# turned back into `PresharedKeyFile = F`. The embedded key is compared ON THE HOST with the
-# first line of F; a stale, missing or file-less PresharedKey prints a line the upload never
-# has, so the hash differs and the operation rewrites the conf. Only the hash leaves the host.
-_AWK_SOURCE = r"""
-{ t = tolower($0) }
-t ~ /^[ \t]*privatekey[ \t]*=/ { next }
-want != "" {
-  if (t ~ /^[ \t]*presharedkey[ \t]*=/) {
-    v = substr($0, index($0, "=") + 1); gsub(/^[ \t]+|[ \t]+$/, "", v)
-    p = ""; r = (getline p < want); close(want)
-    if (r <= 0 || p != v) print "# backhaul: stale PresharedKey"
-    want = ""; next
-  }
-  print "# backhaul: missing PresharedKey"; want = ""
-}
-t ~ /^# [ \t]*presharedkeyfile[ \t]*=/ {
-  l = substr($0, 3); print l
-  want = substr(l, index(l, "=") + 1); gsub(/^[ \t]+|[ \t]+$/, "", want); next
-}
-t ~ /^[ \t]*presharedkey[ \t]*=/ { print "# backhaul: PresharedKey not from a file"; next }
-{ print }
-END { if (want != "") print "# backhaul: missing PresharedKey" }
-"""
-
-# Prints one line per [Peer] of the real conf that sets a PresharedKey:
-# `conf=<allowed ip>,...<TAB><the file it came from, or (inline)>`. Never the key itself.
-_AWK_PSK_PEERS = r"""
-function flush() {
-  if (inpeer && psk) print "conf=" ips "\t" (f == "" ? "(inline)" : f)
-  inpeer = 0; psk = 0; f = ""; ips = ""
-}
-{ t = tolower($0) }
-t ~ /^# [ \t]*presharedkeyfile[ \t]*=/ {
-  f = substr($0, index($0, "=") + 1); gsub(/^[ \t]+|[ \t]+$/, "", f); next
-}
-/^[ \t]*\[/ { flush(); s = t; sub(/#.*/, "", s); gsub(/[ \t]/, "", s); inpeer = (s == "[peer]"); next }
-inpeer {
-  l = $0; sub(/#.*/, "", l); n = index(l, "="); if (n == 0) next
-  k = tolower(substr(l, 1, n - 1)); gsub(/[ \t]/, "", k)
-  v = substr(l, n + 1); gsub(/[ \t]/, "", v)
-  if (k == "presharedkey") psk = 1
-  else if (k == "allowedips") ips = (ips == "" ? v : ips "," v)
-}
-END { flush() }
-"""
-
 # Public keys of the LIVE peers that have a preshared key (the key column is never printed).
 _AWK_LIVE_PSK = '$2 != "(none)" { printf "%s ", $1 }'
-
-
-# Prints the [Interface] settings of a wg-quick file as `iface=<lowercased key>=<value>`,
-# skipping PrivateKey. Comments are stripped the way wg-quick strips them (from the first #).
-# Written for mawk (Debian's default awk): no IGNORECASE, no gensub.
-_AWK_INTERFACE = r"""
-/^[ \t]*\[/ { s = tolower($0); sub(/#.*/, "", s); gsub(/[ \t]/, "", s); next }
-s == "[interface]" {
-  l = $0; sub(/#.*/, "", l); n = index(l, "="); if (n == 0) next
-  k = tolower(substr(l, 1, n - 1)); gsub(/[ \t]/, "", k)
-  if (k == "privatekey") next
-  v = substr(l, n + 1); gsub(/^[ \t]+|[ \t]+$/, "", v)
-  print "iface=" k "=" v
-}
-"""
-
-# Prints one line per [Peer]: `<public key>\t<allowed ip>,<allowed ip>...`. Only PublicKey and
-# AllowedIPs are ever printed (never PresharedKey).
-_AWK_PEERS = r"""
-function flush() { if (inpeer && pk != "") print pk "\t" ips; inpeer = 0; pk = ""; ips = "" }
-/^[ \t]*\[/ { flush(); s = tolower($0); sub(/#.*/, "", s); gsub(/[ \t]/, "", s);
-              inpeer = (s == "[peer]"); next }
-inpeer {
-  l = $0; sub(/#.*/, "", l); n = index(l, "="); if (n == 0) next
-  k = tolower(substr(l, 1, n - 1)); gsub(/[ \t]/, "", k)
-  v = substr(l, n + 1); gsub(/[ \t]/, "", v)
-  if (k == "publickey") pk = v
-  else if (k == "allowedips") ips = (ips == "" ? v : ips "," v)
-}
-END { flush() }
-"""
-
-
-# Prints the value of the conf's first PrivateKey line, for `wg pubkey` to read on a pipe: the
-# key itself never reaches the output, only the public key derived from it.
-_AWK_CONF_KEY = r"""
-tolower($0) ~ /^[ \t]*privatekey[ \t]*=/ {
-  v = substr($0, index($0, "=") + 1); gsub(/[ \t]/, "", v); print v; exit
-}
-"""
 
 
 def _interface_settings_from_lines(lines: list[str]) -> list[list[str]]:
@@ -234,9 +148,9 @@ class WireguardState(FactBase[dict[str, Any] | None]):
                 " then echo kernel_module=available; else echo kernel_module=missing; fi",
                 'for t in wg wg-quick wireguard-go; do echo "tool=$t=$(command -v $t)"; done',
                 f"if [ -f {p['conf']} ]; then echo config_exists=yes; "
-                f'echo "config_sha256=$(awk {shlex.quote(_AWK_SOURCE)} {p["conf"]} '
+                f'echo "config_sha256=$(awk {shlex.quote(AWK_SOURCE)} {p["conf"]} '
                 "| sha256sum | cut -d' ' -f1)\"; "
-                f"awk {shlex.quote(_AWK_INTERFACE)} {p['conf']}; "
+                f"awk {shlex.quote(AWK_INTERFACE)} {p['conf']}; "
                 "else echo config_exists=no; fi",
                 f'echo "link=$(ip -d -o link show dev {q_if} 2>/dev/null)"',
                 f'echo "service_state=$(systemctl is-active {unit} 2>/dev/null)"',
@@ -245,7 +159,7 @@ class WireguardState(FactBase[dict[str, Any] | None]):
                 f'| awk {shlex.quote(_AWK_LIVE_PSK)})"',
                 f"if [ -d {shlex.quote(PSK_DIR)} ]; then echo psk_dir=yes; fi",
                 f"if [ -f {p['conf']} ]; then echo \"config_public_key=$(awk "
-                f"{shlex.quote(_AWK_CONF_KEY)} {p['conf']} | wg pubkey 2>/dev/null)\"; fi",
+                f"{shlex.quote(AWK_CONF_KEY)} {p['conf']} | wg pubkey 2>/dev/null)\"; fi",
                 f'echo "live_public_key=$(wg show {q_if} public-key 2>/dev/null)"',
                 f"wg show {q_if} allowed-ips 2>/dev/null | sed 's/^/live_peer=/'",
             ]
@@ -391,7 +305,7 @@ class WireguardConfigPeers(FactBase[dict[str, str]]):
 
     def command(self, interface: str = "wg0") -> str:
         conf = shlex.quote(wg_paths(interface)["conf"])
-        return f"if [ -f {conf} ]; then awk {shlex.quote(_AWK_PEERS)} {conf}; fi"
+        return f"if [ -f {conf} ]; then awk {shlex.quote(AWK_PEERS)} {conf}; fi"
 
     def process(self, output: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -436,7 +350,7 @@ class WireguardPresharedKeys(FactBase[dict[str, Any]]):
             'echo "file=${n%.psk}=$(head -n1 "$f" | sha256sum | cut -d\' \' -f1)='
             f'$(head -n1 "$f" | grep -c -x -E {shlex.quote(KEY_RE)})"; '
             "done; else echo dir=no; fi; "
-            f"if [ -f {conf} ]; then awk {shlex.quote(_AWK_PSK_PEERS)} {conf}; fi"
+            f"if [ -f {conf} ]; then awk {shlex.quote(AWK_PSK_PEERS)} {conf}; fi"
         )
 
     def process(self, output: list[str]) -> dict[str, Any]:

@@ -11,31 +11,18 @@ the ``REQUESTS_CA_BUNDLE`` the timer's renewals need.
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 import time
-from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, OperationValueError, operation
+from pyinfra.api import OperationValueError, operation
 
 from backhaul import tls as tlsplan
 from backhaul.facts import snapshot
 from backhaul.facts.nginx import CertbotState, CertificateState, OwnedCertificates, check_path
+from backhaul.operations import hostfile
 
 LOG = "/var/log/letsencrypt/letsencrypt.log"  # certbot's log of its latest run
-
-
-def _sha256(content: str) -> str:
-    return hashlib.sha256(content.encode()).hexdigest()
-
-
-def _put(content: str, dest: str, mode: str):
-    """Upload ``content`` next to ``dest`` and move it over ``dest`` (never half-written)."""
-    tmp = f"{dest}.backhaul-new"
-    yield f"mkdir -p {shlex.quote(dest.rsplit('/', 1)[0])}"
-    yield FileUploadCommand(StringIO(content), tmp, remote_temp_filename=host.get_temp_filename(tmp))
-    yield f"chmod {mode} {shlex.quote(tmp)} && mv -f {shlex.quote(tmp)} {shlex.quote(dest)}"
 
 
 @operation()
@@ -78,8 +65,8 @@ def acme_client(renewal_hook: str, ca_bundle: str | None = None, dropin: str | N
     for path, (content, mode) in files.items():
         if content is None and path in have:
             yield f"rm -f {shlex.quote(path)}"
-        elif content is not None and have.get(path) != _sha256(content):
-            yield from _put(content, path, mode)
+        elif content is not None and have.get(path) != hostfile.sha256(content):
+            yield from hostfile.write(path, content, mode, mkdir=True)
         else:
             continue
         changed = True

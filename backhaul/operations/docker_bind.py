@@ -17,19 +17,17 @@ does not retry it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import re
 import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from io import StringIO
 from typing import Any
 
 import yaml
 from pyinfra import host, logger
-from pyinfra.api import FileUploadCommand, OperationError, operation
+from pyinfra.api import OperationError, operation
 
 from backhaul.compose import ComposeError, rewrite_compose
 from backhaul.facts import snapshot
@@ -41,7 +39,7 @@ from backhaul.facts.docker import (
     ComposeProject,
     DockerDaemon,
 )
-from backhaul.operations import packages
+from backhaul.operations import hostfile, packages
 
 # Container states in which Docker itself keeps the service up: `up -d` would change nothing.
 _UP_STATES = {"running", "restarting"}
@@ -223,36 +221,6 @@ def changed(*ops: Any) -> Callable[[], bool]:
     return check
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _write(path: str, content: str, old: str | None, backup: str | None = None):
-    """Commands that replace ``path`` atomically with ``content`` (upload, then ``mv``).
-
-    When ``old`` is given the file must still hold it (else the run fails rather than overwrite
-    an edit made meanwhile); its mode and owner are kept; ``backup`` is made once.
-    """
-    q = shlex.quote
-    tmp = f"{path}.backhaul.tmp"
-    yield FileUploadCommand(StringIO(content), tmp, remote_temp_filename=host.get_temp_filename(tmp))
-    if old is None:
-        yield f"chmod 644 {q(tmp)} && mv -f {q(tmp)} {q(path)}"
-        return
-    steps = [
-        f"if ! echo {_sha256(old)}'  '{q(path)} | sha256sum -c --status; then rm -f {q(tmp)};"
-        f" echo 'backhaul: {path} changed on the host during this run; run the deploy again' >&2;"
-        " exit 1; fi",
-    ]
-    if backup:
-        steps.append(f"{{ [ -e {q(backup)} ] || cp -p {q(path)} {q(backup)}; }}")
-    steps.append(
-        f"chmod --reference={q(path)} {q(tmp)} && chown --reference={q(path)} {q(tmp)}"
-        f" && mv -f {q(tmp)} {q(path)}"
-    )
-    yield " && ".join(steps)
-
-
 # --- operations -------------------------------------------------------------------------------
 
 
@@ -310,13 +278,14 @@ def daemon(bind_ip: str, interface: str = "wg0", dropin: str = ""):
         ) from None
 
     if dropin and st["dropin"] != dropin:
-        yield f"mkdir -p {shlex.quote(posixpath.dirname(DOCKER_DROPIN))}"
-        yield from _write(DOCKER_DROPIN, dropin, None)
+        yield from hostfile.write(DOCKER_DROPIN, dropin, mkdir=True)
         yield "systemctl daemon-reload"
         changes.append("drop-in")
     if new_json is not None:
         yield "mkdir -p /etc/docker"
-        yield from _write(DAEMON_JSON, new_json, st["daemon_json"], DAEMON_JSON + BACKUP_SUFFIX)
+        yield from hostfile.write(
+            DAEMON_JSON, new_json, expect=st["daemon_json"], backup=DAEMON_JSON + BACKUP_SUFFIX
+        )
         changes.append("daemon.json")
     if st["enabled"] not in _ENABLED_STATES:
         yield "systemctl enable docker.service"
@@ -396,7 +365,7 @@ def compose(path: str, bind_ip: str, force_up: bool | Callable[[], bool] = False
         )
 
     if result.changed:
-        yield from _write(path, text, st["content"], path + BACKUP_SUFFIX)
+        yield from hostfile.write(path, text, expect=st["content"], backup=path + BACKUP_SUFFIX)
 
     stale = stale_networks(path, text, bind_ip, st["containers"], st["networks"])
     down = services_down(path, text, st["containers"])

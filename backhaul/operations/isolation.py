@@ -29,23 +29,16 @@ templates (``isolation.rules.j2``, ``isolation6.rules.j2``).
 
 from __future__ import annotations
 
-import hashlib
-import posixpath
-import shlex
-
 from pyinfra import host
 from pyinfra.api import operation
 
 from backhaul.facts import snapshot
 from backhaul.facts.isolation import FILES, RULES4, RULES6, SCRIPT, STATE, UNIT, IsolationGuard
+from backhaul.operations import hostfile
 from backhaul.plan import Isolation
 from backhaul.render import render
 
 _MODES = {"rules4": "644", "rules6": "644", "script": "755", "unit": "644"}
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def guard_files(g: Isolation) -> dict[str, str]:
@@ -60,17 +53,7 @@ def guard_files(g: Isolation) -> dict[str, str]:
 
 def differs(st: dict, wanted: dict[str, str]) -> list[str]:
     """The files (``guard_files`` names) whose content on the host is not the wanted one."""
-    return [k for k, text in wanted.items() if st["files"].get(k) != _sha256(text)]
-
-
-def _write(path: str, content: str, mode: str) -> str:
-    """Atomically write a small file we render ourselves (no upload round trip needed)."""
-    q = shlex.quote
-    tmp = f"{path}.tmp"
-    return (
-        f"mkdir -p {q(posixpath.dirname(path))} && printf '%s' {q(content)} > {q(tmp)}"
-        f" && chmod {mode} {q(tmp)} && mv -f {q(tmp)} {q(path)}"
-    )
+    return [k for k, text in wanted.items() if st["files"].get(k) != hostfile.sha256(text)]
 
 
 @operation()
@@ -96,9 +79,10 @@ def guard(rules4: str, rules6: str, script: str, unit: str):
     st = snapshot.get(IsolationGuard) or IsolationGuard().default()
     wanted = {"rules4": rules4, "rules6": rules6, "script": script, "unit": unit}
     stale = differs(st, wanted)
-    # One command for all of it: each command is an SSH round trip (and a sudo), and a new
-    # host needs every step.
-    steps = [_write(FILES[name], wanted[name], _MODES[name]) for name in stale]
+    # One command for all of it where it can be: each command is an SSH round trip (and a
+    # sudo), and a new host needs every step.
+    steps = [c for name in stale
+             for c in hostfile.write(FILES[name], wanted[name], _MODES[name], mkdir=True)]  # fmt: skip
     if "unit" in stale:
         steps.append("systemctl daemon-reload")
     if st["enabled"] != "enabled":
@@ -108,6 +92,6 @@ def guard(rules4: str, rules6: str, script: str, unit: str):
     elif stale or st["rules"] != "loaded":
         steps.append(f"systemctl reload {UNIT}")
     if steps:
-        yield " && ".join(steps)
+        yield from hostfile.joined(steps)
     else:
         host.noop("the isolation guard is loaded: the WireGuard address answers only the tunnel")

@@ -6,16 +6,15 @@ pyinfra's ``server.sysctl`` reads a fact of its own for every key on every run; 
 
 from __future__ import annotations
 
-import hashlib
 import shlex
-from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, operation
+from pyinfra.api import operation
 
 from backhaul.facts import snapshot
 from backhaul.facts.nginx import check_path
 from backhaul.facts.system import KernelSettings
+from backhaul.operations import hostfile
 
 
 def sysctl_file(values: dict[str, int], why: str) -> str:
@@ -43,10 +42,8 @@ def settings(values: dict[str, int], file: str, why: str = ""):
     content = sysctl_file(values, why)
     st = snapshot.get(KernelSettings, keys=sorted(values), file=file)
     changed = False
-    if st["file"] != hashlib.sha256(content.encode()).hexdigest():
-        tmp = f"{file}.backhaul-new"
-        yield FileUploadCommand(StringIO(content), tmp, remote_temp_filename=host.get_temp_filename(tmp))
-        yield f"chmod 644 {shlex.quote(tmp)} && mv -f {shlex.quote(tmp)} {shlex.quote(file)}"
+    if st["file"] != hostfile.sha256(content):
+        yield from hostfile.write(file, content)
         changed = True
     for key, value in sorted(values.items()):
         if st["values"].get(key) != str(value):

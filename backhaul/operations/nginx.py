@@ -22,15 +22,14 @@ includes are absolute paths, so only the real tree tests what will really be loa
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import shlex
-from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, OperationValueError, operation
+from pyinfra.api import OperationValueError, operation
 
 from backhaul.facts import snapshot
 from backhaul.facts.nginx import NginxState, check_path
+from backhaul.operations import hostfile
 
 WORK_DIR = "/var/lib/backhaul/nginx"
 STAGE_DIR = f"{WORK_DIR}/stage"
@@ -46,10 +45,6 @@ SWAP_FAILED = (
     "backhaul: could not move the new nginx files into place (see above); the previous files "
     "are back in place and nginx was not reloaded"
 )
-
-
-def sha256(content: str) -> str:
-    return hashlib.sha256(content.encode()).hexdigest()
 
 
 def apply_script(writes: list[str], removes: list[str], stage: str = STAGE_DIR,
@@ -138,7 +133,7 @@ def config(files: dict[str, str], prune: list[str] | None = None,
     st = snapshot.get(NginxState, paths=sorted({*files, *prune, *remove}))
     have: dict[str, str] = st.get("files", {})
 
-    writes = sorted(p for p, content in files.items() if have.get(p) != sha256(content))
+    writes = sorted(p for p, content in files.items() if have.get(p) != hostfile.sha256(content))
     removes = sorted(
         p for p in have
         if p not in files and (p in remove or any(fnmatch.fnmatchcase(p, g) for g in prune))
@@ -149,9 +144,7 @@ def config(files: dict[str, str], prune: list[str] | None = None,
             yield f"mkdir -p {STAGE_DIR} && rm -f {STAGE_DIR}/*"
         for i, path in enumerate(writes):
             staged = f"{STAGE_DIR}/{i}"
-            yield FileUploadCommand(
-                StringIO(files[path]), staged, remote_temp_filename=host.get_temp_filename(staged)
-            )
+            yield hostfile.upload(files[path], staged)
         yield apply_script(writes, removes)
         if not st.get("enabled"):
             yield "systemctl enable nginx"

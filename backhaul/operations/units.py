@@ -26,7 +26,6 @@ applies to running units.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import shlex
 
@@ -35,22 +34,9 @@ from pyinfra.api import OperationError, operation
 
 from backhaul.facts import snapshot
 from backhaul.facts.units import TunnelUnits, tunnel_dropin, unit_dropin
+from backhaul.operations import hostfile
 
 _NOT_STARTED = {"inactive", "failed", "deactivating"}
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _write_small(path: str, content: str) -> str:
-    """Atomically write a small file we render ourselves (no upload round trip needed)."""
-    q = shlex.quote
-    tmp = f"{path}.tmp"
-    return (
-        f"mkdir -p {q(posixpath.dirname(path))} && printf '%s' {q(content)} > {q(tmp)}"
-        f" && chmod 644 {q(tmp)} && mv -f {q(tmp)} {q(path)}"
-    )
 
 
 def _remove(path: str) -> str:
@@ -104,19 +90,19 @@ def tunnel_bound(
             )
 
     reload = False
-    want = _sha256(dropin)
+    want = hostfile.sha256(dropin)
     ours = {unit_dropin(u) for u in units}
     for unit in units:
         path = unit_dropin(unit)
         if st["dropins"].get(path) != want:
-            yield _write_small(path, dropin)
+            yield from hostfile.write(path, dropin, mkdir=True)
             reload = True
     for path in sorted(set(st["dropins"]) - ours):
         yield _remove(path)
         reload = True
     tpath = tunnel_dropin(interface)
-    if units and st["tunnel_dropin"] != _sha256(tunnel_dropin_content):
-        yield _write_small(tpath, tunnel_dropin_content)
+    if units and st["tunnel_dropin"] != hostfile.sha256(tunnel_dropin_content):
+        yield from hostfile.write(tpath, tunnel_dropin_content, mkdir=True)
         reload = True
     elif not units and st["tunnel_dropin"]:
         yield _remove(tpath)

@@ -24,6 +24,7 @@ pyinfra's context, like pyinfra's ``tests/test_operations.py`` does.
 from __future__ import annotations
 
 import json
+import os
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,10 @@ def check_operation(path: Path) -> None:
         return
     assert not expected_exception, f"expected {expected_exception['name']}, got {commands}"
 
+    if os.environ.get("BACKHAUL_UPDATE_FIXTURES") == "1" and commands != data["commands"]:
+        # regenerate after a deliberate change of commands; review the diff before committing
+        data["commands"] = commands
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     assert commands == data["commands"], json.dumps(commands, indent=2)
     if not commands:
         assert host.noop_description is not None, "no command and no noop description"

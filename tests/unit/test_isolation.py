@@ -13,7 +13,8 @@ import pytest
 
 from backhaul import network as netmod
 from backhaul import plan, probe
-from backhaul.operations.isolation import _sha256, guard_files
+from backhaul.operations.hostfile import sha256 as _sha256
+from backhaul.operations.isolation import guard_files
 from backhaul.verify import Report, _isolation_checks
 
 NET = """network: {{subnet: 10.50.0.0/24, backend_to_backend: {b2b}}}

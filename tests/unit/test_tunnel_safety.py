@@ -10,10 +10,9 @@ import subprocess
 import pytest
 from pyinfra.api import OperationValueError
 
-from backhaul import plan
+from backhaul import plan, wgconf
 from backhaul.facts import wireguard as facts
 from backhaul.network import load
-from backhaul.operations import wireguard as ops
 from backhaul.render import render
 
 AWK = shutil.which("mawk") or shutil.which("awk")
@@ -42,11 +41,11 @@ def test_what_the_templates_render_passes_the_conf_check(net):
                               psk_files={"backend-1": "/etc/wireguard/psk/backend-1.psk"})
     hub = render("wg-hub.conf.j2", interface="wg0", address=plan.wg_address(net, net.hub),
                  listen_port=net.port, peers=peers)  # fmt: skip
-    assert ops._check_content(hub) == hub
+    assert wgconf.check_content(hub) == hub
     backend = render("wg-backend.conf.j2", interface="wg0",
                      address=plan.wg_address(net, net.host("backend-1")), listen_port=net.port,
                      hub=plan.backend_hub_peer(net, HUB, "/etc/wireguard/psk/hub.psk"))  # fmt: skip
-    assert ops._check_content(backend) == backend
+    assert wgconf.check_content(backend) == backend
     assert "Endpoint = [2001:db8::10]:51820" in backend
 
 
@@ -71,14 +70,14 @@ def test_content_allowed_ips_reads_peers_as_wg_show_prints_them():
     content = (f"[Interface]\nAddress = 10.50.0.1/24\n\n[Peer]\nAllowedIPs = 10.50.0.3/32, "
                f"10.50.1.0/24 # two\nPublicKey = {B2}\n\n[Peer]\nPublicKey = {B1}\n"
                "AllowedIPs = 10.50.0.2/32\n")  # fmt: skip
-    assert ops.content_allowed_ips(content) == {B2: ["10.50.0.3/32", "10.50.1.0/24"],
+    assert wgconf.content_allowed_ips(content) == {B2: ["10.50.0.3/32", "10.50.1.0/24"],
                                                 B1: ["10.50.0.2/32"]}  # fmt: skip
 
 
 @pytest.mark.skipif(AWK is None, reason="no awk")
 def test_the_conf_key_program_prints_only_the_first_private_key_value():
     conf = "[Interface]\n  privatekey =  S3cr3t= \nPrivateKey = Other=\n[Peer]\nPublicKey = P=\n"
-    out = subprocess.run(["sh", "-c", f"{AWK} {shlex.quote(facts._AWK_CONF_KEY)}"], input=conf,
+    out = subprocess.run(["sh", "-c", f"{AWK} {shlex.quote(wgconf.AWK_CONF_KEY)}"], input=conf,
                          capture_output=True, text=True).stdout  # fmt: skip
     assert out == "S3cr3t=\n"  # what `wg pubkey` reads on the host; never printed itself
 
@@ -96,7 +95,7 @@ def test_the_fact_derives_the_conf_and_live_keys_on_the_host():
 def test_the_conf_check_refuses_every_key_backhaul_never_writes(line):
     content = f"[Interface]\nAddress = 10.50.0.1/24\n{line}\n"
     with pytest.raises(OperationValueError, match="not a setting backhaul writes"):
-        ops._check_content(content)
+        wgconf.check_content(content)
     peer = f"[Interface]\nAddress = 10.50.0.1/24\n[Peer]\nPublicKey = {B1}\n{line}\n"
     with pytest.raises(OperationValueError, match="not a setting backhaul writes"):
-        ops._check_content(peer)
+        wgconf.check_content(peer)

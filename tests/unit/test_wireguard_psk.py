@@ -13,7 +13,7 @@ import pytest
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra_harness import FakeHost, FakeState, run_operation
 
-from backhaul import plan
+from backhaul import plan, wgcommands, wgconf
 from backhaul.facts import wireguard as facts
 from backhaul.network import load
 from backhaul.operations import wireguard as ops
@@ -48,11 +48,11 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 
 def _embed(files, src: Path) -> subprocess.CompletedProcess:
-    return _sh(ops._embed_key_command(str(src), str(files["key"]), str(files["conf"])))
+    return _sh(wgcommands.embed_key_command(str(src), str(files["key"]), str(files["conf"])))
 
 
 def _source_sha(conf: Path) -> str:
-    out = _sh(f"awk {shlex.quote(facts._AWK_SOURCE)} {shlex.quote(str(conf))} | sha256sum")
+    out = _sh(f"awk {shlex.quote(wgconf.AWK_SOURCE)} {shlex.quote(str(conf))} | sha256sum")
     return out.stdout.split()[0]
 
 
@@ -124,7 +124,7 @@ def test_without_preshared_keys_the_hash_is_what_it_always_was(files):
 
 def test_the_conf_peers_fact_names_the_files_never_the_keys(files):
     _embed(files, files["src"])
-    out = _sh(f"awk {shlex.quote(facts._AWK_PSK_PEERS)} {files['conf']}").stdout
+    out = _sh(f"awk {shlex.quote(wgconf.AWK_PSK_PEERS)} {files['conf']}").stdout
     assert PSK1 not in out and PSK2 not in out
     got = facts.WireguardPresharedKeys().process(out.splitlines())["in_conf"]
     assert got == {"10.50.0.2/32": str(files["psk1"]), "10.50.0.3/32": str(files["psk2"]),
@@ -148,7 +148,7 @@ def test_the_files_fact_shows_hashes_and_validity_only(tmp_path):
 
 def test_write_psk_command_takes_the_key_from_stdin_and_refuses_junk(tmp_path):
     target = tmp_path / "psk" / "hub.psk"
-    command = ops.write_psk_command(str(target)).replace(facts.PSK_DIR, str(tmp_path / "psk"))
+    command = wgcommands.write_psk_command(str(target)).replace(facts.PSK_DIR, str(tmp_path / "psk"))
     assert PSK1 not in command
     ok = subprocess.run(["sh", "-c", command], input=PSK1 + "\n", capture_output=True, text=True)
     assert ok.returncode == 0 and target.read_text() == PSK1 + "\n"
@@ -247,18 +247,18 @@ def test_peers_carry_the_file_never_a_key(net):
 
 
 def test_a_re_made_peer_keeps_the_live_preshared_key_of_the_one_it_replaces():
-    cmd = ops.set_peer_command("wg0", "New=", ["10.50.0.2/32"], remove="Old=", keep_psk=True)
+    cmd = wgcommands.set_peer_command("wg0", "New=", ["10.50.0.2/32"], remove="Old=", keep_psk=True)
     assert "wg show wg0 preshared-keys" in cmd and "preshared-key /etc/wireguard/.wg0.psk.carry" in cmd
     assert cmd.index("peer Old= remove") < cmd.index("peer New= allowed-ips")
     assert "rm -f /etc/wireguard/.wg0.psk.carry" in cmd
-    plain = ops.set_peer_command("wg0", "New=", ["10.50.0.2/32"], remove="Old=")
+    plain = wgcommands.set_peer_command("wg0", "New=", ["10.50.0.2/32"], remove="Old=")
     # one `wg set`: a failure leaves the old peer, never no peer at all
     assert plain == "wg set wg0 peer Old= remove peer New= allowed-ips 10.50.0.2/32"
     assert cmd.count("wg set ") == 1
 
 
 def test_activation_switches_key_and_preshared_key_in_one_wg_set():
-    cmd = ops.activate_key_command("wg0", psk=("Hub=", "/etc/wireguard/psk/hub.psk"))
+    cmd = wgcommands.activate_key_command("wg0", psk=("Hub=", "/etc/wireguard/psk/hub.psk"))
     assert ("wg set wg0 private-key /etc/wireguard/wg0.key.next peer Hub= "
             "preshared-key /etc/wireguard/psk/hub.psk") in cmd  # fmt: skip
     # the staged preshared key is swapped in before the conf is re-embedded from it
@@ -267,7 +267,7 @@ def test_activation_switches_key_and_preshared_key_in_one_wg_set():
 
 def test_activation_makes_the_new_key_the_key_file_last():
     """Cut short at any step, the key file still holds the key a deploy puts back everywhere."""
-    cmd = ops.activate_key_command("wg0")
+    cmd = wgcommands.activate_key_command("wg0")
     embed = cmd.index("keyfile=/etc/wireguard/wg0.key.next")
     live = cmd.index("wg set wg0 private-key /etc/wireguard/wg0.key.next")
     commit = cmd.index("mv -f /etc/wireguard/wg0.key.next /etc/wireguard/wg0.key")

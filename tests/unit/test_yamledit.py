@@ -264,3 +264,66 @@ def test_apply_rejects_overlapping_edits() -> None:
 def test_apply_applies_edits_in_any_order() -> None:
     edits = [yamledit.Edit(4, 4, "!"), yamledit.Edit(0, 1, "A")]
     assert yamledit.apply("abcdef", edits) == "Abcd!ef"
+
+
+# -- one engine for both writers: the rules compose.py's planner pinned --------------------
+
+
+def test_set_key_after_an_alias_goes_on_the_aliased_keys_line() -> None:
+    # The alias's node is the anchored one, whose text is far above: the new line must follow
+    # `extra: *d`, not the anchored mapping's last line.
+    text = (
+        "defaults: &d\n"
+        "  x: 1\n"
+        "backends:\n"
+        "  - name: web\n"
+        "    extra: *d\n"
+        "services: []\n"
+    )
+    out = _set_wg(text, 0)
+    assert out == text.replace("    extra: *d\n", "    extra: *d\n    wg_ip: 10.50.0.9\n")
+
+
+def test_append_after_a_block_scalar_keeps_its_kept_blank_lines() -> None:
+    text = "backends:\n  - name: web\n    note: |+\n      hi\n\nservices: []\n"
+    out = _append(text)
+    assert out.startswith("backends:\n  - name: web\n    note: |+\n      hi\n\n  - name: new\n")
+
+
+def test_apply_counts_an_edit_reached_twice_once() -> None:
+    # the planner reaches a node twice through an alias and asks for the same edit twice
+    edit = yamledit.Edit(1, 2, "X")
+    assert yamledit.apply("abc", [edit, edit]) == "aXc"
+
+
+def test_apply_deletes_before_inserting_at_the_same_place() -> None:
+    edits = [yamledit.Edit(3, 6, ""), yamledit.Edit(3, 3, "new")]
+    assert yamledit.apply("abcdefgh", edits) == "abcnewgh"
+
+
+@pytest.mark.parametrize(
+    ("value", "flow", "plain"),
+    [
+        ("10.50.0.2:${PORT}:80", False, True),  # a compose port with a variable, block style
+        ("10.50.0.2:${PORT}:80", True, False),  # ... and in a flow list, where `{` ends it
+        ("a,b", False, True),
+        ("a,b", True, False),
+        ("8080", False, False),  # reads back as a number
+        ("22:22", False, False),  # YAML 1.1 reads it as base 60
+        ("x #y", False, False),
+    ],
+)
+def test_plain_ok_one_rule_for_both_writers(value: str, flow: bool, plain: bool) -> None:
+    assert yamledit.plain_ok(value, flow) is plain
+
+
+def test_scalar_quotes_in_the_asked_style() -> None:
+    assert yamledit.scalar("8080", quote='"') == '"8080"'
+    assert yamledit.scalar('a"b', quote='"') == '"a\\"b"'
+    assert yamledit.scalar("it's") == "'it''s'"
+
+
+def test_describe_names_what_a_node_is() -> None:
+    root = _root("a: x\nb: ~\nc: [1]\nd: 3\n")
+    described = [yamledit.describe(v) for _, v in root.value]
+    assert described == ["a string 'x'", "nothing (null)", "a list", "a number 3"]
