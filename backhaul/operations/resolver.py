@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import posixpath
-import shlex
-
 from pyinfra import host
 from pyinfra.api import operation
 
 from backhaul.facts import snapshot
 from backhaul.facts.resolver import FILES, UNIT, ResolverState
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _write(path: str, content: str, mode: str) -> str:
-    """Atomically write a small file we render ourselves (as the isolation guard does)."""
-    q = shlex.quote
-    tmp = f"{path}.tmp"
-    return (f"mkdir -p {q(posixpath.dirname(path))} && printf '%s' {q(content)} > {q(tmp)}"
-            f" && chmod {mode} {q(tmp)} && mv -f {q(tmp)} {q(path)}")
+from backhaul.operations import hostfile
 
 
 @operation()
@@ -42,16 +27,17 @@ def resolver(conf: str, unit: str):
     """
     st = snapshot.get(ResolverState) or ResolverState().default()
     wanted = {"conf": conf, "unit": unit}
-    stale = [k for k, text in wanted.items() if st["files"].get(k) != _sha256(text)]
-    for name in stale:
-        yield _write(FILES[name], wanted[name], "644")
+    stale = [k for k, text in wanted.items() if st["files"].get(k) != hostfile.sha256(text)]
+    steps = [c for name in stale for c in hostfile.write(FILES[name], wanted[name], mkdir=True)]
     if "unit" in stale:
-        yield "systemctl daemon-reload"
+        steps.append("systemctl daemon-reload")
     if st["enabled"] != "enabled":
-        yield f"systemctl enable {UNIT}"
+        steps.append(f"systemctl enable {UNIT}")
     if st["active"] != "active":
-        yield f"systemctl start {UNIT}"
+        steps.append(f"systemctl start {UNIT}")
     elif stale:
-        yield f"systemctl restart {UNIT}"
-    elif st["enabled"] == "enabled":
+        steps.append(f"systemctl restart {UNIT}")
+    if steps:
+        yield from hostfile.joined(steps)
+    else:
         host.noop("the resolver answers the clients on the tunnel")
