@@ -88,3 +88,27 @@ def test_add_backend_takes_an_ipv6_only_backend_beside_a_dual_stack_hub(tmp_path
     assert str(host.public_ip) == "2001:db8::30"
     with pytest.raises(ConfigError, match="already the public_ip of 'proxy'"):
         network.add_backend(p, None, "2001:db8::10")
+
+
+def test_verify_scans_every_family_and_flags_a_port_open_over_ipv6_only(tmp_path, monkeypatch):
+    from backhaul import verify
+
+    net = _load(tmp_path, DUAL)
+    sockets = [{"proto": "tcp", "address": "::", "port": 8080, "interface": None, "process": "x"}]
+    health = {h.name: {"sockets": sockets} for h in net.hosts}
+    tried = []
+
+    def answers(ip, port):
+        tried.append((ip, port))
+        return port in (22, 80, 443) and not (ip == "198.51.100.10" and port == 80) or (
+            ip == "2001:db8::11" and port == 8080)
+
+    monkeypatch.setattr(verify, "_tcp_open", answers)
+    report = verify.Report("n")
+    verify._external_checks(net, list(net.hosts), health, report)
+    got = {c.host: (c.status, c.detail) for c in report.checks}
+    assert ("2001:db8::10", 443) in tried and ("198.51.100.13", 8080) in tried
+    assert got["b1"][0] == verify.FAIL and "[8080] over IPv6" in got["b1"][1]
+    assert got["proxy"][0] == verify.FAIL and "the families differ" in got["proxy"][1]
+    assert got["b2"] == (verify.OK, "from outside only [22] answer over IPv6 (2 ports tried)")
+    assert got["b3"][0] == verify.OK
