@@ -135,7 +135,7 @@ def _tunnel_checks(net: Network, backends: list[Host], health: dict, report: Rep
                        "(rotated without deploy?): run inv deploy")  # fmt: skip
         elif not peer["latest_handshake"]:
             report.add("handshake", b.name, FAIL, "no handshake yet: is UDP "
-                       f"{net.port} from {b.public_ip} reaching the hub?")  # fmt: skip
+                       f"{net.port} from {b.public_address(net.tunnel_family(b))} reaching the hub?")  # fmt: skip
         else:
             age = (hub.get("now") or int(time.time())) - peer["latest_handshake"]
             status = OK if age <= HANDSHAKE_MAX_AGE else FAIL

@@ -22,6 +22,8 @@ from .labkit import LabHandle
 pytestmark = pytest.mark.fleet
 
 V6_ONLY = "backend-2"  # the demo's Docker services (admin, web) live there
+# a server on every address of both families (a dual-stack socket on [::])
+STRAY = "python3 -m http.server --bind :: 9098"
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +109,18 @@ def test_a_client_over_ipv6_only_gets_https_with_a_valid_certificate(dual):
 def test_a_scan_over_ipv6_finds_exactly_what_a_scan_over_ipv4_finds(dual):
     """Every port anything listens on (Docker's published ports included), tried over both
     families: the dual-stack hosts answer the same ports on each, and the IPv6-only backend
-    answers over IPv6 what the dual-stack backend answers over IPv4 (SSH only)."""
+    answers over IPv6 what the dual-stack backend answers over IPv4 (SSH only). Strays a
+    careless admin leaves: a server on every address of both families on each host, and on the
+    IPv6-only backend a container published without an address on a user-defined network
+    (Docker publishes it on [::] too, past ufw)."""
     for name in ("proxy", "backend-1"):
+        dual.ssh(name, f"systemd-run --unit stray {STRAY}")
+    dual.ssh(V6_ONLY, "docker network inspect stray >/dev/null 2>&1 || docker network create "
+             "stray >/dev/null; docker rm -f stray >/dev/null 2>&1; docker run -d --name stray "
+             "--network stray -p 9096:8080 backhaul-demo-web:1 >/dev/null")
+    assert 9096 in _listening_ports(dual, V6_ONLY)
+    for name in ("proxy", "backend-1"):
+        assert 9098 in _listening_ports(dual, name), name
         h = _host(dual, name)
         ports = sorted(_listening_ports(dual, name) | {22, 80, 443})
         v4 = {p for _, p in _scan([(str(h.ip), p) for p in ports])}
