@@ -134,8 +134,9 @@ def _tunnel_checks(net: Network, backends: list[Host], health: dict, report: Rep
             report.add("handshake", b.name, FAIL, "the hub's peer key is not this backend's key "
                        "(rotated without deploy?): run inv deploy")  # fmt: skip
         elif not peer["latest_handshake"]:
+            dialer = b.public_address(net.tunnel_family(b))
             report.add("handshake", b.name, FAIL, "no handshake yet: is UDP "
-                       f"{net.port} from {b.public_address(net.tunnel_family(b))} reaching the hub?")  # fmt: skip
+                       f"{net.port} from {dialer} reaching the hub?")  # fmt: skip
         else:
             age = (hub.get("now") or int(time.time())) - peer["latest_handshake"]
             status = OK if age <= HANDSHAKE_MAX_AGE else FAIL
