@@ -29,6 +29,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 OPEN, REFUSED, SILENT, UNREACHABLE = "open", "refused", "silent", "unreachable"
+# How long silence must last to count as closed. An answer through a hole would come from the
+# same kernel over the same segment as the host's answer on its public SSH port, so the wait is
+# that answer's time, many times over, within these bounds (a loaded host answers slower).
+MIN_SILENCE, MAX_SILENCE, SILENCE_FACTOR = 0.25, 1.5, 8
 SO_MARK = getattr(socket, "SO_MARK", 36)
 
 
@@ -54,6 +58,22 @@ def tcp(ip: str, port: int, timeout: float = 1.5, mark: int | None = None) -> st
             if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL):
                 return UNREACHABLE
             return SILENT
+
+
+def silence_window(control_times: list[float]) -> float:
+    """The silence that counts as closed, from the times the hosts took to answer a connect
+    on their public SSH port (none answered: the longest wait)."""
+    if not control_times:
+        return MAX_SILENCE
+    return min(MAX_SILENCE, max(MIN_SILENCE, SILENCE_FACTOR * max(control_times)))
+
+
+def answer_time(ip: str, port: int, timeout: float = MAX_SILENCE) -> float | None:
+    """Seconds a plain connect to ``ip:port`` took to be answered (accepted or refused)."""
+    t0 = time.monotonic()
+    if tcp(ip, port, timeout) in (OPEN, REFUSED):
+        return time.monotonic() - t0
+    return None
 
 
 def _checksum(data: bytes) -> int:

@@ -82,19 +82,28 @@ def run(network_path: str, names: list[str] | None = None) -> Report:
     report = Report(str(network_path))
     backends = [b for b in net.backends if names is None or b.name in names]
     hosts = [net.hub, *backends]
-    with connect(net, [h.name for h in hosts]) as conn:
-        for name in conn.unreachable:
-            report.add("ssh", name, UNKNOWN, "no SSH connection: nothing on it could be checked")
-        wanted = {net.hub.name: (HostHealth, _probe_args(net, net.hub, backends))}
-        for b in backends:
-            wanted[b.name] = (HostHealth, _probe_args(net, b, backends))
-        health = {n: h for n, h in conn.facts(wanted).items() if isinstance(h, dict)}
-    _tunnel_checks(net, backends, health, report)
-    _service_checks(net, backends, health, report)
-    with ThreadPoolExecutor(max_workers=1) as pool:  # its timeouts overlap external's
-        knocked = pool.submit(knock_as_a_neighbour, net, hosts, health)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The neighbour's knock on what the file declares needs no fact: it runs while SSH
+        # reads them. Ports only the facts show get their own knock, beside the external scan.
+        early = pool.submit(knock_as_a_neighbour, net, hosts,
+                            {h.name: _declared_targets(net, h) for h in hosts})  # fmt: skip
+        with connect(net, [h.name for h in hosts]) as conn:
+            for name in conn.unreachable:
+                report.add("ssh", name, UNKNOWN, "no SSH connection: nothing on it could be checked")
+            wanted = {net.hub.name: (HostHealth, _probe_args(net, net.hub, backends))}
+            for b in backends:
+                wanted[b.name] = (HostHealth, _probe_args(net, b, backends))
+            health = {n: h for n, h in conn.facts(wanted).items() if isinstance(h, dict)}
+        _tunnel_checks(net, backends, health, report)
+        _service_checks(net, backends, health, report)
+        knocked = early.result()
+        undeclared = {h.name: t for h in hosts if health.get(h.name)
+                      and (t := _undeclared_targets(net, h, health[h.name]))}  # fmt: skip
+        late = pool.submit(knock_as_a_neighbour, net, hosts, undeclared) if undeclared else None
         _external_checks(net, hosts, health, report)
-        _isolation_checks(net, hosts, health, knocked.result(), report)
+        if late:
+            knocked = _merged(knocked, late.result())
+        _isolation_checks(net, hosts, health, knocked, report)
     report.seconds = time.monotonic() - t0
     return report
 
@@ -306,38 +315,57 @@ def _tcp_open(ip: str, port: int) -> bool:
 
 
 # --- a neighbour on the provider's network -------------------------------------------------
-def _knock_targets(net: Network, h: Host, health: dict) -> list[tuple[str, int | None]]:
-    """Every TCP port bound on the host's WG address (or every address), its services, SSH,
-    and ping: what a neighbour would try on the WG address."""
+def _declared_targets(net: Network, h: Host) -> list[tuple[str, int | None]]:
+    """What a neighbour would try on the WG address that the file names: the host's services,
+    SSH, and ping."""
     wg = str(h.wg_ip)
-    ports = {s["port"] for s in health["sockets"] if s["proto"] == "tcp" and s["port"]
-             and s["address"] in (wg, "0.0.0.0", "*", "::")}  # fmt: skip
-    ports |= {s.port for s in net.services_on(h.name)} | {net.ssh.port}
+    ports = {s.port for s in net.services_on(h.name)} | {net.ssh.port}
     return [(wg, p) for p in sorted(ports)] + [(wg, None)]
 
 
-def knock_as_a_neighbour(net: Network, hosts: list[Host], health: dict) -> dict:
+def _undeclared_targets(net: Network, h: Host, health: dict) -> list[tuple[str, int | None]]:
+    """TCP ports bound on the host's WG address (or every address) that the file does not name."""
+    wg = str(h.wg_ip)
+    ports = {s["port"] for s in health["sockets"] if s["proto"] == "tcp" and s["port"]
+             and s["address"] in (wg, "0.0.0.0", "*", "::")}  # fmt: skip
+    declared = {p for _, p in _declared_targets(net, h)}
+    return [(wg, p) for p in sorted(ports - declared)]
+
+
+def knock_as_a_neighbour(net: Network, hosts: list[Host],
+                         targets: dict[str, list[tuple[str, int | None]]]) -> dict:  # fmt: skip
     """From here, route each host's WG address via its public address (and, for the backends,
-    via the hub's) and knock: ``{"direct": {target: answer}, "hub": {...}}``, or
-    ``{"unavailable": reason}`` when this machine cannot play the neighbour."""
+    via the hub's) and knock on ``targets`` (by host name): ``{"direct": {target: answer},
+    "hub": {...}}``, or ``{"unavailable": reason}`` when this machine cannot play the
+    neighbour. Silence counts as closed after `probe.silence_window` of the hosts' answers
+    on their public SSH port. The probe routes over IPv4: an IPv6-only host is knocked on
+    via the hub only."""
     hub4 = net.hub.public_address(4)
     if hub4 is None:
         return {"unavailable": "the hub has no IPv4 address (the probe routes over IPv4 only)"}
-    # an IPv6-only host: the tunnel's IPv4 address can only be routed to it via the hub
-    scanned = [h for h in hosts if health.get(h.name)]
-    targets = {h.name: _knock_targets(net, h, health[h.name]) for h in scanned}
-    direct = {str(h.wg_ip): str(h.public_address(4)) for h in scanned if h.public_address(4)}
-    via_hub = {str(h.wg_ip): str(hub4) for h in scanned if h.role == "backend"}
+    own4 = {h.name: h.public_address(4) for h in hosts}
+    direct = {str(h.wg_ip): str(own4[h.name]) for h in hosts if own4[h.name]}
+    via_hub = {str(h.wg_ip): str(hub4) for h in hosts if h.role == "backend"}
     try:
         with probe.routed(direct, slot=0) as m1, probe.routed(via_hub, slot=1) as m2:
-            every = [t for h in scanned if h.public_address(4) for t in targets[h.name]]
-            behind = [t for h in scanned if h.role == "backend" for t in targets[h.name]]
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                a = pool.submit(probe.knock, every, m1, 1.0)
-                b = pool.submit(probe.knock, behind, m2, 1.0) if behind else None
+            every = [t for name, ts in targets.items() if own4[name] for t in ts]
+            behind = [t for name, ts in targets.items() if net.host(name).role == "backend"
+                      for t in ts]  # fmt: skip
+            with ThreadPoolExecutor(max_workers=max(2, len(hosts))) as pool:
+                times = pool.map(lambda ip: probe.answer_time(str(ip), net.ssh.port),
+                                 [ip for ip in own4.values() if ip])  # fmt: skip
+                window = probe.silence_window([t for t in times if t is not None])
+                a = pool.submit(probe.knock, every, m1, window)
+                b = pool.submit(probe.knock, behind, m2, window) if behind else None
                 return {"direct": a.result(), "hub": b.result() if b else {}}
     except probe.ProbeUnavailable as e:
         return {"unavailable": str(e)}
+
+
+def _merged(a: dict, b: dict) -> dict:
+    if "unavailable" in a or "unavailable" in b:
+        return a if "unavailable" in a else b
+    return {way: {**a.get(way, {}), **b.get(way, {})} for way in ("direct", "hub")}
 
 
 def _isolation_checks(net: Network, hosts: list[Host], health: dict, knocked: dict,

@@ -96,15 +96,18 @@ def guard(rules4: str, rules6: str, script: str, unit: str):
     st = snapshot.get(IsolationGuard) or IsolationGuard().default()
     wanted = {"rules4": rules4, "rules6": rules6, "script": script, "unit": unit}
     stale = differs(st, wanted)
-    for name in stale:
-        yield _write(FILES[name], wanted[name], _MODES[name])
+    # One command for all of it: each command is an SSH round trip (and a sudo), and a new
+    # host needs every step.
+    steps = [_write(FILES[name], wanted[name], _MODES[name]) for name in stale]
     if "unit" in stale:
-        yield "systemctl daemon-reload"
+        steps.append("systemctl daemon-reload")
     if st["enabled"] != "enabled":
-        yield f"systemctl enable {UNIT}"
+        steps.append(f"systemctl enable {UNIT}")
     if st["active"] != "active":
-        yield f"systemctl start {UNIT}"
+        steps.append(f"systemctl start {UNIT}")
     elif stale or st["rules"] != "loaded":
-        yield f"systemctl reload {UNIT}"
-    elif st["enabled"] == "enabled":
+        steps.append(f"systemctl reload {UNIT}")
+    if steps:
+        yield " && ".join(steps)
+    else:
         host.noop("the isolation guard is loaded: the WireGuard address answers only the tunnel")

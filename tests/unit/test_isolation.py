@@ -178,3 +178,26 @@ def test_probe_checksum_of_an_echo_request():
     csum = probe._checksum(header)
     packet = header[:2] + csum.to_bytes(2, "big") + header[4:]
     assert probe._checksum(packet) == 0
+
+
+def test_silence_is_judged_against_how_fast_the_host_answers_on_its_public_address():
+    # a neighbour on the same segment: an answer would come in about the public RTT
+    assert probe.silence_window([0.001, 0.002]) == probe.MIN_SILENCE
+    assert probe.silence_window([0.05, 0.1]) == pytest.approx(0.8)  # a slow (loaded) host
+    assert probe.silence_window([0.5]) == probe.MAX_SILENCE
+    # no control answered: nothing to judge by, so wait the longest
+    assert probe.silence_window([]) == probe.MAX_SILENCE
+
+
+def test_verify_knocks_what_the_file_declares_while_it_reads_the_facts(tmp_path, monkeypatch):
+    """The neighbour's knock on declared ports and ping starts before any fact is read; ports
+    only the facts show (bound on the WG address, undeclared) get a second knock after."""
+    from backhaul import verify
+
+    net = _net(tmp_path)
+    declared = {h.name: verify._declared_targets(net, h) for h in net.hosts}
+    assert ("10.50.0.2", None) in declared["b1"] and ("10.50.0.2", 22) in declared["b1"]
+    health = _health(net)
+    health["b1"]["sockets"].append({"proto": "tcp", "address": "10.50.0.2", "port": 9001})
+    extra = verify._undeclared_targets(net, net.host("b1"), health["b1"])
+    assert extra == [("10.50.0.2", 9001)]
