@@ -152,11 +152,13 @@ def client_config(c, name, network=None):
 LAB_HELP = "lab name: 1-6 lowercase letters/digits (default: demo; its files go to .lab/)"
 
 
-def _lab(name, backends=2, subnet=None, spares=0, suite=None, backend_suite=None):
+def _lab(name, backends=2, subnet=None, spares=0, suite=None, backend_suite=None, ipv6=False,
+         v6_only=None):  # fmt: skip
     from backhaul.lab.layout import Lab
 
+    only = [n.strip() for n in (v6_only or "").split(",") if n.strip()]
     return Lab.make(name or "demo", int(backends), subnet, os.getcwd(), int(spares), suite,
-                    backend_suite)  # fmt: skip
+                    backend_suite, ipv6, only)  # fmt: skip
 
 
 @task(name="up", help={"backends": "number of backends (default 2)", "name": LAB_HELP,
@@ -165,14 +167,17 @@ def _lab(name, backends=2, subnet=None, spares=0, suite=None, backend_suite=None
                        "fresh": "start from bare hosts (throw away the hosts' disks)",
                        "suite": "Debian release of the hosts: trixie (13, default) or bookworm (12)",
                        "backend-suite": "a mixed fleet: the backends (and spares) on this "
-                                        "release instead"})
+                                        "release instead",
+                       "ipv6": "dual-stack network.yml: every host's IPv6 address as public_ip6",
+                       "v6-only": "these backends (comma-separated) get no IPv4 address at all "
+                                  "(implies --ipv6)"})
 @_friendly
 def lab_up(c, backends=2, name=None, subnet=None, fresh=False, spares=0, suite=None,
-           backend_suite=None):  # fmt: skip
+           backend_suite=None, ipv6=False, v6_only=None):  # fmt: skip
     """Boot the lab: 1 hub + N backends (real Debian 13 or 12, systemd, SSH), apt cache, ACME."""
     from backhaul.lab import lab
 
-    lab.up(_lab(name, backends, subnet, spares, suite, backend_suite), fresh=fresh)
+    lab.up(_lab(name, backends, subnet, spares, suite, backend_suite, ipv6, v6_only), fresh=fresh)
 
 
 @task(name="down", help={"name": LAB_HELP, "purge": "also delete the hosts' disks"})

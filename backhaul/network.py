@@ -102,13 +102,27 @@ ALL_CLIENTS = "clients"  # in a service's allow: every client of the file
 class Host:
     name: str
     role: str  # "hub" | "backend"
-    public_ip: IPAddress
+    public_ip: IPAddress  # its IPv4 address, or its IPv6 one when it has no IPv4
     wg_ip: ipaddress.IPv4Address
     ssh_host: str  # what SSH connects to; defaults to str(public_ip)
+    public_ip6: ipaddress.IPv6Address | None = None  # a dual-stack host's IPv6 address
 
     @property
     def wg_cidr(self) -> str:
         return f"{self.wg_ip}/32"
+
+    @property
+    def public_ips(self) -> tuple[IPAddress, ...]:
+        """Every public address, public_ip first."""
+        return (self.public_ip,) + ((self.public_ip6,) if self.public_ip6 else ())
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        return tuple(a.version for a in self.public_ips)
+
+    def public_address(self, version: int) -> IPAddress | None:
+        """Its public address of that family (4 or 6), or None when it has none."""
+        return next((a for a in self.public_ips if a.version == version), None)
 
 
 @dataclass(frozen=True)
@@ -202,6 +216,12 @@ class Network:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    def tunnel_family(self, backend: Host) -> int:
+        """The address family a backend's tunnel to the hub runs over: the family of the
+        backend's public_ip when the hub has one of it (so a dual-stack pair keeps IPv4, as
+        before public_ip6 existed), else its other family. Validation guarantees one."""
+        return next(v for v in backend.families if v in self.hub.families)
 
 
 # -- public functions ---------------------------------------------------------------------------
@@ -308,13 +328,13 @@ def add_backend(
     elif pub in net.subnet:
         bad("public_ip", f"{_show(public_ip)} is inside network.subnet {net.subnet}, the "
             "tunnel's own addresses; give the backend's public address")
-    elif pub.version != net.hub.public_ip.version:
-        bad("public_ip", f"{_show(public_ip)} is IPv{pub.version} but the hub's public_ip "
-            f"{net.hub.public_ip} is IPv{net.hub.public_ip.version}: each side dials the other's "
-            "public_ip and lets in only that address; give the backend an "
-            f"IPv{net.hub.public_ip.version} address")
+    elif pub.version not in net.hub.families:
+        bad("public_ip", f"{_show(public_ip)} is IPv{pub.version} but the hub has "
+            f"{_families(set(net.hub.families))} only: the tunnel runs over a family both ends "
+            f"have; give the backend an address of the hub's family, or the hub an "
+            f"IPv{pub.version} address (public_ip6 for IPv6) and deploy it first")
     else:
-        owner = next((h for h in net.hosts if h.public_ip == pub), None)
+        owner = next((h for h in net.hosts if pub in h.public_ips), None)
         reached = next((h for h in net.hosts if h.ssh_host == public_ip), None)
         if owner is not None:
             bad("public_ip", f"{_show(str(pub))} is already the public_ip of {owner.name!r}")
@@ -481,7 +501,7 @@ _NETWORK_KEYS = (
     "key_max_age_days", "client_warn_days",
 )
 _SSH_KEYS = ("user", "port", "key", "known_hosts")
-_HOST_KEYS = ("name", "public_ip", "wg_ip", "ssh_host")
+_HOST_KEYS = ("name", "public_ip", "public_ip6", "wg_ip", "ssh_host")
 _SERVICE_KEYS = (
     "name", "backend", "port", "domains", "websocket", "allow", "hsts", "compose", "unit",
 )
@@ -517,6 +537,12 @@ class _Draft:
     wg_ip_node: Node | None
     ssh_host: Any
     ssh_host_node: Node | None = None
+    public_ip6: Any = None
+    public_ip6_node: Node | None = None
+
+    def families(self) -> set[int]:
+        return {a.version for a in (self.public_ip, self.public_ip6)
+                if isinstance(a, _ADDRESS_TYPES)}  # fmt: skip
 
 
 @dataclass
@@ -984,6 +1010,8 @@ def _check_network(
     hub_name = next((d.name for d in drafts if d.role == "hub"), None)
     _check_unique(ck, drafts, "name", "names")
     _check_unique(ck, drafts, "public_ip", "public IPs")
+    _check_unique(ck, drafts, "public_ip6", "public IPs")
+    _check_public_ip6_not_a_public_ip(ck, drafts)
 
     # clients: (their addresses after the hosts')
     client_drafts = _client_drafts(ck, top.get("clients"), drafts)
@@ -1010,7 +1038,8 @@ def _check_network(
         return None, []
     hosts = []
     for i, d in enumerate(drafts):
-        hosts.append(Host(d.name, d.role, d.public_ip, wg[i], d.ssh_host or str(d.public_ip)))
+        hosts.append(Host(d.name, d.role, d.public_ip, wg[i], d.ssh_host or str(d.public_ip),
+                          d.public_ip6))  # fmt: skip
     network = Network(
         path=path, subnet=subnet, port=port, interface=interface, keepalive=keepalive,
         backend_to_backend=b2b, preshared_keys=psk, key_max_age_days=max_age,
@@ -1093,8 +1122,37 @@ def _host(ck: _Checker, node: Node, path: str, role: str) -> _Draft | None:
         else:
             wg_ip = addr
     ssh_host = ck.matching(m, "ssh_host", f"{path}.ssh_host", _check_ssh_host)
+    public_ip6 = _public_ip6(ck, m, path, public_ip)
     return _Draft(path, node, role, name, m.get("name"), public_ip, m.get("public_ip"),
-                  wg_ip, m.get("wg_ip"), ssh_host, m.get("ssh_host"))
+                  wg_ip, m.get("wg_ip"), ssh_host, m.get("ssh_host"), public_ip6,
+                  m.get("public_ip6"))
+
+
+def _public_ip6(ck: _Checker, m: dict[str, Node], path: str, public_ip: Any) -> Any:
+    """A dual-stack host's second address: IPv6, beside an IPv4 public_ip."""
+    value = ck.text(m, "public_ip6", f"{path}.public_ip6", ip_like=True)
+    if not isinstance(value, str):
+        return value
+    node, field = m["public_ip6"], f"{path}.public_ip6"
+    addr, error = _ip_address(value)
+    if addr is None:
+        ck.add(node, field, error or f"{_show(value)} is not an IP address; write the host's "
+               "IPv6 address, e.g. 2001:db8::21")
+        return _BAD
+    if addr.version != 6:
+        ck.add(node, field, f"{_show(value)} is IPv4; public_ip6 is the host's IPv6 address "
+               "(its IPv4 address goes in public_ip)")
+        return _BAD
+    if why := _unroutable(addr):
+        ck.add(node, field, f"{_show(value)} is {why}; no other host can reach it: write the "
+               "host's public IPv6 address")
+        return _BAD
+    if isinstance(public_ip, _ADDRESS_TYPES) and public_ip.version == 6:
+        ck.add(node, field, f"{_show(value)} is a second IPv6 address, but public_ip "
+               f"{public_ip} is IPv6 already: a host has one address per family; write its "
+               "IPv4 address as public_ip and this one as public_ip6, or remove public_ip6")
+        return _BAD
+    return addr
 
 
 def _check_unique(ck: _Checker, drafts: list[_Draft], attr: str, what: str) -> None:
@@ -1113,6 +1171,19 @@ def _check_unique(ck: _Checker, drafts: list[_Draft], attr: str, what: str) -> N
             first[value] = d
 
 
+def _check_public_ip6_not_a_public_ip(ck: _Checker, drafts: list[_Draft]) -> None:
+    owners = {d.public_ip: d for d in drafts if isinstance(d.public_ip, _ADDRESS_TYPES)}
+    for d in drafts:
+        other = owners.get(d.public_ip6) if isinstance(d.public_ip6, _ADDRESS_TYPES) else None
+        if other is not None:
+            ck.add(d.public_ip6_node, f"{d.path}.public_ip6", f"{_show(str(d.public_ip6))} is "
+                   f"already the public_ip of {other.path}; public IPs must be unique")
+
+
+def _families(versions: set[int]) -> str:
+    return " and ".join(f"IPv{v}" for v in sorted(versions))
+
+
 def _check_routes(ck: _Checker, drafts: list[_Draft], subnet: Any) -> None:
     """Addresses that are fine one by one but cannot work together: a backend's public address
     of another family than the hub's, a public address or an SSH target inside the tunnel
@@ -1121,14 +1192,16 @@ def _check_routes(ck: _Checker, drafts: list[_Draft], subnet: Any) -> None:
     targets: dict[str, tuple[_Draft, str]] = {}
     hub = next((d for d in drafts if d.role == "hub"), None)
     hub_ip = hub.public_ip if hub and isinstance(hub.public_ip, _ADDRESS_TYPES) else None
+    hub_families = hub.families() if hub and hub_ip and hub.public_ip6 is not _BAD else set()
     for d in drafts:
         public = d.public_ip if isinstance(d.public_ip, _ADDRESS_TYPES) else None
-        if hub_ip and public and d.role == "backend" and public.version != hub_ip.version:
-            ck.add(d.public_ip_node, f"{d.path}.public_ip", f"{_show(str(public))} is IPv"
-                   f"{public.version} but the hub's public_ip {hub_ip} is IPv{hub_ip.version}: "
-                   "each side dials the other's public_ip and lets in only that address, so "
-                   "the tunnel could never start. Give the hub and its backends addresses of "
-                   "one family")
+        if (hub_families and public and d.role == "backend" and d.public_ip6 is not _BAD
+                and not d.families() & hub_families):  # fmt: skip
+            ck.add(d.public_ip_node, f"{d.path}.public_ip", f"{_show(str(public))}: the "
+                   f"backend has {_families(d.families())} only and the hub "
+                   f"{_families(hub_families)} only, and the tunnel runs over a family both "
+                   "ends have, so it could never start. Give both an address of one family "
+                   "(a host's IPv4 address goes in public_ip, its IPv6 one in public_ip6)")
         if tunnel and public is not None and public in tunnel:
             ck.add(d.public_ip_node, f"{d.path}.public_ip", f"{_show(str(public))} is inside "
                    f"network.subnet {tunnel}, the tunnel's own addresses: the tunnel would take "

@@ -74,20 +74,24 @@ def hub_peers(
         if key:
             # Endpoint + keepalive on the hub's side too: after the hub restarts it says hello
             # at once, instead of waiting up to two minutes for each backend's next handshake.
-            peers.append(Peer(b.name, key, (b.wg_cidr,), _endpoint(b.public_ip, net.port),
+            peers.append(Peer(b.name, key, (b.wg_cidr,), _endpoint(net, b, b),
                               net.keepalive, psk_file=psk_files.get(b.name)))
         else:
             missing.append(b.name)
     return peers, missing
 
 
-def backend_hub_peer(net: Network, hub_key: str | None, psk_file: str | None = None) -> Peer | None:
-    """A backend's only peer: the hub. With backend_to_backend the whole subnet routes via it."""
+def backend_hub_peer(net: Network, hub_key: str | None, psk_file: str | None = None,
+                     host: Host | None = None) -> Peer | None:  # fmt: skip
+    """A backend's only peer: the hub. With backend_to_backend the whole subnet routes via it.
+
+    ``host``: the backend, whose tunnel family picks the hub's address to dial (None: the
+    hub's public_ip, for networks of one family)."""
     if not hub_key:
         return None
     allowed = str(net.subnet) if net.backend_to_backend else net.hub.wg_cidr
-    return Peer(net.hub.name, hub_key, (allowed,), _endpoint(net.hub.public_ip, net.port),
-                net.keepalive, psk_file)
+    endpoint = _endpoint(net, host, net.hub) if host else _format(net.hub.public_ip, net.port)
+    return Peer(net.hub.name, hub_key, (allowed,), endpoint, net.keepalive, psk_file)
 
 
 def hub_peer_ips(net: Network) -> tuple[str, ...]:
@@ -102,7 +106,15 @@ def kept_key(have: dict[str, str], allowed_ips: tuple[str, ...]) -> str | None:
     return next((have[ip] for ip in allowed_ips if have.get(ip)), None)
 
 
-def _endpoint(ip, port: int) -> str:
+def _endpoint(net: Network, backend: Host, dialed: Host) -> str:
+    """Where one end of a backend's tunnel dials the other (``dialed``): its address of the
+    family the pair's tunnel runs over (``Network.tunnel_family``)."""
+    ip = dialed.public_address(net.tunnel_family(backend))
+    assert ip is not None, "validation guarantees a family both ends have"
+    return _format(ip, net.port)
+
+
+def _format(ip, port: int) -> str:
     return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
 
 
@@ -142,8 +154,8 @@ def firewall_rules(net: Network, host: Host) -> list[Rule]:
     rules = [Rule(net.ssh.port, "tcp", why="SSH: never lock the operator out")]
     if host.role == "hub":
         for b in net.backends:
-            rules.append(Rule(net.port, "udp", src=str(b.public_ip),
-                              why=f"WireGuard from {b.name} only"))  # fmt: skip
+            rules += [Rule(net.port, "udp", src=str(ip), why=f"WireGuard from {b.name} only")
+                      for ip in _shared_addresses(b, host)]  # fmt: skip
         rules.append(Rule(80, "tcp", why="HTTP: ACME challenges and the redirect to HTTPS"))
         rules.append(Rule(443, "tcp", why="HTTPS for the services"))
         rules += client_rules(net)
@@ -156,13 +168,21 @@ def firewall_rules(net: Network, host: Host) -> list[Rule]:
         # the tunnel only; nothing is opened on the public interface.
         # WireGuard from the hub only (backends listen on the same fixed port): lets the hub
         # re-open a tunnel itself, e.g. right after it rebooted.
-        rules.append(Rule(net.port, "udp", src=str(net.hub.public_ip),
-                          why="WireGuard from the hub only"))  # fmt: skip
+        rules += [Rule(net.port, "udp", src=str(ip), why="WireGuard from the hub only")
+                  for ip in _shared_addresses(net.hub, host)]  # fmt: skip
         src = str(net.subnet) if net.backend_to_backend else str(net.hub.wg_ip)
         for s in net.services_on(host.name):
             rules.append(Rule(s.port, "tcp", src=src, dst=str(host.wg_ip), interface=net.interface,
                               why=f"service {s.name} from the hub over the tunnel"))  # fmt: skip
     return rules
+
+
+def _shared_addresses(peer: Host, host: Host) -> list:
+    """The peer's public addresses of the families ``host`` has too: the WireGuard port is let
+    in from each (a dual-stack pair may roam from one family to the other), and never for a
+    family the host has no address of (ufw with IPV6=no refuses such a rule). Over IPv6 it is
+    thus open to exactly the peers it is open to over IPv4."""
+    return [ip for ip in peer.public_ips if ip.version in host.families]
 
 
 # -- isolation: the tunnel address answers only through the tunnel ---------------------------

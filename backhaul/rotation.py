@@ -100,7 +100,7 @@ def rotate_hub(net: Network, hosts: Hosts) -> str:
     for b in net.backends:
         if b.name not in hosts.by_name:
             continue
-        peer = plan.backend_hub_peer(net, new_pub)
+        peer = plan.backend_hub_peer(net, new_pub, host=b)
         cmd = set_peer_command(iface, new_pub, list(peer.allowed_ips), peer.endpoint,
                                peer.keepalive, remove=old_pub, keep_psk=True)  # fmt: skip
         jobs.append(gevent.spawn(_run, hosts, b.name,

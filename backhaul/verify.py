@@ -145,8 +145,9 @@ def _tunnel_checks(net: Network, backends: list[Host], health: dict, report: Rep
             report.add("handshake", b.name, FAIL, "the hub's peer key is not this backend's key "
                        "(rotated without deploy?): run inv deploy")  # fmt: skip
         elif not peer["latest_handshake"]:
+            dialer = b.public_address(net.tunnel_family(b))
             report.add("handshake", b.name, FAIL, "no handshake yet: is UDP "
-                       f"{net.port} from {b.public_ip} reaching the hub?")  # fmt: skip
+                       f"{net.port} from {dialer} reaching the hub?")  # fmt: skip
         else:
             age = (hub.get("now") or int(time.time())) - peer["latest_handshake"]
             status = OK if age <= HANDSHAKE_MAX_AGE else FAIL
@@ -210,30 +211,35 @@ def _service_checks(net: Network, backends: list[Host], health: dict, report: Re
                        f"hub reaches {target}" if up else
                        f"backend down: the hub cannot open {target} (nginx answers 502)")
         for domain in s.domains:
-            status, detail = https_check(net, s, domain)
-            report.add("https", f"{s.name} {domain}", status, detail)
+            # over every family the hub has: a client of either must get the same answer
+            for ip in net.hub.public_ips:
+                status, detail = https_check(net, s, domain, ip)
+                extra = "" if ip == net.hub.public_ip else f" over IPv{ip.version}"
+                report.add("https", f"{s.name} {domain}{extra}", status, detail)
 
 
-def https_check(net: Network, service, domain: str) -> tuple[str, str]:
-    """GET https://domain/ through the hub's public address, verifying the certificate."""
+def https_check(net: Network, service, domain: str, ip=None) -> tuple[str, str]:
+    """GET https://domain/ through the hub's public address ``ip`` (default: its public_ip),
+    verifying the certificate."""
     bundle = net.tls.verify_ca_bundle
     ctx = ssl.create_default_context(cafile=str(bundle) if bundle else None)
+    ip = ip or net.hub.public_ip
     try:
-        with socket.create_connection((str(net.hub.public_ip), 443), timeout=5) as raw:
+        with socket.create_connection((str(ip), 443), timeout=5) as raw:
             source = raw.getsockname()[0]
             with ctx.wrap_socket(raw, server_hostname=domain) as tls:
                 not_after = tls.getpeercert().get("notAfter", "?")
                 tls.sendall(f"GET / HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n".encode())
                 head = tls.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
     except ssl.SSLCertVerificationError as e:
-        issuer = _served_issuer(net, domain)
+        issuer = _served_issuer(ip, domain)
         if issuer and e.verify_code in _UNTRUSTED_CHAIN:
             trusted = "tls.verify_ca_bundle" if bundle else "this machine's trust store"
             return FAIL, (f"certificate for {domain} issued by {issuer}, not by a CA of {trusted} "
                           "(the ACME server's CA changed?): inv deploy issues a new one")  # fmt: skip
         return FAIL, f"certificate not valid for {domain}: {e.verify_message}"
     except OSError as e:
-        return FAIL, f"no HTTPS from the hub for {domain}: {e}"
+        return FAIL, f"no HTTPS from the hub ({ip}) for {domain}: {e}"
     code = int(head.split()[1]) if len(head.split()) > 1 and head.split()[1].isdigit() else 0
     allowed = not service.allow or any(
         ipaddress.ip_address(source) in ipaddress.ip_network(a, strict=False) for a in service.allow)
@@ -249,14 +255,14 @@ def https_check(net: Network, service, domain: str) -> tuple[str, str]:
 _UNTRUSTED_CHAIN = {2, 18, 19, 20, 21}
 
 
-def _served_issuer(net: Network, domain: str) -> str | None:
+def _served_issuer(ip, domain: str) -> str | None:
     """Who issued the certificate the hub serves for ``domain`` (read without trusting it)."""
     from cryptography import x509  # pyinfra's SSH (paramiko) brings it
 
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     try:
-        with socket.create_connection((str(net.hub.public_ip), 443), timeout=5) as raw, \
+        with socket.create_connection((str(ip), 443), timeout=5) as raw, \
                 ctx.wrap_socket(raw, server_hostname=domain) as tls:  # fmt: skip
             der = tls.getpeercert(binary_form=True)
     except OSError:
@@ -284,28 +290,36 @@ def client_checks(net: Network, health: dict, today, report: Report) -> None:
 
 # --- what the internet sees ----------------------------------------------------------------
 def _external_checks(net: Network, hosts: list[Host], health: dict, report: Report) -> None:
-    """Connect from here to each host's public address on every port it listens on."""
+    """Connect from here to each host's public addresses (every family it has) on every port
+    it listens on: what answers over one family must be what answers over the other."""
     scanned = [h for h in hosts if health.get(h.name)]
     wanted: dict[str, set[int]] = {}
     for h in scanned:
         ports = {s["port"] for s in health[h.name]["sockets"] if s["proto"] == "tcp" and s["port"]}
         wanted[h.name] = ports | {s.port for s in net.services_on(h.name)} | _expected_open(net, h)
-    probes = [(h, p) for h in scanned for p in sorted(wanted[h.name])]
-    # every host and port at once: a filtered port costs its timeout, and only once
+    probes = [(h, ip, p) for h in scanned for ip in h.public_ips for p in sorted(wanted[h.name])]
+    # every host, address and port at once: a filtered port costs its timeout, and only once
     with ThreadPoolExecutor(max_workers=64) as pool:
-        answers = list(pool.map(lambda hp: _tcp_open(str(hp[0].public_ip), hp[1]), probes))
+        answers = list(pool.map(lambda probe_: _tcp_open(str(probe_[1]), probe_[2]), probes))
     for h in scanned:
         expected = _expected_open(net, h)
         ports = wanted[h.name]
-        opened = {p for (ph, p), is_open in zip(probes, answers, strict=True)
-                  if ph.name == h.name and is_open}  # fmt: skip
-        extra = sorted(opened - expected)
+        opened = {ip: {p for (ph, pip, p), is_open in zip(probes, answers, strict=True)
+                       if ph.name == h.name and pip == ip and is_open}
+                  for ip in h.public_ips}  # fmt: skip
+        extra = {ip: sorted(o - expected) for ip, o in opened.items() if o - expected}
+        families = " and ".join(f"IPv{ip.version}" for ip in h.public_ips)
         if extra:
-            report.add("external", h.name, FAIL, f"open to the internet: {extra} "
+            what = "; ".join(f"{ports_} over IPv{ip.version}" for ip, ports_ in extra.items())
+            report.add("external", h.name, FAIL, f"open to the internet: {what} "
                        f"(expected only {sorted(expected)})")  # fmt: skip
+        elif len({frozenset(o) for o in opened.values()}) > 1:
+            what = "; ".join(f"{sorted(o)} over IPv{ip.version}" for ip, o in opened.items())
+            report.add("external", h.name, FAIL, f"the families differ: {what}")
         else:
-            report.add("external", h.name, OK, f"from outside only {sorted(opened)} answer "
-                       f"({len(ports)} ports tried)")  # fmt: skip
+            seen = sorted(next(iter(opened.values())))
+            report.add("external", h.name, OK, f"from outside only {seen} answer over "
+                       f"{families} ({len(ports)} ports tried)")  # fmt: skip
 
 
 def _expected_open(net: Network, h: Host) -> set[int]:
@@ -344,18 +358,22 @@ def knock_as_a_neighbour(net: Network, hosts: list[Host],
     via the hub's) and knock on ``targets`` (by host name): ``{"direct": {target: answer},
     "hub": {...}}``, or ``{"unavailable": reason}`` when this machine cannot play the
     neighbour. Silence counts as closed after `probe.silence_window` of the hosts' answers
-    on their public SSH port."""
-    if any(h.public_ip.version != 4 for h in hosts):
-        return {"unavailable": "a public address is IPv6 (the probe routes over IPv4 only)"}
-    direct = {str(h.wg_ip): str(h.public_ip) for h in hosts}
-    via_hub = {str(h.wg_ip): str(net.hub.public_ip) for h in hosts if h.role == "backend"}
+    on their public SSH port. The probe routes over IPv4: an IPv6-only host is knocked on
+    via the hub only."""
+    hub4 = net.hub.public_address(4)
+    if hub4 is None:
+        return {"unavailable": "the hub has no IPv4 address (the probe routes over IPv4 only)"}
+    own4 = {h.name: h.public_address(4) for h in hosts}
+    direct = {str(h.wg_ip): str(own4[h.name]) for h in hosts if own4[h.name]}
+    via_hub = {str(h.wg_ip): str(hub4) for h in hosts if h.role == "backend"}
     try:
         with probe.routed(direct, slot=0) as m1, probe.routed(via_hub, slot=1) as m2:
-            every = [t for ts in targets.values() for t in ts]
+            every = [t for name, ts in targets.items() if own4[name] for t in ts]
             behind = [t for name, ts in targets.items() if net.host(name).role == "backend"
                       for t in ts]  # fmt: skip
             with ThreadPoolExecutor(max_workers=max(2, len(hosts))) as pool:
-                times = pool.map(lambda h: probe.answer_time(str(h.public_ip), net.ssh.port), hosts)
+                times = pool.map(lambda ip: probe.answer_time(str(ip), net.ssh.port),
+                                 [ip for ip in own4.values() if ip])  # fmt: skip
                 window = probe.silence_window([t for t in times if t is not None])
                 a = pool.submit(probe.knock, every, m1, window)
                 b = pool.submit(probe.knock, behind, m2, window) if behind else None
@@ -389,15 +407,17 @@ def _isolation_checks(net: Network, hosts: list[Host], health: dict, knocked: di
         if "unavailable" in knocked:
             tried = f"guard loaded; not probed from here: {knocked['unavailable']}"
         else:
-            for way, via in (("direct", h.public_ip), ("hub", net.hub.public_ip)):
+            own4, hub4 = h.public_address(4), net.hub.public_address(4)
+            for way, via in (("direct", own4), ("hub", hub4)):
                 answers = {t: a for t, a in knocked.get(way, {}).items()
                            if t.startswith(wg + ":") and a != probe.SILENT}  # fmt: skip
                 if answers:
                     what = ", ".join(f"{t.split(':')[1]} ({a})" for t, a in sorted(answers.items()))
                     problems.append(f"answered on {wg} routed via {via}: {what}")
-            n = sum(t.startswith(wg + ":") for t in knocked.get("direct", {}))
-            hub = f" and via the hub {net.hub.public_ip}" if h.role == "backend" else ""
-            tried = f"{n - 1} ports and ping on {wg} via {h.public_ip}{hub}: nothing answered"
+            n = sum(t.startswith(wg + ":") for t in knocked.get("direct" if own4 else "hub", {}))
+            vias = ([f"via {own4}"] if own4 else []) + (
+                [f"via the hub {hub4}"] if h.role == "backend" else [])
+            tried = f"{n - 1} ports and ping on {wg} {' and '.join(vias)}: nothing answered"
         if problems:
             report.add("isolation", h.name, FAIL, "; ".join(problems)
                        + " (a neighbour on the provider's network gets in): run inv deploy")

@@ -170,7 +170,7 @@ def _backend_conf(net: Network, name: str, psk_in_use: bool) -> str:
     return render("wg-backend.conf.j2", interface=iface,
                   address=plan.wg_address(net, net.host(name)), listen_port=net.port,
                   hub=plan.backend_hub_peer(net, hub_key, _backend_psk_file(net, name)
-                                            if psk_in_use else None))  # fmt: skip
+                                            if psk_in_use else None, net.host(name)))  # fmt: skip
 
 
 @deploy("WireGuard")

@@ -67,10 +67,9 @@ def _recorded(lab: Lab) -> Lab:
     rec = lab.state_dir / "lab.json"
     if not rec.exists():
         raise LabError(f"the lab '{lab.name}' is not up: run `inv lab.up --name {lab.name}` first")
-    old = json.loads(rec.read_text())
-    return Lab.make(old["name"], old["backends"], old["subnet"], lab.project_dir,
-                    old.get("spares", 0), old.get("suite", "bookworm"),
-                    old.get("backend_suite"))  # fmt: skip
+    from backhaul.lab.lab import _recorded as recorded  # lab.py imports this module
+
+    return recorded(json.loads(rec.read_text()), lab)
 
 
 def install(lab: Lab, log=print) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from backhaul.lab import system
-from backhaul.lab.layout import Lab
+from backhaul.lab.layout import Lab, LabHost
 
 
 def ensure_ssh_key(lab: Lab) -> tuple[Path, str]:
@@ -27,7 +27,8 @@ def ensure_ssh_key(lab: Lab) -> tuple[Path, str]:
 
 def write_known_hosts(lab: Lab, host_keys: dict[str, str]) -> Path:
     path = lab.files_dir / "known_hosts"
-    lines = [f"{h.ip} ssh-ed25519 {host_keys[h.name]}" for h in lab.hosts if h.name in host_keys]
+    lines = [f"{h.address} ssh-ed25519 {host_keys[h.name]}" for h in lab.hosts
+             if h.name in host_keys]  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -37,13 +38,20 @@ def write_ssh_config(lab: Lab) -> Path:
     blocks = []
     for h in lab.hosts:
         blocks.append(
-            f"Host {h.name}\n  HostName {h.ip}\n  User root\n  IdentityFile {d}/id_ed25519\n"
+            f"Host {h.name}\n  HostName {h.address}\n  User root\n  IdentityFile {d}/id_ed25519\n"
             f"  UserKnownHostsFile {d}/known_hosts\n  StrictHostKeyChecking yes\n"
             "  IdentitiesOnly yes\n  BatchMode yes\n  ConnectTimeout 5\n"
         )
     path = lab.files_dir / "ssh_config"
     path.write_text("\n".join(blocks))
     return path
+
+
+def _public_ips(lab: Lab, h: LabHost, indent: str) -> list[str]:
+    if h.v6_only:
+        return [f"{indent}public_ip: {h.ip6}"]
+    six = [f"{indent}public_ip6: {h.ip6}"] if lab.ipv6 else []
+    return [f"{indent}public_ip: {h.ip}", *six]
 
 
 def network_yaml(lab: Lab, acme_directory: str, services: str = "") -> str:
@@ -63,11 +71,11 @@ def network_yaml(lab: Lab, acme_directory: str, services: str = "") -> str:
         f"  known_hosts: {d}/known_hosts",
         "proxy:",
         f"  name: {hub.name}",
-        f"  public_ip: {hub.ip}",
+        *_public_ips(lab, hub, "  "),
         "backends:" if backends else "backends: []",
     ]
     for i, b in enumerate(backends, start=2):
-        lines += [f"  - name: {b.name}", f"    public_ip: {b.ip}", f"    wg_ip: 10.50.0.{i}"]
+        lines += [f"  - name: {b.name}", *_public_ips(lab, b, "    "), f"    wg_ip: 10.50.0.{i}"]
     lines += ["services:" if services else "services: []"]
     if services:
         lines.append(services.rstrip("\n"))

@@ -84,12 +84,7 @@ class HostRunner:
         (m / "etc/hosts").write_text(
             f"127.0.0.1 localhost\n127.0.1.1 {self.host.name}\n::1 localhost ip6-localhost\n"
         )
-        net = self.lab.subnet
-        (m / "etc/systemd/network/10-host0.network").write_text(
-            "[Match]\nName=host0\n\n[Network]\n"
-            f"Address={self.host.ip}/{net.prefixlen}\nGateway={self.lab.gateway}\n"
-            "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
-        )
+        (m / "etc/systemd/network/10-host0.network").write_text(host_network(self.lab, self.host))
         for home, uid, gid in _login_homes(m):
             ssh = m / home.lstrip("/") / ".ssh"
             ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -97,8 +92,9 @@ class HostRunner:
             (ssh / "authorized_keys").chmod(0o600)
             for p in (ssh, ssh / "authorized_keys"):
                 os.chown(p, uid, gid)
+        cache = f"[{self.lab.gateway6}]" if self.host.v6_only else str(self.lab.gateway)
         (m / "etc/apt/apt.conf.d/01backhaul-lab-proxy").write_text(
-            f'Acquire::http::Proxy "http://{self.lab.gateway}:3142";\n'
+            f'Acquire::http::Proxy "http://{cache}:3142";\n'
         )
 
     def init_pid(self) -> int | None:
@@ -144,6 +140,20 @@ class HostRunner:
     def purge(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def host_network(lab: Lab, host: LabHost) -> str:
+    """host0's networkd file: static addresses and gateways, IPv4 unless the host is IPv6-only,
+    IPv6 always. No link-local addressing or router advertisements: the addresses are the lab's
+    to give; no duplicate address detection either (nothing else on the bridge takes them, and
+    a tentative address would refuse SSH for a second after boot)."""
+    v4 = "" if host.v6_only else (f"Address={host.ip}/{lab.subnet.prefixlen}\n"
+                                  f"Gateway={lab.gateway}\n")  # fmt: skip
+    return (
+        "[Match]\nName=host0\n\n[Network]\n" + v4
+        + f"Address={host.ip6}/{lab.subnet6.prefixlen}\nGateway={lab.gateway6}\n"
+        "LinkLocalAddressing=no\nIPv6AcceptRA=no\nIPv6DuplicateAddressDetection=0\n"
+    )
 
 
 def _login_homes(root: Path) -> list[tuple[str, int, int]]:

@@ -66,6 +66,9 @@ def _ensure_bridge(lab: Lab) -> None:
                        "choose another with --subnet or take the other lab down")
     system.run(["ip", "link", "add", lab.bridge, "type", "bridge"])
     system.run(["ip", "addr", "add", f"{lab.gateway}/{lab.subnet.prefixlen}", "dev", lab.bridge])
+    # nodad: the address is usable at once (the apt cache and pebble bind it right after)
+    system.run(["ip", "-6", "addr", "add", f"{lab.gateway6}/{lab.subnet6.prefixlen}", "dev",
+                lab.bridge, "nodad"])  # fmt: skip
     system.run(["ip", "link", "set", lab.bridge, "up"])
 
 
@@ -78,7 +81,8 @@ def _recorded(old: dict, lab: Lab) -> Lab:
     recorded before the suite was are Debian 12 labs)."""
     return Lab.make(old["name"], old["backends"], old["subnet"], lab.project_dir,
                     old.get("spares", 0), old.get("suite", "bookworm"),
-                    old.get("backend_suite"))  # fmt: skip
+                    old.get("backend_suite"), old.get("ipv6", False),
+                    old.get("v6_only", ()))  # fmt: skip
 
 
 def _subnet_taken(lab: Lab) -> None:
@@ -110,14 +114,16 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     if rec.exists():
         old = json.loads(rec.read_text())
         was = _recorded(old, lab)
-        # a host's disk is an overlay on its release's image: another release needs new disks
-        if (was.subnet, was.suite, was.backend_suite) != (lab.subnet, lab.suite,
-                                                         lab.backend_suite) or fresh:  # fmt: skip
+        # a host's disk is an overlay on its release's image: another release needs new disks;
+        # a host's addresses are written before it boots: another address plan, new hosts
+        if (was.subnet, was.suite, was.backend_suite, was.v6_only) != (
+                lab.subnet, lab.suite, lab.backend_suite, lab.v6_only) or fresh:  # fmt: skip
             down(was, purge=True, log=log)
     lab.state_dir.mkdir(parents=True, exist_ok=True)
     rec.write_text(json.dumps({"name": lab.name, "subnet": str(lab.subnet),
                                "backends": lab.backends, "spares": lab.spares,
-                               "suite": lab.suite, "backend_suite": lab.backend_suite}))  # fmt: skip
+                               "suite": lab.suite, "backend_suite": lab.backend_suite,
+                               "ipv6": lab.ipv6, "v6_only": sorted(lab.v6_only)}))  # fmt: skip
     rootfs, built = {}, 0.0
     for suite in lab.suites:
         rootfs[suite], took = image.ensure_built(suite, log=log)
@@ -136,7 +142,7 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     known_hosts = files.write_known_hosts(lab, {r.host.name: r.host_key() for r in runners})
     files.write_ssh_config(lab)
     with ThreadPoolExecutor(max_workers=min(32, len(runners))) as pool:
-        answers = pool.map(lambda r: ssh_ready(str(r.host.ip), key, known_hosts), runners)
+        answers = pool.map(lambda r: ssh_ready(r.host.address, key, known_hosts), runners)
         states = dict(zip((r.host.name for r in runners), answers, strict=True))
     bad = {n: s for n, s in states.items() if s != "running"}
     if bad:
@@ -221,11 +227,11 @@ def status(lab: Lab) -> list[dict]:
     for h in lab.hosts:
         r = HostRunner(lab, h, image.rootfs(h.suite), "")
         try:
-            socket.create_connection((str(h.ip), 22), timeout=0.5).close()
+            socket.create_connection((h.address, 22), timeout=0.5).close()
             ssh = "open"
         except OSError:
             ssh = "-"
-        rows.append({"host": h.name, "ip": str(h.ip), "machine": h.machine, "suite": h.suite,
+        rows.append({"host": h.name, "ip": h.address, "machine": h.machine, "suite": h.suite,
                      "running": r.is_running(), "ssh": ssh})  # fmt: skip
     return rows
 

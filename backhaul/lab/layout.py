@@ -37,6 +37,14 @@ class LabHost:
     ip: ipaddress.IPv4Address
     role: str  # "hub" | "backend" | "spare"
     suite: str = "trixie"  # the Debian release it boots (its base image)
+    ip6: ipaddress.IPv6Address | None = None  # its address on the bridge's IPv6 /64
+    v6_only: bool = False  # no IPv4 address at all: like a VPS rented without IPv4
+
+    @property
+    def address(self) -> str:
+        """Where SSH (and the lab's tools) reach the host: its IPv4 address, or its IPv6 one
+        when it has no IPv4."""
+        return str(self.ip6 if self.v6_only else self.ip)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,10 @@ class Lab:
     spares: int = 0  # booted but NOT in network.yml: hosts to try `inv add-backend` on
     suite: str = "trixie"  # the hub's Debian release (and every host's, unless below)
     backend_suite: str | None = None  # a mixed fleet: backends and spares on another release
+    # IPv6 in network.yml: each host's bridge IPv6 address as public_ip6 (every host has one
+    # on the wire either way); the hosts named in v6_only get no IPv4 address at all
+    ipv6: bool = False
+    v6_only: frozenset[str] = frozenset()
 
     @classmethod
     def make(
@@ -59,6 +71,8 @@ class Lab:
         spares: int = 0,
         suite: str | None = None,
         backend_suite: str | None = None,
+        ipv6: bool = False,
+        v6_only: frozenset[str] | tuple[str, ...] | list[str] = (),
     ) -> Lab:
         if not NAME_RE.match(name):
             raise LabError(
@@ -80,9 +94,18 @@ class Lab:
             if s is not None and s not in SUITES:
                 raise LabError(f"suite {s!r} is not one the lab builds: use one of "
                                f"{', '.join(SUITES)}")  # fmt: skip
+        v6_only = frozenset(v6_only)
+        names = {f"backend-{i}" for i in range(1, backends + spares + 1)}
+        if "proxy" in v6_only:
+            raise LabError("--v6-only proxy: the hub reaches the lab's ACME server (pebble) over "
+                           "IPv4; make backends IPv6-only, e.g. --v6-only backend-2")
+        if v6_only - names:
+            raise LabError(f"--v6-only {','.join(sorted(v6_only - names))}: no such backend or "
+                           f"spare in this lab (it has backend-1..backend-{backends + spares})")
         return cls(name=name, subnet=net, backends=backends, project_dir=Path(project_dir),
                    spares=spares, suite=suite,
-                   backend_suite=None if backend_suite == suite else backend_suite)  # fmt: skip
+                   backend_suite=None if backend_suite == suite else backend_suite,
+                   ipv6=ipv6 or bool(v6_only), v6_only=v6_only)  # fmt: skip
 
     @property
     def suites(self) -> list[str]:
@@ -95,6 +118,22 @@ class Lab:
         """The bridge's address: the outer machine, where the apt cache and pebble listen."""
         return self.subnet.network_address + 1
 
+    @property
+    def subnet6(self) -> ipaddress.IPv6Network:
+        """The bridge's IPv6 /64, from the documentation prefix 2001:db8::/32 and made of the
+        IPv4 subnet's middle octets (198.51.100.0/24 -> 2001:db8:51:100::/64): two labs share
+        one only if they share the IPv4 subnet, which lab.up refuses already."""
+        o = self.subnet.network_address.packed
+        return ipaddress.IPv6Network(f"2001:db8:{o[1]}:{o[2]}::/64")
+
+    @property
+    def gateway6(self) -> ipaddress.IPv6Address:
+        return self.subnet6.network_address + 1
+
+    def _ip6(self, n: int) -> ipaddress.IPv6Address:
+        # ::10 beside .10: the same digits, read as hex (n <= 50 < 100)
+        return self.subnet6.network_address + int(str(n), 16)
+
     def outsider_ip(self) -> ipaddress.IPv4Address:
         """A spare bridge address tests add to the outer machine to play a stranger."""
         return self.subnet.network_address + 200
@@ -103,11 +142,13 @@ class Lab:
     def hosts(self) -> list[LabHost]:
         """Every booted host: the hub, the backends, then the spares."""
         base = self.subnet.network_address
-        out = [LabHost("proxy", f"{self.name}-0", base + 10, "hub", self.suite)]
+        out = [LabHost("proxy", f"{self.name}-0", base + 10, "hub", self.suite, self._ip6(10))]
         for i in range(1, self.backends + self.spares + 1):
             role = "backend" if i <= self.backends else "spare"
-            out.append(LabHost(f"backend-{i}", f"{self.name}-{i}", base + 10 + i, role,
-                               self.backend_suite or self.suite))  # fmt: skip
+            name = f"backend-{i}"
+            out.append(LabHost(name, f"{self.name}-{i}", base + 10 + i, role,
+                               self.backend_suite or self.suite, self._ip6(10 + i),
+                               name in self.v6_only))  # fmt: skip
         return out
 
     @property

@@ -79,7 +79,8 @@ def start_apt_cache(lab: Lab) -> None:
     d.start(
         [
             "/usr/sbin/apt-cacher-ng", "-c", str(conf), "ForeGround=1",
-            f"BindAddress={lab.gateway}", f"Port={APT_PORT}",
+            # both families: an IPv6-only host reaches the cache over IPv6
+            f"BindAddress={lab.gateway} [{lab.gateway6}]", f"Port={APT_PORT}",
             f"CacheDir={cache}/cache", f"LogDir={cache}/log",
             f"SocketPath={run}/acng.socket", f"PidFile={run}/acng.internal.pid",
         ]
@@ -111,7 +112,7 @@ def _make_api_cert(lab: Lab, tls_dir: Path) -> None:
 
 def start_acme(lab: Lab) -> None:
     gw = str(lab.gateway)
-    hub_ip = str(lab.hosts[0].ip)
+    hub = lab.hosts[0]
     dns = Daemon(lab, "challtestsrv")
     if not dns.running():
         dns.start(
@@ -119,8 +120,9 @@ def start_acme(lab: Lab) -> None:
                 "pebble-challtestsrv", "-dns01", f"{gw}:{DNS_PORT}",
                 "-management", f"{gw}:{DNS_MGMT_PORT}",
                 "-http01", "", "-https01", "", "-tlsalpn01", "",
-                # every name resolves to the hub: HTTP-01 validation reaches its nginx on :80
-                "-defaultIPv4", hub_ip, "-defaultIPv6", "",
+                # every name resolves to the hub (A and AAAA): HTTP-01 validation reaches its
+                # nginx on :80, over IPv6 when pebble picks the AAAA answer
+                "-defaultIPv4", str(hub.ip), "-defaultIPv6", str(hub.ip6),
             ]
         )  # fmt: skip
         _wait_port(gw, DNS_MGMT_PORT, "pebble-challtestsrv", dns.log)

@@ -41,3 +41,34 @@ def test_a_subnet_another_lab_has_is_refused(tmp_path, monkeypatch):
     with pytest.raises(LabError, match="already lab 'tb''s.*--subnet"):
         labmod._subnet_taken(Lab.make("bk", 2))
     labmod._subnet_taken(Lab.make("bk", 2, subnet="198.19.250.0/24"))  # another one is fine
+
+
+def test_each_lab_has_an_ipv6_64_of_the_documentation_prefix_beside_its_ipv4_24():
+    lab = Lab.make("demo")
+    assert str(lab.subnet6) == "2001:db8:51:100::/64" and str(lab.gateway6) == "2001:db8:51:100::1"
+    hub, b1, b2 = lab.hosts
+    assert (str(hub.ip6), str(b1.ip6), str(b2.ip6)) == (
+        "2001:db8:51:100::10", "2001:db8:51:100::11", "2001:db8:51:100::12")
+    assert Lab.make("v6").subnet6 != Lab.make("v6b").subnet6
+
+
+def test_a_v6_only_host_gets_no_ipv4_and_is_reached_over_ipv6():
+    from backhaul.lab.files import network_yaml
+    from backhaul.lab.hosts import host_network
+
+    lab = Lab.make("demo", v6_only=["backend-2"])
+    hub, b1, b2 = lab.hosts
+    assert lab.ipv6 and b2.v6_only and b2.address == str(b2.ip6) and b1.address == str(b1.ip)
+    assert "Address=198.51.100.12" not in host_network(lab, b2)
+    assert "Address=2001:db8:51:100::12/64" in host_network(lab, b2)
+    assert "Address=198.51.100.11/24" in host_network(lab, b1)
+    text = network_yaml(lab, "https://198.51.100.1:14000/dir")
+    assert "public_ip: 198.51.100.11\n    public_ip6: 2001:db8:51:100::11\n" in text
+    assert "public_ip: 2001:db8:51:100::12\n" in text
+
+
+def test_v6_only_is_for_backends_the_lab_has():
+    with pytest.raises(LabError, match="pebble"):
+        Lab.make("demo", v6_only=["proxy"])
+    with pytest.raises(LabError, match="backend-9"):
+        Lab.make("demo", v6_only=["backend-9"])

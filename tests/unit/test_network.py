@@ -403,9 +403,9 @@ def test_add_backend_creates_the_backends_key(tmp_path: Path) -> None:
          "network.yml: public_ip: '10.50.0.77' is inside network.subnet 10.50.0.0/24, the "
          "tunnel's own addresses; give the backend's public address"),
         ("new", "2001:db8::77", None,
-         "network.yml: public_ip: '2001:db8::77' is IPv6 but the hub's public_ip 203.0.113.10 "
-         "is IPv4: each side dials the other's public_ip and lets in only that address; give "
-         "the backend an IPv4 address"),
+         "network.yml: public_ip: '2001:db8::77' is IPv6 but the hub has IPv4 only: the tunnel "
+         "runs over a family both ends have; give the backend an address of the hub's family, "
+         "or the hub an IPv6 address (public_ip6 for IPv6) and deploy it first"),
     ],
 )
 def test_add_backend_failures_leave_the_file_unchanged(

@@ -1,0 +1,139 @@
+"""IPv6 on real hosts: a dual-stack hub and backend, and one backend with no IPv4 at all.
+
+One lab covers the issue's three topologies: (a) every dual-stack host deploys, verifies and
+answers over both families; (b) the IPv6-only backend's tunnel runs over IPv6; (c) a client that
+reaches the hub over IPv6 only gets HTTPS with a valid certificate, and pebble's HTTP-01
+validation reached the hub over IPv6. And the firewall: a scan over IPv6 finds exactly what a
+scan over IPv4 finds, Docker-published ports included.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .conftest import SUITE, fresh_lab, own_lab_name
+from .labkit import LabHandle
+
+pytestmark = pytest.mark.fleet
+
+V6_ONLY = "backend-2"  # the demo's Docker services (admin, web) live there
+# a server on every address of both families (a dual-stack socket on [::])
+STRAY = "python3 -m http.server --bind :: 9098"
+
+
+@pytest.fixture(scope="module")
+def dual():
+    with fresh_lab(own_lab_name("6"), backends=2, spares=0, suite=SUITE,
+                   v6_only=[V6_ONLY]) as lab:  # fmt: skip
+        lab.inv("lab.demo", "--name", lab.lab.name)
+        lab.inv("deploy")
+        yield lab
+
+
+def _host(lab: LabHandle, name: str):
+    return next(h for h in lab.hosts if h.name == name)
+
+
+def _tcp_open(ip: str, port: int) -> bool:
+    try:
+        socket.create_connection((ip, port), timeout=1.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _listening_ports(lab: LabHandle, host: str) -> set[int]:
+    """Every TCP port anything listens on, on any address (Docker's proxies and DNAT too:
+    the ports it publishes are in its iptables, not always in ss)."""
+    out = lab.ssh(host, "ss -Hltn | awk '{print $4}' | sed 's/.*://'; "
+                  "command -v docker >/dev/null && docker ps --format '{{.Ports}}' || true").stdout
+    ports = set()
+    for word in out.replace(",", " ").split():
+        tail = word.rsplit(":", 1)[-1].split("->")[0]
+        if tail.isdigit():
+            ports.add(int(tail))
+    return ports
+
+
+def _scan(ips_ports: list[tuple[str, int]]) -> set[tuple[str, int]]:
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        answers = list(pool.map(lambda ip_port: _tcp_open(*ip_port), ips_ports))
+    return {t for t, ok in zip(ips_ports, answers, strict=True) if ok}
+
+
+def test_every_host_deploys_and_verifies_and_a_second_deploy_changes_nothing(dual):
+    """(a) and (b): verify is all green (handshakes, https over each family, the scans)."""
+    report = dual.wait_healthy(timeout=60)
+    assert report["ok"], [c for c in report["checks"] if c["status"] != "ok"]
+    again = dual.inv("deploy")
+    assert "backhaul: no changes" in again.stdout, again.stdout[-3000:]
+
+
+def test_the_v6_only_backends_tunnel_runs_over_ipv6(dual):
+    """(b) the hub dials the IPv6-only backend at its IPv6 address and the backend the hub at
+    the hub's IPv6 address; the dual-stack backend keeps IPv4."""
+    b1, b2, hub = _host(dual, "backend-1"), _host(dual, V6_ONLY), _host(dual, "proxy")
+    dual.wait_healthy(timeout=60)
+    endpoints = dual.ssh("proxy", "wg show wg0 endpoints").stdout
+    assert f"[{b2.ip6}]:51820" in endpoints, endpoints
+    assert f"{b1.ip}:51820" in endpoints, endpoints
+    assert f"[{hub.ip6}]:51820" in dual.ssh(V6_ONLY, "wg show wg0 endpoints").stdout
+    dual.ssh("proxy", "ping -c 2 -W 3 10.50.0.3")
+    handshake = dual.ssh(V6_ONLY, "wg show wg0 latest-handshakes").stdout.split()
+    assert int(handshake[-1]) > time.time() - 180, handshake
+
+
+def test_a_client_over_ipv6_only_gets_https_with_a_valid_certificate(dual):
+    """(c) connect to the hub's IPv6 address, check the certificate against pebble's root; the
+    certificate's HTTP-01 challenge was fetched from the hub over IPv6 (pebble's DNS answers
+    AAAA, and pebble prefers it)."""
+    hub = _host(dual, "proxy")
+    domain = f"app.{dual.lab.domain}"
+    ctx = ssl.create_default_context(cafile=str(dual.files / "acme-root.pem"))
+    with socket.create_connection((str(hub.ip6), 443), timeout=5) as raw:
+        assert raw.family == socket.AF_INET6
+        with ctx.wrap_socket(raw, server_hostname=domain) as tls:
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n".encode())
+            head = tls.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
+    assert head.startswith("HTTP/1.1 200"), head
+    log = dual.ssh("proxy", "cat /var/log/nginx/access.log").stdout
+    fetched = [line for line in log.splitlines() if "/.well-known/acme-challenge/" in line]
+    assert fetched and all(line.startswith(str(dual.lab.gateway6)) for line in fetched), fetched
+
+
+def test_a_scan_over_ipv6_finds_exactly_what_a_scan_over_ipv4_finds(dual):
+    """Every port anything listens on (Docker's published ports included), tried over both
+    families: the dual-stack hosts answer the same ports on each, and the IPv6-only backend
+    answers over IPv6 what the dual-stack backend answers over IPv4 (SSH only). Strays a
+    careless admin leaves: a server on every address of both families on each host, and on the
+    IPv6-only backend a container published without an address on a user-defined network
+    (Docker publishes it on [::] too, past ufw)."""
+    for name in ("proxy", "backend-1"):
+        dual.ssh(name, f"systemd-run --unit stray {STRAY}")
+    dual.ssh(V6_ONLY, "docker network inspect stray >/dev/null 2>&1 || docker network create "
+             "stray >/dev/null; docker rm -f stray >/dev/null 2>&1; docker run -d --name stray "
+             "--network stray -p 9096:8080 backhaul-demo-web:1 >/dev/null")
+    assert 9096 in _listening_ports(dual, V6_ONLY)
+    for name in ("proxy", "backend-1"):
+        assert 9098 in _listening_ports(dual, name), name
+        h = _host(dual, name)
+        ports = sorted(_listening_ports(dual, name) | {22, 80, 443})
+        v4 = {p for _, p in _scan([(str(h.ip), p) for p in ports])}
+        v6 = {p for _, p in _scan([(str(h.ip6), p) for p in ports])}
+        assert v6 == v4, (name, v4, v6)
+        assert v4 == ({22, 80, 443} if name == "proxy" else {22}), (name, v4)
+    b2 = _host(dual, V6_ONLY)
+    ports = sorted(_listening_ports(dual, V6_ONLY) | {22})
+    assert {p for _, p in _scan([(str(b2.ip6), p) for p in ports])} == {22}, ports
+
+
+def test_wireguard_is_open_only_to_the_backends_addresses_of_either_family(dual):
+    b1, b2 = _host(dual, "backend-1"), _host(dual, V6_ONLY)
+    rules = dual.ssh("proxy", "ufw status").stdout
+    wg = sorted(line.split("#")[0].split()[-1] for line in rules.splitlines() if line.startswith("51820/udp"))
+    assert wg == sorted([str(b1.ip), str(b1.ip6), str(b2.ip6)]), rules
