@@ -22,18 +22,17 @@ def nginx(net: Network) -> list[str]:
     return ["nginx", "openssl"] + (["certbot"] if net.tls.mode == "acme" else [])
 
 
-# Hosts whose packages deploys/packages.py already installs in this run (it runs first in
-# deploys/site.py): the per-deploy install operations are then skipped, one no-op operation
-# (a round trip per host) less each.
-_by_site: set[str] = set()
+# deploys/site.py installs every part's packages first, in one apt run, and says so to the
+# parts it includes (their include data): each part then skips its own install operation, one
+# no-op round trip per host less each. A part run alone installs its own.
+SITE_INSTALLED = "backhaul_packages_installed"
 
 
-def planned_by_site(host_name: str) -> bool:
-    return host_name in _by_site
+def installed_by_site() -> bool:
+    """In a deploy file, at module level (a @deploy function's own data hides include data)."""
+    from pyinfra import host
 
-
-def plan_by_site(host_name: str) -> None:
-    _by_site.add(host_name)
+    return bool(host.data.get(SITE_INSTALLED))
 
 
 def all_for(net: Network, host: Host, kernel_module: str | None) -> list[str]:

@@ -21,7 +21,7 @@ from backhaul.operations import packages, ufw
 
 
 @deploy("Firewall")
-def firewall():
+def firewall(packages_installed: bool):
     net = load_current()
     me = net.host(host.name)
     session = snapshot.get(SshSession)
@@ -34,11 +34,11 @@ def firewall():
             f"{session_port}, but the network file says ssh.port {net.ssh.port}, which is the "
             "only SSH port the firewall would allow. Set ssh.port to the port sshd listens on."
         )
-    if not software.planned_by_site(host.name):
+    if not packages_installed:
         packages.installed(name="ufw", packages=software.FIREWALL)
     ufw.firewall(name="ufw rules, defaults (deny in), enabled",
                  rules=plan.firewall_rules(net, me), ssh_port=net.ssh.port,  # SSH first
                  ssh_family=session["version"] if session else None)  # fmt: skip
 
 
-firewall()
+firewall(software.installed_by_site())

@@ -18,10 +18,10 @@ from backhaul.operations import isolation, packages
 
 
 @deploy("Isolation")
-def isolation_guard():
+def isolation_guard(packages_installed: bool):
     net = load_current()
     g = plan.isolation(net, net.host(host.name))
-    if not software.planned_by_site(host.name):
+    if not packages_installed:
         packages.installed(name="ufw (and with it iptables)", packages=software.FIREWALL)
     isolation.guard(
         name="isolation guard: the WireGuard address answers only through the tunnel",
@@ -29,4 +29,4 @@ def isolation_guard():
     )
 
 
-isolation_guard()
+isolation_guard(software.installed_by_site())

@@ -99,7 +99,7 @@ def _roots(net) -> frozenset[str] | None:
 
 
 @deploy("nginx and TLS", data_defaults=DEFAULTS)
-def nginx_tls():
+def nginx_tls(packages_installed: bool):
     net = load_current()
     mode = net.tls.mode
     settings = _settings()
@@ -115,7 +115,7 @@ def nginx_tls():
         )
     version = tls.parse_version(st["version"] or st["candidate"])
 
-    if not software.planned_by_site(host.name):
+    if not packages_installed:
         packages.installed(name="nginx and TLS packages", packages=software.nginx(net))
 
     retries = host.data.get("hub_tcp_retries2")
@@ -201,4 +201,4 @@ def nginx_tls():
 
 
 if host.data.get("backhaul_role") == "hub":
-    nginx_tls()
+    nginx_tls(software.installed_by_site())

@@ -19,7 +19,6 @@ def all_packages():
     kernel = snapshot.get(KernelModule, module="wireguard")
     packages.installed(name="packages for WireGuard, ufw (and nginx, TLS on the hub)",
                        packages=software.all_for(net, net.host(host.name), kernel))  # fmt: skip
-    software.plan_by_site(host.name)
 
 
 all_packages()

@@ -21,13 +21,13 @@ from backhaul.operations import resolver as ops
 
 
 @deploy("Resolver for clients")
-def resolver():
+def resolver(packages_installed: bool):
     net = load_current()
-    if not software.planned_by_site(host.name):
+    if not packages_installed:
         packages.installed(name="dnsmasq-base", packages=software.RESOLVER)
     ops.resolver(name="resolver on the WG address: the services' domains -> the hub",
                  conf=clients.resolver_conf(net), unit=clients.resolver_unit(net))  # fmt: skip
 
 
 if host.data.get("backhaul_role") == "hub" and load_current().clients:
-    resolver()
+    resolver(software.installed_by_site())

@@ -7,6 +7,7 @@ firewall and the isolation guard, services bound to the tunnel, nginx.
 from pyinfra import host, local
 from pyinfra.api.exceptions import DeployError
 
+from backhaul import software
 from backhaul.facts import snapshot
 from backhaul.facts.system import SudoAccess, sudo_problem
 from backhaul.network import load_current
@@ -21,11 +22,12 @@ if host.data.get("_sudo"):
 
 # every fact the last full deploy read on this host, in one round trip (see the module)
 snapshot.take(load_current().path)
-local.include("deploys/packages.py")  # one apt run for all of them
-local.include("deploys/wireguard.py")
-local.include("deploys/firewall.py")
-local.include("deploys/isolation.py")  # before anything publishes on the tunnel address
-local.include("deploys/docker_bind.py")
-local.include("deploys/units.py")
-local.include("deploys/nginx.py")
-local.include("deploys/resolver.py")  # the hub, with clients: their DNS
+local.include("deploys/packages.py")  # one apt run for all of them; the parts skip theirs:
+installed = {software.SITE_INSTALLED: True}
+local.include("deploys/wireguard.py", data=installed)
+local.include("deploys/firewall.py", data=installed)
+local.include("deploys/isolation.py", data=installed)  # before anything publishes on the WG address
+local.include("deploys/docker_bind.py", data=installed)
+local.include("deploys/units.py", data=installed)
+local.include("deploys/nginx.py", data=installed)
+local.include("deploys/resolver.py", data=installed)  # the hub, with clients: their DNS

@@ -174,14 +174,14 @@ def _backend_conf(net: Network, name: str, psk_in_use: bool) -> str:
 
 
 @deploy("WireGuard")
-def wireguard_network():
+def wireguard_network(packages_installed: bool):
     net = load_current()
     me = net.host(host.name)
     iface = net.interface
     state = snapshot.get(WireguardState, interface=iface) or {}
 
     # No kernel module (containers, some provider kernels): wg-quick falls back to wireguard-go.
-    if not software.planned_by_site(host.name):
+    if not packages_installed:
         packages.installed(name="WireGuard packages",
                            packages=software.wireguard(state.get("kernel_module")))
     wireguard.keypair(name="WireGuard key pair (made on the host)", interface=iface)
@@ -221,4 +221,4 @@ def wireguard_network():
                                         interface=iface)  # fmt: skip
 
 
-wireguard_network()
+wireguard_network(software.installed_by_site())
