@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 from backhaul import network as netmod
+from backhaul import sshpath
 from backhaul.errors import BackhaulError, DeployError
 from backhaul.lock import network_lock
-from backhaul.runner import run_pyinfra
+from backhaul.runner import Run, run_pyinfra
 
 
 def deploy(network: str, limit: str | None = None, dry: bool = False) -> None:
@@ -20,8 +21,53 @@ def deploy(network: str, limit: str | None = None, dry: bool = False) -> None:
         net = netmod.load(network, write_back=not dry)
         hosts = _limit(net, limit)
         run = run_pyinfra(network, limit=hosts, dry=dry)
+        if not dry:
+            run = _via_hub_fallback(network, net, run, hosts)
     targets = hosts or [h.name for h in net.hosts]
     run.check("the plan" if dry else "the deploy", run.advice(targets, bool(hosts), dry))
+
+
+# --- ssh.via hub: backends not reachable through the hub yet (backhaul/sshpath.py) ---------
+def _via_hub_fallback(network: str, net, run: Run, hosts: list[str] | None) -> Run:
+    """Via-hub backends the run could not reach through the hub (a first deploy: no tunnel yet;
+    a new hub: no peers yet) are deployed over their public address with the hub, then their
+    public SSH is closed by a firewall run over the hub: the public rule goes only once SSH over
+    the hub has worked."""
+    names = [b.name for b in net.backends if sshpath.via_hub(b) and (not hosts or b.name in hosts)
+             and run.failed.get(b.name, "").startswith("Could not connect")]  # fmt: skip
+    if not names or net.hub.name in run.failed:
+        return run  # nothing to do, or the hub itself is down: the run's own error says so
+    print(f"backhaul: {', '.join(names)}: not reachable through the hub yet: deploying over "
+          "the public address, then closing public SSH over the hub", flush=True)
+    direct = run_pyinfra(network, limit=[net.hub.name, *names],
+                         extra_env={sshpath.DIRECT_ENV: ",".join(names)})
+    if direct.rc or direct.pending:
+        return _merged(run, direct, [net.hub.name, *names])
+    return _merged(run, close_public_ssh(network, names), [net.hub.name, *names])
+
+
+def close_public_ssh(network: str, names: list[str], timeout: float = 60.0) -> Run:
+    """The firewall of these via-hub backends, over the hub (a tunnel just up may need a
+    handshake or two first: retried while SSH through the hub does not connect yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = run_pyinfra(network, deploy_file="deploys/firewall.py", limit=names)
+        unreached = [n for n in names if run.failed.get(n, "").startswith("Could not connect")]
+        if not unreached or time.monotonic() > deadline:
+            for n in unreached:
+                run.failed[n] = (f"{run.failed[n]}: SSH through the hub does not work, so its "
+                                 "public SSH was left open")
+            return run
+        time.sleep(3)
+
+
+def _merged(first: Run, second: Run, redone: list[str]) -> Run:
+    """``first`` with what ``second`` did on the hosts it ran again."""
+    failed = {h: why for h, why in first.failed.items() if h not in redone}
+    failed.update(second.failed)
+    pending = [p for p in first.pending if p.split(":", 1)[0] not in redone] + second.pending
+    rc = second.rc or (first.rc if failed else 0)
+    return Run(rc, pending, failed, second.refused)
 
 
 def _limit(net, limit: str | None) -> list[str] | None:
@@ -63,7 +109,9 @@ def add_backend(network: str, public_ip: str, name: str | None = None,
             print(f"backhaul: added {host.name} ({public_ip}, {host.wg_ip}) to {network}", flush=True)
         net = netmod.load(network)
         # The new host fully; on the hub its peer (wg syncconf) and firewall rule. Nothing else.
-        run_pyinfra(network, limit=[net.hub.name, host.name]).check(
+        # (ssh.via hub: its first deploy goes over its public SSH, which is closed right after.)
+        pair = [net.hub.name, host.name]
+        _via_hub_fallback(network, net, run_pyinfra(network, limit=pair), pair).check(
             f"deploying {host.name}", "The file already has it: run the same add-backend again "
             "to finish.")
     report = _wait_verified(network, [host.name])
@@ -110,8 +158,14 @@ def remove_backend(network: str, name: str, force: bool = False, stop_tunnel: bo
             with session.connect(net, [name]) as hosts:
                 if name in hosts.by_name:
                     target = hosts.by_name[name]
+                    unit = f"wg-quick@{net.interface}"
+                    # over the hub, the session rides the tunnel it stops: stop it a moment
+                    # after this command has answered
+                    stop = (f"systemctl disable {unit} && systemd-run --quiet --on-active=2 "
+                            f"systemctl stop {unit}" if sshpath.via_hub(net.host(name))
+                            else f"systemctl disable --now {unit}")  # fmt: skip
                     target.run_shell_command(
-                        StringCommand(f"systemctl disable --now wg-quick@{net.interface}"),
+                        StringCommand(stop),
                         print_output=False, **session.as_root(target))  # fmt: skip
                     print(f"backhaul: stopped the tunnel on {name}")
                 else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from backhaul import sshpath
 from backhaul.network import Host, Network
 
 RULE_COMMENT = "backhaul"  # every ufw rule backhaul makes carries it: that is how we know ours
@@ -135,9 +136,12 @@ def backend_uses_psk(backend: PskEnd, hub_in_conf: bool | None) -> bool:
     return backend.in_conf if hub_in_conf is None else hub_in_conf
 
 
-def firewall_rules(net: Network, host: Host) -> list[Rule]:
-    """Every ufw rule this host needs, SSH first (it is allowed before ufw is ever enabled)."""
-    rules = [Rule(net.ssh.port, "tcp", why="SSH: never lock the operator out")]
+def firewall_rules(net: Network, host: Host, ssh_closed: bool = False) -> list[Rule]:
+    """Every ufw rule this host needs, SSH first (it is allowed before ufw is ever enabled).
+
+    ``ssh_closed``: a via-hub backend's SSH answers only the tunnel and ssh.allow_from
+    (``sshpath.closes_ssh`` decides per run)."""
+    rules = ssh_rules(net, host, ssh_closed)
     if host.role == "hub":
         for b in net.backends:
             rules.append(Rule(net.port, "udp", src=str(b.public_ip),
@@ -160,6 +164,16 @@ def firewall_rules(net: Network, host: Host) -> list[Rule]:
             rules.append(Rule(s.port, "tcp", src=src, dst=str(host.wg_ip), interface=net.interface,
                               why=f"service {s.name} from the hub over the tunnel"))  # fmt: skip
     return rules
+
+
+def ssh_rules(net: Network, host: Host, closed: bool = False) -> list[Rule]:
+    """SSH from anywhere, or closed (ssh.via hub): from the hub on the tunnel and from
+    ``ssh.allow_from`` only (see backhaul/sshpath.py)."""
+    if not closed:
+        return [Rule(net.ssh.port, "tcp", why="SSH: never lock the operator out")]
+    return [Rule(net.ssh.port, "tcp", src=src, dst=str(host.wg_ip) if iface else "any",
+                 interface=iface, why=why)
+            for src, iface, why in sshpath.ssh_sources(net, host)]  # fmt: skip
 
 
 # -- isolation: the tunnel address answers only through the tunnel ---------------------------

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from backhaul import network as netmod
-from backhaul import plan, probe
+from backhaul import plan, probe, sshpath
 from backhaul.facts.health import HostHealth
 from backhaul.network import Host, Network
 from backhaul.operations.isolation import differs, guard_files
@@ -280,6 +280,9 @@ def _external_checks(net: Network, hosts: list[Host], health: dict, report: Repo
 
 
 def _expected_open(net: Network, h: Host) -> set[int]:
+    if sshpath.via_hub(h):
+        # nothing at all for the world; SSH only for ssh.allow_from, which may list this machine
+        return {net.ssh.port} if net.ssh.allow_from else set()
     return {net.ssh.port} | ({80, 443} if h.role == "hub" else set())
 
 
