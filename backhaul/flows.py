@@ -20,30 +20,45 @@ def deploy(network: str, limit: str | None = None, dry: bool = False) -> None:
     with network_lock(network, wait=0):  # also covers writing allocated addresses back
         net = netmod.load(network, write_back=not dry)
         hosts = _limit(net, limit)
-        run = run_pyinfra(network, limit=hosts, dry=dry)
-        if not dry:
-            run = _via_hub_fallback(network, net, run, hosts)
+        run = _converge(network, net, hosts, dry)
     targets = hosts or [h.name for h in net.hosts]
     run.check("the plan" if dry else "the deploy", run.advice(targets, bool(hosts), dry))
 
 
-# --- ssh.via hub: backends not reachable through the hub yet (backhaul/sshpath.py) ---------
-def _via_hub_fallback(network: str, net, run: Run, hosts: list[str] | None) -> Run:
-    """Via-hub backends the run could not reach through the hub (a first deploy: no tunnel yet;
-    a new hub: no peers yet) are deployed over their public address with the hub, then their
-    public SSH is closed by a firewall run over the hub: the public rule goes only once SSH over
-    the hub has worked."""
-    names = [b.name for b in net.backends if sshpath.via_hub(b) and (not hosts or b.name in hosts)
-             and run.failed.get(b.name, "").startswith("Could not connect")]  # fmt: skip
-    if not names or net.hub.name in run.failed:
-        return run  # nothing to do, or the hub itself is down: the run's own error says so
-    print(f"backhaul: {', '.join(names)}: not reachable through the hub yet: deploying over "
-          "the public address, then closing public SSH over the hub", flush=True)
-    direct = run_pyinfra(network, limit=[net.hub.name, *names],
-                         extra_env={sshpath.DIRECT_ENV: ",".join(names)})
-    if direct.rc or direct.pending:
-        return _merged(run, direct, [net.hub.name, *names])
-    return _merged(run, close_public_ssh(network, names), [net.hub.name, *names])
+# --- ssh.via hub: which way each backend is reached (backhaul/sshpath.py) -----------------------
+def _converge(network: str, net, hosts: list[str] | None, dry: bool = False) -> Run:
+    """One site run, with via-hub backends reached the way that should work (through the hub
+    once proven, else directly); those that did not connect are tried the other way, and the
+    public SSH of those reached directly is closed over the hub afterwards: the public rule
+    goes only once SSH through the hub has worked."""
+    scope = [b for b in net.backends if sshpath.via_hub(b) and (not hosts or b.name in hosts)]
+    direct = sshpath.first_guess(network, net) & {b.name for b in scope}
+    run = run_pyinfra(network, limit=hosts, dry=dry, extra_env=_direct_env(direct))
+    if dry or not scope or net.hub.name in run.failed:
+        return run  # a plan, no via-hub backend, or the hub itself failed: the run says it all
+    unreached = [b.name for b in scope if _not_connected(run, b.name)]
+    if unreached:
+        # the other way: directly for those tried through the hub, and the reverse
+        direct ^= set(unreached)
+        print(f"backhaul: {', '.join(unreached)}: no SSH that way; trying "
+              + ", ".join(f"{n} {'directly' if n in direct else 'through the hub'}"
+                          for n in unreached), flush=True)  # fmt: skip
+        again = run_pyinfra(network, limit=[net.hub.name, *unreached],
+                            extra_env=_direct_env(direct & set(unreached)))
+        run = _merged(run, again, [net.hub.name, *unreached])
+    closing = sorted(n for n in direct if n not in run.failed)
+    if closing and not run.rc and not run.pending:
+        run = _merged(run, close_public_ssh(network, closing), closing)
+    sshpath.remember(network, net, [b.name for b in scope if b.name not in run.failed])
+    return run
+
+
+def _direct_env(names: set[str]) -> dict:
+    return {sshpath.DIRECT_ENV: ",".join(sorted(names))}
+
+
+def _not_connected(run: Run, name: str) -> bool:
+    return run.failed.get(name, "").startswith(("Could not connect", "SSH error"))
 
 
 def close_public_ssh(network: str, names: list[str], timeout: float = 60.0) -> Run:
@@ -52,7 +67,7 @@ def close_public_ssh(network: str, names: list[str], timeout: float = 60.0) -> R
     deadline = time.monotonic() + timeout
     while True:
         run = run_pyinfra(network, deploy_file="deploys/firewall.py", limit=names)
-        unreached = [n for n in names if run.failed.get(n, "").startswith("Could not connect")]
+        unreached = [n for n in names if _not_connected(run, n)]
         if not unreached or time.monotonic() > deadline:
             for n in unreached:
                 run.failed[n] = (f"{run.failed[n]}: SSH through the hub does not work, so its "
@@ -110,8 +125,7 @@ def add_backend(network: str, public_ip: str, name: str | None = None,
         net = netmod.load(network)
         # The new host fully; on the hub its peer (wg syncconf) and firewall rule. Nothing else.
         # (ssh.via hub: its first deploy goes over its public SSH, which is closed right after.)
-        pair = [net.hub.name, host.name]
-        _via_hub_fallback(network, net, run_pyinfra(network, limit=pair), pair).check(
+        _converge(network, net, [net.hub.name, host.name]).check(
             f"deploying {host.name}", "The file already has it: run the same add-backend again "
             "to finish.")
     report = _wait_verified(network, [host.name])

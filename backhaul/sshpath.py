@@ -39,6 +39,43 @@ def via_hub(host: Host) -> bool:
     return host.role == "backend" and host.ssh_via == "hub"
 
 
+# -- which backends a run reaches directly ------------------------------------------------------
+# A via-hub backend is reached through the hub once that has worked with this hub (remembered
+# next to the network file); before (its first deploy, or a new hub), directly. Either guess
+# that fails to connect is tried the other way by the flow, so losing the memo costs time only.
+def _memo(network: str | os.PathLike[str]) -> Path:
+    real = Path(os.path.realpath(network))
+    return real.with_name(f".{real.name}.via-hub")
+
+
+def proven(network: str | os.PathLike[str]) -> dict[str, str]:
+    """Backend name -> the hub public IP it was last reached through."""
+    try:
+        lines = _memo(network).read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    return dict(line.split(" ", 1) for line in lines if " " in line)
+
+
+def remember(network: str | os.PathLike[str], net: Network, names: list[str]) -> None:
+    """These backends were just reached through the hub (kept only for via-hub backends)."""
+    memo = proven(network)
+    new = {n: ip for n, ip in memo.items() if n in {b.name for b in net.backends if via_hub(b)}}
+    new.update({n: str(net.hub.public_ip) for n in names})
+    if new != memo:
+        path = _memo(network)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text("".join(f"{n} {ip}\n" for n, ip in sorted(new.items())))
+        tmp.replace(path)
+
+
+def first_guess(network: str | os.PathLike[str], net: Network) -> set[str]:
+    """The via-hub backends to reach directly in the first run: not proven through this hub."""
+    memo = proven(network)
+    return {b.name for b in net.backends
+            if via_hub(b) and memo.get(b.name) != str(net.hub.public_ip)}  # fmt: skip
+
+
 def direct_names(env: dict | None = None) -> set[str]:
     raw = (env if env is not None else os.environ).get(DIRECT_ENV, "")
     return {n for n in raw.split(",") if n}
@@ -56,7 +93,9 @@ def jump_config(net: Network) -> str:
     pyinfra reads the hop's user, port, key and known hosts from here (the target's own come
     from host data)."""
     hub = [f"Host {HUB_ALIAS}", f"  HostName {net.hub.ssh_host}", f"  User {net.ssh.user}",
-           f"  Port {net.ssh.port}", "  StrictHostKeyChecking accept-new", "  ConnectTimeout 10"]
+           "  StrictHostKeyChecking accept-new", "  ConnectTimeout 10"]
+    if net.ssh.port != 22:  # (written for 22, paramiko would look the hub up as [addr]:22)
+        hub.append(f"  Port {net.ssh.port}")
     if net.ssh.key:
         hub.append(f"  IdentityFile {net.ssh.key}")
     if net.ssh.known_hosts:

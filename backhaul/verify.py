@@ -274,6 +274,10 @@ def _external_checks(net: Network, hosts: list[Host], health: dict, report: Repo
         if extra:
             report.add("external", h.name, FAIL, f"open to the internet: {extra} "
                        f"(expected only {sorted(expected)})")  # fmt: skip
+        elif sshpath.via_hub(h):
+            here = "answers here: this machine is on it" if opened else "not from here"
+            report.add("external", h.name, OK, f"no public port (ssh.via hub); SSH only for "
+                       f"ssh.allow_from ({here}; {len(ports)} ports tried)")  # fmt: skip
         else:
             report.add("external", h.name, OK, f"from outside only {sorted(opened)} answer "
                        f"({len(ports)} ports tried)")  # fmt: skip
