@@ -185,11 +185,42 @@ def remove_backend(network: str, name: str, force: bool = False, stop_tunnel: bo
                 else:
                     print(f"backhaul: {name} does not answer; its tunnel was left as it is")
         netmod.remove_backend(network, name, with_services=force)
+        sshpath.remember(network, netmod.load(network), [])  # forget how it was reached
         print(f"backhaul: removed {name}" + (f" and {len(services)} services" if services else "")
               + f" from {network}", flush=True)  # fmt: skip
         run_pyinfra(network, limit=[net.hub.name]).check(
             "updating the hub", f"{name} is already out of the file: run "
             f"`inv deploy --limit {net.hub.name}` to finish.")
+
+
+def replace_hub(network: str, public_ip: str) -> None:
+    """A new server takes the dead hub's place: the file gets its address, a deploy builds it
+    from the file and re-points every backend (hub key, endpoint, firewall rule for
+    WireGuard), the certificates are issued again, and the network must verify.
+
+    Via-hub backends are reached through the new hub once it has their peers; until then
+    directly, which needs this machine on ssh.allow_from (their public SSH stays closed)."""
+    with network_lock(network, wait=0):
+        old = netmod.load(network)
+        hub = netmod.set_hub_address(network, public_ip)
+        print(f"backhaul: {hub.name} is now {hub.public_ip} in {network} "
+              f"(was {old.hub.public_ip})", flush=True)
+        domains = sorted({d for s in old.services for d in s.domains})
+        if domains:
+            print(f"backhaul: point these names at {hub.public_ip} (an A/AAAA record only you "
+                  f"can change; ACME validates through it): {', '.join(domains)}", flush=True)
+        if hub.ssh_host != str(hub.public_ip):
+            print(f"backhaul: note: proxy.ssh_host is {hub.ssh_host}; SSH goes there", flush=True)
+        net = netmod.load(network)
+        _converge(network, net, None).check(
+            "building the new hub", "The file already names the new hub: fix the cause and run "
+            "inv deploy (or the same replace-hub) again.")
+    report = _wait_verified(network, None, timeout=60)
+    print(report.to_table())
+    if not report.ok:
+        raise DeployError("the new hub is built but the network does not verify; see the table "
+                          "above (a DNS name not yet pointing at the new hub fails its https "
+                          "check until it does)")
 
 
 def rotate_keys(network: str, host: str | None = None, all_hosts: bool = False) -> None:

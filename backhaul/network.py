@@ -351,6 +351,36 @@ def remove_backend(
     return net.backends[index]
 
 
+def set_hub_address(path: str | os.PathLike[str], public_ip: str) -> Host:
+    """Give the hub a new ``proxy.public_ip`` (a replacement server) and return the new hub;
+    the file is unchanged on any problem. An ``ssh_host`` of the hub is left as it is (say
+    so: it may name the dead server)."""
+    file = os.fspath(path)
+    text = _read(file)
+    net = _load_text(text, file, Path(file))
+    pub, error = _ip_address(public_ip) if isinstance(public_ip, str) else (None, None)
+    owner = next((h for h in net.backends if h.public_ip == pub), None) if pub else None
+    if pub is None:
+        problem = error or f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.10"
+    elif why := _unroutable(pub):
+        problem = f"{_show(public_ip)} is {why}; give the new hub's public address"
+    elif owner is not None:
+        problem = (f"{_show(public_ip)} is the public_ip of backend {owner.name!r}; the hub "
+                   "needs a server of its own")
+    else:
+        problem = None
+    if problem:
+        raise ConfigError([Problem(file, None, None, "proxy.public_ip", problem)])
+    root = yaml.compose(text)
+    hub = next(v for k, v in root.value if k.value == "proxy")
+    node = next(v for k, v in hub.value if k.value == "public_ip")
+    new_text = yamledit.apply(text, [yamledit.Edit(node.start_mark.index, node.end_mark.index,
+                                                   yamledit.scalar(str(pub)))])
+    new_net = _load_text(new_text, f"{file} (after the new hub address)", Path(file))
+    _write_atomic(file, text, new_text)
+    return new_net.hub
+
+
 # -- reading and writing ------------------------------------------------------------------------
 
 
