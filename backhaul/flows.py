@@ -175,8 +175,8 @@ def remove_backend(network: str, name: str, force: bool = False, stop_tunnel: bo
                     unit = f"wg-quick@{net.interface}"
                     # over the hub, the session rides the tunnel it stops: stop it a moment
                     # after this command has answered
-                    stop = (f"systemctl disable {unit} && systemd-run --quiet --on-active=2 "
-                            f"systemctl stop {unit}" if sshpath.via_hub(net.host(name))
+                    stop = (f"systemctl disable {unit} && " + sshpath.later(f"systemctl stop {unit}")
+                            if sshpath.via_hub(net.host(name))
                             else f"systemctl disable --now {unit}")  # fmt: skip
                     target.run_shell_command(
                         StringCommand(stop),

@@ -22,8 +22,6 @@ peer re-made for a new public key keeps the live preshared key of the peer it re
 
 from __future__ import annotations
 
-import shlex
-
 import gevent
 from pyinfra.api import StringCommand
 
@@ -102,14 +100,12 @@ def rotate_backend(net: Network, hosts: Hosts, backend: Host) -> str:
     return new_pub
 
 
-# A via-hub backend's own switch runs this long after it was scheduled (see _later)
+# A via-hub backend's own switch runs this long after it was scheduled (see sshpath.later)
 SWITCH_DELAY = 2
 
 
 def _later(command: str) -> str:
-    """``command`` run by systemd SWITCH_DELAY seconds from now, after this session answered."""
-    return (f"systemd-run --quiet --collect --on-active={SWITCH_DELAY} "
-            f"sh -c {shlex.quote(command)}")
+    return sshpath.later(command, SWITCH_DELAY)
 
 
 def rotate_hub(net: Network, hosts: Hosts) -> str:

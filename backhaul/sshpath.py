@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -176,3 +177,12 @@ def session_allowed(session: dict | None, sources: list[tuple[str, str | None, s
         if client in ipaddress.ip_network(src, strict=False):
             return True
     return False
+
+
+# -- commands that cut the path they arrive on -------------------------------------------------
+def later(command: str, seconds: int = 2) -> str:
+    """``command`` run by systemd ``seconds`` from now, after this session has answered: for a
+    command that stops or re-keys the tunnel its own session rides (a via-hub backend).
+    AccuracySec: a transient timer's default accuracy is a whole minute."""
+    return (f"systemd-run --quiet --collect --on-active={seconds} "
+            f"--timer-property=AccuracySec=100ms sh -c {shlex.quote(command)}")

@@ -119,3 +119,72 @@ def test_verify_expects_nothing_from_the_internet_on_a_via_hub_backend(tmp_path)
     assert _expected_open(net, net.host("backend-1")) == set()
     assert _expected_open(net, net.host("backend-2")) == {22}
     assert _expected_open(net, net.hub) == {22, 80, 443}
+
+
+# -- the flow: which way, and closing over the hub (pyinfra runs replaced by a recorder) ------
+def _fake_runs(monkeypatch, fail_when):
+    """run_pyinfra records (deploy file, limit, direct names); ``fail_when(call)`` gives the
+    hosts that could not connect in that call."""
+    from backhaul import flows
+    from backhaul.runner import Run
+
+    calls = []
+
+    def fake(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None):
+        call = (deploy_file.split("/")[-1], tuple(limit or ()),
+                (extra_env or {}).get(sshpath.DIRECT_ENV, ""))  # fmt: skip
+        calls.append(call)
+        failed = {n: "Could not connect (timeout)" for n in fail_when(call)}
+        return Run(1 if failed else 0, [], failed)
+
+    monkeypatch.setattr(flows, "run_pyinfra", fake)
+    return flows, calls
+
+
+def test_a_first_deploy_goes_directly_then_closes_public_ssh_over_the_hub(tmp_path, monkeypatch):
+    net = _net(tmp_path)
+    flows, calls = _fake_runs(monkeypatch, lambda call: [])
+    flows._converge(str(net.path), net, None).check("deploy", "")
+    assert calls == [("site.py", (), "backend-1"), ("firewall.py", ("backend-1",), "")]
+    assert sshpath.proven(net.path) == {"backend-1": "203.0.113.10"}
+    # proven: the next deploy goes through the hub, one run
+    calls.clear()
+    flows._converge(str(net.path), net, None).check("deploy", "")
+    assert calls == [("site.py", (), "")]
+
+
+def test_a_backend_not_reached_through_the_hub_is_deployed_directly_then_closed(tmp_path,
+                                                                                monkeypatch):
+    net = _net(tmp_path)
+    sshpath.remember(net.path, net, ["backend-1"])
+    flows, calls = _fake_runs(monkeypatch, lambda c: ["backend-1"] if c == ("site.py", (), "")
+                              else [])  # fmt: skip
+    flows._converge(str(net.path), net, None).check("deploy", "")
+    assert calls == [("site.py", (), ""), ("site.py", ("proxy", "backend-1"), "backend-1"),
+                     ("firewall.py", ("backend-1",), "")]  # fmt: skip
+
+
+def test_public_ssh_stays_when_ssh_through_the_hub_does_not_work(tmp_path, monkeypatch):
+    net = _net(tmp_path)
+    flows, calls = _fake_runs(monkeypatch, lambda c: ["backend-1"] if c[0] == "firewall.py"
+                              else [])  # fmt: skip
+    monkeypatch.setattr(flows.time, "sleep", lambda s: None)
+    monkeypatch.setattr(flows.time, "monotonic", iter(range(0, 10_000, 100)).__next__)
+    with pytest.raises(Exception) as e:
+        flows._converge(str(net.path), net, None).check("deploy", "")
+    assert "public SSH was left open" in str(e.value)
+    assert sshpath.proven(net.path) == {}
+
+
+def test_replace_hub_writes_the_new_address_and_refuses_a_backends(tmp_path):
+    from backhaul.network import set_hub_address
+
+    net = _net(tmp_path)
+    hub = set_hub_address(net.path, "203.0.113.40")
+    assert str(hub.public_ip) == "203.0.113.40"
+    assert "proxy: {public_ip: 203.0.113.40}" in net.path.read_text()
+    with pytest.raises(ConfigError) as e:
+        set_hub_address(net.path, "203.0.113.21")
+    assert "backend-1" in str(e.value)
+    with pytest.raises(ConfigError):
+        set_hub_address(net.path, "127.0.0.1")
