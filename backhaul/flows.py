@@ -46,6 +46,10 @@ def _converge(network: str, net, hosts: list[str] | None, dry: bool = False) -> 
         again = run_pyinfra(network, limit=[net.hub.name, *unreached],
                             extra_env=_direct_env(direct & set(unreached)))
         run = _merged(run, again, [net.hub.name, *unreached])
+        for n in unreached:
+            if _not_connected(run, n):
+                run.failed[n] += (" (ssh.via hub: neither through the hub nor directly; with "
+                                  "the hub new or dead, run this from an ssh.allow_from address)")
     closing = sorted(n for n in direct if n not in run.failed)
     if closing and not run.rc and not run.pending:
         run = _merged(run, close_public_ssh(network, closing), closing)
