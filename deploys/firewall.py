@@ -44,8 +44,8 @@ def firewall():
     if not software.planned_by_site(host.name):
         packages.installed(name="ufw", packages=software.FIREWALL)
     ssh_route = host.data.get("backhaul_ssh_route") or "direct"
-    closed = sshpath.closes_ssh(net, me, ssh_route, session,
-                                bool((snapshot.get(UfwState) or {}).get("active")))
+    closed = sshpath.via_hub(me) and sshpath.closes_ssh(
+        net, me, ssh_route, session, bool((snapshot.get(UfwState) or {}).get("active")))
     rules = plan.firewall_rules(net, me, closed)  # SSH first
     if closed and not sshpath.session_allowed(session, sshpath.ssh_sources(net, me)):
         # ssh.via hub: the closed rules must still let in the session this run arrives on
