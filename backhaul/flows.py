@@ -50,10 +50,14 @@ def _converge(network: str, net, hosts: list[str] | None, dry: bool = False) -> 
             if _not_connected(run, n):
                 run.failed[n] += (" (ssh.via hub: neither through the hub nor directly; with "
                                   "the hub new or dead, run this from an ssh.allow_from address)")
-    closing = sorted(n for n in direct if n not in run.failed)
-    if closing and not run.rc and not run.pending:
+    # close those reached directly whose run completed (another host's failure does not hold
+    # them open); remembered as reached through the hub only once that has worked
+    waiting = {p.split(":", 1)[0] for p in run.pending}
+    closing = sorted(n for n in direct if n not in run.failed and n not in waiting)
+    if closing:
         run = _merged(run, close_public_ssh(network, closing), closing)
-    sshpath.remember(network, net, [b.name for b in scope if b.name not in run.failed])
+    sshpath.remember(network, net, [b.name for b in scope if b.name not in run.failed
+                                    and (b.name not in direct or b.name in closing)])
     return run
 
 

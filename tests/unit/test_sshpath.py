@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backhaul import plan, sshpath
-from backhaul.errors import ConfigError
+from backhaul.errors import ConfigError, DeployError
 from backhaul.inventory import host_data
 from backhaul.network import load
 from backhaul.verify import _expected_open
@@ -170,7 +170,7 @@ def test_public_ssh_stays_when_ssh_through_the_hub_does_not_work(tmp_path, monke
                               else [])  # fmt: skip
     monkeypatch.setattr(flows.time, "sleep", lambda s: None)
     monkeypatch.setattr(flows.time, "monotonic", iter(range(0, 10_000, 100)).__next__)
-    with pytest.raises(Exception) as e:
+    with pytest.raises(DeployError) as e:
         flows._converge(str(net.path), net, None).check("deploy", "")
     assert "public SSH was left open" in str(e.value)
     assert sshpath.proven(net.path) == {}
@@ -188,3 +188,12 @@ def test_replace_hub_writes_the_new_address_and_refuses_a_backends(tmp_path):
     assert "backend-1" in str(e.value)
     with pytest.raises(ConfigError):
         set_hub_address(net.path, "127.0.0.1")
+
+
+def test_another_hosts_failure_does_not_hold_a_backends_public_ssh_open(tmp_path, monkeypatch):
+    net = _net(tmp_path)
+    flows, calls = _fake_runs(monkeypatch, lambda c: ["backend-2"] if c[0] == "site.py" else [])
+    with pytest.raises(DeployError):
+        flows._converge(str(net.path), net, None).check("deploy", "")
+    assert calls[-1] == ("firewall.py", ("backend-1",), "")
+    assert sshpath.proven(net.path) == {"backend-1": "203.0.113.10"}
