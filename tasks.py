@@ -1,6 +1,6 @@
 """backhaul's commands (invoke). Thin: parse options, call one function of the package, print.
 
-    inv deploy | plan | verify | add-backend | remove-backend | rotate-keys
+    inv deploy | plan | verify | add-backend | remove-backend | rotate-keys | replace-hub
     inv add-client | remove-client | client-config
     inv lab.up | lab.down | lab.status | lab.demo
 """
@@ -98,6 +98,16 @@ def remove_backend(c, name, force=False, network=None):
     from backhaul import flows
 
     flows.remove_backend(_network(network), name=name, force=force)
+
+
+@task(help={"host": "the new hub's public IP (a fresh server)", "network": NETWORK_HELP})
+@_friendly
+def replace_hub(c, host, network=None):
+    """Replace a dead hub: a new server built from the file, every backend re-pointed to it."""
+    _in_process_pyinfra()
+    from backhaul import flows
+
+    flows.replace_hub(_network(network), public_ip=host)
 
 
 @task(help={"host": "rotate this host's key", "all": "rotate every host's key",
@@ -211,6 +221,25 @@ def lab_demo(c, name=None):
     demo.install(_lab(name))
 
 
-ns = Collection(deploy, plan, verify, add_backend, remove_backend, rotate_keys, add_client,
-                remove_client, client_config)
-ns.add_collection(Collection("lab", lab_up, lab_down, lab_status, lab_demo))
+ns = Collection(deploy, plan, verify, add_backend, remove_backend, rotate_keys, replace_hub,
+                add_client, remove_client, client_config)
+@task(name="destroy", help={"name": LAB_HELP, "host": "the host to destroy (e.g. proxy)"})
+@_friendly
+def lab_destroy(c, host, name=None):
+    """Destroy one lab host with its disk (a dead server: the replace-hub drill)."""
+    from backhaul.lab import lab
+
+    lab.destroy(_lab(name), host)
+
+
+@task(name="dns", help={"name": LAB_HELP, "ip": "the address every lab name resolves to"})
+@_friendly
+def lab_dns(c, ip, name=None):
+    """Point the lab's DNS names at an address (the operator's DNS change for a new hub)."""
+    from backhaul.lab import services
+
+    services.point_names_at(_lab(name), ip)
+
+
+ns.add_collection(Collection("lab", lab_up, lab_down, lab_status, lab_demo, lab_destroy,
+                             lab_dns))

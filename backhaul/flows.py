@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 from backhaul import network as netmod
+from backhaul import sshpath
 from backhaul.errors import BackhaulError, DeployError
 from backhaul.lock import network_lock
-from backhaul.runner import run_pyinfra
+from backhaul.runner import Run, run_pyinfra
 
 
 def deploy(network: str, limit: str | None = None, dry: bool = False) -> None:
@@ -26,9 +27,77 @@ def deploy(network: str, limit: str | None = None, dry: bool = False) -> None:
                 print(f"backhaul: client {c.name} expired on {c.expires}: the hub "
                       f"{'would drop' if dry else 'drops'} its peer (the file keeps it until "
                       f"inv remove-client {c.name})", flush=True)  # fmt: skip
-        run = run_pyinfra(network, limit=hosts, dry=dry)
+        run = _converge(network, net, hosts, dry)
     targets = hosts or [h.name for h in net.hosts]
     run.check("the plan" if dry else "the deploy", run.advice(targets, bool(hosts), dry))
+
+
+# --- ssh.via hub: which way each backend is reached (backhaul/sshpath.py) -----------------------
+def _converge(network: str, net, hosts: list[str] | None, dry: bool = False) -> Run:
+    """One site run, with via-hub backends reached the way that should work (through the hub
+    once proven, else directly); those that did not connect are tried the other way, and the
+    public SSH of those reached directly is closed over the hub afterwards: the public rule
+    goes only once SSH through the hub has worked."""
+    scope = [b for b in net.backends if sshpath.via_hub(b) and (not hosts or b.name in hosts)]
+    direct = sshpath.first_guess(network, net) & {b.name for b in scope}
+    run = run_pyinfra(network, limit=hosts, dry=dry, extra_env=_direct_env(direct))
+    if dry or not scope or net.hub.name in run.failed:
+        return run  # a plan, no via-hub backend, or the hub itself failed: the run says it all
+    unreached = [b.name for b in scope if _not_connected(run, b.name)]
+    if unreached:
+        # the other way: directly for those tried through the hub, and the reverse
+        direct ^= set(unreached)
+        print(f"backhaul: {', '.join(unreached)}: no SSH that way; trying "
+              + ", ".join(f"{n} {'directly' if n in direct else 'through the hub'}"
+                          for n in unreached), flush=True)  # fmt: skip
+        again = run_pyinfra(network, limit=[net.hub.name, *unreached],
+                            extra_env=_direct_env(direct & set(unreached)))
+        run = _merged(run, again, [net.hub.name, *unreached])
+        for n in unreached:
+            if _not_connected(run, n):
+                run.failed[n] += (" (ssh.via hub: neither through the hub nor directly; with "
+                                  "the hub new or dead, run this from an ssh.allow_from address)")
+    # close those reached directly whose run completed (another host's failure does not hold
+    # them open); remembered as reached through the hub only once that has worked
+    waiting = {p.split(":", 1)[0] for p in run.pending}
+    closing = sorted(n for n in direct if n not in run.failed and n not in waiting)
+    if closing:
+        run = _merged(run, close_public_ssh(network, closing), closing)
+    sshpath.remember(network, net, [b.name for b in scope if b.name not in run.failed
+                                    and (b.name not in direct or b.name in closing)])
+    return run
+
+
+def _direct_env(names: set[str]) -> dict:
+    return {sshpath.DIRECT_ENV: ",".join(sorted(names))}
+
+
+def _not_connected(run: Run, name: str) -> bool:
+    return run.failed.get(name, "").startswith(("Could not connect", "SSH error"))
+
+
+def close_public_ssh(network: str, names: list[str], timeout: float = 60.0) -> Run:
+    """The firewall of these via-hub backends, over the hub (a tunnel just up may need a
+    handshake or two first: retried while SSH through the hub does not connect yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = run_pyinfra(network, deploy_file="deploys/firewall.py", limit=names)
+        unreached = [n for n in names if _not_connected(run, n)]
+        if not unreached or time.monotonic() > deadline:
+            for n in unreached:
+                run.failed[n] = (f"{run.failed[n]}: SSH through the hub does not work, so its "
+                                 "public SSH was left open")
+            return run
+        time.sleep(3)
+
+
+def _merged(first: Run, second: Run, redone: list[str]) -> Run:
+    """``first`` with what ``second`` did on the hosts it ran again."""
+    failed = {h: why for h, why in first.failed.items() if h not in redone}
+    failed.update(second.failed)
+    pending = [p for p in first.pending if p.split(":", 1)[0] not in redone] + second.pending
+    rc = second.rc or (first.rc if failed else 0)
+    return Run(rc, pending, failed, second.refused)
 
 
 def _limit(net, limit: str | None) -> list[str] | None:
@@ -70,7 +139,8 @@ def add_backend(network: str, public_ip: str, name: str | None = None,
             print(f"backhaul: added {host.name} ({public_ip}, {host.wg_ip}) to {network}", flush=True)
         net = netmod.load(network)
         # The new host fully; on the hub its peer (wg syncconf) and firewall rule. Nothing else.
-        run_pyinfra(network, limit=[net.hub.name, host.name]).check(
+        # (ssh.via hub: its first deploy goes over its public SSH, which is closed right after.)
+        _converge(network, net, [net.hub.name, host.name]).check(
             f"deploying {host.name}", "The file already has it: run the same add-backend again "
             "to finish.")
     report = _wait_verified(network, [host.name])
@@ -117,18 +187,55 @@ def remove_backend(network: str, name: str, force: bool = False, stop_tunnel: bo
             with session.connect(net, [name]) as hosts:
                 if name in hosts.by_name:
                     target = hosts.by_name[name]
+                    unit = f"wg-quick@{net.interface}"
+                    # over the hub, the session rides the tunnel it stops: stop it a moment
+                    # after this command has answered
+                    stop = (f"systemctl disable {unit} && " + sshpath.later(f"systemctl stop {unit}")
+                            if sshpath.via_hub(net.host(name))
+                            else f"systemctl disable --now {unit}")  # fmt: skip
                     target.run_shell_command(
-                        StringCommand(f"systemctl disable --now wg-quick@{net.interface}"),
+                        StringCommand(stop),
                         print_output=False, **session.as_root(target))  # fmt: skip
                     print(f"backhaul: stopped the tunnel on {name}")
                 else:
                     print(f"backhaul: {name} does not answer; its tunnel was left as it is")
         netmod.remove_backend(network, name, with_services=force)
+        sshpath.remember(network, netmod.load(network), [])  # forget how it was reached
         print(f"backhaul: removed {name}" + (f" and {len(services)} services" if services else "")
               + f" from {network}", flush=True)  # fmt: skip
         run_pyinfra(network, limit=[net.hub.name]).check(
             "updating the hub", f"{name} is already out of the file: run "
             f"`inv deploy --limit {net.hub.name}` to finish.")
+
+
+def replace_hub(network: str, public_ip: str) -> None:
+    """A new server takes the dead hub's place: the file gets its address, a deploy builds it
+    from the file and re-points every backend (hub key, endpoint, firewall rule for
+    WireGuard), the certificates are issued again, and the network must verify.
+
+    Via-hub backends are reached through the new hub once it has their peers; until then
+    directly, which needs this machine on ssh.allow_from (their public SSH stays closed)."""
+    with network_lock(network, wait=0):
+        old = netmod.load(network)
+        hub = netmod.set_hub_address(network, public_ip)
+        print(f"backhaul: {hub.name} is now {hub.public_ip} in {network} "
+              f"(was {old.hub.public_ip})", flush=True)
+        domains = sorted({d for s in old.services for d in s.domains})
+        if domains:
+            print(f"backhaul: point these names at {hub.public_ip} (an A/AAAA record only you "
+                  f"can change; ACME validates through it): {', '.join(domains)}", flush=True)
+        if hub.ssh_host != str(hub.public_ip):
+            print(f"backhaul: note: proxy.ssh_host is {hub.ssh_host}; SSH goes there", flush=True)
+        net = netmod.load(network)
+        _converge(network, net, None).check(
+            "building the new hub", "The file already names the new hub: fix the cause and run "
+            "inv deploy (or the same replace-hub) again.")
+    report = _wait_verified(network, None, timeout=60)
+    print(report.to_table())
+    if not report.ok:
+        raise DeployError("the new hub is built but the network does not verify; see the table "
+                          "above (a DNS name not yet pointing at the new hub fails its https "
+                          "check until it does)")
 
 
 def rotate_keys(network: str, host: str | None = None, all_hosts: bool = False) -> None:

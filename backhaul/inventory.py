@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from backhaul import sshpath
 from backhaul.network import Host, Network, load_current
 
 
-def host_data(net: Network, host: Host) -> dict:
+def host_data(net: Network, host: Host, direct: set[str] | None = None) -> dict:
     data = {
         "ssh_hostname": host.ssh_host,
         "ssh_user": net.ssh.user,
@@ -23,6 +24,8 @@ def host_data(net: Network, host: Host) -> dict:
         data["ssh_key"] = str(net.ssh.key)
     if net.ssh.known_hosts:
         data["ssh_known_hosts_file"] = str(net.ssh.known_hosts)
+    # a via-hub backend: its WireGuard address through the hub (ssh.via; backhaul/sshpath.py)
+    data.update(sshpath.connection_data(net, host, direct))
     return data
 
 

@@ -106,6 +106,8 @@ class Host:
     wg_ip: ipaddress.IPv4Address
     ssh_host: str  # what SSH connects to; defaults to str(public_ip)
     public_ip6: ipaddress.IPv6Address | None = None  # a dual-stack host's IPv6 address
+    # "hub": SSH answers only the tunnel (and ssh.allow_from); backhaul jumps through the hub
+    ssh_via: str = "direct"
 
     @property
     def wg_cidr(self) -> str:
@@ -165,6 +167,9 @@ class Ssh:
     port: int = 22
     key: Path | None = None
     known_hosts: Path | None = None
+    via: str = "direct"  # the backends' default: "direct" (public SSH) or "hub" (see sshpath)
+    # admin addresses/CIDRs a via-hub backend still accepts SSH from: the way in without the hub
+    allow_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -407,6 +412,36 @@ def remove_backend(
     return net.backends[index]
 
 
+def set_hub_address(path: str | os.PathLike[str], public_ip: str) -> Host:
+    """Give the hub a new ``proxy.public_ip`` (a replacement server) and return the new hub;
+    the file is unchanged on any problem. An ``ssh_host`` of the hub is left as it is (say
+    so: it may name the dead server)."""
+    file = os.fspath(path)
+    text = _read(file)
+    net = _load_text(text, file, Path(file))
+    pub, error = _ip_address(public_ip) if isinstance(public_ip, str) else (None, None)
+    owner = next((h for h in net.backends if h.public_ip == pub), None) if pub else None
+    if pub is None:
+        problem = error or f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.10"
+    elif why := _unroutable(pub):
+        problem = f"{_show(public_ip)} is {why}; give the new hub's public address"
+    elif owner is not None:
+        problem = (f"{_show(public_ip)} is the public_ip of backend {owner.name!r}; the hub "
+                   "needs a server of its own")
+    else:
+        problem = None
+    if problem:
+        raise ConfigError([Problem(file, None, None, "proxy.public_ip", problem)])
+    root = yaml.compose(text)
+    hub = next(v for k, v in root.value if k.value == "proxy")
+    node = next(v for k, v in hub.value if k.value == "public_ip")
+    new_text = yamledit.apply(text, [yamledit.Edit(node.start_mark.index, node.end_mark.index,
+                                                   yamledit.scalar(str(pub)))])
+    new_net = _load_text(new_text, f"{file} (after the new hub address)", Path(file))
+    _write_atomic(file, text, new_text)
+    return new_net.hub
+
+
 # -- reading and writing ------------------------------------------------------------------------
 
 
@@ -500,8 +535,8 @@ _NETWORK_KEYS = (
     "subnet", "port", "interface", "keepalive", "backend_to_backend", "preshared_keys",
     "key_max_age_days", "client_warn_days",
 )
-_SSH_KEYS = ("user", "port", "key", "known_hosts")
-_HOST_KEYS = ("name", "public_ip", "public_ip6", "wg_ip", "ssh_host")
+_SSH_KEYS = ("user", "port", "key", "known_hosts", "via", "allow_from")
+_HOST_KEYS = ("name", "public_ip", "public_ip6", "wg_ip", "ssh_host", "ssh_via")
 _SERVICE_KEYS = (
     "name", "backend", "port", "domains", "websocket", "allow", "hsts", "compose", "unit",
 )
@@ -537,6 +572,7 @@ class _Draft:
     wg_ip_node: Node | None
     ssh_host: Any
     ssh_host_node: Node | None = None
+    ssh_via: Any = None  # the host's own `ssh_via:` (None: the network's ssh.via)
     public_ip6: Any = None
     public_ip6_node: Node | None = None
 
@@ -993,6 +1029,7 @@ def _check_network(
     ssh_key = ck.matching(sm, "key", "ssh.key", _controller_file(base, "key"))
     known_hosts = ck.matching(sm, "known_hosts", "ssh.known_hosts",
                              _controller_file(base, "known_hosts"))
+    ssh_via, allow_from = _ssh_access(ck, sm)
 
     # proxy: and backends:
     drafts: list[_Draft] = []
@@ -1039,13 +1076,13 @@ def _check_network(
     hosts = []
     for i, d in enumerate(drafts):
         hosts.append(Host(d.name, d.role, d.public_ip, wg[i], d.ssh_host or str(d.public_ip),
-                          d.public_ip6))  # fmt: skip
+                          d.public_ip6, "direct" if d.role == "hub" else d.ssh_via or ssh_via))
     network = Network(
         path=path, subnet=subnet, port=port, interface=interface, keepalive=keepalive,
         backend_to_backend=b2b, preshared_keys=psk, key_max_age_days=max_age,
         hub=hosts[0], backends=tuple(hosts[1:]), services=tuple(services),
         ssh=Ssh(ssh_user, ssh_port, _controller_path(ssh_key, base),
-                _controller_path(known_hosts, base)),
+                _controller_path(known_hosts, base), ssh_via, allow_from),
         tls=tls,
         clients=tuple(Client(c.name, c.public_key, c.wg_ip, c.expires) for c in client_drafts),
         client_warn_days=warn_days,
@@ -1054,6 +1091,47 @@ def _check_network(
     network = dataclasses.replace(network, services=tuple(
         _resolve_allow(s, clients) for s in network.services))
     return network, allocated
+
+
+# -- ssh.via / ssh.allow_from: backends with no public port (see backhaul/sshpath.py) --
+SSH_VIA = ("direct", "hub")
+
+
+def _check_ssh_via(value: str) -> str | None:
+    if value not in SSH_VIA:
+        return (f"{_show(value)} is not a way to reach a host; write direct (SSH on the public "
+                "address) or hub (SSH only over the tunnel, through the hub)")
+    return None
+
+
+def _ssh_access(ck: _Checker, sm: dict[str, Node]) -> tuple[str, tuple[str, ...]]:
+    """``ssh.via`` (default direct) and ``ssh.allow_from`` (admin addresses or CIDRs)."""
+    via = ck.matching(sm, "via", "ssh.via", _check_ssh_via)
+    allow: list[str] = []
+    for i, item in enumerate(ck.items(sm.get("allow_from"), "ssh.allow_from", "addresses")):
+        path = f"ssh.allow_from[{i}]"
+        value = ck.text({"x": item}, "x", path, ip_like=True)
+        if not isinstance(value, str):
+            if value is None:
+                ck.add(item, path, "is empty; write an address or CIDR, e.g. 198.51.100.7")
+            continue
+        if error := _allow_error(value):
+            ck.add(item, path, error)
+        elif value in allow:
+            ck.add(item, path, f"{_show(value)} is listed twice; keep one")
+        else:
+            allow.append(value)
+    return (via if isinstance(via, str) else "direct"), tuple(allow)
+
+
+def _host_ssh_via(ck: _Checker, m: dict[str, Node], path: str, role: str) -> Any:
+    """A backend's own ``ssh_via`` (overrides ssh.via); the hub is always reached directly."""
+    via = ck.matching(m, "ssh_via", f"{path}.ssh_via", _check_ssh_via)
+    if role == "hub" and via == "hub":
+        ck.add(m["ssh_via"], f"{path}.ssh_via", "the hub is what via-hub backends are reached "
+               "through, so it keeps its own SSH: remove ssh_via here")
+        return _BAD
+    return via if isinstance(via, str) else None
 
 
 def _subnet(ck: _Checker, nm: dict[str, Node]) -> Any:
@@ -1124,8 +1202,9 @@ def _host(ck: _Checker, node: Node, path: str, role: str) -> _Draft | None:
     ssh_host = ck.matching(m, "ssh_host", f"{path}.ssh_host", _check_ssh_host)
     public_ip6 = _public_ip6(ck, m, path, public_ip)
     return _Draft(path, node, role, name, m.get("name"), public_ip, m.get("public_ip"),
-                  wg_ip, m.get("wg_ip"), ssh_host, m.get("ssh_host"), public_ip6,
-                  m.get("public_ip6"))
+                  wg_ip, m.get("wg_ip"), ssh_host, m.get("ssh_host"),
+                  ssh_via=_host_ssh_via(ck, m, path, role), public_ip6=public_ip6,
+                  public_ip6_node=m.get("public_ip6"))
 
 
 def _public_ip6(ck: _Checker, m: dict[str, Node], path: str, public_ip: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from backhaul import sshpath
 from backhaul.network import Client, Host, Network
 
 
@@ -149,9 +150,12 @@ def backend_uses_psk(backend: PskEnd, hub_in_conf: bool | None) -> bool:
     return backend.in_conf if hub_in_conf is None else hub_in_conf
 
 
-def firewall_rules(net: Network, host: Host) -> list[Rule]:
-    """Every ufw rule this host needs, SSH first (it is allowed before ufw is ever enabled)."""
-    rules = [Rule(net.ssh.port, "tcp", why="SSH: never lock the operator out")]
+def firewall_rules(net: Network, host: Host, ssh_closed: bool = False) -> list[Rule]:
+    """Every ufw rule this host needs, SSH first (it is allowed before ufw is ever enabled).
+
+    ``ssh_closed``: a via-hub backend's SSH answers only the tunnel and ssh.allow_from
+    (``sshpath.closes_ssh`` decides per run)."""
+    rules = ssh_rules(net, host, ssh_closed)
     if host.role == "hub":
         for b in net.backends:
             rules += [Rule(net.port, "udp", src=str(ip), why=f"WireGuard from {b.name} only")
@@ -183,6 +187,16 @@ def _shared_addresses(peer: Host, host: Host) -> list:
     family the host has no address of (ufw with IPV6=no refuses such a rule). Over IPv6 it is
     thus open to exactly the peers it is open to over IPv4."""
     return [ip for ip in peer.public_ips if ip.version in host.families]
+
+
+def ssh_rules(net: Network, host: Host, closed: bool = False) -> list[Rule]:
+    """SSH from anywhere, or closed (ssh.via hub): from the hub on the tunnel and from
+    ``ssh.allow_from`` only (see backhaul/sshpath.py)."""
+    if not closed:
+        return [Rule(net.ssh.port, "tcp", why="SSH: never lock the operator out")]
+    return [Rule(net.ssh.port, "tcp", src=src, dst=str(host.wg_ip) if iface else "any",
+                 interface=iface, why=why)
+            for src, iface, why in sshpath.ssh_sources(net, host)]  # fmt: skip
 
 
 # -- isolation: the tunnel address answers only through the tunnel ---------------------------

@@ -25,7 +25,7 @@ from __future__ import annotations
 import gevent
 from pyinfra.api import StringCommand
 
-from backhaul import plan
+from backhaul import plan, sshpath
 from backhaul.errors import DeployError
 from backhaul.facts.wireguard import psk_path
 from backhaul.network import Host, Network
@@ -84,11 +84,28 @@ def rotate_backend(net: Network, hosts: Hosts, backend: Host) -> str:
         hub_cmd = set_peer_command(iface, new_pub, [backend.wg_cidr], remove=old_pub,
                                    keep_psk=True)  # fmt: skip
         backend_cmd = activate_key_command(iface)
+    hello = f" && (ping -c1 -W1 {net.hub.wg_ip} >/dev/null || true)"
+    if sshpath.via_hub(backend):
+        # This session to the backend rides the tunnel being re-keyed: once the hub has the
+        # new key no command reaches the backend until it has switched. So the backend's
+        # switch is scheduled first (answered over the old tunnel), the hub's follows.
+        _run(hosts, backend.name, _later(backend_cmd + hello))
+        _run(hosts, hub, hub_cmd)
+        gevent.sleep(SWITCH_DELAY + 0.5)
+        return new_pub
     # --- gap starts: the hub routes the backend's address to the new key ...
     _run(hosts, hub, hub_cmd)
     # ... and the backend switches to it, then says hello at once (no waiting for keepalive)
-    _run(hosts, backend.name, backend_cmd + f" && (ping -c1 -W1 {net.hub.wg_ip} >/dev/null || true)")
+    _run(hosts, backend.name, backend_cmd + hello)
     return new_pub
+
+
+# A via-hub backend's own switch runs this long after it was scheduled (see sshpath.later)
+SWITCH_DELAY = 2
+
+
+def _later(command: str) -> str:
+    return sshpath.later(command, SWITCH_DELAY)
 
 
 def rotate_hub(net: Network, hosts: Hosts) -> str:
@@ -96,16 +113,31 @@ def rotate_hub(net: Network, hosts: Hosts) -> str:
     new_pub = _run(hosts, net.hub.name, stage_key_command(iface))
     old_pub = _current_key(hosts, net.hub.name, iface)
     # Every backend's peer and the hub's own key change at the same moment (in parallel).
+    # Via-hub backends are reached over the tunnel being re-keyed: their switch is scheduled
+    # first (see rotate_backend), the hub's key and the others' peers change right after.
+    later = []
+    for b in net.backends:
+        if b.name in hosts.by_name and sshpath.via_hub(b):
+            later.append(gevent.spawn(_run, hosts, b.name, _later(_hub_peer_cmd(net, b, new_pub,
+                                                                                old_pub))))
+    gevent.joinall(later)
+    for job in later:
+        job.get()
     jobs = [gevent.spawn(_run, hosts, net.hub.name, activate_key_command(iface))]
     for b in net.backends:
-        if b.name not in hosts.by_name:
+        if b.name not in hosts.by_name or sshpath.via_hub(b):
             continue
-        peer = plan.backend_hub_peer(net, new_pub, host=b)
-        cmd = set_peer_command(iface, new_pub, list(peer.allowed_ips), peer.endpoint,
-                               peer.keepalive, remove=old_pub, keep_psk=True)  # fmt: skip
-        jobs.append(gevent.spawn(_run, hosts, b.name,
-                                 cmd + f" && (ping -c1 -W1 {net.hub.wg_ip} >/dev/null || true)"))
+        jobs.append(gevent.spawn(_run, hosts, b.name, _hub_peer_cmd(net, b, new_pub, old_pub)))
     gevent.joinall(jobs)
     for job in jobs:
         job.get()  # re-raise a failed step
+    if later:
+        gevent.sleep(SWITCH_DELAY + 0.5)
     return new_pub
+
+
+def _hub_peer_cmd(net: Network, b: Host, new_pub: str, old_pub: str) -> str:
+    peer = plan.backend_hub_peer(net, new_pub, host=b)
+    cmd = set_peer_command(net.interface, new_pub, list(peer.allowed_ips), peer.endpoint,
+                           peer.keepalive, remove=old_pub, keep_psk=True)  # fmt: skip
+    return cmd + f" && (ping -c1 -W1 {net.hub.wg_ip} >/dev/null || true)"

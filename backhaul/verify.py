@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from backhaul import clients as clientmod
 from backhaul import network as netmod
-from backhaul import plan, probe
+from backhaul import plan, probe, sshpath
 from backhaul.facts.health import HostHealth
 from backhaul.network import Host, Network
 from backhaul.operations.isolation import differs, guard_files
@@ -313,6 +313,10 @@ def _external_checks(net: Network, hosts: list[Host], health: dict, report: Repo
             what = "; ".join(f"{ports_} over IPv{ip.version}" for ip, ports_ in extra.items())
             report.add("external", h.name, FAIL, f"open to the internet: {what} "
                        f"(expected only {sorted(expected)})")  # fmt: skip
+        elif sshpath.via_hub(h):
+            here = "answers here: this machine is on it" if any(opened.values()) else "not from here"
+            report.add("external", h.name, OK, f"no public port (ssh.via hub); SSH only for "
+                       f"ssh.allow_from ({here}; {len(ports)} ports tried)")  # fmt: skip
         elif len({frozenset(o) for o in opened.values()}) > 1:
             what = "; ".join(f"{sorted(o)} over IPv{ip.version}" for ip, o in opened.items())
             report.add("external", h.name, FAIL, f"the families differ: {what}")
@@ -323,6 +327,9 @@ def _external_checks(net: Network, hosts: list[Host], health: dict, report: Repo
 
 
 def _expected_open(net: Network, h: Host) -> set[int]:
+    if sshpath.via_hub(h):
+        # nothing at all for the world; SSH only for ssh.allow_from, which may list this machine
+        return {net.ssh.port} if net.ssh.allow_from else set()
     return {net.ssh.port} | ({80, 443} if h.role == "hub" else set())
 
 

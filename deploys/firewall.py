@@ -13,9 +13,10 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 
-from backhaul import plan, software
+from backhaul import plan, software, sshpath
 from backhaul.facts import snapshot
 from backhaul.facts.system import SshSession
+from backhaul.facts.ufw import UfwState
 from backhaul.network import load_current
 from backhaul.operations import packages, ufw
 
@@ -36,8 +37,19 @@ def firewall(packages_installed: bool):
         )
     if not packages_installed:
         packages.installed(name="ufw", packages=software.FIREWALL)
+    ssh_route = host.data.get("backhaul_ssh_route") or "direct"
+    closed = sshpath.via_hub(me) and sshpath.closes_ssh(
+        net, me, ssh_route, session, bool((snapshot.get(UfwState) or {}).get("active")))
+    rules = plan.firewall_rules(net, me, closed)  # SSH first
+    if closed and not sshpath.session_allowed(session, sshpath.ssh_sources(net, me)):
+        # ssh.via hub: the closed rules must still let in the session this run arrives on
+        raise DeployError(
+            f"{host.name}: refusing to close public SSH: this session comes from "
+            f"{session['client']}, which neither the hub's tunnel address nor ssh.allow_from "
+            "covers, so backhaul could not reach this host again. Check the jump through the hub "
+            "(or add your address to ssh.allow_from).")
     ufw.firewall(name="ufw rules, defaults (deny in), enabled",
-                 rules=plan.firewall_rules(net, me), ssh_port=net.ssh.port,  # SSH first
+                 rules=rules, ssh_port=net.ssh.port,
                  ssh_family=session["version"] if session else None)  # fmt: skip
 
 

@@ -215,6 +215,20 @@ def down(lab: Lab, purge: bool = False, log=print) -> dict:
     return {"seconds": took}
 
 
+def destroy(lab: Lab, host: str, log=print) -> None:
+    """One host gone for good (powered off, its disk deleted): a dead server, for the drill of
+    replacing the hub. The rest of the lab keeps running; `lab.up` would make it afresh."""
+    rec = _record(lab)
+    if rec.exists():
+        lab = _recorded(json.loads(rec.read_text()), lab)
+    d = lab.state_dir / "hosts" / host
+    if not d.exists():
+        known = ", ".join(h.name for h in lab.hosts)
+        raise LabError(f"lab '{lab.name}' has no host {host!r} (hosts: {known})")
+    _orphan_runner(lab, d).purge()
+    log(f"lab '{lab.name}': {host} destroyed (powered off, disk deleted)")
+
+
 def status(lab: Lab) -> list[dict]:
     """One row per host: is its launcher alive, its overlay mounted, its SSH port open."""
     import socket

@@ -82,6 +82,14 @@ def knock(lab: Lab, targets: list[tuple[str, int | None]]) -> dict[str, str]:
     return json.loads(proc.stdout)
 
 
+def scan(lab: Lab, ip: str) -> list[int]:
+    """From the neighbour: every TCP port of ``ip`` that accepts a connection (all 65535
+    tried; see backhaul/lab/portscan.py)."""
+    proc = system.run(["ip", "netns", "exec", netns(lab), sys.executable, "-m",
+                       "backhaul.lab.portscan", ip], cwd=ROOT)  # fmt: skip
+    return json.loads(proc.stdout)
+
+
 def down(lab: Lab) -> None:
     """Remove the namespace and its veth (deleting the namespace deletes the pair)."""
     if exists(lab):
