@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from backhaul import network as netmod
+from backhaul import schema
 from backhaul.errors import ConfigError
 
 K1 = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
@@ -114,7 +115,7 @@ def test_the_example_file_shows_every_client_field(tmp_path, monkeypatch):
     net = netmod.load(example)
     assert [(c.name, str(c.wg_ip)) for c in net.clients] == [("laptop", "10.50.0.254")]
     text = example.read_text()
-    for key in (*netmod._CLIENT_KEYS, "client_warn_days"):
+    for key in (*schema._CLIENT_KEYS, "client_warn_days"):
         assert f"{key}:" in text
 
 
@@ -190,7 +191,7 @@ def test_the_client_config_peers_with_the_hub_only_and_names_its_resolver(tmp_pa
 
     net = netmod.load(write(tmp_path, TWO))
     priv, pub = clients.keypair()
-    assert len(priv) == 44 and netmod._check_public_key(pub) is None and priv != pub
+    assert len(priv) == 44 and schema.public_key_error(pub) is None and priv != pub
     text = clients.config_text(net, net.client("laptop"), "HUBKEY=", priv)
     assert text.splitlines()[1:6] == ["[Interface]", f"PrivateKey = {priv}",
                                      "Address = 10.50.0.254/32", "DNS = 10.50.0.1", ""]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backhaul import network
+from backhaul import network, schema
 from backhaul.errors import ConfigError
 from backhaul.network import (
     Host,
@@ -105,8 +105,8 @@ def test_example_file_is_valid_and_covers_every_field(
     assert net.tls.email == "ops@example.com"
     assert net.ssh.key == Path("~/.ssh/id_ed25519").expanduser()
     text = (REPO / "network.example.yml").read_text()
-    for keys in (network._NETWORK_KEYS, network._SSH_KEYS, network._HOST_KEYS,
-                 network._SERVICE_KEYS, network._TLS_KEYS, network._TOP_KEYS):
+    for keys in (schema._NETWORK_KEYS, schema._SSH_KEYS, schema._HOST_KEYS,
+                 schema._SERVICE_KEYS, schema._TLS_KEYS, schema._TOP_KEYS):
         for key in keys:
             assert f"{key}:" in text, f"network.example.yml does not show {key}"
 
