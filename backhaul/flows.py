@@ -172,17 +172,10 @@ def remove_backend(network: str, name: str, force: bool = False, stop_tunnel: bo
 
     with network_lock(network, wait=0):
         net = netmod.load(network)
-        try:
-            next(b for b in net.backends if b.name == name)
-        except StopIteration:
-            known = ", ".join(b.name for b in net.backends) or "none"
-            raise BackhaulError(f"there is no backend {name!r} in {network} (backends: {known})") from None
+        problem = netmod.removal_problem(net, name, with_services=force)
+        if problem:
+            raise BackhaulError(f"{network}: {problem}")  # before any host is touched
         services = net.services_on(name)
-        if services and not force:
-            raise BackhaulError(
-                f"services {', '.join(s.name for s in services)} still run on {name}: move them "
-                f"in {network} first, or remove them with it: inv remove-backend --name {name} --force"
-            )
         if stop_tunnel:
             with session.connect(net, [name]) as hosts:
                 if name in hosts.by_name:

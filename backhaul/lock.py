@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from backhaul.errors import BackhaulError, ConfigError, Problem
+from backhaul.network import MISSING_FILE
 
 ENV_FD = "BACKHAUL_LOCK_FD"
 
@@ -39,9 +40,8 @@ def lock_path(network: str | os.PathLike[str]) -> Path:
 
 
 def _require_file(network: str | os.PathLike[str]) -> None:
-    if not Path(network).is_file():  # the same message as the model's, before any lock file
-        raise ConfigError([Problem(str(network), None, None, "(file)", "not found; copy "
-                                   "network.example.yml to network.yml, or pass --network PATH")])
+    if not Path(network).is_file():  # the model's own message, before any lock file is made
+        raise ConfigError([Problem(str(network), None, None, "(file)", MISSING_FILE)])
 
 
 def _try_lock(fd: int) -> bool:

@@ -63,6 +63,7 @@ DEFAULT_PATH = "network.yml"
 ENV_VAR = "BACKHAUL_NETWORK"
 
 
+MISSING_FILE = "not found; copy network.example.yml to network.yml, or pass --network PATH"
 MAX_BYTES = 1024 * 1024  # a network file for hundreds of hosts is a few dozen KiB
 
 
@@ -219,20 +220,10 @@ def remove_backend(
     file = os.fspath(path)
     text = _read(file)
     net = _load_text(text, file, Path(file))
-    index = next((i for i, h in enumerate(net.backends) if h.name == name), None)
-    problem = None
-    if name == net.hub.name:
-        problem = f"{_show(name)} is the hub (proxy); it cannot be removed"
-    elif index is None:
-        known = ", ".join(h.name for h in net.backends) or "none"
-        problem = f"there is no backend {_show(name)}; backends: {known}"
-    elif net.services_on(name) and not with_services:
-        names = ", ".join(s.name for s in net.services_on(name))
-        problem = (f"services {names} run on {name!r}; remove or move them first "
-                   "(or remove them with it: --force)")
+    problem = removal_problem(net, name, with_services)
     if problem:
         raise ConfigError([Problem(file, None, None, "name", problem)])
-    assert index is not None
+    index = next(i for i, h in enumerate(net.backends) if h.name == name)
     root = yaml.compose(text)
     edits = yamledit.remove_item(text, root, "backends", index)
     for i, svc in enumerate(net.services):
@@ -244,6 +235,21 @@ def remove_backend(
         raise AssertionError(f"bug: removing {name!r} did not remove exactly that backend")
     _write_atomic(file, text, new_text)
     return net.backends[index]
+
+
+def removal_problem(net: Network, name: str, with_services: bool = False) -> str | None:
+    """Why backend ``name`` cannot be removed from ``net`` (None: it can). The one statement of
+    the rule: ``inv remove-backend`` asks it before it stops anything on a host."""
+    if name == net.hub.name:
+        return f"{_show(name)} is the hub (proxy); it cannot be removed"
+    if not any(h.name == name for h in net.backends):
+        known = ", ".join(h.name for h in net.backends) or "none"
+        return f"there is no backend {_show(name)}; backends: {known}"
+    if net.services_on(name) and not with_services:
+        names = ", ".join(s.name for s in net.services_on(name))
+        return (f"services {names} run on {name!r}; remove or move them first "
+                "(or remove them with it: --force)")
+    return None
 
 
 def set_hub_address(path: str | os.PathLike[str], public_ip: str) -> Host:
@@ -291,7 +297,7 @@ def _read(file: str) -> str:
             data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise fail(
-            "not found; copy network.example.yml to network.yml, or pass --network PATH"
+            MISSING_FILE
         ) from None
     except IsADirectoryError:
         raise fail("is a directory; give the path of the network file") from None

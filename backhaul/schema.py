@@ -65,7 +65,7 @@ INTERFACE_RE = re.compile(r"[a-z][a-z0-9]{0,14}")
 USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
-UNIT_RE = re.compile(r"[A-Za-z0-9@_.:-]+\.service")
+UNIT_RE = re.compile(r"(?!-)[A-Za-z0-9@_.:-]+\.service")  # never an option to systemctl
 
 
 HUB_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]*")
@@ -235,29 +235,21 @@ def unroutable_reason(addr: Any) -> str | None:
     return None
 
 
-def _check_host_name(value: str) -> str | None:
-    if HOST_NAME_RE.fullmatch(value):
-        return None
-    return f"{_show(value)} is not a valid host name; {NAME_HELP}"
+# Fields checked by one pattern each: the value must match it whole, else the message.
+def _pattern(regex: re.Pattern[str], message: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if regex.fullmatch(value) else message.format(_show(value))
+    return check
 
 
-def _check_service_name(value: str) -> str | None:
-    if SERVICE_NAME_RE.fullmatch(value):
-        return None
-    return f"{_show(value)} is not a valid service name; {NAME_HELP}"
-
-
-def _check_interface(value: str) -> str | None:
-    if INTERFACE_RE.fullmatch(value):
-        return None
-    return (f"{_show(value)} is not a valid interface name; use a lowercase letter then up to "
-            "14 lowercase letters or digits, e.g. wg0")
-
-
-def _check_user(value: str) -> str | None:
-    if USER_RE.fullmatch(value):
-        return None
-    return f"{_show(value)} is not a valid user name; use e.g. root or deploy"
+_check_host_name = _pattern(HOST_NAME_RE, "{} is not a valid host name; " + NAME_HELP)
+_check_service_name = _pattern(SERVICE_NAME_RE, "{} is not a valid service name; " + NAME_HELP)
+_check_interface = _pattern(INTERFACE_RE, "{} is not a valid interface name; use a lowercase "
+                            "letter then up to 14 lowercase letters or digits, e.g. wg0")
+_check_user = _pattern(USER_RE, "{} is not a valid user name; use e.g. root or deploy")
+_check_unit = _pattern(UNIT_RE, "{} is not a systemd service unit name; write e.g. app.service")
+_check_email = _pattern(EMAIL_RE, "{} does not look like an e-mail address; write e.g. "
+                        "ops@example.com")
 
 
 def _dns_error(value: str, *, single_label_ok: bool) -> str | None:
@@ -365,18 +357,6 @@ def _controller_file(base: Path, kind: str) -> Callable[[str], str | None]:
         return None
 
     return check
-
-
-def _check_unit(value: str) -> str | None:
-    if UNIT_RE.fullmatch(value) and not value.startswith("-"):
-        return None
-    return f"{_show(value)} is not a systemd service unit name; write e.g. app.service"
-
-
-def _check_email(value: str) -> str | None:
-    if EMAIL_RE.fullmatch(value):
-        return None
-    return f"{_show(value)} does not look like an e-mail address; write e.g. ops@example.com"
 
 
 def _check_acme_server(value: str) -> str | None:
