@@ -24,7 +24,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import systemd
 from pyinfra.operations.util import any_changed
 
-from backhaul import software, tls
+from backhaul import nginxconf, software, tls
 from backhaul.facts import snapshot
 from backhaul.facts.nginx import CertificateState, NginxState
 from backhaul.network import load_current
@@ -60,12 +60,12 @@ DEFAULTS = {
 }
 SYSCTL_FILE = "/etc/sysctl.d/60-backhaul-frontdoor.conf"
 
-SITES_GLOB = f"{tls.SITES_DIR}/{tls.SITE_PREFIX}*.conf"
+SITES_GLOB = f"{nginxconf.SITES_DIR}/{nginxconf.SITE_PREFIX}*.conf"
 
 
-def _settings() -> tls.ProxySettings:
+def _settings() -> nginxconf.ProxySettings:
     try:
-        return tls.ProxySettings.from_data(host.data)
+        return nginxconf.ProxySettings.from_data(host.data)
     except ValueError as e:
         raise DeployError(f"{host.name}: bad nginx host data: {e}") from None
 
@@ -105,15 +105,15 @@ def nginx_tls(packages_installed: bool):
     settings = _settings()
     certs = tls.certificates(net)
 
-    st = snapshot.get(NginxState, paths=[tls.SHARED_CONF, SITES_GLOB, tls.DISTRO_DEFAULT_SITE])
-    remove, in_the_way = tls.port80_conflicts(st["default_server_80"], st["version"] is not None)
+    st = snapshot.get(NginxState, paths=[nginxconf.SHARED_CONF, SITES_GLOB, nginxconf.DISTRO_DEFAULT_SITE])
+    remove, in_the_way = nginxconf.port80_conflicts(st["default_server_80"], st["version"] is not None)
     if in_the_way:
         raise DeployError(
             f"{host.name}: {', '.join(in_the_way)} also declares the port-80 default server, "
             "which backhaul needs for ACME challenges and the redirect to HTTPS: remove "
             "`default_server` from its listen lines (or disable that site) and run again"
         )
-    version = tls.parse_version(st["version"] or st["candidate"])
+    version = nginxconf.parse_version(st["version"] or st["candidate"])
 
     if not packages_installed:
         packages.installed(name="nginx and TLS packages", packages=software.nginx(net))
@@ -157,15 +157,15 @@ def nginx_tls(packages_installed: bool):
                 cert=c.stand_in.cert, key=c.stand_in.key, domains=list(c.domains),
             )  # fmt: skip
 
-    if not tls.reject_handshake(version):
+    if not nginxconf.reject_handshake(version):
         # the :443 catch-all cannot refuse the handshake: it shows a certificate for no name
-        paths = tls.catch_all_paths()
+        paths = nginxconf.catch_all_paths()
         certbot.self_signed(name="Certificate of the catch-all for unknown names (self-signed)",
-                            cert=paths.cert, key=paths.key, domains=[tls.CATCH_ALL_NAME])  # fmt: skip
+                            cert=paths.cert, key=paths.key, domains=[nginxconf.CATCH_ALL_NAME])  # fmt: skip
 
     ipv6 = st["ipv6"]
-    final = tls.nginx_files(net, {c.name: c.final for c in certs}, settings, version, ipv6)
-    now = tls.nginx_files(net, {c.name: tls.serving_paths(c, cst) for c in certs}, settings,
+    final = nginxconf.nginx_files(net, {c.name: c.final for c in certs}, settings, version, ipv6)
+    now = nginxconf.nginx_files(net, {c.name: tls.serving_paths(c, cst) for c in certs}, settings,
                           version, ipv6)  # fmt: skip
     roots = _roots(net)
     to_issue = [c for c in certs if c.mode == "acme"

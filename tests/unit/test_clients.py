@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backhaul import network as netmod
-from backhaul import schema
+from backhaul import nginxconf, schema
 from backhaul.errors import ConfigError
 
 K1 = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
@@ -221,13 +221,13 @@ def test_nginx_allows_the_named_clients_and_an_empty_name_list_denies_all(tmp_pa
     paths = {s.name: tls.self_signed_paths(s.name) for s in net.services}
     from tests.unit.test_nginx import DEFAULTS
 
-    settings = tls.ProxySettings.from_data(DEFAULTS)
-    vhost = tls.nginx_files(net, paths, settings, (1, 26), False)[tls.site_file("admin")]
+    settings = nginxconf.ProxySettings.from_data(DEFAULTS)
+    vhost = nginxconf.nginx_files(net, paths, settings, (1, 26), False)[nginxconf.site_file("admin")]
     assert "allow 10.50.0.254/32;\n    allow 10.50.0.253/32;\n    deny all;" in vhost
     # every address of the hub, its WireGuard address included: a client gets there too
     assert "    listen 443 ssl;\n" in vhost
     alone = netmod.load(write(tmp_path, BASE % "[clients]"))
-    vhost = tls.nginx_files(alone, paths, settings, (1, 26), False)[tls.site_file("admin")]
+    vhost = nginxconf.nginx_files(alone, paths, settings, (1, 26), False)[nginxconf.site_file("admin")]
     assert "deny all;" in vhost and "allow " not in vhost
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from backhaul import tls
+from backhaul import nginxconf, tls
 from backhaul.facts.nginx import CertificateState, NginxState, check_path
 from backhaul.network import load
 from backhaul.operations.nginx import REFUSED, apply_script
@@ -175,13 +175,13 @@ def test_self_signed_remade_near_expiry_or_for_other_domains():
     ],
 )
 def test_http2_syntax_follows_the_nginx_version(text, directive, reject):
-    version = tls.parse_version(text)
-    assert tls.http2_directive(version) is directive
-    assert tls.reject_handshake(version) is reject
+    version = nginxconf.parse_version(text)
+    assert nginxconf.http2_directive(version) is directive
+    assert nginxconf.reject_handshake(version) is reject
 
 
 def test_the_shipped_defaults_are_valid_settings():
-    s = tls.ProxySettings.from_data(DEFAULTS)
+    s = nginxconf.ProxySettings.from_data(DEFAULTS)
     assert s.keepalive > 0 and s.connect_timeout == "5s" and s.server_extra == ""
 
 
@@ -189,19 +189,19 @@ def test_bad_settings_are_all_reported_at_once():
     bad = dict(DEFAULTS, nginx_keepalive=-1, nginx_connect_timeout="5 seconds",
                nginx_client_max_body_size="lots", nginx_server_extra="location / { }")  # fmt: skip
     with pytest.raises(ValueError) as e:
-        tls.ProxySettings.from_data(bad)
+        nginxconf.ProxySettings.from_data(bad)
     for name in ("nginx_keepalive", "nginx_connect_timeout", "nginx_client_max_body_size",
                  "nginx_server_extra"):  # fmt: skip
         assert name in str(e.value)
 
 
 def test_only_the_distro_default_site_is_removed_for_port_80():
-    assert tls.port80_conflicts([tls.SHARED_CONF], True) == ([], [])
-    assert tls.port80_conflicts([tls.DISTRO_DEFAULT_SITE], True) == ([tls.DISTRO_DEFAULT_SITE], [])
+    assert nginxconf.port80_conflicts([nginxconf.SHARED_CONF], True) == ([], [])
+    assert nginxconf.port80_conflicts([nginxconf.DISTRO_DEFAULT_SITE], True) == ([nginxconf.DISTRO_DEFAULT_SITE], [])
     # before nginx is installed, its package's default site will come and conflict
-    assert tls.port80_conflicts([], False) == ([tls.DISTRO_DEFAULT_SITE], [])
+    assert nginxconf.port80_conflicts([], False) == ([nginxconf.DISTRO_DEFAULT_SITE], [])
     mine = "/etc/nginx/sites-enabled/mysite"
-    assert tls.port80_conflicts([mine, tls.SHARED_CONF], True) == ([], [mine])
+    assert nginxconf.port80_conflicts([mine, nginxconf.SHARED_CONF], True) == ([], [mine])
 
 
 # -- the nginx files -------------------------------------------------------------------------------
@@ -209,9 +209,9 @@ def test_only_the_distro_default_site_is_removed_for_port_80():
 
 def _files(net, version="1.22.1", ipv6=True, **overrides):
     certs = tls.certificates(net)
-    settings = tls.ProxySettings.from_data(dict(DEFAULTS, **overrides))
-    return tls.nginx_files(net, {c.name: c.final for c in certs}, settings,
-                           tls.parse_version(version), ipv6)  # fmt: skip
+    settings = nginxconf.ProxySettings.from_data(dict(DEFAULTS, **overrides))
+    return nginxconf.nginx_files(net, {c.name: c.final for c in certs}, settings,
+                           nginxconf.parse_version(version), ipv6)  # fmt: skip
 
 
 CASES = {
@@ -247,7 +247,7 @@ def test_one_vhost_per_public_service_and_one_upstream_each(net_of):
         "/etc/nginx/sites-enabled/backhaul-admin-ui.conf",
         "/etc/nginx/sites-enabled/backhaul-app.conf",
     ]
-    shared = files[tls.SHARED_CONF]
+    shared = files[nginxconf.SHARED_CONF]
     assert re.findall(r"upstream (\S+) \{", shared) == ["backhaul_app", "backhaul_admin_ui"]
     assert "9100" not in "".join(files.values())  # the internal service is not proxied
     assert shared.count("keepalive 32;") == 2
@@ -255,7 +255,7 @@ def test_one_vhost_per_public_service_and_one_upstream_each(net_of):
 
 def test_forwarded_headers_are_set_by_the_hub_not_appended(net_of):
     for path, text in _files(net_of()).items():
-        if path == tls.SHARED_CONF:
+        if path == nginxconf.SHARED_CONF:
             continue
         assert "proxy_set_header X-Forwarded-For $remote_addr;" in text
         assert "$proxy_add_x_forwarded_for" not in text
@@ -267,25 +267,25 @@ def test_forwarded_headers_are_set_by_the_hub_not_appended(net_of):
 
 def test_plain_requests_keep_the_upstream_connection_websocket_upgrades(net_of):
     files = _files(net_of())
-    shared = files[tls.SHARED_CONF]
+    shared = files[nginxconf.SHARED_CONF]
     assert re.search(r"map \$http_upgrade \$backhaul_connection_upgrade \{\s*default upgrade;"
                      r"\s*''\s*\"\";\s*\}", shared)  # fmt: skip
-    app = files[tls.site_file("app")]  # websocket: true
+    app = files[nginxconf.site_file("app")]  # websocket: true
     assert "proxy_set_header Connection $backhaul_connection_upgrade;" in app
     assert "proxy_set_header Upgrade $http_upgrade;" in app
-    admin = files[tls.site_file("admin-ui")]  # websocket: false
+    admin = files[nginxconf.site_file("admin-ui")]  # websocket: false
     assert 'proxy_set_header Connection "";' in admin and "Upgrade" not in admin
 
 
 def test_allow_list_hsts_and_port_80(net_of):
     files = _files(net_of())
-    admin = files[tls.site_file("admin-ui")]
+    admin = files[nginxconf.site_file("admin-ui")]
     assert re.search(r"allow 198\.51\.100\.0/24;\s*allow 192\.0\.2\.7/32;\s*deny all;", admin)
     assert "Strict-Transport-Security" not in admin
-    app = files[tls.site_file("app")]
+    app = files[nginxconf.site_file("app")]
     assert 'add_header Strict-Transport-Security "max-age=63072000" always;' in app
     assert "deny all" not in app
-    shared = files[tls.SHARED_CONF]
+    shared = files[nginxconf.SHARED_CONF]
     assert "location ^~ /.well-known/acme-challenge/ {" in shared
     assert f"root {tls.WEBROOT};" in shared
     assert "return 301 https://$host$request_uri;" in shared
@@ -294,9 +294,9 @@ def test_allow_list_hsts_and_port_80(net_of):
 def test_mozilla_intermediate_in_every_tls_server(net_of):
     files = _files(net_of())
     servers = [
-        files[tls.site_file("app")],
-        files[tls.site_file("admin-ui")],
-        files[tls.SHARED_CONF],
+        files[nginxconf.site_file("app")],
+        files[nginxconf.site_file("admin-ui")],
+        files[nginxconf.SHARED_CONF],
     ]  # the :443 default server starts every handshake
     for text in servers:
         assert "ssl_protocols TLSv1.2 TLSv1.3;" in text
@@ -306,15 +306,15 @@ def test_mozilla_intermediate_in_every_tls_server(net_of):
 
 
 def test_http2_syntax_and_ipv6_listen(net_of):
-    old = _files(net_of(), version="1.22.1", ipv6=True)[tls.site_file("app")]
+    old = _files(net_of(), version="1.22.1", ipv6=True)[nginxconf.site_file("app")]
     assert "listen 443 ssl http2;" in old and "listen [::]:443 ssl http2;" in old
     assert "http2 on;" not in old
-    new = _files(net_of(), version="1.26.3", ipv6=False)[tls.site_file("app")]
+    new = _files(net_of(), version="1.26.3", ipv6=False)[nginxconf.site_file("app")]
     assert "listen 443 ssl;" in new and "http2 on;" in new and "[::]" not in new
 
 
 def test_keepalive_off_renders_no_keepalive(net_of):
-    shared = _files(net_of(), nginx_keepalive=0)[tls.SHARED_CONF]
+    shared = _files(net_of(), nginx_keepalive=0)[nginxconf.SHARED_CONF]
     assert "keepalive" not in shared
 
 
@@ -510,7 +510,7 @@ def test_the_shared_conf_sets_nothing_nginx_conf_may_set_in_http(net_of, case, m
     is a duplicate (`nginx -t` fails) as soon as the distribution (Debian 13: server_tokens)
     or an admin sets it too. Only blocks with backhaul's names may sit at its top level."""
     kw = dict(CASES[case])
-    shared = _files(net_of(kw.pop("mode")), **kw)[tls.SHARED_CONF]
+    shared = _files(net_of(kw.pop("mode")), **kw)[nginxconf.SHARED_CONF]
     admin = _http_level((MAIN_CONFS / main).read_text())
     assert "server_tokens" in admin  # the fixture is what Debian 13 ships, and more
     top = [(name, block) for depth, name, block in _nginx_statements(shared) if depth == 0]
@@ -534,12 +534,12 @@ def test_backhaul_servers_still_hide_the_nginx_version(net_of, case):
 
 def test_the_hub_sets_or_clears_every_forwarding_header(net_of):
     files = _files(net_of())
-    shared = files[tls.SHARED_CONF]
+    shared = files[nginxconf.SHARED_CONF]
     # RFC 7239: an IPv6 address is quoted and bracketed, an IPv4 one bare
     assert re.search(r'map \$remote_addr \$backhaul_forwarded_for \{\s+~:\s+"\\"\[\$remote_addr\]\\"";'
                      r"\s+default \$remote_addr;", shared)  # fmt: skip
     for path, text in files.items():
-        if path == tls.SHARED_CONF:
+        if path == nginxconf.SHARED_CONF:
             continue
         locations = text.count("proxy_pass ")
         for line in ("proxy_set_header X-Forwarded-Host $host;",
@@ -547,14 +547,14 @@ def test_the_hub_sets_or_clears_every_forwarding_header(net_of):
                      "proxy_set_header Forwarded 'for=$backhaul_forwarded_for;host=\"$host\";"
                      "proto=$scheme';"):  # fmt: skip
             assert text.count(line) == locations, (path, line)
-        for header in tls.CLEARED_HEADERS:
+        for header in nginxconf.CLEARED_HEADERS:
             assert text.count(f'proxy_set_header {header} "";') == locations, (path, header)
         assert "gzip off;" in text
 
 
 def test_unknown_names_get_no_redirect_and_no_content(net_of):
     for version in ("1.22.1", "1.18.0", None):
-        shared = _files(net_of(), version=version)[tls.SHARED_CONF]
+        shared = _files(net_of(), version=version)[nginxconf.SHARED_CONF]
         servers = shared.split("\nserver {")[1:]
         default80 = next(s for s in servers if "listen 80 default_server;" in s)
         assert "return 444;" in default80 and "https://" not in default80
@@ -568,7 +568,7 @@ def test_unknown_names_get_no_redirect_and_no_content(net_of):
         if version == "1.22.1":
             assert "ssl_reject_handshake on;" in default443
         else:
-            assert f"ssl_certificate {tls.catch_all_paths().cert};" in default443
+            assert f"ssl_certificate {nginxconf.catch_all_paths().cert};" in default443
 
 
 def _openssl(*args: str) -> None:
