@@ -15,32 +15,32 @@ from backhaul.lock import network_lock
 from backhaul.runner import Run, run_pyinfra
 
 
-def deploy(network: str, limit: str | None = None, dry: bool = False) -> None:
+def deploy(network_file: str, limit: str | None = None, dry: bool = False) -> None:
     """Validate the whole network file (before any host is touched), then converge the hosts."""
     from backhaul import clients
 
-    with network_lock(network, wait=0):  # also covers writing allocated addresses back
-        net = netmod.load(network, write_back=not dry)
+    with network_lock(network_file, wait=0):  # also covers writing allocated addresses back
+        net = netmod.load(network_file, write_back=not dry)
         hosts = _limit(net, limit)
         if hosts is None or net.hub.name in hosts:
             for c in clients.expired(net, clients.today()):
                 print(f"backhaul: client {c.name} expired on {c.expires}: the hub "
                       f"{'would drop' if dry else 'drops'} its peer (the file keeps it until "
                       f"inv remove-client {c.name})", flush=True)  # fmt: skip
-        run = _converge(network, net, hosts, dry)
+        run = _converge(network_file, net, hosts, dry)
     targets = hosts or [h.name for h in net.hosts]
     run.check("the plan" if dry else "the deploy", run.advice(targets, bool(hosts), dry))
 
 
 # --- ssh.via hub: which way each backend is reached (backhaul/sshpath.py) -----------------------
-def _converge(network: str, net, hosts: list[str] | None, dry: bool = False) -> Run:
+def _converge(network_file: str, net, hosts: list[str] | None, dry: bool = False) -> Run:
     """One site run, with via-hub backends reached the way that should work (through the hub
     once proven, else directly); those that did not connect are tried the other way, and the
     public SSH of those reached directly is closed over the hub afterwards: the public rule
     goes only once SSH through the hub has worked."""
     scope = [b for b in net.backends if sshpath.via_hub(b) and (not hosts or b.name in hosts)]
-    direct = sshpath.first_guess(network, net) & {b.name for b in scope}
-    run = run_pyinfra(network, limit=hosts, dry=dry, extra_env=_direct_env(direct))
+    direct = sshpath.first_guess(network_file, net) & {b.name for b in scope}
+    run = run_pyinfra(network_file, limit=hosts, dry=dry, extra_env=_direct_env(direct))
     if dry or not scope or net.hub.name in run.failed:
         return run  # a plan, no via-hub backend, or the hub itself failed: the run says it all
     unreached = [b.name for b in scope if _not_connected(run, b.name)]
@@ -50,7 +50,7 @@ def _converge(network: str, net, hosts: list[str] | None, dry: bool = False) -> 
         print(f"backhaul: {', '.join(unreached)}: no SSH that way; trying "
               + ", ".join(f"{n} {'directly' if n in direct else 'through the hub'}"
                           for n in unreached), flush=True)  # fmt: skip
-        again = run_pyinfra(network, limit=[net.hub.name, *unreached],
+        again = run_pyinfra(network_file, limit=[net.hub.name, *unreached],
                             extra_env=_direct_env(direct & set(unreached)))
         run = _merged(run, again, [net.hub.name, *unreached])
         for n in unreached:
@@ -62,8 +62,8 @@ def _converge(network: str, net, hosts: list[str] | None, dry: bool = False) -> 
     waiting = {p.split(":", 1)[0] for p in run.pending}
     closing = sorted(n for n in direct if n not in run.failed and n not in waiting)
     if closing:
-        run = _merged(run, close_public_ssh(network, closing), closing)
-    sshpath.remember(network, net, [b.name for b in scope if b.name not in run.failed
+        run = _merged(run, close_public_ssh(network_file, closing), closing)
+    sshpath.remember(network_file, net, [b.name for b in scope if b.name not in run.failed
                                     and (b.name not in direct or b.name in closing)])
     return run
 
@@ -76,12 +76,12 @@ def _not_connected(run: Run, name: str) -> bool:
     return run.failed.get(name, "").startswith(("Could not connect", "SSH error"))
 
 
-def close_public_ssh(network: str, names: list[str], timeout: float = 60.0) -> Run:
+def close_public_ssh(network_file: str, names: list[str], timeout: float = 60.0) -> Run:
     """The firewall of these via-hub backends, over the hub (a tunnel just up may need a
     handshake or two first: retried while SSH through the hub does not connect yet)."""
     deadline = time.monotonic() + timeout
     while True:
-        run = run_pyinfra(network, deploy_file="deploys/firewall.py", limit=names)
+        run = run_pyinfra(network_file, deploy_file="deploys/firewall.py", limit=names)
         unreached = [n for n in names if _not_connected(run, n)]
         if not unreached or time.monotonic() > deadline:
             for n in unreached:
@@ -113,17 +113,17 @@ def _limit(net, limit: str | None) -> list[str] | None:
 
 
 # --- day 2 ------------------------------------------------------------------------------------
-def add_backend(network: str, public_ip: str, name: str | None = None,
+def add_backend(network_file: str, public_ip: str, name: str | None = None,
                 wg_ip: str | None = None) -> None:
     """Write the backend into the file, deploy it and the hub's side only, verify it.
 
     Re-running after an interruption finishes the job: a journal next to the network file
     names the add in progress, so the backend it already wrote is taken as is (and a backend
     that is simply a duplicate is still refused)."""
-    real = Path(os.path.realpath(network))  # one journal for a symlink and its target
+    real = Path(os.path.realpath(network_file))  # one journal for a symlink and its target
     journal = real.with_name(f".{real.name}.adding")
-    with network_lock(network, wait=0):
-        net = netmod.load(network, write_back=True)
+    with network_lock(network_file, wait=0):
+        net = netmod.load(network_file, write_back=True)
         resuming = journal.exists() and journal.read_text().strip() == public_ip
         host = next((b for b in net.backends if str(b.public_ip) == public_ip), None) \
             if resuming else None  # fmt: skip
@@ -132,18 +132,18 @@ def add_backend(network: str, public_ip: str, name: str | None = None,
         else:
             journal.write_text(public_ip + "\n")
             try:
-                host = netmod.add_backend(network, name, public_ip, wg_ip)  # file unchanged on error
+                host = netmod.add_backend(network_file, name, public_ip, wg_ip)  # file unchanged on error
             except BaseException:
                 journal.unlink(missing_ok=True)
                 raise
-            print(f"backhaul: added {host.name} ({public_ip}, {host.wg_ip}) to {network}", flush=True)
-        net = netmod.load(network)
+            print(f"backhaul: added {host.name} ({public_ip}, {host.wg_ip}) to {network_file}", flush=True)
+        net = netmod.load(network_file)
         # The new host fully; on the hub its peer (wg syncconf) and firewall rule. Nothing else.
         # (ssh.via hub: its first deploy goes over its public SSH, which is closed right after.)
-        _converge(network, net, [net.hub.name, host.name]).check(
+        _converge(network_file, net, [net.hub.name, host.name]).check(
             f"deploying {host.name}", "The file already has it: run the same add-backend again "
             "to finish.")
-    report = _wait_verified(network, [host.name])
+    report = _wait_verified(network_file, [host.name])
     print(report.to_table())
     if not report.ok:
         raise DeployError(f"{host.name} was deployed but does not verify; see the table above; "
@@ -151,30 +151,30 @@ def add_backend(network: str, public_ip: str, name: str | None = None,
     journal.unlink(missing_ok=True)
 
 
-def _wait_verified(network: str, names: list[str], timeout: float = 30.0):
+def _wait_verified(network_file: str, names: list[str], timeout: float = 30.0):
     """A tunnel that just came up may need a handshake or two: retry verify for a while."""
     from backhaul import verify
 
     deadline = time.monotonic() + timeout
     while True:
-        report = verify.run(network, names=names)
+        report = verify.run(network_file, names=names)
         if report.ok or time.monotonic() > deadline:
             return report
         time.sleep(1)
 
 
-def remove_backend(network: str, name: str, force: bool = False, stop_tunnel: bool = True) -> None:
+def remove_backend(network_file: str, name: str, force: bool = False, stop_tunnel: bool = True) -> None:
     """Remove the peer and firewall rule from the hub (other tunnels untouched), stop the
     backend's tunnel if it answers, and remove it (and with --force its services) from the file."""
     from pyinfra.api import StringCommand
 
     from backhaul import session
 
-    with network_lock(network, wait=0):
-        net = netmod.load(network)
+    with network_lock(network_file, wait=0):
+        net = netmod.load(network_file)
         problem = netmod.removal_problem(net, name, with_services=force)
         if problem:
-            raise BackhaulError(f"{network}: {problem}")  # before any host is touched
+            raise BackhaulError(f"{network_file}: {problem}")  # before any host is touched
         services = net.services_on(name)
         if stop_tunnel:
             with session.connect(net, [name]) as hosts:
@@ -192,26 +192,26 @@ def remove_backend(network: str, name: str, force: bool = False, stop_tunnel: bo
                     print(f"backhaul: stopped the tunnel on {name}")
                 else:
                     print(f"backhaul: {name} does not answer; its tunnel was left as it is")
-        netmod.remove_backend(network, name, with_services=force)
-        sshpath.remember(network, netmod.load(network), [])  # forget how it was reached
+        netmod.remove_backend(network_file, name, with_services=force)
+        sshpath.remember(network_file, netmod.load(network_file), [])  # forget how it was reached
         print(f"backhaul: removed {name}" + (f" and {len(services)} services" if services else "")
-              + f" from {network}", flush=True)  # fmt: skip
-        run_pyinfra(network, limit=[net.hub.name]).check(
+              + f" from {network_file}", flush=True)  # fmt: skip
+        run_pyinfra(network_file, limit=[net.hub.name]).check(
             "updating the hub", f"{name} is already out of the file: run "
             f"`inv deploy --limit {net.hub.name}` to finish.")
 
 
-def replace_hub(network: str, public_ip: str) -> None:
+def replace_hub(network_file: str, public_ip: str) -> None:
     """A new server takes the dead hub's place: the file gets its address, a deploy builds it
     from the file and re-points every backend (hub key, endpoint, firewall rule for
     WireGuard), the certificates are issued again, and the network must verify.
 
     Via-hub backends are reached through the new hub once it has their peers; until then
     directly, which needs this machine on ssh.allow_from (their public SSH stays closed)."""
-    with network_lock(network, wait=0):
-        old = netmod.load(network)
-        hub = netmod.set_hub_address(network, public_ip)
-        print(f"backhaul: {hub.name} is now {hub.public_ip} in {network} "
+    with network_lock(network_file, wait=0):
+        old = netmod.load(network_file)
+        hub = netmod.set_hub_address(network_file, public_ip)
+        print(f"backhaul: {hub.name} is now {hub.public_ip} in {network_file} "
               f"(was {old.hub.public_ip})", flush=True)
         domains = sorted({d for s in old.services for d in s.domains})
         if domains:
@@ -219,11 +219,11 @@ def replace_hub(network: str, public_ip: str) -> None:
                   f"can change; ACME validates through it): {', '.join(domains)}", flush=True)
         if hub.ssh_host != str(hub.public_ip):
             print(f"backhaul: note: proxy.ssh_host is {hub.ssh_host}; SSH goes there", flush=True)
-        net = netmod.load(network)
-        _converge(network, net, None).check(
+        net = netmod.load(network_file)
+        _converge(network_file, net, None).check(
             "building the new hub", "The file already names the new hub: fix the cause and run "
             "inv deploy (or the same replace-hub) again.")
-    report = _wait_verified(network, None, timeout=60)
+    report = _wait_verified(network_file, None, timeout=60)
     print(report.to_table())
     if not report.ok:
         raise DeployError("the new hub is built but the network does not verify; see the table "
@@ -231,14 +231,14 @@ def replace_hub(network: str, public_ip: str) -> None:
                           "check until it does)")
 
 
-def rotate_keys(network: str, host: str | None = None, all_hosts: bool = False) -> None:
+def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = False) -> None:
     """New key pair(s) made on the host(s), applied with the shortest gap, then persisted."""
     from backhaul import rotation, session
 
-    with network_lock(network, wait=0):
-        net = netmod.load(network)
+    with network_lock(network_file, wait=0):
+        net = netmod.load(network_file)
         if host and host not in {h.name for h in net.hosts}:
-            raise BackhaulError(f"there is no host {host!r} in {network} "
+            raise BackhaulError(f"there is no host {host!r} in {network_file} "
                                 f"(hosts: {', '.join(h.name for h in net.hosts)})")
         targets = [h.name for h in net.hosts] if all_hosts else [host]
         # A backend's new key concerns its pair only: the other backends peer with the hub
@@ -267,16 +267,16 @@ def rotate_keys(network: str, host: str | None = None, all_hosts: bool = False) 
                     what = f"new key and preshared key with {net.hub.name}"
                 print(f"backhaul: {name}: {what} live in {time.monotonic() - t0:.2f}s", flush=True)
         # Write the configs to match what is live (wg syncconf then changes nothing).
-        run_pyinfra(network, deploy_file="deploys/wireguard.py", limit=pair).check(
+        run_pyinfra(network_file, deploy_file="deploys/wireguard.py", limit=pair).check(
             "writing the configs for the new keys", "The new keys are live: run inv deploy.")
-    report = _wait_verified(network, None if all_hosts or host == net.hub.name else [host])
+    report = _wait_verified(network_file, None if all_hosts or host == net.hub.name else [host])
     print(report.to_table())
     if not report.ok:
         raise DeployError("keys rotated but the network does not verify; see the table above")
 
 
 # --- clients (admins' devices) ----------------------------------------------------------------
-def add_client(network: str, name: str, public_key: str | None = None,
+def add_client(network_file: str, name: str, public_key: str | None = None,
                expires: str | None = None, show=print) -> None:
     """Write the client into the file (its public key only), put its peer on the hub (wg
     syncconf: no other tunnel drops), and show its config once.
@@ -292,19 +292,19 @@ def add_client(network: str, name: str, public_key: str | None = None,
         when = datetime.date.fromisoformat(expires) if expires else None
     except ValueError:
         raise BackhaulError(f"--expires {expires!r} is not a date; write YYYY-MM-DD") from None
-    with network_lock(network, wait=0):
-        net = netmod.load(network, write_back=True)
+    with network_lock(network_file, wait=0):
+        net = netmod.load(network_file, write_back=True)
         private = None
         if public_key is None:
             private, public_key = clients.keypair()
-        netmod.add_client(network, name, public_key, expires=when, check_only=True)
+        netmod.add_client(network_file, name, public_key, expires=when, check_only=True)
         hub_key = _hub_public_key(net)  # before any change: the config needs it
-        client = netmod.add_client(network, name, public_key, expires=when)  # unchanged on error
-        print(f"backhaul: added client {name} ({client.wg_ip}) to {network}", flush=True)
-        net = netmod.load(network)
+        client = netmod.add_client(network_file, name, public_key, expires=when)  # unchanged on error
+        print(f"backhaul: added client {name} ({client.wg_ip}) to {network_file}", flush=True)
+        net = netmod.load(network_file)
         text = clients.config_text(net, client, hub_key, private)
         try:
-            run_pyinfra(network, limit=[net.hub.name]).check(
+            run_pyinfra(network_file, limit=[net.hub.name]).check(
                 f"adding {name}'s peer on the hub", "The file already has the client and the "
                 f"config below is valid: run `inv deploy --limit {net.hub.name}` to finish.")
         finally:  # shown even when the hub's run failed: the key exists nowhere else
@@ -319,17 +319,17 @@ def add_client(network: str, name: str, public_key: str | None = None,
             del private, text
 
 
-def client_config(network: str, name: str, show=print) -> None:
+def client_config(network_file: str, name: str, show=print) -> None:
     """A client's config again (after the hub's key was rotated, or for a device that keeps its
     own key): the hub's public key read now, a `# PrivateKey` line for the device to fill in."""
     from backhaul import clients
 
-    net = netmod.load(network)
+    net = netmod.load(network_file)
     try:
         client = net.client(name)
     except KeyError:
         known = ", ".join(c.name for c in net.clients) or "none"
-        raise BackhaulError(f"there is no client {name!r} in {network} (clients: {known})") from None
+        raise BackhaulError(f"there is no client {name!r} in {network_file} (clients: {known})") from None
     show(clients.config_text(net, client, _hub_public_key(net), None))
 
 
@@ -346,13 +346,13 @@ def _hub_public_key(net) -> str:
     return key
 
 
-def remove_client(network: str, name: str) -> None:
+def remove_client(network_file: str, name: str) -> None:
     """Take the client out of the file, then its peer off the hub (wg syncconf)."""
-    with network_lock(network, wait=0):
-        net = netmod.load(network)
-        netmod.remove_client(network, name)  # refuses while an allow list names it
-        print(f"backhaul: removed client {name} from {network}", flush=True)
-        run_pyinfra(network, limit=[net.hub.name]).check(
+    with network_lock(network_file, wait=0):
+        net = netmod.load(network_file)
+        netmod.remove_client(network_file, name)  # refuses while an allow list names it
+        print(f"backhaul: removed client {name} from {network_file}", flush=True)
+        run_pyinfra(network_file, limit=[net.hub.name]).check(
             f"removing {name}'s peer from the hub", f"{name} is already out of the file: run "
             f"`inv deploy --limit {net.hub.name}` to finish.")
         print(f"backhaul: {net.hub.name} has no peer for {name} any more", flush=True)

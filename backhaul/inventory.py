@@ -30,8 +30,9 @@ def host_data(net: Network, host: Host, direct: set[str] | None = None) -> dict:
 
 
 def groups(net: Network | None = None) -> tuple[list, list]:
-    """(proxy, backends) lists of (name, data) as pyinfra inventory files expect."""
+    """(hub, backends) lists of (name, data) as pyinfra inventory files expect (inventory.py
+    names the hub's group ``proxy``, like the file's section)."""
     net = net or load_current()
-    proxy = [(net.hub.name, host_data(net, net.hub))]
+    hub = [(net.hub.name, host_data(net, net.hub))]
     backends = [(b.name, host_data(net, b)) for b in net.backends]
-    return proxy, backends
+    return hub, backends

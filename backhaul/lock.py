@@ -33,15 +33,15 @@ class LockedError(BackhaulError):
     exit_code = 3
 
 
-def lock_path(network: str | os.PathLike[str]) -> Path:
+def lock_path(network_file: str | os.PathLike[str]) -> Path:
     """``.<name>.lock`` beside the file the network path resolves to (symlinks followed)."""
-    real = Path(os.path.realpath(network))
+    real = Path(os.path.realpath(network_file))
     return real.with_name(f".{real.name}.lock")
 
 
-def _require_file(network: str | os.PathLike[str]) -> None:
-    if not Path(network).is_file():  # the model's own message, before any lock file is made
-        raise ConfigError([Problem(str(network), None, None, "(file)", MISSING_FILE)])
+def _require_file(network_file: str | os.PathLike[str]) -> None:
+    if not Path(network_file).is_file():  # the model's own message, before any lock file is made
+        raise ConfigError([Problem(str(network_file), None, None, "(file)", MISSING_FILE)])
 
 
 def _try_lock(fd: int) -> bool:
@@ -52,10 +52,10 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
-def _refuse(network: str | os.PathLike[str], fd: int) -> LockedError:
+def _refuse(network_file: str | os.PathLike[str], fd: int) -> LockedError:
     os.lseek(fd, 0, os.SEEK_SET)
     holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another backhaul run"
-    return LockedError(f"{network} is in use by {holder}; wait for it to finish and run again")
+    return LockedError(f"{network_file} is in use by {holder}; wait for it to finish and run again")
 
 
 def _write_holder(fd: int, text: str) -> None:
@@ -87,10 +87,10 @@ def network_lock(path: str | os.PathLike[str], wait: float = 0.0) -> Iterator[No
         os.close(fd)
 
 
-def child_env(network: str | os.PathLike[str]) -> tuple[dict[str, str], tuple[int, ...]]:
+def child_env(network_file: str | os.PathLike[str]) -> tuple[dict[str, str], tuple[int, ...]]:
     """(environment, pass_fds) for a child process that runs under this process's lock of
     ``network``; nothing when this process does not hold it."""
-    fd = _held.get(lock_path(network))
+    fd = _held.get(lock_path(network_file))
     if fd is None:
         return {}, ()
     return {ENV_FD: str(fd)}, (fd,)
@@ -99,7 +99,7 @@ def child_env(network: str | os.PathLike[str]) -> tuple[dict[str, str], tuple[in
 _process_lock: list[int] = []  # the descriptor hold_for_process keeps open until exit
 
 
-def hold_for_process(network: str | os.PathLike[str]) -> None:
+def hold_for_process(network_file: str | os.PathLike[str]) -> None:
     """Hold the network's lock until this process exits (a pyinfra run of inventory.py).
 
     Under `inv`, the parent's locked descriptor arrives in ``$BACKHAUL_LOCK_FD``: the lock is
@@ -107,8 +107,8 @@ def hold_for_process(network: str | os.PathLike[str]) -> None:
     """
     if _process_lock:
         return
-    _require_file(network)
-    lock = lock_path(network)
+    _require_file(network_file)
+    lock = lock_path(network_file)
     inherited = _inherited(lock)
     if inherited is not None and _try_lock(inherited):  # the same open file: already ours
         os.set_inheritable(inherited, False)  # pyinfra's own children need not keep it
@@ -116,7 +116,7 @@ def hold_for_process(network: str | os.PathLike[str]) -> None:
         return
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     if not _try_lock(fd):
-        error = _refuse(network, fd)
+        error = _refuse(network_file, fd)
         os.close(fd)
         raise error
     _write_holder(fd, f"pid {os.getpid()} (pyinfra {' '.join(sys.argv[1:4])})\n")

@@ -44,35 +44,35 @@ def via_hub(host: Host) -> bool:
 # A via-hub backend is reached through the hub once that has worked with this hub (remembered
 # next to the network file); before (its first deploy, or a new hub), directly. Either guess
 # that fails to connect is tried the other way by the flow, so losing the memo costs time only.
-def _memo(network: str | os.PathLike[str]) -> Path:
-    real = Path(os.path.realpath(network))
+def _memo(network_file: str | os.PathLike[str]) -> Path:
+    real = Path(os.path.realpath(network_file))
     return real.with_name(f".{real.name}.via-hub")
 
 
-def proven(network: str | os.PathLike[str]) -> dict[str, str]:
+def proven(network_file: str | os.PathLike[str]) -> dict[str, str]:
     """Backend name -> the hub public IP it was last reached through."""
     try:
-        lines = _memo(network).read_text().splitlines()
+        lines = _memo(network_file).read_text().splitlines()
     except FileNotFoundError:
         return {}
     return dict(line.split(" ", 1) for line in lines if " " in line)
 
 
-def remember(network: str | os.PathLike[str], net: Network, names: list[str]) -> None:
+def remember(network_file: str | os.PathLike[str], net: Network, names: list[str]) -> None:
     """These backends were just reached through the hub (kept only for via-hub backends)."""
-    memo = proven(network)
+    memo = proven(network_file)
     new = {n: ip for n, ip in memo.items() if n in {b.name for b in net.backends if via_hub(b)}}
     new.update({n: str(net.hub.public_ip) for n in names})
     if new != memo:
-        path = _memo(network)
+        path = _memo(network_file)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text("".join(f"{n} {ip}\n" for n, ip in sorted(new.items())))
         tmp.replace(path)
 
 
-def first_guess(network: str | os.PathLike[str], net: Network) -> set[str]:
+def first_guess(network_file: str | os.PathLike[str], net: Network) -> set[str]:
     """The via-hub backends to reach directly in the first run: not proven through this hub."""
-    memo = proven(network)
+    memo = proven(network_file)
     return {b.name for b in net.backends
             if via_hub(b) and memo.get(b.name) != str(net.hub.public_ip)}  # fmt: skip
 
