@@ -20,8 +20,10 @@ if host.data.get("_sudo"):
     if problem:
         raise DeployError(f"{problem} (nothing was changed)")
 
-# every fact the last full deploy read on this host, in one round trip (see the module)
+# every fact the last full deploy read on this host, in one round trip (see the module); and,
+# when this run ends, the record of what this one read, for the next
 snapshot.take(load_current().path)
+snapshot.record_when_done(load_current().path)
 local.include("deploys/packages.py")  # one apt run for all of them; the parts skip theirs:
 installed = {software.SITE_INSTALLED: True}
 local.include("deploys/wireguard.py", data=installed)

@@ -193,6 +193,9 @@ def wireguard_network(packages_installed: bool):
             key="net.ipv4.ip_forward", value=1, persist=True,
             persist_file="/etc/sysctl.d/60-backhaul.conf",
         )  # fmt: skip
+    # The content below is a function, rendered when its operation runs, not now: the key
+    # pairs and preshared keys it names are made by the operations above, on every host of
+    # this run, and read then (backhaul/facts/other_hosts.py).
     # Preshared keys: made on the hub, then copied to the backends, before any conf uses them.
     # Off and none on the host (what most runs see): no preshared key fact is read at all.
     psk_in_use = net.preshared_keys or bool(state.get("psk_dir"))

@@ -55,12 +55,18 @@ def _parts_from(saved: list[dict[str, Any]]) -> list[tuple[type, dict[str, Any]]
     return parts
 
 
+def record_when_done(network_file: Path) -> None:
+    """At the end of this pyinfra process (once, whatever number of hosts call it), write which
+    facts each host was asked in this run: the next full deploy's snapshot. Facts are asked
+    while operations run too, so the record can only be written once the run is over."""
+    if not _record:
+        _record.append(record_path(network_file))
+        atexit.register(_write)
+
+
 def take(network_file: Path) -> None:
     """Snapshot the current host: the facts recorded for it by the last full deploy."""
     path = record_path(network_file)
-    if not _record:
-        _record.append(path)
-        atexit.register(_write)
     try:
         saved = json.loads(path.read_text()).get(current_host.name, [])
     except (OSError, ValueError, AttributeError):
