@@ -1,8 +1,8 @@
 """backhaul's commands (invoke). Thin: parse options, call one function of the package, print.
 
-    inv deploy | plan | verify | add-backend | remove-backend | rotate-keys | replace-hub
-    inv add-client | remove-client | client-config
-    inv lab.up | lab.down | lab.status | lab.demo
+inv deploy | plan | verify | add-backend | remove-backend | rotate-keys | replace-hub
+inv add-client | remove-client | client-config
+inv lab.up | lab.down | lab.status | lab.demo
 """
 
 from __future__ import annotations
@@ -46,8 +46,13 @@ def _network(path: str | None) -> str:
 
 
 # --- the network ------------------------------------------------------------------------------
-@task(help={"network": NETWORK_HELP, "limit": "only these hosts (comma-separated names)",
-            "dry": "show what would change, change nothing (pyinfra --dry --diff)"})
+@task(
+    help={
+        "network": NETWORK_HELP,
+        "limit": "only these hosts (comma-separated names)",
+        "dry": "show what would change, change nothing (pyinfra --dry --diff)",
+    }
+)
 @_friendly
 def deploy(c, network=None, limit=None, dry=False):
     """Bring every host to what the network file says (WireGuard, firewall, nginx, TLS, binds)."""
@@ -78,8 +83,14 @@ def verify(c, network=None, json=False):
         raise Exit(code=report.exit_code)
 
 
-@task(help={"host": "the new backend's public IP", "name": "its name (default backend-N)",
-            "wg_ip": "its WireGuard address (default: lowest free)", "network": NETWORK_HELP})
+@task(
+    help={
+        "host": "the new backend's public IP",
+        "name": "its name (default backend-N)",
+        "wg_ip": "its WireGuard address (default: lowest free)",
+        "network": NETWORK_HELP,
+    }
+)
 @_friendly
 def add_backend(c, host, name=None, wg_ip=None, network=None):
     """Add a backend: write it to the network file, deploy it and the hub's peer, verify it."""
@@ -89,8 +100,13 @@ def add_backend(c, host, name=None, wg_ip=None, network=None):
     flows.add_backend(_network(network), public_ip=host, name=name, wg_ip=wg_ip)
 
 
-@task(help={"name": "the backend to remove", "force": "also remove the services that use it",
-            "network": NETWORK_HELP})
+@task(
+    help={
+        "name": "the backend to remove",
+        "force": "also remove the services that use it",
+        "network": NETWORK_HELP,
+    }
+)
 @_friendly
 def remove_backend(c, name, force=False, network=None):
     """Remove a backend: its hub peer and firewall rule, its tunnel, its entry in the file."""
@@ -110,8 +126,7 @@ def replace_hub(c, host, network=None):
     flows.replace_hub(_network(network), public_ip=host)
 
 
-@task(help={"host": "rotate this host's key", "all": "rotate every host's key",
-            "network": NETWORK_HELP})
+@task(help={"host": "rotate this host's key", "all": "rotate every host's key", "network": NETWORK_HELP})
 @_friendly
 def rotate_keys(c, host=None, all=False, network=None):
     """Make new WireGuard keys on the host(s) and apply them with the shortest possible gap."""
@@ -124,11 +139,15 @@ def rotate_keys(c, host=None, all=False, network=None):
 
 
 # --- clients (admins' devices on the tunnel) --------------------------------------------------
-@task(help={"name": "the client's name (used in allow lists)",
-            "public_key": "its WireGuard public key (recommended: the device makes its own key "
-                          "pair); without it a key pair is made in memory and shown once",
-            "expires": "optional last day + 1, YYYY-MM-DD (UTC): from then on the hub drops it",
-            "network": NETWORK_HELP})
+@task(
+    help={
+        "name": "the client's name (used in allow lists)",
+        "public_key": "its WireGuard public key (recommended: the device makes its own key "
+        "pair); without it a key pair is made in memory and shown once",
+        "expires": "optional last day + 1, YYYY-MM-DD (UTC): from then on the hub drops it",
+        "network": NETWORK_HELP,
+    }
+)
 @_friendly
 def add_client(c, name, public_key=None, expires=None, network=None):
     """Add an admin's device: its peer on the hub, its config shown once (text and QR code)."""
@@ -162,28 +181,42 @@ def client_config(c, name, network=None):
 LAB_HELP = "lab name: 1-6 lowercase letters/digits (default: demo; its files go to .lab/)"
 
 
-def _lab(name, backends=2, subnet=None, spares=0, suite=None, backend_suite=None, ipv6=False,
-         v6_only=None):  # fmt: skip
+def _lab(name, backends=2, subnet=None, spares=0, suite=None, backend_suite=None, ipv6=False, v6_only=None):
     from backhaul.lab.layout import Lab
 
     only = [n.strip() for n in (v6_only or "").split(",") if n.strip()]
-    return Lab.make(name or "demo", int(backends), subnet, os.getcwd(), int(spares), suite,
-                    backend_suite, ipv6, only)  # fmt: skip
+    return Lab.make(
+        name or "demo", int(backends), subnet, os.getcwd(), int(spares), suite, backend_suite, ipv6, only
+    )
 
 
-@task(name="up", help={"backends": "number of backends (default 2)", "name": LAB_HELP,
-                       "spares": "extra hosts booted but left out of network.yml (for add-backend)",
-                       "subnet": "the lab's 'public internet' /24 (default per name)",
-                       "fresh": "start from bare hosts (throw away the hosts' disks)",
-                       "suite": "Debian release of the hosts: trixie (13, default) or bookworm (12)",
-                       "backend-suite": "a mixed fleet: the backends (and spares) on this "
-                                        "release instead",
-                       "ipv6": "dual-stack network.yml: every host's IPv6 address as public_ip6",
-                       "v6-only": "these backends (comma-separated) get no IPv4 address at all "
-                                  "(implies --ipv6)"})
+@task(
+    name="up",
+    help={
+        "backends": "number of backends (default 2)",
+        "name": LAB_HELP,
+        "spares": "extra hosts booted but left out of network.yml (for add-backend)",
+        "subnet": "the lab's 'public internet' /24 (default per name)",
+        "fresh": "start from bare hosts (throw away the hosts' disks)",
+        "suite": "Debian release of the hosts: trixie (13, default) or bookworm (12)",
+        "backend-suite": "a mixed fleet: the backends (and spares) on this release instead",
+        "ipv6": "dual-stack network.yml: every host's IPv6 address as public_ip6",
+        "v6-only": "these backends (comma-separated) get no IPv4 address at all (implies --ipv6)",
+    },
+)
 @_friendly
-def lab_up(c, backends=2, name=None, subnet=None, fresh=False, spares=0, suite=None,
-           backend_suite=None, ipv6=False, v6_only=None):  # fmt: skip
+def lab_up(
+    c,
+    backends=2,
+    name=None,
+    subnet=None,
+    fresh=False,
+    spares=0,
+    suite=None,
+    backend_suite=None,
+    ipv6=False,
+    v6_only=None,
+):
     """Boot the lab: 1 hub + N backends (real Debian 13 or 12, systemd, SSH), apt cache, ACME."""
     from backhaul.lab import lab
 
@@ -208,8 +241,9 @@ def lab_status(c, name=None):
     rows = lab.status(_lab(name))
     print(f"{'host':<12} {'ip':<16} {'suite':<9} {'running':<8} ssh")
     for r in rows:
-        print(f"{r['host']:<12} {r['ip']:<16} {r['suite']:<9} {'yes' if r['running'] else 'no':<8}"
-              f" {r['ssh']}")  # fmt: skip
+        print(
+            f"{r['host']:<12} {r['ip']:<16} {r['suite']:<9} {'yes' if r['running'] else 'no':<8} {r['ssh']}"
+        )
 
 
 @task(name="demo", help={"name": LAB_HELP})
@@ -221,8 +255,20 @@ def lab_demo(c, name=None):
     demo.install(_lab(name))
 
 
-ns = Collection(deploy, plan, verify, add_backend, remove_backend, rotate_keys, replace_hub,
-                add_client, remove_client, client_config)
+ns = Collection(
+    deploy,
+    plan,
+    verify,
+    add_backend,
+    remove_backend,
+    rotate_keys,
+    replace_hub,
+    add_client,
+    remove_client,
+    client_config,
+)
+
+
 @task(name="destroy", help={"name": LAB_HELP, "host": "the host to destroy (e.g. proxy)"})
 @_friendly
 def lab_destroy(c, host, name=None):
@@ -241,5 +287,4 @@ def lab_dns(c, ip, name=None):
     services.point_names_at(_lab(name), ip)
 
 
-ns.add_collection(Collection("lab", lab_up, lab_down, lab_status, lab_demo, lab_destroy,
-                             lab_dns))
+ns.add_collection(Collection("lab", lab_up, lab_down, lab_status, lab_demo, lab_destroy, lab_dns))

@@ -34,8 +34,9 @@ def today() -> datetime.date:
 def keypair() -> tuple[str, str]:
     """(private, public) WireGuard keys, base64 as `wg genkey | wg pubkey` prints them."""
     key = X25519PrivateKey.generate()
-    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                            serialization.NoEncryption())  # fmt: skip
+    raw = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
     pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.b64encode(raw).decode(), base64.b64encode(pub).decode()
 
@@ -45,10 +46,18 @@ def config_text(net: Network, client: Client, hub_public_key: str, private_key: 
     comment marks where the client puts it."""
     hub = net.hub
     endpoint = f"[{hub.public_ip}]" if hub.public_ip.version == 6 else str(hub.public_ip)
-    return render("wg-client.conf.j2", client_name=client.name, private_key=private_key,
-                  address=client.wg_cidr, dns=str(hub.wg_ip), hub=hub.name,
-                  hub_public_key=hub_public_key, endpoint=f"{endpoint}:{net.port}",
-                  allowed_ips=hub.wg_cidr, keepalive=net.keepalive or 25)  # fmt: skip
+    return render(
+        "wg-client.conf.j2",
+        client_name=client.name,
+        private_key=private_key,
+        address=client.wg_cidr,
+        dns=str(hub.wg_ip),
+        hub=hub.name,
+        hub_public_key=hub_public_key,
+        endpoint=f"{endpoint}:{net.port}",
+        allowed_ips=hub.wg_cidr,
+        keepalive=net.keepalive or 25,
+    )
 
 
 def qr_text(text: str) -> str:
@@ -81,11 +90,18 @@ def expiry(net: Network, on: datetime.date) -> list[tuple[str, str, str]]:
             continue
         left = (c.expires - on).days
         if left <= 0:
-            out.append((c.name, "fail", f"expired on {c.expires}: the hub has no peer for it "
-                        f"after a deploy; inv remove-client {c.name} (or move its expires:)"))
+            out.append(
+                (
+                    c.name,
+                    "fail",
+                    f"expired on {c.expires}: the hub has no peer for it "
+                    f"after a deploy; inv remove-client {c.name} (or move its expires:)",
+                )
+            )
         elif left <= net.client_warn_days:
-            out.append((c.name, "warn", f"expires on {c.expires} (in {left} days): renew its "
-                        "expires: or remove it"))
+            out.append(
+                (c.name, "warn", f"expires on {c.expires} (in {left} days): renew its expires: or remove it")
+            )
     return out
 
 

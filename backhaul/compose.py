@@ -80,16 +80,10 @@ def rewrite_compose(text: str, bind_ip: str) -> RewriteResult:
         try:
             again.run()
         except ComposeError as exc:
-            raise AssertionError(
-                f"compose rewrite broke the file (a bug in backhaul): {exc}"
-            ) from exc
+            raise AssertionError(f"compose rewrite broke the file (a bug in backhaul): {exc}") from exc
         if again.edits:
-            raise AssertionError(
-                f"compose rewrite is not idempotent (a bug in backhaul): {again.edits[:3]}"
-            )
-    return RewriteResult(
-        text=new_text, changed=new_text != text, ports=plan.ports, warnings=plan.warnings
-    )
+            raise AssertionError(f"compose rewrite is not idempotent (a bug in backhaul): {again.edits[:3]}")
+    return RewriteResult(text=new_text, changed=new_text != text, ports=plan.ports, warnings=plan.warnings)
 
 
 def _check_bind_ip(bind_ip: str) -> str:
@@ -395,8 +389,7 @@ class _Planner:
         target = values.get("target")
         if not isinstance(target, yaml.ScalarNode) or _is_null(target):
             raise ComposeError(
-                f"{where}: a long-syntax port needs `target:` (the container port); add e.g. "
-                "`target: 80`"
+                f"{where}: a long-syntax port needs `target:` (the container port); add e.g. `target: 80`"
             )
         published = values.get("published")
         pub = None if published is None or _is_null(published) else str(published.value)
@@ -462,8 +455,7 @@ class _Planner:
             return None
         why = "every interface" if kind == "unspecified" else "a non-WireGuard address"
         self.warnings.append(
-            f"service {name!r}: {label} was bound to {_unbracket(ip)} ({why}); "
-            f"rebound to {self.bind_ip}"
+            f"service {name!r}: {label} was bound to {_unbracket(ip)} ({why}); rebound to {self.bind_ip}"
         )
         return self.bind_ip
 
@@ -613,4 +605,3 @@ def _flow(tree: dict | str) -> str:
     if isinstance(tree, dict):
         return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in tree.items()) + "}"
     return tree
-

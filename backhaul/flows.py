@@ -24,9 +24,12 @@ def deploy(network_file: str, limit: str | None = None, dry: bool = False) -> No
         hosts = _limit(net, limit)
         if hosts is None or net.hub.name in hosts:
             for c in clients.expired(net, clients.today()):
-                print(f"backhaul: client {c.name} expired on {c.expires}: the hub "
-                      f"{'would drop' if dry else 'drops'} its peer (the file keeps it until "
-                      f"inv remove-client {c.name})", flush=True)  # fmt: skip
+                print(
+                    f"backhaul: client {c.name} expired on {c.expires}: the hub "
+                    f"{'would drop' if dry else 'drops'} its peer (the file keeps it until "
+                    f"inv remove-client {c.name})",
+                    flush=True,
+                )
         run = _converge(network_file, net, hosts, dry)
     targets = hosts or [h.name for h in net.hosts]
     run.check("the plan" if dry else "the deploy", run.advice(targets, bool(hosts), dry))
@@ -47,24 +50,32 @@ def _converge(network_file: str, net, hosts: list[str] | None, dry: bool = False
     if unreached:
         # the other way: directly for those tried through the hub, and the reverse
         direct ^= set(unreached)
-        print(f"backhaul: {', '.join(unreached)}: no SSH that way; trying "
-              + ", ".join(f"{n} {'directly' if n in direct else 'through the hub'}"
-                          for n in unreached), flush=True)  # fmt: skip
-        again = run_pyinfra(network_file, limit=[net.hub.name, *unreached],
-                            extra_env=_direct_env(direct & set(unreached)))
+        print(
+            f"backhaul: {', '.join(unreached)}: no SSH that way; trying "
+            + ", ".join(f"{n} {'directly' if n in direct else 'through the hub'}" for n in unreached),
+            flush=True,
+        )
+        again = run_pyinfra(
+            network_file, limit=[net.hub.name, *unreached], extra_env=_direct_env(direct & set(unreached))
+        )
         run = _merged(run, again, [net.hub.name, *unreached])
         for n in unreached:
             if _not_connected(run, n):
-                run.failed[n] += (" (ssh.via hub: neither through the hub nor directly; with "
-                                  "the hub new or dead, run this from an ssh.allow_from address)")
+                run.failed[n] += (
+                    " (ssh.via hub: neither through the hub nor directly; with "
+                    "the hub new or dead, run this from an ssh.allow_from address)"
+                )
     # close those reached directly whose run completed (another host's failure does not hold
     # them open); remembered as reached through the hub only once that has worked
     waiting = {p.split(":", 1)[0] for p in run.pending}
     closing = sorted(n for n in direct if n not in run.failed and n not in waiting)
     if closing:
         run = _merged(run, close_public_ssh(network_file, closing), closing)
-    sshpath.remember(network_file, net, [b.name for b in scope if b.name not in run.failed
-                                    and (b.name not in direct or b.name in closing)])
+    sshpath.remember(
+        network_file,
+        net,
+        [b.name for b in scope if b.name not in run.failed and (b.name not in direct or b.name in closing)],
+    )
     return run
 
 
@@ -85,8 +96,9 @@ def close_public_ssh(network_file: str, names: list[str], timeout: float = 60.0)
         unreached = [n for n in names if _not_connected(run, n)]
         if not unreached or time.monotonic() > deadline:
             for n in unreached:
-                run.failed[n] = (f"{run.failed[n]}: SSH through the hub does not work, so its "
-                                 "public SSH was left open")
+                run.failed[n] = (
+                    f"{run.failed[n]}: SSH through the hub does not work, so its public SSH was left open"
+                )
             return run
         time.sleep(3)
 
@@ -107,14 +119,15 @@ def _limit(net, limit: str | None) -> list[str] | None:
     known = {h.name for h in net.hosts}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise BackhaulError(f"--limit names unknown hosts: {', '.join(unknown)} "
-                            f"(hosts in {net.path}: {', '.join(sorted(known))})")
+        raise BackhaulError(
+            f"--limit names unknown hosts: {', '.join(unknown)} "
+            f"(hosts in {net.path}: {', '.join(sorted(known))})"
+        )
     return names
 
 
 # --- day 2 ------------------------------------------------------------------------------------
-def add_backend(network_file: str, public_ip: str, name: str | None = None,
-                wg_ip: str | None = None) -> None:
+def add_backend(network_file: str, public_ip: str, name: str | None = None, wg_ip: str | None = None) -> None:
     """Write the backend into the file, deploy it and the hub's side only, verify it.
 
     Re-running after an interruption finishes the job: a journal next to the network file
@@ -125,8 +138,7 @@ def add_backend(network_file: str, public_ip: str, name: str | None = None,
     with network_lock(network_file, wait=0):
         net = netmod.load(network_file, write_back=True)
         resuming = journal.exists() and journal.read_text().strip() == public_ip
-        host = next((b for b in net.backends if str(b.public_ip) == public_ip), None) \
-            if resuming else None  # fmt: skip
+        host = next((b for b in net.backends if str(b.public_ip) == public_ip), None) if resuming else None
         if host:
             print(f"backhaul: finishing the interrupted add of {host.name} ({public_ip})")
         else:
@@ -141,13 +153,15 @@ def add_backend(network_file: str, public_ip: str, name: str | None = None,
         # The new host fully; on the hub its peer (wg syncconf) and firewall rule. Nothing else.
         # (ssh.via hub: its first deploy goes over its public SSH, which is closed right after.)
         _converge(network_file, net, [net.hub.name, host.name]).check(
-            f"deploying {host.name}", "The file already has it: run the same add-backend again "
-            "to finish.")
+            f"deploying {host.name}", "The file already has it: run the same add-backend again to finish."
+        )
     report = _wait_verified(network_file, [host.name])
     print(report.to_table())
     if not report.ok:
-        raise DeployError(f"{host.name} was deployed but does not verify; see the table above; "
-                          "run the same add-backend again once the cause is fixed")
+        raise DeployError(
+            f"{host.name} was deployed but does not verify; see the table above; "
+            "run the same add-backend again once the cause is fixed"
+        )
     journal.unlink(missing_ok=True)
 
 
@@ -183,22 +197,29 @@ def remove_backend(network_file: str, name: str, force: bool = False, stop_tunne
                     unit = f"wg-quick@{net.interface}"
                     # over the hub, the session rides the tunnel it stops: stop it a moment
                     # after this command has answered
-                    stop = (f"systemctl disable {unit} && " + sshpath.later(f"systemctl stop {unit}")
-                            if sshpath.via_hub(net.host(name))
-                            else f"systemctl disable --now {unit}")  # fmt: skip
+                    stop = (
+                        f"systemctl disable {unit} && " + sshpath.later(f"systemctl stop {unit}")
+                        if sshpath.via_hub(net.host(name))
+                        else f"systemctl disable --now {unit}"
+                    )
                     target.run_shell_command(
-                        StringCommand(stop),
-                        print_output=False, **session.as_root(target))  # fmt: skip
+                        StringCommand(stop), print_output=False, **session.as_root(target)
+                    )
                     print(f"backhaul: stopped the tunnel on {name}")
                 else:
                     print(f"backhaul: {name} does not answer; its tunnel was left as it is")
         netmod.remove_backend(network_file, name, with_services=force)
         sshpath.remember(network_file, netmod.load(network_file), [])  # forget how it was reached
-        print(f"backhaul: removed {name}" + (f" and {len(services)} services" if services else "")
-              + f" from {network_file}", flush=True)  # fmt: skip
+        print(
+            f"backhaul: removed {name}"
+            + (f" and {len(services)} services" if services else "")
+            + f" from {network_file}",
+            flush=True,
+        )
         run_pyinfra(network_file, limit=[net.hub.name]).check(
-            "updating the hub", f"{name} is already out of the file: run "
-            f"`inv deploy --limit {net.hub.name}` to finish.")
+            "updating the hub",
+            f"{name} is already out of the file: run `inv deploy --limit {net.hub.name}` to finish.",
+        )
 
 
 def replace_hub(network_file: str, public_ip: str) -> None:
@@ -211,24 +232,33 @@ def replace_hub(network_file: str, public_ip: str) -> None:
     with network_lock(network_file, wait=0):
         old = netmod.load(network_file)
         hub = netmod.set_hub_address(network_file, public_ip)
-        print(f"backhaul: {hub.name} is now {hub.public_ip} in {network_file} "
-              f"(was {old.hub.public_ip})", flush=True)
+        print(
+            f"backhaul: {hub.name} is now {hub.public_ip} in {network_file} (was {old.hub.public_ip})",
+            flush=True,
+        )
         domains = sorted({d for s in old.services for d in s.domains})
         if domains:
-            print(f"backhaul: point these names at {hub.public_ip} (an A/AAAA record only you "
-                  f"can change; ACME validates through it): {', '.join(domains)}", flush=True)
+            print(
+                f"backhaul: point these names at {hub.public_ip} (an A/AAAA record only you "
+                f"can change; ACME validates through it): {', '.join(domains)}",
+                flush=True,
+            )
         if hub.ssh_host != str(hub.public_ip):
             print(f"backhaul: note: proxy.ssh_host is {hub.ssh_host}; SSH goes there", flush=True)
         net = netmod.load(network_file)
         _converge(network_file, net, None).check(
-            "building the new hub", "The file already names the new hub: fix the cause and run "
-            "inv deploy (or the same replace-hub) again.")
+            "building the new hub",
+            "The file already names the new hub: fix the cause and run "
+            "inv deploy (or the same replace-hub) again.",
+        )
     report = _wait_verified(network_file, None, timeout=60)
     print(report.to_table())
     if not report.ok:
-        raise DeployError("the new hub is built but the network does not verify; see the table "
-                          "above (a DNS name not yet pointing at the new hub fails its https "
-                          "check until it does)")
+        raise DeployError(
+            "the new hub is built but the network does not verify; see the table "
+            "above (a DNS name not yet pointing at the new hub fails its https "
+            "check until it does)"
+        )
 
 
 def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = False) -> None:
@@ -238,8 +268,9 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
     with network_lock(network_file, wait=0):
         net = netmod.load(network_file)
         if host and host not in {h.name for h in net.hosts}:
-            raise BackhaulError(f"there is no host {host!r} in {network_file} "
-                                f"(hosts: {', '.join(h.name for h in net.hosts)})")
+            raise BackhaulError(
+                f"there is no host {host!r} in {network_file} (hosts: {', '.join(h.name for h in net.hosts)})"
+            )
         targets = [h.name for h in net.hosts] if all_hosts else [host]
         # A backend's new key concerns its pair only: the other backends peer with the hub
         # alone. Touching only the pair keeps the flow's SSH and pyinfra work (CPU on the
@@ -247,8 +278,9 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
         pair = None if all_hosts or host == net.hub.name else [net.hub.name, host]
         with session.connect(net, pair) as hosts:
             if hosts.unreachable:
-                raise DeployError("cannot rotate keys while hosts do not answer: "
-                                  + ", ".join(hosts.unreachable))
+                raise DeployError(
+                    "cannot rotate keys while hosts do not answer: " + ", ".join(hosts.unreachable)
+                )
             for name in targets:
                 t0 = time.monotonic()
                 what = "new key"
@@ -262,13 +294,15 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
                     raise DeployError(
                         f"{e}\nThe rotation of {name} did not finish. Run inv deploy: it puts "
                         "every host's conf and interface back on the key in its key file (and "
-                        "the peers on those keys); then run rotate-keys again.") from None
+                        "the peers on those keys); then run rotate-keys again."
+                    ) from None
                 if name != net.hub.name and net.preshared_keys:
                     what = f"new key and preshared key with {net.hub.name}"
                 print(f"backhaul: {name}: {what} live in {time.monotonic() - t0:.2f}s", flush=True)
         # Write the configs to match what is live (wg syncconf then changes nothing).
         run_pyinfra(network_file, deploy_file="deploys/wireguard.py", limit=pair).check(
-            "writing the configs for the new keys", "The new keys are live: run inv deploy.")
+            "writing the configs for the new keys", "The new keys are live: run inv deploy."
+        )
     report = _wait_verified(network_file, None if all_hosts or host == net.hub.name else [host])
     print(report.to_table())
     if not report.ok:
@@ -276,8 +310,9 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
 
 
 # --- clients (admins' devices) ----------------------------------------------------------------
-def add_client(network_file: str, name: str, public_key: str | None = None,
-               expires: str | None = None, show=print) -> None:
+def add_client(
+    network_file: str, name: str, public_key: str | None = None, expires: str | None = None, show=print
+) -> None:
     """Write the client into the file (its public key only), put its peer on the hub (wg
     syncconf: no other tunnel drops), and show its config once.
 
@@ -305,17 +340,20 @@ def add_client(network_file: str, name: str, public_key: str | None = None,
         text = clients.config_text(net, client, hub_key, private)
         try:
             run_pyinfra(network_file, limit=[net.hub.name]).check(
-                f"adding {name}'s peer on the hub", "The file already has the client and the "
-                f"config below is valid: run `inv deploy --limit {net.hub.name}` to finish.")
+                f"adding {name}'s peer on the hub",
+                "The file already has the client and the "
+                f"config below is valid: run `inv deploy --limit {net.hub.name}` to finish.",
+            )
         finally:  # shown even when the hub's run failed: the key exists nowhere else
             if private is None:
-                show(f"\n{name}'s WireGuard config: put this device's own private key in it"
-                     f"\n\n{text}")
+                show(f"\n{name}'s WireGuard config: put this device's own private key in it\n\n{text}")
             else:
-                show(f"\n{name}'s WireGuard config, shown ONCE (its private key is nowhere "
-                     "else; save it on the device now, e.g. as /etc/wireguard/wg0.conf):"
-                     f"\n\n{text}\nThe same as a QR code (WireGuard app: add a tunnel, scan "
-                     f"from QR code):\n\n{clients.qr_text(text)}")
+                show(
+                    f"\n{name}'s WireGuard config, shown ONCE (its private key is nowhere "
+                    "else; save it on the device now, e.g. as /etc/wireguard/wg0.conf):"
+                    f"\n\n{text}\nThe same as a QR code (WireGuard app: add a tunnel, scan "
+                    f"from QR code):\n\n{clients.qr_text(text)}"
+                )
             del private, text
 
 
@@ -353,6 +391,7 @@ def remove_client(network_file: str, name: str) -> None:
         netmod.remove_client(network_file, name)  # refuses while an allow list names it
         print(f"backhaul: removed client {name} from {network_file}", flush=True)
         run_pyinfra(network_file, limit=[net.hub.name]).check(
-            f"removing {name}'s peer from the hub", f"{name} is already out of the file: run "
-            f"`inv deploy --limit {net.hub.name}` to finish.")
+            f"removing {name}'s peer from the hub",
+            f"{name} is already out of the file: run `inv deploy --limit {net.hub.name}` to finish.",
+        )
         print(f"backhaul: {net.hub.name} has no peer for {name} any more", flush=True)

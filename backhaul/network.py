@@ -121,7 +121,10 @@ def next_free_wg_ip(net: Network) -> ipaddress.IPv4Address:
     raise ConfigError(
         [
             Problem(
-                str(net.path), None, None, "network.subnet",
+                str(net.path),
+                None,
+                None,
+                "network.subnet",
                 f"{str(net.subnet)!r} is full ({len(used)} hosts); use a larger subnet",
             )
         ]
@@ -160,27 +163,37 @@ def add_backend(
     pub, error = schema.parse_ip(public_ip) if isinstance(public_ip, str) else (None, None)
     why = schema.unroutable_reason(pub) if pub is not None else None
     if pub is None:
-        bad("public_ip", error or f"{_show(public_ip)} is not an IP address; write e.g. "
-            "203.0.113.21")
+        bad("public_ip", error or f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.21")
     elif why:
-        bad("public_ip", f"{_show(public_ip)} is {why}; no other host can reach it: give the "
-            "backend's public address")
+        bad(
+            "public_ip",
+            f"{_show(public_ip)} is {why}; no other host can reach it: give the backend's public address",
+        )
     elif pub in net.subnet:
-        bad("public_ip", f"{_show(public_ip)} is inside network.subnet {net.subnet}, the "
-            "tunnel's own addresses; give the backend's public address")
+        bad(
+            "public_ip",
+            f"{_show(public_ip)} is inside network.subnet {net.subnet}, the "
+            "tunnel's own addresses; give the backend's public address",
+        )
     elif pub.version not in net.hub.families:
-        bad("public_ip", f"{_show(public_ip)} is IPv{pub.version} but the hub has "
+        bad(
+            "public_ip",
+            f"{_show(public_ip)} is IPv{pub.version} but the hub has "
             f"{schema.family_names(set(net.hub.families))} only: the tunnel runs over a family both ends "
             f"have; give the backend an address of the hub's family, or the hub an "
-            f"IPv{pub.version} address (public_ip6 for IPv6) and deploy it first")
+            f"IPv{pub.version} address (public_ip6 for IPv6) and deploy it first",
+        )
     else:
         owner = next((h for h in net.hosts if pub in h.public_ips), None)
         reached = next((h for h in net.hosts if h.ssh_host == public_ip), None)
         if owner is not None:
             bad("public_ip", f"{_show(str(pub))} is already the public_ip of {owner.name!r}")
         elif reached is not None:
-            bad("public_ip", f"{_show(str(pub))} is where SSH reaches {reached.name!r} (its "
-                "ssh_host); give the backend's own public address")
+            bad(
+                "public_ip",
+                f"{_show(str(pub))} is where SSH reaches {reached.name!r} (its "
+                "ssh_host); give the backend's own public address",
+            )
     if wg_ip is None:
         wg = next_free_wg_ip(net)
     else:
@@ -190,18 +203,25 @@ def add_backend(
         else:
             owner = next((h for h in net.hosts if h.wg_ip == wg), None)
             if owner is not None:
-                bad("wg_ip", f"{_show(str(wg))} is already the wg_ip of {owner.name!r}; "
-                    f"omit it to get {next_free_wg_ip(net)}")
-            elif wg not in net.subnet or wg in (
-                net.subnet.network_address, net.subnet.broadcast_address
-            ):
-                bad("wg_ip", f"{_show(str(wg))} is not a host address of network.subnet "
-                    f"{net.subnet}; omit it to get {next_free_wg_ip(net)}")
+                bad(
+                    "wg_ip",
+                    f"{_show(str(wg))} is already the wg_ip of {owner.name!r}; "
+                    f"omit it to get {next_free_wg_ip(net)}",
+                )
+            elif wg not in net.subnet or wg in (net.subnet.network_address, net.subnet.broadcast_address):
+                bad(
+                    "wg_ip",
+                    f"{_show(str(wg))} is not a host address of network.subnet "
+                    f"{net.subnet}; omit it to get {next_free_wg_ip(net)}",
+                )
     if problems:
         raise ConfigError(problems)
     root = yaml.compose(text)
-    fields = [("name", yamledit.scalar(name)), ("public_ip", yamledit.scalar(str(pub))),
-              ("wg_ip", yamledit.scalar(str(wg)))]
+    fields = [
+        ("name", yamledit.scalar(name)),
+        ("public_ip", yamledit.scalar(str(pub))),
+        ("wg_ip", yamledit.scalar(str(wg))),
+    ]
     new_text = yamledit.apply(text, yamledit.append_item(text, root, "backends", fields))
     new_net = _load_text(new_text, f"{file} (after adding {name})", Path(file))
     host = new_net.host(name)
@@ -209,9 +229,7 @@ def add_backend(
     return host
 
 
-def remove_backend(
-    path: str | os.PathLike[str], name: str, with_services: bool = False
-) -> Host:
+def remove_backend(path: str | os.PathLike[str], name: str, with_services: bool = False) -> Host:
     """Remove backend ``name`` from the file and return it; the file is unchanged on a problem.
 
     Services that run on the backend must be removed (or moved) first: silently dropping them
@@ -247,8 +265,9 @@ def removal_problem(net: Network, name: str, with_services: bool = False) -> str
         return f"there is no backend {_show(name)}; backends: {known}"
     if net.services_on(name) and not with_services:
         names = ", ".join(s.name for s in net.services_on(name))
-        return (f"services {names} run on {name!r}; remove or move them first "
-                "(or remove them with it: --force)")
+        return (
+            f"services {names} run on {name!r}; remove or move them first (or remove them with it: --force)"
+        )
     return None
 
 
@@ -266,8 +285,10 @@ def set_hub_address(path: str | os.PathLike[str], public_ip: str) -> Host:
     elif why := schema.unroutable_reason(pub):
         problem = f"{_show(public_ip)} is {why}; give the new hub's public address"
     elif owner is not None:
-        problem = (f"{_show(public_ip)} is the public_ip of backend {owner.name!r}; the hub "
-                   "needs a server of its own")
+        problem = (
+            f"{_show(public_ip)} is the public_ip of backend {owner.name!r}; the hub "
+            "needs a server of its own"
+        )
     else:
         problem = None
     if problem:
@@ -275,8 +296,9 @@ def set_hub_address(path: str | os.PathLike[str], public_ip: str) -> Host:
     root = yaml.compose(text)
     hub = next(v for k, v in root.value if k.value == "proxy")
     node = next(v for k, v in hub.value if k.value == "public_ip")
-    new_text = yamledit.apply(text, [yamledit.Edit(node.start_mark.index, node.end_mark.index,
-                                                   yamledit.scalar(str(pub)))])
+    new_text = yamledit.apply(
+        text, [yamledit.Edit(node.start_mark.index, node.end_mark.index, yamledit.scalar(str(pub)))]
+    )
     new_net = _load_text(new_text, f"{file} (after the new hub address)", Path(file))
     _write_atomic(file, text, new_text)
     return new_net.hub
@@ -296,9 +318,7 @@ def _read(file: str) -> str:
         with open(file, "rb") as f:
             data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
-        raise fail(
-            MISSING_FILE
-        ) from None
+        raise fail(MISSING_FILE) from None
     except IsADirectoryError:
         raise fail("is a directory; give the path of the network file") from None
     except PermissionError:
@@ -312,8 +332,9 @@ def _read(file: str) -> str:
         line = before.count(b"\n") + 1
         column = len(before) - (before.rfind(b"\n") + 1) + 1
         raise fail(
-            f"byte {data[exc.start:exc.start + 1]!r} is not UTF-8; save the file as UTF-8",
-            line, column,
+            f"byte {data[exc.start : exc.start + 1]!r} is not UTF-8; save the file as UTF-8",
+            line,
+            column,
         ) from None
 
 
@@ -356,8 +377,12 @@ def _load_text(text: str, file: str, path: Path) -> Network:
 
 
 def add_client(
-    path: str | os.PathLike[str], name: str, public_key: str, wg_ip: str | None = None,
-    expires: datetime.date | None = None, check_only: bool = False,
+    path: str | os.PathLike[str],
+    name: str,
+    public_key: str,
+    wg_ip: str | None = None,
+    expires: datetime.date | None = None,
+    check_only: bool = False,
 ) -> Client | None:
     """Append a client (only its public key) to the file and return it; the file is unchanged
     on any problem. Its address is the highest free one unless ``wg_ip`` is given.
@@ -375,16 +400,21 @@ def add_client(
     elif name == ALL_CLIENTS or name in {h.name for h in net.hosts}:
         bad("name", f"{_show(name)} is a host or means every client; choose another name")
     elif name in {c.name for c in net.clients}:
-        bad("name", f"{_show(name)} is already a client in {file}; remove it first "
-            f"(inv remove-client {name}) or choose another name")
+        bad(
+            "name",
+            f"{_show(name)} is already a client in {file}; remove it first "
+            f"(inv remove-client {name}) or choose another name",
+        )
     error = schema.public_key_error(public_key) if isinstance(public_key, str) else "missing"
     if error:
         bad("public_key", error)
     else:
         owner = next((c for c in net.clients if c.public_key == public_key), None)
         if owner is not None:
-            bad("public_key", f"is already the public key of {owner.name!r}; each client has a "
-                "key pair of its own")
+            bad(
+                "public_key",
+                f"is already the public key of {owner.name!r}; each client has a key pair of its own",
+            )
     if problems:
         raise ConfigError(problems)
     if check_only:
@@ -419,13 +449,22 @@ def remove_client(path: str | os.PathLike[str], name: str) -> Client:
     index = next((i for i, c in enumerate(net.clients) if c.name == name), None)
     if index is None:
         known = ", ".join(c.name for c in net.clients) or "none"
-        raise ConfigError([Problem(file, None, None, "name",
-                                   f"there is no client {_show(name)}; clients: {known}")])
-    users = [f"services[{i}].allow" for i, s in enumerate(net.services)
-             if name in s.allow_names]  # fmt: skip
+        raise ConfigError(
+            [Problem(file, None, None, "name", f"there is no client {_show(name)}; clients: {known}")]
+        )
+    users = [f"services[{i}].allow" for i, s in enumerate(net.services) if name in s.allow_names]
     if users:
-        raise ConfigError([Problem(file, None, None, "name", f"{', '.join(users)} names "
-                                   f"{name!r}; remove it there first (or allow `clients`)")])
+        raise ConfigError(
+            [
+                Problem(
+                    file,
+                    None,
+                    None,
+                    "name",
+                    f"{', '.join(users)} names {name!r}; remove it there first (or allow `clients`)",
+                )
+            ]
+        )
     root = yaml.compose(text)
     new_text = yamledit.apply(text, yamledit.remove_item(text, root, "clients", index))
     new_net = _load_text(new_text, f"{file} (after removing {name})", Path(file))

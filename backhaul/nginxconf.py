@@ -41,10 +41,21 @@ CATCH_ALL_NAME = "invalid"  # RFC 6761: a name that never resolves
 # does not set them, so it clears them. The ones it does set (X-Forwarded-For, X-Real-IP,
 # X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Port, Forwarded) replace the client's.
 CLEARED_HEADERS = (
-    "X-Forwarded-Server", "X-Forwarded-Scheme", "X-Forwarded-Prefix", "X-Forwarded-Ssl",
-    "X-Original-URL", "X-Rewrite-URL", "X-Original-Host", "X-Host", "X-Client-IP",
-    "True-Client-IP", "X-Cluster-Client-IP", "CF-Connecting-IP", "Fastly-Client-IP",
-    "Front-End-Https", "X-Url-Scheme",
+    "X-Forwarded-Server",
+    "X-Forwarded-Scheme",
+    "X-Forwarded-Prefix",
+    "X-Forwarded-Ssl",
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "X-Original-Host",
+    "X-Host",
+    "X-Client-IP",
+    "True-Client-IP",
+    "X-Cluster-Client-IP",
+    "CF-Connecting-IP",
+    "Fastly-Client-IP",
+    "Front-End-Https",
+    "X-Url-Scheme",
 )
 
 
@@ -78,19 +89,21 @@ def vhosts(net: Network, paths: dict[str, CertPaths]) -> list[Vhost]:
     out = []
     for s in public_services(net):
         backend = net.host(s.backend)
-        out.append(Vhost(
-            name=s.name,
-            file=site_file(s.name),
-            upstream=f"backhaul_{s.name.replace('-', '_')}",
-            backend=backend.name,
-            address=f"{backend.wg_ip}:{s.port}",
-            server_names=s.domains,
-            websocket=s.websocket,
-            allow=s.allow,
-            hsts=s.hsts,
-            cert=paths[s.name],
-            restricted=s.restricted,
-        ))  # fmt: skip
+        out.append(
+            Vhost(
+                name=s.name,
+                file=site_file(s.name),
+                upstream=f"backhaul_{s.name.replace('-', '_')}",
+                backend=backend.name,
+                address=f"{backend.wg_ip}:{s.port}",
+                server_names=s.domains,
+                websocket=s.websocket,
+                allow=s.allow,
+                hsts=s.hsts,
+                cert=paths[s.name],
+                restricted=s.restricted,
+            )
+        )
     return out
 
 
@@ -160,8 +173,10 @@ class ProxySettings:
             if not _TIME_RE.fullmatch(str(values[f])):
                 problems.append(f"nginx_{f}={values[f]!r}: an nginx time, e.g. 5s, 500ms, 1h")
         if not _SIZE_RE.fullmatch(str(values["client_max_body_size"])):
-            problems.append(f"nginx_client_max_body_size={values['client_max_body_size']!r}: "
-                            "an nginx size, e.g. 16m (0 = no limit)")  # fmt: skip
+            problems.append(
+                f"nginx_client_max_body_size={values['client_max_body_size']!r}: "
+                "an nginx size, e.g. 16m (0 = no limit)"
+            )
         extra = values["server_extra"] or ""
         if not isinstance(extra, str) or "}" in extra or "{" in extra:
             problems.append("nginx_server_extra: plain directives ending in ';', no blocks")
@@ -173,8 +188,13 @@ class ProxySettings:
         return cls(**values)
 
 
-def nginx_files(net: Network, paths: dict[str, CertPaths], settings: ProxySettings,
-                version: tuple[int, ...] | None, ipv6: bool) -> dict[str, str]:  # fmt: skip
+def nginx_files(
+    net: Network,
+    paths: dict[str, CertPaths],
+    settings: ProxySettings,
+    version: tuple[int, ...] | None,
+    ipv6: bool,
+) -> dict[str, str]:
     """Every nginx file backhaul owns on the hub, path -> content: the shared conf and one
     vhost per public service. ``paths``: service name -> certificate nginx serves now."""
     vh = vhosts(net, paths)
@@ -186,10 +206,17 @@ def nginx_files(net: Network, paths: dict[str, CertPaths], settings: ProxySettin
     }
     # port 80 answers the services' names only (sorted: the file stays the same run to run)
     http_names = sorted({n for v in vh for n in v.server_names})
-    files = {SHARED_CONF: render("nginx-backhaul.conf.j2", vhosts=vh, webroot=WEBROOT,
-                                 http_names=http_names, catch_all=catch_all_paths(),
-                                 reject_handshake=reject_handshake(version), **common)}  # fmt: skip
+    files = {
+        SHARED_CONF: render(
+            "nginx-backhaul.conf.j2",
+            vhosts=vh,
+            webroot=WEBROOT,
+            http_names=http_names,
+            catch_all=catch_all_paths(),
+            reject_handshake=reject_handshake(version),
+            **common,
+        )
+    }
     for v in vh:
-        files[v.file] = render("nginx-vhost.conf.j2", v=v, cleared_headers=CLEARED_HEADERS,
-                               **common)  # fmt: skip
+        files[v.file] = render("nginx-vhost.conf.j2", v=v, cleared_headers=CLEARED_HEADERS, **common)
     return files

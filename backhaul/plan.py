@@ -55,7 +55,9 @@ def wg_address(net: Network, host: Host) -> str:
 
 
 def hub_peers(
-    net: Network, keys: dict[str, str | None], current: dict[str, str] | None = None,
+    net: Network,
+    keys: dict[str, str | None],
+    current: dict[str, str] | None = None,
     psk_files: dict[str, str] | None = None,
 ) -> tuple[list[Peer], list[str]]:
     """The hub's [Peer] list, and the backends left out for want of a public key.
@@ -75,15 +77,24 @@ def hub_peers(
         if key:
             # Endpoint + keepalive on the hub's side too: after the hub restarts it says hello
             # at once, instead of waiting up to two minutes for each backend's next handshake.
-            peers.append(Peer(b.name, key, (b.wg_cidr,), _endpoint(net, b, b),
-                              net.keepalive, psk_file=psk_files.get(b.name)))
+            peers.append(
+                Peer(
+                    b.name,
+                    key,
+                    (b.wg_cidr,),
+                    _endpoint(net, b, b),
+                    net.keepalive,
+                    psk_file=psk_files.get(b.name),
+                )
+            )
         else:
             missing.append(b.name)
     return peers, missing
 
 
-def backend_hub_peer(net: Network, hub_key: str | None, psk_file: str | None = None,
-                     host: Host | None = None) -> Peer | None:  # fmt: skip
+def backend_hub_peer(
+    net: Network, hub_key: str | None, psk_file: str | None = None, host: Host | None = None
+) -> Peer | None:
     """A backend's only peer: the hub. With backend_to_backend the whole subnet routes via it.
 
     ``host``: the backend, whose tunnel family picks the hub's address to dial (None: the
@@ -158,26 +169,47 @@ def firewall_rules(net: Network, host: Host, ssh_closed: bool = False) -> list[R
     rules = ssh_rules(net, host, ssh_closed)
     if host.role == "hub":
         for b in net.backends:
-            rules += [Rule(net.port, "udp", src=str(ip), why=f"WireGuard from {b.name} only")
-                      for ip in _shared_addresses(b, host)]  # fmt: skip
+            rules += [
+                Rule(net.port, "udp", src=str(ip), why=f"WireGuard from {b.name} only")
+                for ip in _shared_addresses(b, host)
+            ]
         rules.append(Rule(80, "tcp", why="HTTP: ACME challenges and the redirect to HTTPS"))
         rules.append(Rule(443, "tcp", why="HTTPS for the services"))
         rules += client_rules(net)
         if net.backend_to_backend:
-            rules.append(Rule(None, None, src=str(net.subnet), dst=str(net.subnet),
-                              interface=net.interface, route=True, out_interface=net.interface,
-                              why="backend to backend through the hub"))  # fmt: skip
+            rules.append(
+                Rule(
+                    None,
+                    None,
+                    src=str(net.subnet),
+                    dst=str(net.subnet),
+                    interface=net.interface,
+                    route=True,
+                    out_interface=net.interface,
+                    why="backend to backend through the hub",
+                )
+            )
     else:
         # Service ports answer the hub (and, with backend_to_backend, the other backends) over
         # the tunnel only; nothing is opened on the public interface.
         # WireGuard from the hub only (backends listen on the same fixed port): lets the hub
         # re-open a tunnel itself, e.g. right after it rebooted.
-        rules += [Rule(net.port, "udp", src=str(ip), why="WireGuard from the hub only")
-                  for ip in _shared_addresses(net.hub, host)]  # fmt: skip
+        rules += [
+            Rule(net.port, "udp", src=str(ip), why="WireGuard from the hub only")
+            for ip in _shared_addresses(net.hub, host)
+        ]
         src = str(net.subnet) if net.backend_to_backend else str(net.hub.wg_ip)
         for s in net.services_on(host.name):
-            rules.append(Rule(s.port, "tcp", src=src, dst=str(host.wg_ip), interface=net.interface,
-                              why=f"service {s.name} from the hub over the tunnel"))  # fmt: skip
+            rules.append(
+                Rule(
+                    s.port,
+                    "tcp",
+                    src=src,
+                    dst=str(host.wg_ip),
+                    interface=net.interface,
+                    why=f"service {s.name} from the hub over the tunnel",
+                )
+            )
     return rules
 
 
@@ -194,9 +226,10 @@ def ssh_rules(net: Network, host: Host, closed: bool = False) -> list[Rule]:
     ``ssh.allow_from`` only (see backhaul/sshpath.py)."""
     if not closed:
         return [Rule(net.ssh.port, "tcp", why="SSH: never lock the operator out")]
-    return [Rule(net.ssh.port, "tcp", src=src, dst=str(host.wg_ip) if iface else "any",
-                 interface=iface, why=why)
-            for src, iface, why in sshpath.ssh_sources(net, host)]  # fmt: skip
+    return [
+        Rule(net.ssh.port, "tcp", src=src, dst=str(host.wg_ip) if iface else "any", interface=iface, why=why)
+        for src, iface, why in sshpath.ssh_sources(net, host)
+    ]
 
 
 # -- isolation: the tunnel address answers only through the tunnel ---------------------------
@@ -242,8 +275,7 @@ class Isolation:
 
 def isolation(net: Network, host: Host) -> Isolation:
     if host.role == "hub":
-        return Isolation(net.interface, str(host.wg_ip), True, (),
-                         tuple(c.wg_cidr for c in net.clients))
+        return Isolation(net.interface, str(host.wg_ip), True, (), tuple(c.wg_cidr for c in net.clients))
     src = str(net.subnet) if net.backend_to_backend else f"{net.hub.wg_ip}/32"
     allow = tuple(DockerAllow(src, s.port, f"service {s.name}") for s in net.services_on(host.name))
     return Isolation(net.interface, str(host.wg_ip), False, allow)
@@ -273,6 +305,12 @@ def client_rules(net: Network) -> list[Rule]:
         return []
     return [
         Rule(net.port, "udp", why="WireGuard from the clients (any address: they roam)"),
-        Rule(53, None, src=str(net.subnet), dst=str(net.hub.wg_ip), interface=net.interface,
-             why="DNS for the clients: the services' domains -> the hub's WG address"),
+        Rule(
+            53,
+            None,
+            src=str(net.subnet),
+            dst=str(net.hub.wg_ip),
+            interface=net.interface,
+            why="DNS for the clients: the services' domains -> the hub's WG address",
+        ),
     ]

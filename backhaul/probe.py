@@ -106,14 +106,15 @@ def ping(ip: str, timeout: float = 1.5, mark: int | None = None, tries: int = 2)
                 if not select.select([s], [], [], left)[0]:
                     break
                 data, (source, _) = s.recvfrom(2048)
-                icmp = data[(data[0] & 0x0F) * 4:]
+                icmp = data[(data[0] & 0x0F) * 4 :]
                 if source == ip and icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
                     return OPEN
     return SILENT
 
 
-def knock(targets: list[tuple[str, int | None]], mark: int | None = None,
-          timeout: float = 1.5) -> dict[str, str]:
+def knock(
+    targets: list[tuple[str, int | None]], mark: int | None = None, timeout: float = 1.5
+) -> dict[str, str]:
     """Every target at once: ``(ip, port)`` for TCP, ``(ip, None)`` for ping.
     Returns ``{"ip:port" | "ip:ping": answer}``."""
 
@@ -123,15 +124,20 @@ def knock(targets: list[tuple[str, int | None]], mark: int | None = None,
 
     with ThreadPoolExecutor(max_workers=max(1, min(64, len(targets)))) as pool:
         answers = list(pool.map(one, targets))
-    return {f"{ip}:{'ping' if port is None else port}": a
-            for (ip, port), a in zip(targets, answers, strict=True)}  # fmt: skip
+    return {
+        f"{ip}:{'ping' if port is None else port}": a for (ip, port), a in zip(targets, answers, strict=True)
+    }
 
 
 # --- routing the WireGuard addresses via public addresses, for marked sockets only -----------
 def _ip_batch(lines: list[str], force: bool = False) -> subprocess.CompletedProcess:
     """One `ip` process for every change (each `ip` start costs ~10-20 ms)."""
-    return subprocess.run(["ip", "-4", *(["-force"] if force else []), "-batch", "-"],
-                          input="\n".join(lines) + "\n", capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        ["ip", "-4", *(["-force"] if force else []), "-batch", "-"],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+    )
 
 
 @contextlib.contextmanager
@@ -152,8 +158,7 @@ def routed(routes: dict[str, str], slot: int = 0) -> Iterator[int]:
             raise ProbeUnavailable(f"a public address is not on a link of this machine ({why})")
         yield mark
     finally:
-        _ip_batch([f"rule del fwmark {mark} lookup {table}", f"route flush table {table}"],
-                  force=True)
+        _ip_batch([f"rule del fwmark {mark} lookup {table}", f"route flush table {table}"], force=True)
 
 
 def main(argv: list[str]) -> int:

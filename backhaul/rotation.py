@@ -45,8 +45,9 @@ def _run(hosts: Hosts, name: str, command: str, stdin: str | None = None) -> str
     host = hosts.by_name[name]
     extra = {"_stdin": stdin} if stdin is not None else {}
     extra.update(as_root(host))
-    ok, output = host.run_shell_command(StringCommand(command), print_output=False,
-                                        print_input=False, **extra)  # fmt: skip
+    ok, output = host.run_shell_command(
+        StringCommand(command), print_output=False, print_input=False, **extra
+    )
     if not ok:
         raise DeployError(f"{name}: key rotation step failed: {' '.join(output.stderr_lines)[:300]}")
     return "\n".join(output.stdout_lines).strip()
@@ -61,12 +62,16 @@ def _stage_psk(hosts: Hosts, hub: str, backend: str) -> None:
     _run(hosts, hub, stage_psk_command(psk_path(backend)))
     ok, output = hosts.by_name[hub].run_shell_command(
         StringCommand(read_psk_command(psk_path(backend) + ".next")),
-        print_output=False, print_input=False, **as_root(hosts.by_name[hub]))  # fmt: skip
+        print_output=False,
+        print_input=False,
+        **as_root(hosts.by_name[hub]),
+    )
     if not ok or not output.stdout_lines:
-        raise DeployError(f"{hub}: cannot read the new preshared key for {backend} "
-                          "(nothing was switched: run rotate-keys again)")
-    _run(hosts, backend, write_psk_command(psk_path("hub") + ".next"),
-         stdin=output.stdout_lines[0] + "\n")
+        raise DeployError(
+            f"{hub}: cannot read the new preshared key for {backend} "
+            "(nothing was switched: run rotate-keys again)"
+        )
+    _run(hosts, backend, write_psk_command(psk_path("hub") + ".next"), stdin=output.stdout_lines[0] + "\n")
 
 
 def rotate_backend(net: Network, hosts: Hosts, backend: Host) -> str:
@@ -77,12 +82,16 @@ def rotate_backend(net: Network, hosts: Hosts, backend: Host) -> str:
     old_pub = _current_key(hosts, backend.name, iface)
     hub_pub = _current_key(hosts, hub, iface)
     if net.preshared_keys:
-        hub_cmd = commit_psk_command(psk_path(backend.name)) + " && " + set_peer_command(
-            iface, new_pub, [backend.wg_cidr], remove=old_pub, psk_file=psk_path(backend.name))
+        hub_cmd = (
+            commit_psk_command(psk_path(backend.name))
+            + " && "
+            + set_peer_command(
+                iface, new_pub, [backend.wg_cidr], remove=old_pub, psk_file=psk_path(backend.name)
+            )
+        )
         backend_cmd = activate_key_command(iface, psk=(hub_pub, psk_path("hub")))
     else:
-        hub_cmd = set_peer_command(iface, new_pub, [backend.wg_cidr], remove=old_pub,
-                                   keep_psk=True)  # fmt: skip
+        hub_cmd = set_peer_command(iface, new_pub, [backend.wg_cidr], remove=old_pub, keep_psk=True)
         backend_cmd = activate_key_command(iface)
     hello = f" && (ping -c1 -W1 {net.hub.wg_ip} >/dev/null || true)"
     if sshpath.via_hub(backend):
@@ -118,8 +127,7 @@ def rotate_hub(net: Network, hosts: Hosts) -> str:
     later = []
     for b in net.backends:
         if b.name in hosts.by_name and sshpath.via_hub(b):
-            later.append(gevent.spawn(_run, hosts, b.name, _later(_hub_peer_cmd(net, b, new_pub,
-                                                                                old_pub))))
+            later.append(gevent.spawn(_run, hosts, b.name, _later(_hub_peer_cmd(net, b, new_pub, old_pub))))
     gevent.joinall(later)
     for job in later:
         job.get()
@@ -138,6 +146,13 @@ def rotate_hub(net: Network, hosts: Hosts) -> str:
 
 def _hub_peer_cmd(net: Network, b: Host, new_pub: str, old_pub: str) -> str:
     peer = plan.backend_hub_peer(net, new_pub, host=b)
-    cmd = set_peer_command(net.interface, new_pub, list(peer.allowed_ips), peer.endpoint,
-                           peer.keepalive, remove=old_pub, keep_psk=True)  # fmt: skip
+    cmd = set_peer_command(
+        net.interface,
+        new_pub,
+        list(peer.allowed_ips),
+        peer.endpoint,
+        peer.keepalive,
+        remove=old_pub,
+        keep_psk=True,
+    )
     return cmd + f" && (ping -c1 -W1 {net.hub.wg_ip} >/dev/null || true)"

@@ -37,8 +37,7 @@ class Run:
         lines = [f"  {h}: {why}" for h, why in sorted(self.failed.items())]
         lines += [f"  {p}" for p in self.pending if p.split(":", 1)[0] not in self.failed]
         hosts = ", ".join(sorted(self.failed)) or "some hosts"
-        head = (f"{what} failed on {hosts} (pyinfra exit {self.rc})" if self.rc
-                else f"{what} is not complete")  # fmt: skip
+        head = f"{what} failed on {hosts} (pyinfra exit {self.rc})" if self.rc else f"{what} is not complete"
         raise DeployError("\n".join([head + ":", *lines, advice]))
 
     def advice(self, targets: list[str], limited: bool, dry: bool = False) -> str:
@@ -58,8 +57,7 @@ class Run:
                 state += " (the hosts outside --limit were not part of this run)"
         if dry:
             state += "; nothing was changed"
-        return (f"{state}. Fix the cause (or wait for the hosts to come back) and run {again} "
-                "again.")
+        return f"{state}. Fix the cause (or wait for the hosts to come back) and run {again} again."
 
 
 # "    [backend-2] Could not connect (...)" / "    [proxy] Error: ..." / "[proxy] ERROR: ..."
@@ -78,8 +76,13 @@ def run_pyinfra(
         pending_file = tmp.name
     # the child runs under this process's lock of the network (it inherits the locked file)
     lock_env, lock_fds = lock.child_env(network)
-    env = dict(os.environ, BACKHAUL_NETWORK=str(Path(network).resolve()),
-               **{pending.ENV: pending_file}, **lock_env, **(extra_env or {}))  # fmt: skip
+    env = dict(
+        os.environ,
+        BACKHAUL_NETWORK=str(Path(network).resolve()),
+        **{pending.ENV: pending_file},
+        **lock_env,
+        **(extra_env or {}),
+    )
     # -y skips change detection, which is exactly what a dry run is for
     cmd = [sys.executable, "-m", "pyinfra", *([] if dry else ["-y"]), "inventory.py", deploy_file]
     for name in limit or []:
@@ -87,9 +90,16 @@ def run_pyinfra(
     if dry:
         cmd += ["--dry", "--diff"]
     try:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                pass_fds=lock_fds)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            pass_fds=lock_fds,
+        )
         lines = []
         for line in proc.stdout:  # stream pyinfra's progress as it comes
             sys.stdout.write(line)
@@ -107,6 +117,7 @@ def run_pyinfra(
         return Run(rc, pending.read(pending_file), failed, refused)
     finally:
         os.unlink(pending_file)
+
 
 # "--> pyinfra error in deploys/site.py line 20: <the DeployError's message>"
 _REFUSED = re.compile(r"^--> pyinfra error in \S+ line \d+: (.*)$")
@@ -138,7 +149,7 @@ def plan_summary(lines: list[str]) -> str:
         op = cells[0].split(" | ")[-1]
         for cell in cells[1:]:
             m = re.match(r"\d+ \((.*)\)", cell)
-            for name in (m.group(1).split(", ") if m else []):
+            for name in m.group(1).split(", ") if m else []:
                 per_host.setdefault(name.strip(), []).append(op)
     if not per_host:
         return "backhaul: plan: no changes: every host is as the network file describes"

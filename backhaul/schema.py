@@ -86,13 +86,16 @@ URL_RE = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/+=-]*
 _ADDRESS_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 
 
-_UNROUTABLE_V4 = tuple((ipaddress.IPv4Network(block), what) for block, what in (
-    ("0.0.0.0/8", "0.0.0.0/8 (\"this network\", a source address only)"),
-    ("127.0.0.0/8", "127.0.0.0/8 (loopback)"),
-    ("169.254.0.0/16", "169.254.0.0/16 (link-local)"),
-    ("224.0.0.0/4", "224.0.0.0/4 (multicast)"),
-    ("240.0.0.0/4", "240.0.0.0/4 (reserved, and the broadcast address)"),
-))
+_UNROUTABLE_V4 = tuple(
+    (ipaddress.IPv4Network(block), what)
+    for block, what in (
+        ("0.0.0.0/8", '0.0.0.0/8 ("this network", a source address only)'),
+        ("127.0.0.0/8", "127.0.0.0/8 (loopback)"),
+        ("169.254.0.0/16", "169.254.0.0/16 (link-local)"),
+        ("224.0.0.0/4", "224.0.0.0/4 (multicast)"),
+        ("240.0.0.0/4", "240.0.0.0/4 (reserved, and the broadcast address)"),
+    )
+)
 
 
 NAME_HELP = "use lowercase letters, digits and '-' (not at either end), at most 63 characters"
@@ -114,8 +117,14 @@ _TOP_KEYS = ("network", "ssh", "proxy", "backends", "services", "tls", "clients"
 
 
 _NETWORK_KEYS = (
-    "subnet", "port", "interface", "keepalive", "backend_to_backend", "preshared_keys",
-    "key_max_age_days", "client_warn_days",
+    "subnet",
+    "port",
+    "interface",
+    "keepalive",
+    "backend_to_backend",
+    "preshared_keys",
+    "key_max_age_days",
+    "client_warn_days",
 )
 
 
@@ -126,7 +135,15 @@ _HOST_KEYS = ("name", "public_ip", "public_ip6", "wg_ip", "ssh_host", "ssh_via")
 
 
 _SERVICE_KEYS = (
-    "name", "backend", "port", "domains", "websocket", "allow", "hsts", "compose", "unit",
+    "name",
+    "backend",
+    "port",
+    "domains",
+    "websocket",
+    "allow",
+    "hsts",
+    "compose",
+    "unit",
 )
 
 
@@ -156,8 +173,7 @@ class _Draft:
     public_ip6_node: Node | None = None
 
     def families(self) -> set[int]:
-        return {a.version for a in (self.public_ip, self.public_ip6)
-                if isinstance(a, _ADDRESS_TYPES)}  # fmt: skip
+        return {a.version for a in (self.public_ip, self.public_ip6) if isinstance(a, _ADDRESS_TYPES)}
 
 
 @dataclass
@@ -188,11 +204,12 @@ def parse_ip(value: str, *, v4_only: bool = False) -> tuple[Any, str | None]:
         return None, None
     if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id is not None:
         bare = str(addr).partition("%")[0]
-        return None, (f"{_show(value)} has a scope ('%...'), which no config file here can "
-                      f"carry; write the address without it, e.g. {bare}")
+        return None, (
+            f"{_show(value)} has a scope ('%...'), which no config file here can "
+            f"carry; write the address without it, e.g. {bare}"
+        )
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return None, (f"{_show(value)} is an IPv4 address written as IPv6; write "
-                      f"{addr.ipv4_mapped}")
+        return None, (f"{_show(value)} is an IPv4 address written as IPv6; write {addr.ipv4_mapped}")
     if value != str(addr):
         return None, f"{_show(value)} is not in canonical form; write {addr}"
     return addr, None
@@ -206,14 +223,15 @@ def _allow_error(value: str) -> str | None:
         try:
             fixed = ipaddress.ip_network(value, strict=False)
         except ValueError:
-            return (f"{_show(value)} is not an IP address or CIDR; write e.g. 198.51.100.7 or "
-                    "198.51.100.0/24")
+            return f"{_show(value)} is not an IP address or CIDR; write e.g. 198.51.100.7 or 198.51.100.0/24"
         if "%" not in value:
             return f"{_show(value)} has host bits set; write {fixed}"
         net = fixed
     if "%" in value:
-        return (f"{_show(value)} has a scope ('%...'), which no config file here can carry; "
-                "write it without the scope")
+        return (
+            f"{_show(value)} has a scope ('%...'), which no config file here can carry; "
+            "write it without the scope"
+        )
     canonical = str(net) if "/" in value else str(net.network_address)
     if value != canonical:
         return f"{_show(value)} is not in canonical form; write {canonical}"
@@ -239,25 +257,30 @@ def unroutable_reason(addr: Any) -> str | None:
 def _pattern(regex: re.Pattern[str], message: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if regex.fullmatch(value) else message.format(_show(value))
+
     return check
 
 
 _check_host_name = _pattern(HOST_NAME_RE, "{} is not a valid host name; " + NAME_HELP)
 _check_service_name = _pattern(SERVICE_NAME_RE, "{} is not a valid service name; " + NAME_HELP)
-_check_interface = _pattern(INTERFACE_RE, "{} is not a valid interface name; use a lowercase "
-                            "letter then up to 14 lowercase letters or digits, e.g. wg0")
+_check_interface = _pattern(
+    INTERFACE_RE,
+    "{} is not a valid interface name; use a lowercase "
+    "letter then up to 14 lowercase letters or digits, e.g. wg0",
+)
 _check_user = _pattern(USER_RE, "{} is not a valid user name; use e.g. root or deploy")
 _check_unit = _pattern(UNIT_RE, "{} is not a systemd service unit name; write e.g. app.service")
-_check_email = _pattern(EMAIL_RE, "{} does not look like an e-mail address; write e.g. "
-                        "ops@example.com")
+_check_email = _pattern(EMAIL_RE, "{} does not look like an e-mail address; write e.g. ops@example.com")
 
 
 def _dns_error(value: str, *, single_label_ok: bool) -> str | None:
     """Why ``value`` is not a DNS name (None when it is). A trailing dot is accepted."""
     name = value[:-1] if value.endswith(".") else value
     if name.startswith("*."):
-        return (f"{_show(value)} is a wildcard; certificates are issued per name over HTTP-01, "
-                "so list each name (e.g. app.example.com)")
+        return (
+            f"{_show(value)} is a wildcard; certificates are issued per name over HTTP-01, "
+            "so list each name (e.g. app.example.com)"
+        )
     labels = name.split(".")
     if (
         not name
@@ -265,8 +288,10 @@ def _dns_error(value: str, *, single_label_ok: bool) -> str | None:
         or not all(LABEL_RE.fullmatch(label) for label in labels)
         or (len(labels) < 2 and not single_label_ok)
     ):
-        return (f"{_show(value)} is not a valid DNS name; use letters, digits, '-' and dots, "
-                "labels of at most 63 characters, e.g. app.example.com")
+        return (
+            f"{_show(value)} is not a valid DNS name; use letters, digits, '-' and dots, "
+            "labels of at most 63 characters, e.g. app.example.com"
+        )
     if labels[-1].isdigit():
         return f"{_show(value)} looks like an IP address, not a DNS name"
     return None
@@ -280,8 +305,10 @@ def _check_ssh_host(value: str) -> str | None:
     addr, error = parse_ip(value)
     if addr is not None:
         if addr.is_unspecified or addr.is_multicast:
-            return (f"{_show(value)} is {unroutable_reason(addr)}; SSH cannot connect to it: write "
-                    "the host's address or name")
+            return (
+                f"{_show(value)} is {unroutable_reason(addr)}; SSH cannot connect to it: write "
+                "the host's address or name"
+            )
         return None
     if error:
         return error
@@ -298,8 +325,10 @@ def _check_hub_path(value: str, example: str) -> str | None:
     if not value.startswith("/"):
         return f"{_show(value)} is not an absolute path; write e.g. {example}"
     if not HUB_PATH_RE.fullmatch(value):
-        return (f"{_show(value)} contains characters other than letters, digits and ._/-; "
-                "rename the file or use a symlink")
+        return (
+            f"{_show(value)} contains characters other than letters, digits and ._/-; "
+            "rename the file or use a symlink"
+        )
     if ".." in value.split("/"):
         return f"{_show(value)} contains a '..' component; write the path without it"
     return None
@@ -310,8 +339,10 @@ def _check_controller_path(value: str) -> str | None:
         return None
     if CONTROLLER_PATH_RE.fullmatch(value):
         return f"{_show(value)} contains a '..' component; write the path without it"
-    return (f"{_show(value)} contains characters other than letters, digits and ._/~+@-; "
-            "rename the file or use a symlink")
+    return (
+        f"{_show(value)} contains characters other than letters, digits and ._/~+@-; "
+        "rename the file or use a symlink"
+    )
 
 
 _CONTROLLER_FILES = {
@@ -341,8 +372,10 @@ def _controller_file(base: Path, kind: str) -> Callable[[str], str | None]:
         if kind == "known_hosts" and not path.exists() and not path.is_symlink():
             if path.parent.is_dir():
                 return None
-            return (f"{_show(value)}: its folder does not exist{where}, so new host keys cannot "
-                    f"be recorded; create the folder or write the path of {want}")
+            return (
+                f"{_show(value)}: its folder does not exist{where}, so new host keys cannot "
+                f"be recorded; create the folder or write the path of {want}"
+            )
         if not path.exists():
             return f"{_show(value)}: no such file{where}; write the path of {want}"
         if not path.is_file():
@@ -362,8 +395,10 @@ def _controller_file(base: Path, kind: str) -> Callable[[str], str | None]:
 def _check_acme_server(value: str) -> str | None:
     if value in ACME_SERVERS or URL_RE.fullmatch(value):
         return None
-    return (f"{_show(value)} is not an ACME server; write letsencrypt, letsencrypt-staging or "
-            "an https:// directory URL")
+    return (
+        f"{_show(value)} is not an ACME server; write letsencrypt, letsencrypt-staging or "
+        "an https:// directory URL"
+    )
 
 
 def _check_mode(value: str) -> str | None:
@@ -405,21 +440,29 @@ def check(text: str, file: str, path: Path) -> Result:
         doc = BAD
     except yaml.reader.ReaderError as exc:
         before = text[: exc.position]
-        ck.problems.append(Problem(
-            file, before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1, "(yaml)",
-            f"character {chr(exc.character)!r} is not allowed in YAML; remove it",
-        ))
+        ck.problems.append(
+            Problem(
+                file,
+                before.count("\n") + 1,
+                len(before) - (before.rfind("\n") + 1) + 1,
+                "(yaml)",
+                f"character {chr(exc.character)!r} is not allowed in YAML; remove it",
+            )
+        )
         doc = BAD
     except yaml.YAMLError as exc:  # pragma: no cover - every pyyaml error above carries a mark
         ck.add(None, "(yaml)", f"YAML error: {exc}")
         doc = BAD
     if doc is None:
-        ck.problems.append(Problem(file, 1, 1, "(file)", "the file is empty; start from "
-                                   "network.example.yml"))
+        ck.problems.append(Problem(file, 1, 1, "(file)", "the file is empty; start from network.example.yml"))
     elif doc is not BAD:
         if not isinstance(doc, MappingNode):
-            ck.add(doc, "(top level)", f"expected a mapping with the sections network, proxy, "
-                   f"backends, services, ssh, tls; got {_describe(doc)}")
+            ck.add(
+                doc,
+                "(top level)",
+                f"expected a mapping with the sections network, proxy, "
+                f"backends, services, ssh, tls; got {_describe(doc)}",
+            )
         else:
             net, allocated = _check_network(ck, doc, path)
     problems = sorted(ck.problems, key=lambda p: (p.line or 0, p.column or 0))
@@ -437,26 +480,38 @@ def _check_network(
     subnet = _subnet(ck, nm)
     port = ck.integer(nm, "port", "network.port", 1, 65535, 51820, "use e.g. 51820")
     interface = ck.matching(nm, "interface", "network.interface", _check_interface) or "wg0"
-    keepalive = ck.integer(nm, "keepalive", "network.keepalive", 0, 65535, 25,
-                           "use seconds, e.g. 25 (0 = off)")
+    keepalive = ck.integer(
+        nm, "keepalive", "network.keepalive", 0, 65535, 25, "use seconds, e.g. 25 (0 = off)"
+    )
     b2b = ck.boolean(nm, "backend_to_backend", "network.backend_to_backend")
     psk = ck.boolean(nm, "preshared_keys", "network.preshared_keys")
-    max_age = ck.integer(nm, "key_max_age_days", "network.key_max_age_days", 1, 36500, 180,
-                         "use days, e.g. 180")
-    warn_days = ck.integer(nm, "client_warn_days", "network.client_warn_days", 0, 3650, 14,
-                           "use days, e.g. 14 (0 = no warning before a client expires)")
+    max_age = ck.integer(
+        nm, "key_max_age_days", "network.key_max_age_days", 1, 36500, 180, "use days, e.g. 180"
+    )
+    warn_days = ck.integer(
+        nm,
+        "client_warn_days",
+        "network.client_warn_days",
+        0,
+        3650,
+        14,
+        "use days, e.g. 14 (0 = no warning before a client expires)",
+    )
 
     # ssh:
     sm = ck.mapping(top.get("ssh"), "ssh", _SSH_KEYS) or {}
     ssh_user = ck.matching(sm, "user", "ssh.user", _check_user) or "root"
     ssh_port = ck.integer(sm, "port", "ssh.port", 1, 65535, 22, "use e.g. 22")
     if ssh_port in HUB_WEB_PORTS:
-        ck.add(sm["port"], "ssh.port", f"{ssh_port} is where nginx on the hub serves HTTP and "
-               "HTTPS (80 and 443), so sshd cannot listen there; write the port sshd uses, e.g. 22")
+        ck.add(
+            sm["port"],
+            "ssh.port",
+            f"{ssh_port} is where nginx on the hub serves HTTP and "
+            "HTTPS (80 and 443), so sshd cannot listen there; write the port sshd uses, e.g. 22",
+        )
         ssh_port = BAD
     ssh_key = ck.matching(sm, "key", "ssh.key", _controller_file(base, "key"))
-    known_hosts = ck.matching(sm, "known_hosts", "ssh.known_hosts",
-                             _controller_file(base, "known_hosts"))
+    known_hosts = ck.matching(sm, "known_hosts", "ssh.known_hosts", _controller_file(base, "known_hosts"))
     ssh_via, allow_from = _ssh_access(ck, sm)
 
     # proxy: and backends:
@@ -483,8 +538,7 @@ def _check_network(
     client_names = {c.name for c in client_drafts if isinstance(c.name, str)}
 
     # services:
-    services = _services(ck, top.get("services"), backend_names, hub_name, ssh_port,
-                         client_names)
+    services = _services(ck, top.get("services"), backend_names, hub_name, ssh_port, client_names)
 
     # tls:
     tls = _tls(ck, top.get("tls"), doc, base)
@@ -493,8 +547,7 @@ def _check_network(
     allocated: list[tuple[MappingNode, ipaddress.IPv4Address]] = []
     wg: dict[int, ipaddress.IPv4Address] = {}
     if isinstance(subnet, ipaddress.IPv4Network):
-        reserved = frozenset(c.wg_ip for c in client_drafts
-                             if isinstance(c.wg_ip, ipaddress.IPv4Address))  # fmt: skip
+        reserved = frozenset(c.wg_ip for c in client_drafts if isinstance(c.wg_ip, ipaddress.IPv4Address))
         wg, allocated = _addresses(ck, drafts, subnet, nm.get("subnet"), reserved)
         allocated += _client_addresses(ck, client_drafts, subnet, drafts, wg)
     _check_routes(ck, drafts, subnet)
@@ -503,21 +556,45 @@ def _check_network(
         return None, []
     hosts = []
     for i, d in enumerate(drafts):
-        hosts.append(Host(d.name, d.role, d.public_ip, wg[i], d.ssh_host or str(d.public_ip),
-                          d.public_ip6, "direct" if d.role == "hub" else d.ssh_via or ssh_via))
+        hosts.append(
+            Host(
+                d.name,
+                d.role,
+                d.public_ip,
+                wg[i],
+                d.ssh_host or str(d.public_ip),
+                d.public_ip6,
+                "direct" if d.role == "hub" else d.ssh_via or ssh_via,
+            )
+        )
     network = Network(
-        path=path, subnet=subnet, port=port, interface=interface, keepalive=keepalive,
-        backend_to_backend=b2b, preshared_keys=psk, key_max_age_days=max_age,
-        hub=hosts[0], backends=tuple(hosts[1:]), services=tuple(services),
-        ssh=Ssh(ssh_user, ssh_port, _controller_path(ssh_key, base),
-                _controller_path(known_hosts, base), ssh_via, allow_from),
+        path=path,
+        subnet=subnet,
+        port=port,
+        interface=interface,
+        keepalive=keepalive,
+        backend_to_backend=b2b,
+        preshared_keys=psk,
+        key_max_age_days=max_age,
+        hub=hosts[0],
+        backends=tuple(hosts[1:]),
+        services=tuple(services),
+        ssh=Ssh(
+            ssh_user,
+            ssh_port,
+            _controller_path(ssh_key, base),
+            _controller_path(known_hosts, base),
+            ssh_via,
+            allow_from,
+        ),
         tls=tls,
         clients=tuple(Client(c.name, c.public_key, c.wg_ip, c.expires) for c in client_drafts),
         client_warn_days=warn_days,
     )
     clients = {c.name: c for c in network.clients}
-    network = dataclasses.replace(network, services=tuple(
-        _resolve_allow(s, clients) for s in network.services))
+    network = dataclasses.replace(
+        network, services=tuple(_resolve_allow(s, clients) for s in network.services)
+    )
     return network, allocated
 
 
@@ -527,8 +604,10 @@ SSH_VIA = ("direct", "hub")
 
 def _check_ssh_via(value: str) -> str | None:
     if value not in SSH_VIA:
-        return (f"{_show(value)} is not a way to reach a host; write direct (SSH on the public "
-                "address) or hub (SSH only over the tunnel, through the hub)")
+        return (
+            f"{_show(value)} is not a way to reach a host; write direct (SSH on the public "
+            "address) or hub (SSH only over the tunnel, through the hub)"
+        )
     return None
 
 
@@ -556,8 +635,12 @@ def _host_ssh_via(ck: Checker, m: dict[str, Node], path: str, role: str) -> Any:
     """A backend's own ``ssh_via`` (overrides ssh.via); the hub is always reached directly."""
     via = ck.matching(m, "ssh_via", f"{path}.ssh_via", _check_ssh_via)
     if role == "hub" and via == "hub":
-        ck.add(m["ssh_via"], f"{path}.ssh_via", "the hub is what via-hub backends are reached "
-               "through, so it keeps its own SSH: remove ssh_via here")
+        ck.add(
+            m["ssh_via"],
+            f"{path}.ssh_via",
+            "the hub is what via-hub backends are reached "
+            "through, so it keeps its own SSH: remove ssh_via here",
+        )
         return BAD
     return via if isinstance(via, str) else None
 
@@ -573,12 +656,14 @@ def _subnet(ck: Checker, nm: dict[str, Node]) -> Any:
         ck.add(node, "network.subnet", f"{_show(value)} is not a subnet; write e.g. 10.50.0.0/24")
         return BAD
     if loose.version != 4:
-        ck.add(node, "network.subnet", f"{_show(value)} is IPv6; the WireGuard subnet must be "
-               "IPv4, e.g. 10.50.0.0/24")
+        ck.add(
+            node,
+            "network.subnet",
+            f"{_show(value)} is IPv6; the WireGuard subnet must be IPv4, e.g. 10.50.0.0/24",
+        )
         return BAD
     if "/" not in value:
-        ck.add(node, "network.subnet", f"{_show(value)} has no prefix length; write e.g. "
-               f"{value}/24")
+        ck.add(node, "network.subnet", f"{_show(value)} has no prefix length; write e.g. {value}/24")
         return BAD
     if str(loose.network_address) != value.split("/")[0]:
         ck.add(node, "network.subnet", f"{_show(value)} has host bits set; write {loose}")
@@ -588,8 +673,12 @@ def _subnet(ck: Checker, nm: dict[str, Node]) -> Any:
         return BAD
     clash = next((what for block, what in _UNROUTABLE_V4 if loose.overlaps(block)), None)
     if clash:
-        ck.add(node, "network.subnet", f"{_show(value)} overlaps {clash}; the hosts cannot "
-               "route it as a tunnel subnet: use a private range, e.g. 10.50.0.0/24")
+        ck.add(
+            node,
+            "network.subnet",
+            f"{_show(value)} overlaps {clash}; the hosts cannot "
+            "route it as a tunnel subnet: use a private range, e.g. 10.50.0.0/24",
+        )
         return BAD
     return loose
 
@@ -609,12 +698,18 @@ def _host(ck: Checker, node: Node, path: str, role: str) -> _Draft | None:
     if isinstance(public_ip, str):
         addr, error = parse_ip(public_ip)
         if addr is None:
-            ck.add(m["public_ip"], f"{path}.public_ip", error or
-                   f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.21")
+            ck.add(
+                m["public_ip"],
+                f"{path}.public_ip",
+                error or f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.21",
+            )
             public_ip = BAD
         elif why := unroutable_reason(addr):
-            ck.add(m["public_ip"], f"{path}.public_ip", f"{_show(public_ip)} is {why}; no "
-                   "other host can reach it: write the host's public address")
+            ck.add(
+                m["public_ip"],
+                f"{path}.public_ip",
+                f"{_show(public_ip)} is {why}; no other host can reach it: write the host's public address",
+            )
             public_ip = BAD
         else:
             public_ip = addr
@@ -622,17 +717,34 @@ def _host(ck: Checker, node: Node, path: str, role: str) -> _Draft | None:
     if isinstance(wg_ip, str):
         addr, error = parse_ip(wg_ip, v4_only=True)
         if addr is None:
-            ck.add(m["wg_ip"], f"{path}.wg_ip", error or f"{_show(wg_ip)} is not an IPv4 "
-                   "address; write e.g. 10.50.0.2, or remove this wg_ip to get one allocated")
+            ck.add(
+                m["wg_ip"],
+                f"{path}.wg_ip",
+                error
+                or f"{_show(wg_ip)} is not an IPv4 "
+                "address; write e.g. 10.50.0.2, or remove this wg_ip to get one allocated",
+            )
             wg_ip = BAD
         else:
             wg_ip = addr
     ssh_host = ck.matching(m, "ssh_host", f"{path}.ssh_host", _check_ssh_host)
     public_ip6 = _public_ip6(ck, m, path, public_ip)
-    return _Draft(path, node, role, name, m.get("name"), public_ip, m.get("public_ip"),
-                  wg_ip, m.get("wg_ip"), ssh_host, m.get("ssh_host"),
-                  ssh_via=_host_ssh_via(ck, m, path, role), public_ip6=public_ip6,
-                  public_ip6_node=m.get("public_ip6"))
+    return _Draft(
+        path,
+        node,
+        role,
+        name,
+        m.get("name"),
+        public_ip,
+        m.get("public_ip"),
+        wg_ip,
+        m.get("wg_ip"),
+        ssh_host,
+        m.get("ssh_host"),
+        ssh_via=_host_ssh_via(ck, m, path, role),
+        public_ip6=public_ip6,
+        public_ip6_node=m.get("public_ip6"),
+    )
 
 
 def _public_ip6(ck: Checker, m: dict[str, Node], path: str, public_ip: Any) -> Any:
@@ -643,21 +755,35 @@ def _public_ip6(ck: Checker, m: dict[str, Node], path: str, public_ip: Any) -> A
     node, field = m["public_ip6"], f"{path}.public_ip6"
     addr, error = parse_ip(value)
     if addr is None:
-        ck.add(node, field, error or f"{_show(value)} is not an IP address; write the host's "
-               "IPv6 address, e.g. 2001:db8::21")
+        ck.add(
+            node,
+            field,
+            error or f"{_show(value)} is not an IP address; write the host's IPv6 address, e.g. 2001:db8::21",
+        )
         return BAD
     if addr.version != 6:
-        ck.add(node, field, f"{_show(value)} is IPv4; public_ip6 is the host's IPv6 address "
-               "(its IPv4 address goes in public_ip)")
+        ck.add(
+            node,
+            field,
+            f"{_show(value)} is IPv4; public_ip6 is the host's IPv6 address "
+            "(its IPv4 address goes in public_ip)",
+        )
         return BAD
     if why := unroutable_reason(addr):
-        ck.add(node, field, f"{_show(value)} is {why}; no other host can reach it: write the "
-               "host's public IPv6 address")
+        ck.add(
+            node,
+            field,
+            f"{_show(value)} is {why}; no other host can reach it: write the host's public IPv6 address",
+        )
         return BAD
     if isinstance(public_ip, _ADDRESS_TYPES) and public_ip.version == 6:
-        ck.add(node, field, f"{_show(value)} is a second IPv6 address, but public_ip "
-               f"{public_ip} is IPv6 already: a host has one address per family; write its "
-               "IPv4 address as public_ip and this one as public_ip6, or remove public_ip6")
+        ck.add(
+            node,
+            field,
+            f"{_show(value)} is a second IPv6 address, but public_ip "
+            f"{public_ip} is IPv6 already: a host has one address per family; write its "
+            "IPv4 address as public_ip and this one as public_ip6, or remove public_ip6",
+        )
         return BAD
     return addr
 
@@ -671,9 +797,12 @@ def _check_unique(ck: Checker, drafts: list[_Draft], attr: str, what: str) -> No
         if value in first:
             other = first[value]
             where = getattr(other, f"{attr}_node") or other.node
-            ck.add(getattr(d, f"{attr}_node") or d.node, f"{d.path}.{attr}",
-                   f"{_show(str(value))} is already used by {other.path} (line "
-                   f"{where.start_mark.line + 1}); {what} must be unique")
+            ck.add(
+                getattr(d, f"{attr}_node") or d.node,
+                f"{d.path}.{attr}",
+                f"{_show(str(value))} is already used by {other.path} (line "
+                f"{where.start_mark.line + 1}); {what} must be unique",
+            )
         else:
             first[value] = d
 
@@ -683,8 +812,12 @@ def _check_public_ip6_not_a_public_ip(ck: Checker, drafts: list[_Draft]) -> None
     for d in drafts:
         other = owners.get(d.public_ip6) if isinstance(d.public_ip6, _ADDRESS_TYPES) else None
         if other is not None:
-            ck.add(d.public_ip6_node, f"{d.path}.public_ip6", f"{_show(str(d.public_ip6))} is "
-                   f"already the public_ip of {other.path}; public IPs must be unique")
+            ck.add(
+                d.public_ip6_node,
+                f"{d.path}.public_ip6",
+                f"{_show(str(d.public_ip6))} is "
+                f"already the public_ip of {other.path}; public IPs must be unique",
+            )
 
 
 def family_names(versions: set[int]) -> str:
@@ -702,18 +835,31 @@ def _check_routes(ck: Checker, drafts: list[_Draft], subnet: Any) -> None:
     hub_families = hub.families() if hub and hub_ip and hub.public_ip6 is not BAD else set()
     for d in drafts:
         public = d.public_ip if isinstance(d.public_ip, _ADDRESS_TYPES) else None
-        if (hub_families and public and d.role == "backend" and d.public_ip6 is not BAD
-                and not d.families() & hub_families):  # fmt: skip
-            ck.add(d.public_ip_node, f"{d.path}.public_ip", f"{_show(str(public))}: the "
-                   f"backend has {family_names(d.families())} only and the hub "
-                   f"{family_names(hub_families)} only, and the tunnel runs over a family both "
-                   "ends have, so it could never start. Give both an address of one family "
-                   "(a host's IPv4 address goes in public_ip, its IPv6 one in public_ip6)")
+        if (
+            hub_families
+            and public
+            and d.role == "backend"
+            and d.public_ip6 is not BAD
+            and not d.families() & hub_families
+        ):
+            ck.add(
+                d.public_ip_node,
+                f"{d.path}.public_ip",
+                f"{_show(str(public))}: the "
+                f"backend has {family_names(d.families())} only and the hub "
+                f"{family_names(hub_families)} only, and the tunnel runs over a family both "
+                "ends have, so it could never start. Give both an address of one family "
+                "(a host's IPv4 address goes in public_ip, its IPv6 one in public_ip6)",
+            )
         if tunnel and public is not None and public in tunnel:
-            ck.add(d.public_ip_node, f"{d.path}.public_ip", f"{_show(str(public))} is inside "
-                   f"network.subnet {tunnel}, the tunnel's own addresses: the tunnel would take "
-                   "over the route to the address it runs over. Write the host's public address,"
-                   " or choose a subnet that does not hold it")
+            ck.add(
+                d.public_ip_node,
+                f"{d.path}.public_ip",
+                f"{_show(str(public))} is inside "
+                f"network.subnet {tunnel}, the tunnel's own addresses: the tunnel would take "
+                "over the route to the address it runs over. Write the host's public address,"
+                " or choose a subnet that does not hold it",
+            )
         ssh_host = d.ssh_host if isinstance(d.ssh_host, str) else None
         if ssh_host and tunnel:
             try:
@@ -721,9 +867,13 @@ def _check_routes(ck: Checker, drafts: list[_Draft], subnet: Any) -> None:
             except ValueError:
                 inside = False
             if inside:
-                ck.add(d.ssh_host_node, f"{d.path}.ssh_host", f"{_show(ssh_host)} is inside "
-                       f"network.subnet {tunnel}: SSH would need the tunnel that the deploy sets "
-                       "up over SSH. Write the host's public address or name")
+                ck.add(
+                    d.ssh_host_node,
+                    f"{d.path}.ssh_host",
+                    f"{_show(ssh_host)} is inside "
+                    f"network.subnet {tunnel}: SSH would need the tunnel that the deploy sets "
+                    "up over SSH. Write the host's public address or name",
+                )
         field = "ssh_host" if ssh_host else "public_ip"
         target = ssh_host.lower().rstrip(".") if ssh_host else str(public) if public else None
         if target is None:
@@ -733,15 +883,22 @@ def _check_routes(ck: Checker, drafts: list[_Draft], subnet: Any) -> None:
             if field == other_field == "public_ip":
                 continue  # two equal public_ips: reported as such
             node = d.ssh_host_node if ssh_host else d.public_ip_node
-            ck.add(node, f"{d.path}.{field}", f"{_show(target)} is where SSH already reaches "
-                   f"{other.path} (its {other_field}); the deploy of one host would land on the "
-                   "other: give each host its own ssh_host")
+            ck.add(
+                node,
+                f"{d.path}.{field}",
+                f"{_show(target)} is where SSH already reaches "
+                f"{other.path} (its {other_field}); the deploy of one host would land on the "
+                "other: give each host its own ssh_host",
+            )
         else:
             targets[target] = (d, field)
 
 
 def _addresses(
-    ck: Checker, drafts: list[_Draft], subnet: ipaddress.IPv4Network, subnet_node: Node | None,
+    ck: Checker,
+    drafts: list[_Draft],
+    subnet: ipaddress.IPv4Network,
+    subnet_node: Node | None,
     reserved: frozenset[ipaddress.IPv4Address] = frozenset(),
 ) -> tuple[dict[int, ipaddress.IPv4Address], list[tuple[MappingNode, ipaddress.IPv4Address]]]:
     """Check explicit wg_ips, then give each host without one the lowest free address
@@ -749,9 +906,12 @@ def _addresses(
     usable = max(subnet.num_addresses - 2, 0)
     if len(drafts) > usable:
         need = 32 - (len(drafts) + 1).bit_length()
-        ck.add(subnet_node, "network.subnet",
-               f"{str(subnet)!r} has room for {usable} hosts but the file has {len(drafts)} "
-               f"(the hub and {plural(len(drafts) - 1, 'backend')}); use a /{need} or larger")
+        ck.add(
+            subnet_node,
+            "network.subnet",
+            f"{str(subnet)!r} has room for {usable} hosts but the file has {len(drafts)} "
+            f"(the hub and {plural(len(drafts) - 1, 'backend')}); use a /{need} or larger",
+        )
         return {}, []
     hub_default = subnet.network_address + 1
     wg: dict[int, ipaddress.IPv4Address] = {}
@@ -766,23 +926,42 @@ def _addresses(
             continue
         field = f"{d.path}.wg_ip"
         if addr not in subnet:
-            ck.add(d.wg_ip_node, field, f"{_show(str(addr))} is outside network.subnet "
-                   f"{subnet}; use an address in it, or remove this wg_ip to get one allocated")
+            ck.add(
+                d.wg_ip_node,
+                field,
+                f"{_show(str(addr))} is outside network.subnet "
+                f"{subnet}; use an address in it, or remove this wg_ip to get one allocated",
+            )
         elif addr in (subnet.network_address, subnet.broadcast_address):
             kind = "network" if addr == subnet.network_address else "broadcast"
-            ck.add(d.wg_ip_node, field, f"{_show(str(addr))} is the {kind} address of {subnet}; "
-                   "use a host address, or remove this wg_ip to get one allocated")
+            ck.add(
+                d.wg_ip_node,
+                field,
+                f"{_show(str(addr))} is the {kind} address of {subnet}; "
+                "use a host address, or remove this wg_ip to get one allocated",
+            )
         elif addr in owner:
             other = owner[addr]
             if other.role == "hub":
-                which = "proxy.wg_ip" if other.wg_ip_node else \
-                    "by default the hub takes the subnet's first host address"
-                ck.add(d.wg_ip_node, field, f"{_show(str(addr))} is the hub's address ({which}); "
-                       "remove this wg_ip to get a free one allocated")
+                which = (
+                    "proxy.wg_ip"
+                    if other.wg_ip_node
+                    else "by default the hub takes the subnet's first host address"
+                )
+                ck.add(
+                    d.wg_ip_node,
+                    field,
+                    f"{_show(str(addr))} is the hub's address ({which}); "
+                    "remove this wg_ip to get a free one allocated",
+                )
             else:
                 assert other.wg_ip_node is not None
-                ck.add(d.wg_ip_node, field, f"{_show(str(addr))} is already used by {other.path} "
-                       f"(line {other.wg_ip_node.start_mark.line + 1}); wg_ips must be unique")
+                ck.add(
+                    d.wg_ip_node,
+                    field,
+                    f"{_show(str(addr))} is already used by {other.path} "
+                    f"(line {other.wg_ip_node.start_mark.line + 1}); wg_ips must be unique",
+                )
         else:
             wg[i] = addr
             owner[addr] = d
@@ -796,7 +975,11 @@ def _addresses(
 
 
 def _services(
-    ck: Checker, node: Node | None, backends: set[str], hub_name: Any, ssh_port: Any,
+    ck: Checker,
+    node: Node | None,
+    backends: set[str],
+    hub_name: Any,
+    ssh_port: Any,
     clients: set[str] | None = None,
 ) -> list[Service]:
     out: list[Service] = []
@@ -805,16 +988,24 @@ def _services(
     ports: dict[tuple[str, int], str] = {}
     for i, item in enumerate(ck.items(node, "services", "services")):
         path = f"services[{i}]"
-        m = ck.mapping(item, path, _SERVICE_KEYS, required=("name", "backend", "port"),
-                       what="a mapping with name, backend and port")
+        m = ck.mapping(
+            item,
+            path,
+            _SERVICE_KEYS,
+            required=("name", "backend", "port"),
+            what="a mapping with name, backend and port",
+        )
         if m is None:
             continue
         ok = True
         name = ck.matching(m, "name", f"{path}.name", _check_service_name)
         if isinstance(name, str):
             if name in names:
-                ck.add(m["name"], f"{path}.name", f"{_show(name)} is already used by "
-                       f"{names[name]}; service names must be unique")
+                ck.add(
+                    m["name"],
+                    f"{path}.name",
+                    f"{_show(name)} is already used by {names[name]}; service names must be unique",
+                )
                 ok = False
             names.setdefault(name, path)
         backend = ck.text(m, "backend", f"{path}.backend")
@@ -828,16 +1019,23 @@ def _services(
                 msg = f"{_show(backend)} is not a backend; {hint}known backends: {known}"
             ck.add(m["backend"], f"{path}.backend", msg)
             backend = BAD
-        port = ck.integer(m, "port", f"{path}.port", 1, 65535, 0, "use the backend's port, "
-                          "e.g. 8080")
+        port = ck.integer(m, "port", f"{path}.port", 1, 65535, 0, "use the backend's port, e.g. 8080")
         if isinstance(port, int) and port and port == ssh_port:
-            ck.add(m["port"], f"{path}.port", f"{port} is the SSH port (ssh.port); a service "
-                   "cannot use it: write the port the service itself listens on")
+            ck.add(
+                m["port"],
+                f"{path}.port",
+                f"{port} is the SSH port (ssh.port); a service "
+                "cannot use it: write the port the service itself listens on",
+            )
             port = BAD
         if isinstance(port, int) and port and isinstance(backend, str):
             if (backend, port) in ports:
-                ck.add(m["port"], f"{path}.port", f"{port} on {backend!r} is already used by "
-                       f"{ports[(backend, port)]}; each (backend, port) serves one service")
+                ck.add(
+                    m["port"],
+                    f"{path}.port",
+                    f"{port} on {backend!r} is already used by "
+                    f"{ports[(backend, port)]}; each (backend, port) serves one service",
+                )
                 ok = False
             ports.setdefault((backend, port), path)
         doms = []
@@ -854,8 +1052,12 @@ def _services(
                 continue
             dom = dnode.value.lower().rstrip(".")
             if dom in domains:
-                ck.add(dnode, dpath, f"{_show(dnode.value)} is already used by {domains[dom]}; "
-                       "a domain can point at one service only")
+                ck.add(
+                    dnode,
+                    dpath,
+                    f"{_show(dnode.value)} is already used by {domains[dom]}; "
+                    "a domain can point at one service only",
+                )
                 ok = False
                 continue
             domains[dom] = dpath
@@ -873,9 +1075,11 @@ def _services(
             error = _allow_error(anode.value)
             if error and clients is not None and HOST_NAME_RE.fullmatch(anode.value):
                 known = ", ".join(sorted(clients)) or "none yet"
-                error = (f"{_show(anode.value)} is neither an IP address or CIDR nor a client "
-                         f"name (clients: {known}); write e.g. 198.51.100.7, a client's name, "
-                         f"or {ALL_CLIENTS} for all of them")
+                error = (
+                    f"{_show(anode.value)} is neither an IP address or CIDR nor a client "
+                    f"name (clients: {known}); write e.g. 198.51.100.7, a client's name, "
+                    f"or {ALL_CLIENTS} for all of them"
+                )
             if error:
                 ck.add(anode, apath, error)
                 ok = False
@@ -883,13 +1087,24 @@ def _services(
                 allow.append(str(ipaddress.ip_network(anode.value)))
         websocket = ck.boolean(m, "websocket", f"{path}.websocket")
         hsts = ck.boolean(m, "hsts", f"{path}.hsts")
-        compose = ck.matching(m, "compose", f"{path}.compose",
-                              _hub_path("/srv/app/compose.yml"))
+        compose = ck.matching(m, "compose", f"{path}.compose", _hub_path("/srv/app/compose.yml"))
         unit = ck.matching(m, "unit", f"{path}.unit", _check_unit)
         values = (name, backend, port, websocket, hsts, compose, unit)
         if ok and not any(v is BAD for v in values) and name and backend and port:
-            out.append(Service(name, backend, port, tuple(doms), websocket, tuple(allow), hsts,
-                               compose, unit, tuple(allow_names)))
+            out.append(
+                Service(
+                    name,
+                    backend,
+                    port,
+                    tuple(doms),
+                    websocket,
+                    tuple(allow),
+                    hsts,
+                    compose,
+                    unit,
+                    tuple(allow_names),
+                )
+            )
     return out
 
 
@@ -901,30 +1116,48 @@ def _tls(ck: Checker, node: Node | None, doc: MappingNode, base: Path) -> Any:
     server = ck.matching(m, "acme_server", "tls.acme_server", _check_acme_server) or "letsencrypt"
     email = ck.matching(m, "email", "tls.email", _check_email)
     bundle = ck.matching(m, "acme_ca_bundle", "tls.acme_ca_bundle", _controller_file(base, "ca"))
-    roots = ck.matching(m, "verify_ca_bundle", "tls.verify_ca_bundle",
-                       _controller_file(base, "ca"))
+    roots = ck.matching(m, "verify_ca_bundle", "tls.verify_ca_bundle", _controller_file(base, "ca"))
     cert = ck.matching(m, "cert", "tls.cert", _hub_path("/etc/ssl/certs/site.pem"))
     key = ck.matching(m, "key", "tls.key", _hub_path("/etc/ssl/private/site.key"))
     parent = node if isinstance(node, MappingNode) else doc
     if mode == "acme" and email is None:
-        ck.add(parent, "tls.email", "missing; ACME (tls.mode acme, the default) needs a contact "
-               "address: add `email: ops@example.com` under tls, or set `mode: self-signed`")
+        ck.add(
+            parent,
+            "tls.email",
+            "missing; ACME (tls.mode acme, the default) needs a contact "
+            "address: add `email: ops@example.com` under tls, or set `mode: self-signed`",
+        )
     if mode == "provided":
         for k, v in (("cert", cert), ("key", key)):
             if v is None:
                 example = "/etc/ssl/certs/site.pem" if k == "cert" else "/etc/ssl/private/site.key"
-                ck.add(parent, f"tls.{k}", f"missing; mode provided needs the path of the {k} "
-                       f"file on the hub, e.g. `{k}: {example}`")
+                ck.add(
+                    parent,
+                    f"tls.{k}",
+                    f"missing; mode provided needs the path of the {k} "
+                    f"file on the hub, e.g. `{k}: {example}`",
+                )
     elif mode is not BAD:
         for k, v in (("cert", cert), ("key", key)):
             if v is not None and v is not BAD:
-                ck.add(m[k], f"tls.{k}", f"is only used with mode provided (mode is {mode!r}); "
-                       "remove it or set `mode: provided`")
+                ck.add(
+                    m[k],
+                    f"tls.{k}",
+                    f"is only used with mode provided (mode is {mode!r}); remove it or set `mode: provided`",
+                )
     if any(v is BAD for v in (mode, server, email, bundle, roots, cert, key)):
         return BAD
     directory = ACME_SERVERS.get(server, server) if mode == "acme" else None
-    return Tls(mode, server, directory, email, _controller_path(bundle, base), cert, key,
-               _controller_path(roots, base))
+    return Tls(
+        mode,
+        server,
+        directory,
+        email,
+        _controller_path(bundle, base),
+        cert,
+        key,
+        _controller_path(roots, base),
+    )
 
 
 # -- clients: admins' devices on the tunnel (road-warrior peers of the hub) --------------------
@@ -949,8 +1182,10 @@ def public_key_error(value: str) -> str | None:
         raw = b""
     if len(raw) == 32 and base64.b64encode(raw).decode() == value:
         return None
-    return (f"{_show(value)} is not a WireGuard public key (44 characters of base64, e.g. the "
-            "output of `wg pubkey`); paste the client's public key, never its private key")
+    return (
+        f"{_show(value)} is not a WireGuard public key (44 characters of base64, e.g. the "
+        "output of `wg pubkey`); paste the client's public key, never its private key"
+    )
 
 
 def _expires(ck: Checker, m: dict[str, Node], path: str) -> Any:
@@ -963,11 +1198,19 @@ def _expires(ck: Checker, m: dict[str, Node], path: str) -> Any:
             if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
                 return datetime.date.fromisoformat(value)
         except ValueError:
-            ck.add(node, path, f"{_show(value)} is not a day of the calendar; write a real "
-                   "date as YYYY-MM-DD, e.g. 2027-01-31")
+            ck.add(
+                node,
+                path,
+                f"{_show(value)} is not a day of the calendar; write a real "
+                "date as YYYY-MM-DD, e.g. 2027-01-31",
+            )
             return BAD
-    ck.add(node, path, f"expected a date, got {_describe(node)}; write YYYY-MM-DD, e.g. "
-           "2027-01-31 (the day the client stops working, UTC)")
+    ck.add(
+        node,
+        path,
+        f"expected a date, got {_describe(node)}; write YYYY-MM-DD, e.g. "
+        "2027-01-31 (the day the client stops working, UTC)",
+    )
     return BAD
 
 
@@ -978,32 +1221,50 @@ def _client_drafts(ck: Checker, node: Node | None, hosts: list[_Draft]) -> list[
     keys: dict[str, str] = {}
     for i, item in enumerate(ck.items(node, "clients", "clients")):
         path = f"clients[{i}]"
-        m = ck.mapping(item, path, _CLIENT_KEYS, required=("name", "public_key"),
-                       what="a mapping with name and public_key")
+        m = ck.mapping(
+            item,
+            path,
+            _CLIENT_KEYS,
+            required=("name", "public_key"),
+            what="a mapping with name and public_key",
+        )
         if m is None:
             continue
         assert isinstance(item, MappingNode)
         name = ck.matching(m, "name", f"{path}.name", _check_host_name)
         if isinstance(name, str):
             if name == ALL_CLIENTS:
-                ck.add(m["name"], f"{path}.name", f"{_show(name)} means every client in allow "
-                       "lists; give this client another name")
+                ck.add(
+                    m["name"],
+                    f"{path}.name",
+                    f"{_show(name)} means every client in allow lists; give this client another name",
+                )
                 name = BAD
             elif name in host_names:
-                ck.add(m["name"], f"{path}.name", f"{_show(name)} is a host of this network; "
-                       "allow lists name clients, so give this client another name")
+                ck.add(
+                    m["name"],
+                    f"{path}.name",
+                    f"{_show(name)} is a host of this network; "
+                    "allow lists name clients, so give this client another name",
+                )
                 name = BAD
             elif name in names:
-                ck.add(m["name"], f"{path}.name", f"{_show(name)} is already used by "
-                       f"{names[name]}; client names must be unique")
+                ck.add(
+                    m["name"],
+                    f"{path}.name",
+                    f"{_show(name)} is already used by {names[name]}; client names must be unique",
+                )
                 name = BAD
             else:
                 names[name] = path
         key = ck.matching(m, "public_key", f"{path}.public_key", public_key_error)
         if isinstance(key, str):
             if key in keys:
-                ck.add(m["public_key"], f"{path}.public_key", f"is already the public key of "
-                       f"{keys[key]}; each client has a key pair of its own")
+                ck.add(
+                    m["public_key"],
+                    f"{path}.public_key",
+                    f"is already the public key of {keys[key]}; each client has a key pair of its own",
+                )
                 key = BAD
             else:
                 keys[key] = path
@@ -1011,8 +1272,13 @@ def _client_drafts(ck: Checker, node: Node | None, hosts: list[_Draft]) -> list[
         if isinstance(wg_ip, str):
             addr, error = parse_ip(wg_ip, v4_only=True)
             if addr is None:
-                ck.add(m["wg_ip"], f"{path}.wg_ip", error or f"{_show(wg_ip)} is not an IPv4 "
-                       "address; write e.g. 10.50.0.254, or remove this wg_ip to get one")
+                ck.add(
+                    m["wg_ip"],
+                    f"{path}.wg_ip",
+                    error
+                    or f"{_show(wg_ip)} is not an IPv4 "
+                    "address; write e.g. 10.50.0.254, or remove this wg_ip to get one",
+                )
                 wg_ip = BAD
             else:
                 wg_ip = addr
@@ -1022,8 +1288,11 @@ def _client_drafts(ck: Checker, node: Node | None, hosts: list[_Draft]) -> list[
 
 
 def _client_addresses(
-    ck: Checker, clients: list[_ClientDraft], subnet: ipaddress.IPv4Network,
-    hosts: list[_Draft], host_ips: dict[int, ipaddress.IPv4Address],
+    ck: Checker,
+    clients: list[_ClientDraft],
+    subnet: ipaddress.IPv4Network,
+    hosts: list[_Draft],
+    host_ips: dict[int, ipaddress.IPv4Address],
 ) -> list[tuple[MappingNode, ipaddress.IPv4Address]]:
     """Check the clients' explicit addresses against the hosts' and each other's, then give
     each client without one the highest free address."""
@@ -1034,13 +1303,20 @@ def _client_addresses(
             continue
         field = f"{c.path}.wg_ip"
         if addr not in subnet or addr in (subnet.network_address, subnet.broadcast_address):
-            ck.add(c.wg_ip_node, field, f"{_show(str(addr))} is not a host address of "
-                   f"network.subnet {subnet}; remove this wg_ip to get one allocated")
+            ck.add(
+                c.wg_ip_node,
+                field,
+                f"{_show(str(addr))} is not a host address of "
+                f"network.subnet {subnet}; remove this wg_ip to get one allocated",
+            )
             c.wg_ip = BAD
         elif addr in owner:
             who = "the hub" if owner[addr] == "proxy" else owner[addr]
-            ck.add(c.wg_ip_node, field, f"{_show(str(addr))} is already used by {who}; "
-                   "remove this wg_ip to get a free one allocated")
+            ck.add(
+                c.wg_ip_node,
+                field,
+                f"{_show(str(addr))} is already used by {who}; remove this wg_ip to get a free one allocated",
+            )
             c.wg_ip = BAD
         else:
             owner[addr] = c.path
@@ -1052,8 +1328,7 @@ def _client_addresses(
         while top > int(subnet.network_address) and ipaddress.IPv4Address(top) in owner:
             top -= 1
         if top <= int(subnet.network_address):
-            ck.add(c.node, f"{c.path}.wg_ip", f"network.subnet {subnet} is full; use a larger "
-                   "subnet")
+            ck.add(c.node, f"{c.path}.wg_ip", f"network.subnet {subnet} is full; use a larger subnet")
             c.wg_ip = BAD
             continue
         c.wg_ip = ipaddress.IPv4Address(top)

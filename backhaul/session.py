@@ -43,8 +43,11 @@ class Hosts:
                 except PyinfraError as e:
                     return e
 
-        jobs = {name: self.state.pool.spawn(one, name, cls, kw)
-                for name, (cls, kw) in wanted.items() if name in self.by_name}  # fmt: skip
+        jobs = {
+            name: self.state.pool.spawn(one, name, cls, kw)
+            for name, (cls, kw) in wanted.items()
+            if name in self.by_name
+        }
         gevent.joinall(list(jobs.values()))
         return {name: job.get() for name, job in jobs.items()}
 
@@ -57,8 +60,7 @@ def as_root(host) -> dict:
 
 def sudo_problems(hosts: Hosts) -> list[str]:
     """Hosts whose SSH user is not root and cannot use sudo without a password."""
-    sudoers = {name: (SudoAccess, {"_sudo": False})
-               for name, h in hosts.by_name.items() if as_root(h)}  # fmt: skip
+    sudoers = {name: (SudoAccess, {"_sudo": False}) for name, h in hosts.by_name.items() if as_root(h)}
     problems = []
     for name, access in sorted(hosts.facts(sudoers).items()):
         if isinstance(access, Exception):
@@ -87,8 +89,10 @@ def connect(net: Network, names: list[str] | None = None) -> Iterator[Hosts]:
             hosts = Hosts(state, net)
             problems = sudo_problems(hosts)
             if problems:  # before any command as root: nothing has changed
-                raise BackhaulError("cannot run as root on every host (nothing was changed):\n"
-                                    + "\n".join(f"  - {p}" for p in problems))  # fmt: skip
+                raise BackhaulError(
+                    "cannot run as root on every host (nothing was changed):\n"
+                    + "\n".join(f"  - {p}" for p in problems)
+                )
             yield hosts
         finally:
             disconnect_all(state)

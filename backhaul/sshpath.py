@@ -73,8 +73,7 @@ def remember(network_file: str | os.PathLike[str], net: Network, names: list[str
 def first_guess(network_file: str | os.PathLike[str], net: Network) -> set[str]:
     """The via-hub backends to reach directly in the first run: not proven through this hub."""
     memo = proven(network_file)
-    return {b.name for b in net.backends
-            if via_hub(b) and memo.get(b.name) != str(net.hub.public_ip)}  # fmt: skip
+    return {b.name for b in net.backends if via_hub(b) and memo.get(b.name) != str(net.hub.public_ip)}
 
 
 def direct_names(env: dict | None = None) -> set[str]:
@@ -93,16 +92,20 @@ def jump_config(net: Network) -> str:
 
     pyinfra reads the hop's user, port, key and known hosts from here (the target's own come
     from host data)."""
-    hub = [f"Host {HUB_ALIAS}", f"  HostName {net.hub.ssh_host}", f"  User {net.ssh.user}",
-           "  StrictHostKeyChecking accept-new", "  ConnectTimeout 10"]
+    hub = [
+        f"Host {HUB_ALIAS}",
+        f"  HostName {net.hub.ssh_host}",
+        f"  User {net.ssh.user}",
+        "  StrictHostKeyChecking accept-new",
+        "  ConnectTimeout 10",
+    ]
     if net.ssh.port != 22:  # (written for 22, paramiko would look the hub up as [addr]:22)
         hub.append(f"  Port {net.ssh.port}")
     if net.ssh.key:
         hub.append(f"  IdentityFile {net.ssh.key}")
     if net.ssh.known_hosts:
         hub.append(f"  UserKnownHostsFile {net.ssh.known_hosts}")
-    lines = ["# written by backhaul (backhaul/sshpath.py): via-hub backends jump through the hub",
-             *hub, ""]
+    lines = ["# written by backhaul (backhaul/sshpath.py): via-hub backends jump through the hub", *hub, ""]
     for b in net.backends:
         if via_hub(b):
             lines += [f"Host {b.wg_ip}", f"  ProxyJump {HUB_ALIAS}", "  ConnectTimeout 10", ""]
@@ -140,13 +143,14 @@ def ssh_sources(net: Network, host: Host) -> list[tuple[str, str | None, str]]:
     The hub over the tunnel, then ``ssh.allow_from``. (Admin clients on the tunnel, when the
     network has them, come in here too.)"""
     out = [(str(net.hub.wg_ip), net.interface, "SSH from the hub over the tunnel (the jump)")]
-    out += [(a, None, "SSH from an admin address (ssh.allow_from): the way in without the hub")
-            for a in net.ssh.allow_from]
+    out += [
+        (a, None, "SSH from an admin address (ssh.allow_from): the way in without the hub")
+        for a in net.ssh.allow_from
+    ]
     return out
 
 
-def closes_ssh(net: Network, host: Host, route_: str, session: dict | None,
-               ufw_active: bool) -> bool:
+def closes_ssh(net: Network, host: Host, route_: str, session: dict | None, ufw_active: bool) -> bool:
     """Whether this run gives a via-hub backend its closed SSH rules.
 
     Over the hub: yes. Directly: only when this session comes from ``ssh.allow_from`` and ufw
@@ -161,8 +165,7 @@ def closes_ssh(net: Network, host: Host, route_: str, session: dict | None,
     return ufw_active and bool(session) and bool(admin) and session_allowed(session, admin)
 
 
-def session_allowed(session: dict | None, sources: list[tuple[str, str | None, str]] | None
-                    ) -> bool:
+def session_allowed(session: dict | None, sources: list[tuple[str, str | None, str]] | None) -> bool:
     """Whether the SSH session this run arrives on stays allowed by these SSH sources
     (None: public SSH, which allows every session; no session known: nothing to cut)."""
     if sources is None or not session:
@@ -184,5 +187,7 @@ def later(command: str, seconds: int = 2) -> str:
     """``command`` run by systemd ``seconds`` from now, after this session has answered: for a
     command that stops or re-keys the tunnel its own session rides (a via-hub backend).
     AccuracySec: a transient timer's default accuracy is a whole minute."""
-    return (f"systemd-run --quiet --collect --on-active={seconds} "
-            f"--timer-property=AccuracySec=100ms sh -c {shlex.quote(command)}")
+    return (
+        f"systemd-run --quiet --collect --on-active={seconds} "
+        f"--timer-property=AccuracySec=100ms sh -c {shlex.quote(command)}"
+    )

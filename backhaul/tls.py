@@ -40,6 +40,7 @@ CERTBOT_DROPIN = "/etc/systemd/system/certbot.service.d/backhaul-acme-ca.conf"
 SELF_SIGNED_DAYS = 365  # Mozilla's intermediate profile: a certificate lives at most 366 days
 RENEW_BEFORE_DAYS = 30  # a self-signed certificate this close to expiry is made anew
 
+
 @dataclass(frozen=True)
 class CertPaths:
     cert: str  # the full chain, for ssl_certificate
@@ -77,15 +78,12 @@ def certificates(net: Network) -> list[Certificate]:
     out = []
     for s in public_services(net):
         if net.tls.mode == "acme":
-            out.append(Certificate(s.name, s.domains, "acme", live_paths(s.name),
-                                   self_signed_paths(s.name)))  # fmt: skip
+            out.append(Certificate(s.name, s.domains, "acme", live_paths(s.name), self_signed_paths(s.name)))
         elif net.tls.mode == "self-signed":
-            out.append(Certificate(s.name, s.domains, "self-signed", self_signed_paths(s.name),
-                                   None))  # fmt: skip
+            out.append(Certificate(s.name, s.domains, "self-signed", self_signed_paths(s.name), None))
         else:  # provided: one certificate (the operator's) for every service
             assert net.tls.cert and net.tls.key  # the model requires both in this mode
-            out.append(Certificate(s.name, s.domains, "provided",
-                                   CertPaths(net.tls.cert, net.tls.key), None))  # fmt: skip
+            out.append(Certificate(s.name, s.domains, "provided", CertPaths(net.tls.cert, net.tls.key), None))
     return out
 
 
@@ -125,8 +123,9 @@ def foreign_issuer(have: Mapping[str, Any], roots: frozenset[str] | None) -> str
     return have.get("chain_issuer") or f"the CA with key id {key}"
 
 
-def issue_reason(cert: Certificate, state: dict[str, Any], server: str,
-                 roots: frozenset[str] | None = None) -> str | None:  # fmt: skip
+def issue_reason(
+    cert: Certificate, state: dict[str, Any], server: str, roots: frozenset[str] | None = None
+) -> str | None:
     """Why certbot must be asked for ``cert`` now, or None: a valid certificate for the same
     domains from the same ACME server, chaining to the configured CA (``roots``: key ids of
     ``tls.verify_ca_bundle``, when set), is never requested again (certbot.timer renews it)."""
@@ -140,8 +139,10 @@ def issue_reason(cert: Certificate, state: dict[str, Any], server: str,
         return f"it comes from another ACME server ({issued_by})"
     foreign = foreign_issuer(have, roots)
     if foreign:
-        return (f"its chain ends at {foreign}, which is not a CA of tls.verify_ca_bundle "
-                "(the ACME server's CA changed)")  # fmt: skip
+        return (
+            f"its chain ends at {foreign}, which is not a CA of tls.verify_ca_bundle "
+            "(the ACME server's CA changed)"
+        )
     not_after, now = have.get("not_after"), state.get("now")
     if not_after is None or now is None or not_after <= now:
         return "it has expired"
@@ -178,8 +179,19 @@ def certbot_args(cert: Certificate, server: str, email: str, state: dict[str, An
     args = ["certbot", "certonly", "--webroot", "-w", WEBROOT, "--cert-name", cert.name]
     for d in cert.domains:
         args += ["-d", d]
-    args += ["--server", server, "-m", email, "--agree-tos", "--no-eff-email",
-             "--non-interactive", "--key-type", "ecdsa", "--elliptic-curve", "secp256r1"]  # fmt: skip
+    args += [
+        "--server",
+        server,
+        "-m",
+        email,
+        "--agree-tos",
+        "--no-eff-email",
+        "--non-interactive",
+        "--key-type",
+        "ecdsa",
+        "--elliptic-curve",
+        "secp256r1",
+    ]
     have = state.get("certs", {}).get(cert.final.cert)
     if have:
         if sorted(have.get("names") or []) != sorted(cert.domains):
@@ -190,4 +202,3 @@ def certbot_args(cert: Certificate, server: str, email: str, state: dict[str, An
 
 
 # -- nginx files --------------------------------------------------------------------------------
-

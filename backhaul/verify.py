@@ -59,9 +59,15 @@ class Report:
 
     def to_json(self) -> dict:
         counts = {s: sum(c.status == s for c in self.checks) for s in (OK, WARN, FAIL, UNKNOWN)}
-        return {"version": JSON_VERSION, "network": self.network, "ok": self.ok,
-                "exit_code": self.exit_code, "seconds": round(self.seconds, 2),
-                "summary": counts, "checks": [asdict(c) for c in self.checks]}  # fmt: skip
+        return {
+            "version": JSON_VERSION,
+            "network": self.network,
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "seconds": round(self.seconds, 2),
+            "summary": counts,
+            "checks": [asdict(c) for c in self.checks],
+        }
 
     def to_table(self) -> str:
         rows = [("CHECK", "HOST", "STATUS", "DETAIL")]
@@ -69,10 +75,15 @@ class Report:
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
         j = self.to_json()["summary"]
-        verdict = ("healthy" if self.ok else "PROBLEMS FOUND") if not self.could_not_check \
-            else "COULD NOT CHECK EVERYTHING"  # fmt: skip
-        lines.append(f"\n{verdict}: {j['ok']} ok, {j['warn']} warn, {j['fail']} fail, "
-                     f"{j['unknown']} unknown ({self.seconds:.1f}s)")  # fmt: skip
+        verdict = (
+            ("healthy" if self.ok else "PROBLEMS FOUND")
+            if not self.could_not_check
+            else "COULD NOT CHECK EVERYTHING"
+        )
+        lines.append(
+            f"\n{verdict}: {j['ok']} ok, {j['warn']} warn, {j['fail']} fail, "
+            f"{j['unknown']} unknown ({self.seconds:.1f}s)"
+        )
         return "\n".join(lines)
 
 
@@ -86,8 +97,9 @@ def run(network_path: str, names: list[str] | None = None) -> Report:
     with ThreadPoolExecutor(max_workers=1) as pool:
         # The neighbour's knock on what the file declares needs no fact: it runs while SSH
         # reads them. Ports only the facts show get their own knock, beside the external scan.
-        early = pool.submit(knock_as_a_neighbour, net, hosts,
-                            {h.name: _declared_targets(net, h) for h in hosts})  # fmt: skip
+        early = pool.submit(
+            knock_as_a_neighbour, net, hosts, {h.name: _declared_targets(net, h) for h in hosts}
+        )
         with connect(net, [h.name for h in hosts]) as conn:
             for name in conn.unreachable:
                 report.add("ssh", name, UNKNOWN, "no SSH connection: nothing on it could be checked")
@@ -99,8 +111,11 @@ def run(network_path: str, names: list[str] | None = None) -> Report:
         client_checks(net, health, clientmod.today(), report)
         _service_checks(net, backends, health, report)
         knocked = early.result()
-        undeclared = {h.name: t for h in hosts if health.get(h.name)
-                      and (t := _undeclared_targets(net, h, health[h.name]))}  # fmt: skip
+        undeclared = {
+            h.name: t
+            for h in hosts
+            if health.get(h.name) and (t := _undeclared_targets(net, h, health[h.name]))
+        }
         late = pool.submit(knock_as_a_neighbour, net, hosts, undeclared) if undeclared else None
         _external_checks(net, hosts, health, report)
         if late:
@@ -113,8 +128,11 @@ def run(network_path: str, names: list[str] | None = None) -> Report:
 def _probe_args(net: Network, host: Host, backends: list[Host]) -> dict:
     if host.role == "hub":
         ping = tuple(str(b.wg_ip) for b in backends)
-        tcp = tuple(f"{net.host(s.backend).wg_ip}:{s.port}" for s in net.services
-                    if s.backend in {b.name for b in backends})  # fmt: skip
+        tcp = tuple(
+            f"{net.host(s.backend).wg_ip}:{s.port}"
+            for s in net.services
+            if s.backend in {b.name for b in backends}
+        )
     else:
         ping, tcp = (str(net.hub.wg_ip),), ()
     return {"interface": net.interface, "ping": ping, "tcp": tcp}
@@ -126,11 +144,19 @@ def _tunnel_checks(net: Network, backends: list[Host], health: dict, report: Rep
     if hub:
         wg = hub["wireguard"]
         if wg.get("service_active") and wg.get("link_up"):
-            report.add("wireguard", net.hub.name, OK, f"{net.interface} up, listening on "
-                       f"{hub['listen_port']}/udp, {len(hub['peers'])} peers")  # fmt: skip
+            report.add(
+                "wireguard",
+                net.hub.name,
+                OK,
+                f"{net.interface} up, listening on {hub['listen_port']}/udp, {len(hub['peers'])} peers",
+            )
         else:
-            report.add("wireguard", net.hub.name, FAIL,
-                       f"wg-quick@{net.interface} is {wg.get('service_state')}: run inv deploy")
+            report.add(
+                "wireguard",
+                net.hub.name,
+                FAIL,
+                f"wg-quick@{net.interface} is {wg.get('service_state')}: run inv deploy",
+            )
         _key_age(net, net.hub, wg, hub.get("now"), report)
     for b in backends:
         mine = health.get(b.name)
@@ -142,23 +168,39 @@ def _tunnel_checks(net: Network, backends: list[Host], health: dict, report: Rep
         if peer is None:
             report.add("handshake", b.name, FAIL, f"the hub has no peer for {b.wg_cidr}: run inv deploy")
         elif peer_key != pub:
-            report.add("handshake", b.name, FAIL, "the hub's peer key is not this backend's key "
-                       "(rotated without deploy?): run inv deploy")  # fmt: skip
+            report.add(
+                "handshake",
+                b.name,
+                FAIL,
+                "the hub's peer key is not this backend's key (rotated without deploy?): run inv deploy",
+            )
         elif not peer["latest_handshake"]:
             dialer = b.public_address(net.tunnel_family(b))
-            report.add("handshake", b.name, FAIL, "no handshake yet: is UDP "
-                       f"{net.port} from {dialer} reaching the hub?")  # fmt: skip
+            report.add(
+                "handshake",
+                b.name,
+                FAIL,
+                f"no handshake yet: is UDP {net.port} from {dialer} reaching the hub?",
+            )
         else:
             age = (hub.get("now") or int(time.time())) - peer["latest_handshake"]
             status = OK if age <= HANDSHAKE_MAX_AGE else FAIL
-            report.add("handshake", b.name, status, f"latest handshake {age}s ago"
-                       + ("" if status == OK else f" (more than {HANDSHAKE_MAX_AGE}s: tunnel dead)"))
+            report.add(
+                "handshake",
+                b.name,
+                status,
+                f"latest handshake {age}s ago"
+                + ("" if status == OK else f" (more than {HANDSHAKE_MAX_AGE}s: tunnel dead)"),
+            )
         there = hub["ping"].get(str(b.wg_ip))
         back = mine["ping"].get(str(net.hub.wg_ip))
         status = OK if there and back else FAIL
-        report.add("ping", b.name, status,
-                   f"hub -> {b.wg_ip} {'ok' if there else 'LOST'}, "
-                   f"{b.wg_ip} -> hub {'ok' if back else 'LOST'}")
+        report.add(
+            "ping",
+            b.name,
+            status,
+            f"hub -> {b.wg_ip} {'ok' if there else 'LOST'}, {b.wg_ip} -> hub {'ok' if back else 'LOST'}",
+        )
         _exposure(net, b, mine, report)
         _key_age(net, b, mine["wireguard"], mine.get("now"), report)
 
@@ -181,8 +223,12 @@ def _exposure(net: Network, b: Host, health: dict, report: Report) -> None:
             pass  # "*": every address
         bad.append(f"{s['proto']} {addr}:{s['port']} ({s.get('process') or 'kernel'})")
     if bad:
-        report.add("exposure", b.name, FAIL, "listening beyond the tunnel: " + ", ".join(bad)
-                   + f"; bind these to {b.wg_ip} or loopback")  # fmt: skip
+        report.add(
+            "exposure",
+            b.name,
+            FAIL,
+            "listening beyond the tunnel: " + ", ".join(bad) + f"; bind these to {b.wg_ip} or loopback",
+        )
     else:
         report.add("exposure", b.name, OK, f"only SSH, WireGuard, loopback and {b.wg_ip}")
 
@@ -193,8 +239,13 @@ def _key_age(net: Network, h: Host, wg: dict, now: int | None, report: Report) -
         return
     days = ((now or int(time.time())) - int(created)) / 86400
     status = OK if days <= net.key_max_age_days else WARN
-    report.add("key-age", h.name, status, f"key made {days:.0f} days ago"
-               + ("" if status == OK else f" (over {net.key_max_age_days}: inv rotate-keys)"))
+    report.add(
+        "key-age",
+        h.name,
+        status,
+        f"key made {days:.0f} days ago"
+        + ("" if status == OK else f" (over {net.key_max_age_days}: inv rotate-keys)"),
+    )
 
 
 # --- services ------------------------------------------------------------------------------
@@ -207,9 +258,14 @@ def _service_checks(net: Network, backends: list[Host], health: dict, report: Re
         target = f"{net.host(s.backend).wg_ip}:{s.port}"
         if hub:
             up = hub["tcp"].get(target)
-            report.add("backend", s.name, OK if up else FAIL,
-                       f"hub reaches {target}" if up else
-                       f"backend down: the hub cannot open {target} (nginx answers 502)")
+            report.add(
+                "backend",
+                s.name,
+                OK if up else FAIL,
+                f"hub reaches {target}"
+                if up
+                else f"backend down: the hub cannot open {target} (nginx answers 502)",
+            )
         for domain in s.domains:
             # over every family the hub has: a client of either must get the same answer
             for ip in net.hub.public_ips:
@@ -235,17 +291,23 @@ def https_check(net: Network, service, domain: str, ip=None) -> tuple[str, str]:
         issuer = _served_issuer(ip, domain)
         if issuer and e.verify_code in _UNTRUSTED_CHAIN:
             trusted = "tls.verify_ca_bundle" if bundle else "this machine's trust store"
-            return FAIL, (f"certificate for {domain} issued by {issuer}, not by a CA of {trusted} "
-                          "(the ACME server's CA changed?): inv deploy issues a new one")  # fmt: skip
+            return FAIL, (
+                f"certificate for {domain} issued by {issuer}, not by a CA of {trusted} "
+                "(the ACME server's CA changed?): inv deploy issues a new one"
+            )
         return FAIL, f"certificate not valid for {domain}: {e.verify_message}"
     except OSError as e:
         return FAIL, f"no HTTPS from the hub ({ip}) for {domain}: {e}"
     code = int(head.split()[1]) if len(head.split()) > 1 and head.split()[1].isdigit() else 0
     allowed = not service.allow or any(
-        ipaddress.ip_address(source) in ipaddress.ip_network(a, strict=False) for a in service.allow)
+        ipaddress.ip_address(source) in ipaddress.ip_network(a, strict=False) for a in service.allow
+    )
     if not allowed:
-        return (OK, f"403 for {source} (not on the allow list), as it should") if code == 403 \
+        return (
+            (OK, f"403 for {source} (not on the allow list), as it should")
+            if code == 403
             else (FAIL, f"{code} for {source}, which is NOT on the allow list: expected 403")
+        )
     if code == 502 or code == 504 or code == 0:
         return FAIL, f"{head or 'no answer'}: the hub cannot reach the backend"
     return OK, f"{code}, certificate valid until {not_after}"
@@ -262,8 +324,10 @@ def _served_issuer(ip, domain: str) -> str | None:
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     try:
-        with socket.create_connection((str(ip), 443), timeout=5) as raw, \
-                ctx.wrap_socket(raw, server_hostname=domain) as tls:  # fmt: skip
+        with (
+            socket.create_connection((str(ip), 443), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname=domain) as tls,
+        ):
             der = tls.getpeercert(binary_form=True)
     except OSError:
         return None
@@ -277,8 +341,7 @@ def client_checks(net: Network, health: dict, today, report: Report) -> None:
     hub = health.get(net.hub.name)
     notes = {name: (status, why) for name, status, why in clientmod.expiry(net, today)}
     for c in net.clients:
-        status, why = notes.get(c.name, (OK, "no expiry" if c.expires is None
-                                         else f"expires on {c.expires}"))  # fmt: skip
+        status, why = notes.get(c.name, (OK, "no expiry" if c.expires is None else f"expires on {c.expires}"))
         if hub is not None:
             peer = hub["peers"].get(c.public_key)
             if status == FAIL and peer is not None:
@@ -304,26 +367,41 @@ def _external_checks(net: Network, hosts: list[Host], health: dict, report: Repo
     for h in scanned:
         expected = _expected_open(net, h)
         ports = wanted[h.name]
-        opened = {ip: {p for (ph, pip, p), is_open in zip(probes, answers, strict=True)
-                       if ph.name == h.name and pip == ip and is_open}
-                  for ip in h.public_ips}  # fmt: skip
+        opened = {
+            ip: {
+                p
+                for (ph, pip, p), is_open in zip(probes, answers, strict=True)
+                if ph.name == h.name and pip == ip and is_open
+            }
+            for ip in h.public_ips
+        }
         extra = {ip: sorted(o - expected) for ip, o in opened.items() if o - expected}
         families = " and ".join(f"IPv{ip.version}" for ip in h.public_ips)
         if extra:
             what = "; ".join(f"{ports_} over IPv{ip.version}" for ip, ports_ in extra.items())
-            report.add("external", h.name, FAIL, f"open to the internet: {what} "
-                       f"(expected only {sorted(expected)})")  # fmt: skip
+            report.add(
+                "external", h.name, FAIL, f"open to the internet: {what} (expected only {sorted(expected)})"
+            )
         elif sshpath.via_hub(h):
             here = "answers here: this machine is on it" if any(opened.values()) else "not from here"
-            report.add("external", h.name, OK, f"no public port (ssh.via hub); SSH only for "
-                       f"ssh.allow_from ({here}; {len(ports)} ports tried)")  # fmt: skip
+            report.add(
+                "external",
+                h.name,
+                OK,
+                f"no public port (ssh.via hub); SSH only for "
+                f"ssh.allow_from ({here}; {len(ports)} ports tried)",
+            )
         elif len({frozenset(o) for o in opened.values()}) > 1:
             what = "; ".join(f"{sorted(o)} over IPv{ip.version}" for ip, o in opened.items())
             report.add("external", h.name, FAIL, f"the families differ: {what}")
         else:
             seen = sorted(next(iter(opened.values())))
-            report.add("external", h.name, OK, f"from outside only {seen} answer over "
-                       f"{families} ({len(ports)} ports tried)")  # fmt: skip
+            report.add(
+                "external",
+                h.name,
+                OK,
+                f"from outside only {seen} answer over {families} ({len(ports)} ports tried)",
+            )
 
 
 def _expected_open(net: Network, h: Host) -> set[int]:
@@ -353,14 +431,18 @@ def _declared_targets(net: Network, h: Host) -> list[tuple[str, int | None]]:
 def _undeclared_targets(net: Network, h: Host, health: dict) -> list[tuple[str, int | None]]:
     """TCP ports bound on the host's WG address (or every address) that the file does not name."""
     wg = str(h.wg_ip)
-    ports = {s["port"] for s in health["sockets"] if s["proto"] == "tcp" and s["port"]
-             and s["address"] in (wg, "0.0.0.0", "*", "::")}  # fmt: skip
+    ports = {
+        s["port"]
+        for s in health["sockets"]
+        if s["proto"] == "tcp" and s["port"] and s["address"] in (wg, "0.0.0.0", "*", "::")
+    }
     declared = {p for _, p in _declared_targets(net, h)}
     return [(wg, p) for p in sorted(ports - declared)]
 
 
-def knock_as_a_neighbour(net: Network, hosts: list[Host],
-                         targets: dict[str, list[tuple[str, int | None]]]) -> dict:  # fmt: skip
+def knock_as_a_neighbour(
+    net: Network, hosts: list[Host], targets: dict[str, list[tuple[str, int | None]]]
+) -> dict:
     """From here, route each host's WG address via its public address (and, for the backends,
     via the hub's) and knock on ``targets`` (by host name): ``{"direct": {target: answer},
     "hub": {...}}``, or ``{"unavailable": reason}`` when this machine cannot play the
@@ -376,11 +458,11 @@ def knock_as_a_neighbour(net: Network, hosts: list[Host],
     try:
         with probe.routed(direct, slot=0) as m1, probe.routed(via_hub, slot=1) as m2:
             every = [t for name, ts in targets.items() if own4[name] for t in ts]
-            behind = [t for name, ts in targets.items() if net.host(name).role == "backend"
-                      for t in ts]  # fmt: skip
+            behind = [t for name, ts in targets.items() if net.host(name).role == "backend" for t in ts]
             with ThreadPoolExecutor(max_workers=max(2, len(hosts))) as pool:
-                times = pool.map(lambda ip: probe.answer_time(str(ip), net.ssh.port),
-                                 [ip for ip in own4.values() if ip])  # fmt: skip
+                times = pool.map(
+                    lambda ip: probe.answer_time(str(ip), net.ssh.port), [ip for ip in own4.values() if ip]
+                )
                 window = probe.silence_window([t for t in times if t is not None])
                 a = pool.submit(probe.knock, every, m1, window)
                 b = pool.submit(probe.knock, behind, m2, window) if behind else None
@@ -395,8 +477,7 @@ def _merged(a: dict, b: dict) -> dict:
     return {way: {**a.get(way, {}), **b.get(way, {})} for way in ("direct", "hub")}
 
 
-def _isolation_checks(net: Network, hosts: list[Host], health: dict, knocked: dict,
-                      report: Report) -> None:  # fmt: skip
+def _isolation_checks(net: Network, hosts: list[Host], health: dict, knocked: dict, report: Report) -> None:
     """The guard as the network file wants it, loaded; and nothing answers the neighbour."""
     for h in hosts:
         mine = health.get(h.name)
@@ -416,17 +497,25 @@ def _isolation_checks(net: Network, hosts: list[Host], health: dict, knocked: di
         else:
             own4, hub4 = h.public_address(4), net.hub.public_address(4)
             for way, via in (("direct", own4), ("hub", hub4)):
-                answers = {t: a for t, a in knocked.get(way, {}).items()
-                           if t.startswith(wg + ":") and a != probe.SILENT}  # fmt: skip
+                answers = {
+                    t: a
+                    for t, a in knocked.get(way, {}).items()
+                    if t.startswith(wg + ":") and a != probe.SILENT
+                }
                 if answers:
                     what = ", ".join(f"{t.split(':')[1]} ({a})" for t, a in sorted(answers.items()))
                     problems.append(f"answered on {wg} routed via {via}: {what}")
             n = sum(t.startswith(wg + ":") for t in knocked.get("direct" if own4 else "hub", {}))
             vias = ([f"via {own4}"] if own4 else []) + (
-                [f"via the hub {hub4}"] if h.role == "backend" else [])
+                [f"via the hub {hub4}"] if h.role == "backend" else []
+            )
             tried = f"{n - 1} ports and ping on {wg} {' and '.join(vias)}: nothing answered"
         if problems:
-            report.add("isolation", h.name, FAIL, "; ".join(problems)
-                       + " (a neighbour on the provider's network gets in): run inv deploy")
+            report.add(
+                "isolation",
+                h.name,
+                FAIL,
+                "; ".join(problems) + " (a neighbour on the provider's network gets in): run inv deploy",
+            )
         else:
             report.add("isolation", h.name, OK, f"only the tunnel reaches {wg}; {tried}")

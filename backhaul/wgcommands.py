@@ -106,10 +106,16 @@ def activate_key_command(interface: str, psk: tuple[str, str] | None = None) -> 
     )
 
 
-def set_peer_command(interface: str, public_key: str, allowed_ips: list[str],
-                     endpoint: str | None = None, keepalive: int = 0,
-                     remove: str | None = None, psk_file: str | None = None,
-                     keep_psk: bool = False) -> str:
+def set_peer_command(
+    interface: str,
+    public_key: str,
+    allowed_ips: list[str],
+    endpoint: str | None = None,
+    keepalive: int = 0,
+    remove: str | None = None,
+    psk_file: str | None = None,
+    keep_psk: bool = False,
+) -> str:
     """Change one peer of the live interface (``wg set``); the conf is rewritten by a deploy.
 
     ``psk_file``: give the peer that file's preshared key. ``keep_psk`` (with ``remove``): give

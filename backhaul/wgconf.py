@@ -35,8 +35,17 @@ PRESHARED_KEY = "PresharedKey"
 # Not a wg-quick key: the uploaded conf names the file, the host embeds its key (see the module
 # docstring of operations/wireguard.py); the real conf keeps `# PresharedKeyFile = F` as a trace.
 PRESHARED_KEY_FILE = "PresharedKeyFile"
-KEYS = (ADDRESS, LISTEN_PORT, PRIVATE_KEY, PUBLIC_KEY, ALLOWED_IPS, ENDPOINT, KEEPALIVE,
-        PRESHARED_KEY, PRESHARED_KEY_FILE)  # fmt: skip
+KEYS = (
+    ADDRESS,
+    LISTEN_PORT,
+    PRIVATE_KEY,
+    PUBLIC_KEY,
+    ALLOWED_IPS,
+    ENDPOINT,
+    KEEPALIVE,
+    PRESHARED_KEY,
+    PRESHARED_KEY_FILE,
+)
 
 # Everything backhaul ever writes in a wg-quick conf, per section. wg-quick runs the conf as
 # root: PreUp/PostUp/PreDown/PostDown run commands, SaveConfig writes the live state back,
@@ -101,10 +110,12 @@ def is_psk_trace(line: str) -> bool:
 _AWK_OPENS_SECTION = r"/^[ \t]*\[/"
 _AWK_SECTION_NAME = r'sub(/#.*/, "", s); gsub(/[ \t]/, "", s)'  # s: the line, lowercased
 _AWK_SETTING = (
-    r'l = $0; sub(/#.*/, "", l); n = index(l, "="); if (n == 0) next' "\n"
-    r'  k = tolower(substr(l, 1, n - 1)); gsub(/[ \t]/, "", k)' "\n"
+    r'l = $0; sub(/#.*/, "", l); n = index(l, "="); if (n == 0) next'
+    "\n"
+    r'  k = tolower(substr(l, 1, n - 1)); gsub(/[ \t]/, "", k)'
+    "\n"
     r'  v = substr(l, n + 1); gsub(/^[ \t]+|[ \t]+$/, "", v)'
-)  # fmt: skip
+)
 
 
 def _awk_line_of(name: str, var: str = "t") -> str:
@@ -417,9 +428,7 @@ def _check_section(number: int, text: str, opened: str, interfaces_before: int) 
             "has one, and a value must never open another)"
         )
     if opened == "[peer]" and not interfaces_before:
-        raise OperationValueError(
-            f"wireguard.config: line {number}: a [Peer] before the [Interface] section"
-        )
+        raise OperationValueError(f"wireguard.config: line {number}: a [Peer] before the [Interface] section")
 
 
 def _check_setting(number: int, s: Setting, current: str) -> None:
@@ -437,9 +446,7 @@ def _check_setting(number: int, s: Setting, current: str) -> None:
             "embeds the file's key on the host"
         )
     if not current:
-        raise OperationValueError(
-            f"wireguard.config: line {number}: {s.name!r} comes before any section"
-        )
+        raise OperationValueError(f"wireguard.config: line {number}: {s.name!r} comes before any section")
     allowed = WRITTEN[current]
     if s.key not in {key(a) for a in allowed}:
         raise OperationValueError(

@@ -56,7 +56,11 @@ class Checker:
     # -- structure --
 
     def mapping(
-        self, node: Node | None, path: str, known: tuple[str, ...], required: tuple[str, ...] = (),
+        self,
+        node: Node | None,
+        path: str,
+        known: tuple[str, ...],
+        required: tuple[str, ...] = (),
         what: str = "a mapping",
     ) -> dict[str, Node] | None:
         """Keys -> value nodes; reports non-mappings, unknown, duplicate and missing keys."""
@@ -74,14 +78,17 @@ class Checker:
         suggested: set[str] = set()
         for knode, vnode in node.value:
             if not (isinstance(knode, ScalarNode) and knode.tag == _TAG + "str"):
-                self.add(knode, path, f"keys must be words such as {known[0]!r}, "
-                         f"got {_describe(knode)}")
+                self.add(knode, path, f"keys must be words such as {known[0]!r}, got {_describe(knode)}")
                 continue
             key = knode.value
             field = join(path, key)
             if key in seen:
-                self.add(knode, field, f"duplicate key {_show(key)} (first on line "
-                         f"{seen[key].start_mark.line + 1}); keep only one")
+                self.add(
+                    knode,
+                    field,
+                    f"duplicate key {_show(key)} (first on line "
+                    f"{seen[key].start_mark.line + 1}); keep only one",
+                )
                 continue
             seen[key] = knode
             if key not in known:
@@ -91,8 +98,11 @@ class Checker:
                 self.add(knode, field, f"unknown key {_show(key)}; {hint}")
                 continue
             if key in required and _is_null(vnode):
-                what = f"at least `{self.sections[key]}:` under it" if key in self.sections else \
-                    self.example(key)
+                what = (
+                    f"at least `{self.sections[key]}:` under it"
+                    if key in self.sections
+                    else self.example(key)
+                )
                 self.add(vnode, field, f"is empty; add {what}")
                 continue
             out[key] = vnode
@@ -106,8 +116,9 @@ class Checker:
         if node is None or _is_null(node):
             return []
         if not isinstance(node, SequenceNode):
-            self.add(node, path, f"expected a list of {what} (lines starting with '- '), "
-                     f"got {_describe(node)}")
+            self.add(
+                node, path, f"expected a list of {what} (lines starting with '- '), got {_describe(node)}"
+            )
             return []
         return list(node.value)
 
@@ -129,13 +140,14 @@ class Checker:
             return node.value  # e.g. 1:2:3:4:5:6:7:8 reads as a YAML 1.1 sexagesimal number
         hint = ""
         if isinstance(node, ScalarNode):
-            custom = not node.tag.startswith(_TAG) or node.tag[len(_TAG):] not in _KINDS
+            custom = not node.tag.startswith(_TAG) or node.tag[len(_TAG) :] not in _KINDS
             hint = "; remove the tag" if custom else "; put it in quotes"
         self.add(node, path, f"expected a string, got {_describe(node)}{hint}")
         return BAD
 
-    def integer(self, m: dict[str, Node], key: str, path: str, lo: int, hi: int,
-                default: int, fix: str) -> Any:
+    def integer(
+        self, m: dict[str, Node], key: str, path: str, lo: int, hi: int, default: int, fix: str
+    ) -> Any:
         node = self.present(m, key, path)
         if node is None:
             return default
@@ -158,8 +170,7 @@ class Checker:
             return BAD
         return _constructor.construct_yaml_bool(node)
 
-    def matching(self, m: dict[str, Node], key: str, path: str, check: Callable[[str], str | None]
-                 ) -> Any:
+    def matching(self, m: dict[str, Node], key: str, path: str, check: Callable[[str], str | None]) -> Any:
         """A string checked by ``check`` (returns an error message or None)."""
         value = self.text(m, key, path)
         if value is None or value is BAD:

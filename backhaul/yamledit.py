@@ -24,14 +24,31 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 __all__ = [
-    "Edit", "apply", "scalar", "plain_ok", "set_key", "append_item", "remove_item", "newline_of",
-    "line_after", "end_of", "text_start", "is_null", "describe", "show",
+    "Edit",
+    "apply",
+    "scalar",
+    "plain_ok",
+    "set_key",
+    "append_item",
+    "remove_item",
+    "newline_of",
+    "line_after",
+    "end_of",
+    "text_start",
+    "is_null",
+    "describe",
+    "show",
 ]
 
 TAG = "tag:yaml.org,2002:"
 KINDS = {
-    "str": "a string", "int": "a number", "float": "a number", "bool": "a boolean",
-    "null": "empty (null)", "timestamp": "a date", "binary": "binary data",
+    "str": "a string",
+    "int": "a number",
+    "float": "a number",
+    "bool": "a boolean",
+    "null": "empty (null)",
+    "timestamp": "a date",
+    "binary": "binary data",
 }
 # A plain scalar may not start with one of these (YAML 1.1 indicators).
 _INDICATORS = "-?:,[]{}#&*!|>'\"%@`"
@@ -126,9 +143,7 @@ def set_key(text: str, mapping: MappingNode, key: str, value: str) -> list[Edit]
     return [_insert_lines(text, end_of(text, mapping), [" " * indent + f"{key}: {value}"])]
 
 
-def append_item(
-    text: str, root: MappingNode, key: str, fields: Sequence[tuple[str, str]]
-) -> list[Edit]:
+def append_item(text: str, root: MappingNode, key: str, fields: Sequence[tuple[str, str]]) -> list[Edit]:
     """Append a mapping item (``fields`` = ordered (key, YAML value) pairs) to ``root[key]``.
 
     The list may be block style, flow style (``[...]``), empty (``[]``), null or absent; the new

@@ -39,7 +39,8 @@ def firewall(packages_installed: bool):
         packages.installed(name="ufw", packages=software.FIREWALL)
     ssh_route = host.data.get("backhaul_ssh_route") or "direct"
     closed = sshpath.via_hub(me) and sshpath.closes_ssh(
-        net, me, ssh_route, session, bool((snapshot.get(UfwState) or {}).get("active")))
+        net, me, ssh_route, session, bool((snapshot.get(UfwState) or {}).get("active"))
+    )
     rules = plan.firewall_rules(net, me, closed)  # SSH first
     if closed and not sshpath.session_allowed(session, sshpath.ssh_sources(net, me)):
         # ssh.via hub: the closed rules must still let in the session this run arrives on
@@ -47,10 +48,14 @@ def firewall(packages_installed: bool):
             f"{host.name}: refusing to close public SSH: this session comes from "
             f"{session['client']}, which neither the hub's tunnel address nor ssh.allow_from "
             "covers, so backhaul could not reach this host again. Check the jump through the hub "
-            "(or add your address to ssh.allow_from).")
-    ufw.firewall(name="ufw rules, defaults (deny in), enabled",
-                 rules=rules, ssh_port=net.ssh.port,
-                 ssh_family=session["version"] if session else None)  # fmt: skip
+            "(or add your address to ssh.allow_from)."
+        )
+    ufw.firewall(
+        name="ufw rules, defaults (deny in), enabled",
+        rules=rules,
+        ssh_port=net.ssh.port,
+        ssh_family=session["version"] if session else None,
+    )
 
 
 firewall(software.installed_by_site())

@@ -74,8 +74,10 @@ def _read_ca(path, network) -> str:
     try:
         text = path.read_text()
     except OSError as e:
-        raise DeployError(f"tls.acme_ca_bundle in {network}: cannot read {path} ({e.strerror}); "
-                          "fix the path or remove the key") from None  # fmt: skip
+        raise DeployError(
+            f"tls.acme_ca_bundle in {network}: cannot read {path} ({e.strerror}); "
+            "fix the path or remove the key"
+        ) from None
     if "-----BEGIN CERTIFICATE-----" not in text:
         raise DeployError(f"tls.acme_ca_bundle in {network}: {path} holds no PEM certificate")
     return text
@@ -91,8 +93,10 @@ def _roots(net) -> frozenset[str] | None:
     try:
         roots = tls.root_key_ids(path.read_text())
     except (OSError, ValueError) as e:
-        raise DeployError(f"tls.verify_ca_bundle in {net.path}: cannot read certificates from "
-                          f"{path} ({e}); fix the path or remove the key") from None  # fmt: skip
+        raise DeployError(
+            f"tls.verify_ca_bundle in {net.path}: cannot read certificates from "
+            f"{path} ({e}); fix the path or remove the key"
+        ) from None
     if not roots:
         raise DeployError(f"tls.verify_ca_bundle in {net.path}: {path} holds no PEM certificate")
     return roots
@@ -121,14 +125,17 @@ def nginx_tls(packages_installed: bool):
     retries = host.data.get("hub_tcp_retries2")
     if retries is not None:
         if isinstance(retries, bool) or not isinstance(retries, int) or not 3 <= retries <= 15:
-            raise DeployError(f"{host.name}: bad host data hub_tcp_retries2={retries!r}: a number "
-                              "from 3 to 15 (or None to leave the kernel's setting)")  # fmt: skip
+            raise DeployError(
+                f"{host.name}: bad host data hub_tcp_retries2={retries!r}: a number "
+                "from 3 to 15 (or None to leave the kernel's setting)"
+            )
         kernel.settings(
             name="TCP gives up on unacknowledged data sooner (a dead tunnel is a 502 soon)",
-            values={"net.ipv4.tcp_retries2": retries}, file=SYSCTL_FILE,
+            values={"net.ipv4.tcp_retries2": retries},
+            file=SYSCTL_FILE,
             why="deploys/nginx.py (host data hub_tcp_retries2): a request sent on a kept-alive\n"
-                "upstream connection into a dead tunnel fails in seconds, not after nginx's read timeout",
-        )  # fmt: skip
+            "upstream connection into a dead tunnel fails in seconds, not after nginx's read timeout",
+        )
 
     cert_files = sorted({c.final.cert for c in certs} | {c.stand_in.cert for c in certs if c.stand_in})
     lineages = [c.name for c in certs if c.mode == "acme"]
@@ -144,8 +151,12 @@ def nginx_tls(packages_installed: bool):
         )
     for c in certs:
         if c.mode == "self-signed":
-            certbot.self_signed(name=f"Self-signed certificate for {c.name}", cert=c.final.cert,
-                                key=c.final.key, domains=list(c.domains))  # fmt: skip
+            certbot.self_signed(
+                name=f"Self-signed certificate for {c.name}",
+                cert=c.final.cert,
+                key=c.final.key,
+                domains=list(c.domains),
+            )
         elif c.mode == "provided" and c.final.cert not in cst["certs"]:
             raise DeployError(
                 f"{host.name}: tls.cert {c.final.cert} (mode provided, {net.path}) is not a "
@@ -154,39 +165,57 @@ def nginx_tls(packages_installed: bool):
         elif c.stand_in and c.final.cert not in cst["certs"]:
             certbot.self_signed(
                 name=f"Temporary certificate for {c.name} (until its first ACME issuance)",
-                cert=c.stand_in.cert, key=c.stand_in.key, domains=list(c.domains),
-            )  # fmt: skip
+                cert=c.stand_in.cert,
+                key=c.stand_in.key,
+                domains=list(c.domains),
+            )
 
     if not nginxconf.reject_handshake(version):
         # the :443 catch-all cannot refuse the handshake: it shows a certificate for no name
         paths = nginxconf.catch_all_paths()
-        certbot.self_signed(name="Certificate of the catch-all for unknown names (self-signed)",
-                            cert=paths.cert, key=paths.key, domains=[nginxconf.CATCH_ALL_NAME])  # fmt: skip
+        certbot.self_signed(
+            name="Certificate of the catch-all for unknown names (self-signed)",
+            cert=paths.cert,
+            key=paths.key,
+            domains=[nginxconf.CATCH_ALL_NAME],
+        )
 
     ipv6 = st["ipv6"]
     final = nginxconf.nginx_files(net, {c.name: c.final for c in certs}, settings, version, ipv6)
-    now = nginxconf.nginx_files(net, {c.name: tls.serving_paths(c, cst) for c in certs}, settings,
-                          version, ipv6)  # fmt: skip
+    now = nginxconf.nginx_files(
+        net, {c.name: tls.serving_paths(c, cst) for c in certs}, settings, version, ipv6
+    )
     roots = _roots(net)
-    to_issue = [c for c in certs if c.mode == "acme"
-                and tls.issue_reason(c, cst, net.tls.acme_directory, roots)]  # fmt: skip
+    to_issue = [
+        c for c in certs if c.mode == "acme" and tls.issue_reason(c, cst, net.tls.acme_directory, roots)
+    ]
     if now != final or to_issue:
         # Port 80 answers the services' names only: a name certbot is about to validate must
         # be served before it asks (and a temporary certificate lets nginx start).
-        nginx.config(name="nginx configuration before certbot (nginx -t, reload)",
-                     files=now, prune=[SITES_GLOB], remove=remove)  # fmt: skip
+        nginx.config(
+            name="nginx configuration before certbot (nginx -t, reload)",
+            files=now,
+            prune=[SITES_GLOB],
+            remove=remove,
+        )
 
     issued = []
     for c in to_issue:
-        issued.append(certbot.certificate(
-            name=f"Certificate for {c.name} from the ACME server (certbot --webroot)",
-            cert_name=c.name, domains=list(c.domains), server=net.tls.acme_directory,
-            email=net.tls.email, ca_bundle=bool(net.tls.acme_ca_bundle),
-            roots=sorted(roots) if roots else None,
-        ))  # fmt: skip
+        issued.append(
+            certbot.certificate(
+                name=f"Certificate for {c.name} from the ACME server (certbot --webroot)",
+                cert_name=c.name,
+                domains=list(c.domains),
+                server=net.tls.acme_directory,
+                email=net.tls.email,
+                ca_bundle=bool(net.tls.acme_ca_bundle),
+                roots=sorted(roots) if roots else None,
+            )
+        )
 
-    config = nginx.config(name="nginx configuration (nginx -t, then reload)", files=final,
-                          prune=[SITES_GLOB], remove=remove)  # fmt: skip
+    config = nginx.config(
+        name="nginx configuration (nginx -t, then reload)", files=final, prune=[SITES_GLOB], remove=remove
+    )
     # Only the certificates of services that are gone: a switch of tls.mode keeps the others
     # (switching back must not cost a new issuance).
     names = [c.name for c in certs]
@@ -195,9 +224,11 @@ def nginx_tls(packages_installed: bool):
         # A certificate re-issued under a config that did not change still needs nginx to
         # load it (certbot runs the renewal hooks for `renew` only).
         systemd.service(
-            name="Reload nginx for the new certificates", service="nginx", reloaded=True,
+            name="Reload nginx for the new certificates",
+            service="nginx",
+            reloaded=True,
             _if=[any_changed(*issued), lambda: not config.did_change()],
-        )  # fmt: skip
+        )
 
 
 if host.data.get("backhaul_role") == "hub":

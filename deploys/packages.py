@@ -1,6 +1,6 @@
 """Every package the other deploys need, in one apt run (see backhaul/software.py).
 
-    pyinfra inventory.py deploys/packages.py
+pyinfra inventory.py deploys/packages.py
 """
 
 from pyinfra import host
@@ -17,8 +17,10 @@ from backhaul.operations import packages
 def all_packages():
     net = load_current()
     kernel = snapshot.get(KernelModule, module="wireguard")
-    packages.installed(name="packages for WireGuard, ufw (and nginx, TLS on the hub)",
-                       packages=software.all_for(net, net.host(host.name), kernel))  # fmt: skip
+    packages.installed(
+        name="packages for WireGuard, ufw (and nginx, TLS on the hub)",
+        packages=software.all_for(net, net.host(host.name), kernel),
+    )
 
 
 all_packages()

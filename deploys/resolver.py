@@ -25,8 +25,11 @@ def resolver(packages_installed: bool):
     net = load_current()
     if not packages_installed:
         packages.installed(name="dnsmasq-base", packages=software.RESOLVER)
-    ops.resolver(name="resolver on the WG address: the services' domains -> the hub",
-                 conf=clients.resolver_conf(net), unit=clients.resolver_unit(net))  # fmt: skip
+    ops.resolver(
+        name="resolver on the WG address: the services' domains -> the hub",
+        conf=clients.resolver_conf(net),
+        unit=clients.resolver_unit(net),
+    )
 
 
 if host.data.get("backhaul_role") == "hub" and load_current().clients:

@@ -76,8 +76,9 @@ def _hub_psk_files(net: Network) -> dict[str, str]:
     for b in net.backends:
         hub = plan.PskEnd(_psk_sha(mine, b.name), b.wg_cidr in mine.get("in_conf", {}))
         theirs = _psk_facts(b.name, iface)
-        backend = None if theirs is None else \
-            plan.PskEnd(_psk_sha(theirs, "hub"), bool(theirs.get("in_conf")))  # fmt: skip
+        backend = (
+            None if theirs is None else plan.PskEnd(_psk_sha(theirs, "hub"), bool(theirs.get("in_conf")))
+        )
         if plan.hub_uses_psk(net, hub, backend, _in_this_run(b.name)):
             out[b.name] = psk_path(b.name)
     return out
@@ -141,8 +142,9 @@ def _hub_conf(net: Network, psk_in_use: bool) -> str:
     if kept:
         # Only a warning: a backend that does not answer fails its own part of the run (or is
         # simply out of it, --limit), and e.g. add-backend must not fail for another backend.
-        logger.warning(f"{host.name}: cannot read the public key of {', '.join(kept)} "
-                       "(no answer): kept the peer it has")
+        logger.warning(
+            f"{host.name}: cannot read the public key of {', '.join(kept)} (no answer): kept the peer it has"
+        )
     if missing:
         msg = f"{host.name}: no public key for {', '.join(missing)} (unreachable, never deployed)"
         pending.record(msg)
@@ -152,8 +154,13 @@ def _hub_conf(net: Network, psk_in_use: bool) -> str:
     peers += plan.client_peers(net, today)
     for c in clients.expired(net, today):
         logger.warning(f"{host.name}: client {c.name} expired on {c.expires}: no peer for it")
-    return render("wg-hub.conf.j2", interface=iface, address=plan.wg_address(net, net.hub),
-                  listen_port=net.port, peers=peers)  # fmt: skip
+    return render(
+        "wg-hub.conf.j2",
+        interface=iface,
+        address=plan.wg_address(net, net.hub),
+        listen_port=net.port,
+        peers=peers,
+    )
 
 
 def _backend_conf(net: Network, name: str, psk_in_use: bool) -> str:
@@ -167,10 +174,15 @@ def _backend_conf(net: Network, name: str, psk_in_use: bool) -> str:
         msg = f"{name}: cannot read the public key of the hub {net.hub.name} (no answer): {what}"
         pending.record(msg)
         logger.warning(msg)
-    return render("wg-backend.conf.j2", interface=iface,
-                  address=plan.wg_address(net, net.host(name)), listen_port=net.port,
-                  hub=plan.backend_hub_peer(net, hub_key, _backend_psk_file(net, name)
-                                            if psk_in_use else None, net.host(name)))  # fmt: skip
+    return render(
+        "wg-backend.conf.j2",
+        interface=iface,
+        address=plan.wg_address(net, net.host(name)),
+        listen_port=net.port,
+        hub=plan.backend_hub_peer(
+            net, hub_key, _backend_psk_file(net, name) if psk_in_use else None, net.host(name)
+        ),
+    )
 
 
 @deploy("WireGuard")
@@ -182,17 +194,18 @@ def wireguard_network(packages_installed: bool):
 
     # No kernel module (containers, some provider kernels): wg-quick falls back to wireguard-go.
     if not packages_installed:
-        packages.installed(name="WireGuard packages",
-                           packages=software.wireguard(state.get("kernel_module")))
+        packages.installed(name="WireGuard packages", packages=software.wireguard(state.get("kernel_module")))
     wireguard.keypair(name="WireGuard key pair (made on the host)", interface=iface)
     if me.role == "hub" and net.backend_to_backend:
         # Only ever turned on: other software on the hub (Docker) may rely on it, and with
         # backend_to_backend off ufw's routed policy (deny) already stops the forwarding.
         server.sysctl(
             name="IP forwarding (backend to backend through the hub)",
-            key="net.ipv4.ip_forward", value=1, persist=True,
+            key="net.ipv4.ip_forward",
+            value=1,
+            persist=True,
             persist_file="/etc/sysctl.d/60-backhaul.conf",
-        )  # fmt: skip
+        )
     # The content below is a function, rendered when its operation runs, not now: the key
     # pairs and preshared keys it names are made by the operations above, on every host of
     # this run, and read then (backhaul/facts/other_hosts.py).
@@ -200,28 +213,39 @@ def wireguard_network(packages_installed: bool):
     # Off and none on the host (what most runs see): no preshared key fact is read at all.
     psk_in_use = net.preshared_keys or bool(state.get("psk_dir"))
     if me.role == "hub" and net.preshared_keys:
-        wireguard.preshared_keys(name="preshared keys, one per backend (made on the hub)",
-                                 names=[b.name for b in net.backends], interface=iface)  # fmt: skip
+        wireguard.preshared_keys(
+            name="preshared keys, one per backend (made on the hub)",
+            names=[b.name for b in net.backends],
+            interface=iface,
+        )
     if me.role == "backend" and net.preshared_keys:
         wireguard.preshared_key_copy(
-            name="preshared key from the hub (through memory only)", psk_name="hub",
+            name="preshared key from the hub (through memory only)",
+            psk_name="hub",
             sha256=lambda: _hub_psk_sha256(net, me.name),
-            content=lambda: _read_hub_psk(net, me.name), interface=iface,
-        )  # fmt: skip
+            content=lambda: _read_hub_psk(net, me.name),
+            interface=iface,
+        )
     # Two operations, the hub's first: it knows every peer before a backend's tunnel comes up
     # and says hello, so the first handshake succeeds (else WireGuard retries after 5 s).
     if me.role == "hub":
-        wireguard.config(name=f"hub {iface}.conf and wg-quick@{iface}", interface=iface,
-                         content=lambda: _hub_conf(net, psk_in_use))  # fmt: skip
+        wireguard.config(
+            name=f"hub {iface}.conf and wg-quick@{iface}",
+            interface=iface,
+            content=lambda: _hub_conf(net, psk_in_use),
+        )
     else:
-        wireguard.config(name=f"backend {iface}.conf and wg-quick@{iface}", interface=iface,
-                         content=lambda: _backend_conf(net, me.name, psk_in_use))  # fmt: skip
+        wireguard.config(
+            name=f"backend {iface}.conf and wg-quick@{iface}",
+            interface=iface,
+            content=lambda: _backend_conf(net, me.name, psk_in_use),
+        )
     # After the confs, so that a key a new conf still uses (a backend out of this run) stays.
     if psk_in_use:
-        keep = [] if not net.preshared_keys else \
-            [b.name for b in net.backends] if me.role == "hub" else ["hub"]  # fmt: skip
-        wireguard.preshared_keys_pruned(name="preshared keys no longer used", keep=keep,
-                                        interface=iface)  # fmt: skip
+        keep = (
+            [] if not net.preshared_keys else [b.name for b in net.backends] if me.role == "hub" else ["hub"]
+        )
+        wireguard.preshared_keys_pruned(name="preshared keys no longer used", keep=keep, interface=iface)
 
 
 wireguard_network(software.installed_by_site())

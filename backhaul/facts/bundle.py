@@ -37,19 +37,23 @@ class FactBundle(FactBase[dict[tuple, Any]]):
         # pyinfra calls command() then process() on the same instance: process() needs to
         # know which fact each part is
         self._parts = list(parts)
-        lines = ['d=$(mktemp -d) || exit 1']
+        lines = ["d=$(mktemp -d) || exit 1"]
         for i, (cls, kwargs) in enumerate(self._parts):
             fact = cls()
             cmd = str(fact.command(**kwargs))
             need = fact.requires_command(**kwargs)
             if need:
-                cmd = (f"if command -v {shlex.quote(str(need))} >/dev/null 2>&1; then {cmd}\n"
-                       f"else echo {MISSING}; fi")  # fmt: skip
+                cmd = (
+                    f"if command -v {shlex.quote(str(need))} >/dev/null 2>&1; then {cmd}\n"
+                    f"else echo {MISSING}; fi"
+                )
             # stderr is dropped, as pyinfra ignores it for a fact that succeeds
             lines.append(f'( {cmd}\n) >"$d/{i}" 2>/dev/null; echo $? >"$d/{i}.rc" &')
         lines.append("wait")
-        lines.append(f'for i in $(seq 0 {len(self._parts) - 1}); do cat "$d/$i"; '
-                     f'printf "\\n{MARK} %s %s\\n" "$i" "$(cat "$d/$i.rc")"; done')  # fmt: skip
+        lines.append(
+            f'for i in $(seq 0 {len(self._parts) - 1}); do cat "$d/$i"; '
+            f'printf "\\n{MARK} %s %s\\n" "$i" "$(cat "$d/$i.rc")"; done'
+        )
         lines.append('rm -rf "$d"')
         return "\n".join(lines)
 

@@ -51,12 +51,18 @@ class HostHealth(FactBase[dict[str, Any]]):
             _section("now", "date +%s"),
             _section("isolation", IsolationGuard().command()),  # handshake times are in the host's clock
             # all targets at once (a hub with 20 backends must not ping them one by one)
-            _section("ping", f"for t in {pings}; do (if ping -c2 -i0.2 -W1 -q $t >/dev/null; "
-                             'then echo "$t yes"; else echo "$t no"; fi) & done; wait'),  # fmt: skip
+            _section(
+                "ping",
+                f"for t in {pings}; do (if ping -c2 -i0.2 -W1 -q $t >/dev/null; "
+                'then echo "$t yes"; else echo "$t no"; fi) & done; wait',
+            ),
             # bash's /dev/tcp: no extra package needed on the host
-            _section("tcp", f"for t in {tcps}; do ("
-                            'if timeout 2 bash -c "exec 3<>/dev/tcp/${t%:*}/${t##*:}"; '
-                            'then echo "$t yes"; else echo "$t no"; fi) & done; wait'),  # fmt: skip
+            _section(
+                "tcp",
+                f"for t in {tcps}; do ("
+                'if timeout 2 bash -c "exec 3<>/dev/tcp/${t%:*}/${t##*:}"; '
+                'then echo "$t yes"; else echo "$t no"; fi) & done; wait',
+            ),
         ]
         return "; ".join(parts)
 
@@ -65,7 +71,7 @@ class HostHealth(FactBase[dict[str, Any]]):
         current = None
         for line in output:
             if line.startswith(MARK):
-                current = line[len(MARK):].strip()
+                current = line[len(MARK) :].strip()
                 sections[current] = []
             elif current:
                 sections[current].append(line)

@@ -30,7 +30,7 @@ class IsolationGuard(FactBase[dict[str, Any]]):
 
     def command(self) -> str:
         parts = [
-            f'for f in {" ".join(f"{k}={shlex.quote(v)}" for k, v in FILES.items())}; do'
+            f"for f in {' '.join(f'{k}={shlex.quote(v)}' for k, v in FILES.items())}; do"
             ' [ -f "${f#*=}" ] && printf "file %s %s\\n" "${f%%=*}"'
             ' "$(sha256sum < "${f#*=}" | cut -c1-64)"; done',
             f"printf 'enabled %s\\n' \"$(systemctl is-enabled {UNIT} 2>/dev/null)\"",

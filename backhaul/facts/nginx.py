@@ -259,8 +259,9 @@ class CertbotState(FactBase[dict[str, Any]]):
             'echo "timer_active=$(systemctl is-active certbot.timer 2>/dev/null)"',
         ]
         if files:
-            parts.append(f'for f in {files}; do [ -f "$f" ] && '
-                         'echo "file=$(sha256sum < "$f" | cut -c1-64)=$f"; done')  # fmt: skip
+            parts.append(
+                f'for f in {files}; do [ -f "$f" ] && echo "file=$(sha256sum < "$f" | cut -c1-64)=$f"; done'
+            )
         if folders:
             parts.append(f'for d in {folders}; do [ -d "$d" ] && echo "dir=$d"; done')
         return "; ".join(parts) + "; true"

@@ -24,14 +24,16 @@ class ResolverState(FactBase[dict[str, Any]]):
     """
 
     def command(self) -> str:
-        return " ; ".join([
-            f'for f in {" ".join(f"{k}={shlex.quote(v)}" for k, v in FILES.items())}; do'
-            ' [ -f "${f#*=}" ] && printf "file %s %s\\n" "${f%%=*}"'
-            ' "$(sha256sum < "${f#*=}" | cut -c1-64)"; done',
-            f"printf 'enabled %s\\n' \"$(systemctl is-enabled {UNIT} 2>/dev/null)\"",
-            f"printf 'active %s\\n' \"$(systemctl is-active {UNIT} 2>/dev/null)\"",
-            "true",
-        ])  # fmt: skip
+        return " ; ".join(
+            [
+                f"for f in {' '.join(f'{k}={shlex.quote(v)}' for k, v in FILES.items())}; do"
+                ' [ -f "${f#*=}" ] && printf "file %s %s\\n" "${f%%=*}"'
+                ' "$(sha256sum < "${f#*=}" | cut -c1-64)"; done',
+                f"printf 'enabled %s\\n' \"$(systemctl is-enabled {UNIT} 2>/dev/null)\"",
+                f"printf 'active %s\\n' \"$(systemctl is-active {UNIT} 2>/dev/null)\"",
+                "true",
+            ]
+        )
 
     def default(self) -> dict[str, Any]:
         return {"files": dict.fromkeys(FILES), "enabled": None, "active": None}

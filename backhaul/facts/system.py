@@ -105,8 +105,12 @@ class SshSession(FactBase[dict[str, Any] | None]):
             return None
         # an IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d: that is IPv4 traffic
         mapped = ipaddress.ip_address(server).ipv4_mapped if version == 6 else None
-        return {"client": fields[0], "server": str(mapped or server), "port": int(fields[3]),
-                "version": 4 if mapped else version}
+        return {
+            "client": fields[0],
+            "server": str(mapped or server),
+            "port": int(fields[3]),
+            "version": 4 if mapped else version,
+        }
 
 
 class KernelModule(FactBase[str]):
@@ -118,8 +122,10 @@ class KernelModule(FactBase[str]):
 
     def command(self, module: str) -> str:
         q = shlex.quote(module)
-        return (f"if [ -d /sys/module/{q} ]; then echo loaded; "
-                f"elif modprobe -n {q} >/dev/null 2>&1; then echo available; else echo missing; fi")
+        return (
+            f"if [ -d /sys/module/{q} ]; then echo loaded; "
+            f"elif modprobe -n {q} >/dev/null 2>&1; then echo available; else echo missing; fi"
+        )
 
     def process(self, output: list[str]) -> str:
         return (output or ["missing"])[0].strip()
@@ -152,9 +158,10 @@ class SudoAccess(FactBase[dict[str, Any]]):
     def process(self, output: list[str]) -> dict[str, Any]:
         raw = dict(line.partition("=")[::2] for line in output if "=" in line)
         sudo = raw.get("sudo", "").strip()
-        return {"user": raw.get("user", "").strip() or None,
-                "sudo": sudo if sudo in ("root", "passwordless", "password", "missing")
-                else "password"}  # fmt: skip
+        return {
+            "user": raw.get("user", "").strip() or None,
+            "sudo": sudo if sudo in ("root", "passwordless", "password", "missing") else "password",
+        }
 
 
 def sudo_problem(host_name: str, access: dict[str, Any]) -> str | None:
@@ -163,12 +170,16 @@ def sudo_problem(host_name: str, access: dict[str, Any]) -> str | None:
     user, sudo = access.get("user") or "the SSH user", access.get("sudo")
     if sudo in ("root", "passwordless"):
         return None
-    fix = (f"let it use sudo without a password (a line `{user} ALL=(ALL) NOPASSWD:ALL` in "
-           f"/etc/sudoers.d/{user}, made with visudo), or connect as root (ssh.user: root)")  # fmt: skip
+    fix = (
+        f"let it use sudo without a password (a line `{user} ALL=(ALL) NOPASSWD:ALL` in "
+        f"/etc/sudoers.d/{user}, made with visudo), or connect as root (ssh.user: root)"
+    )
     if sudo == "missing":
         return f"{host_name}: ssh.user {user!r} is not root and the host has no sudo: {fix}"
-    return (f"{host_name}: ssh.user {user!r} is not root, and sudo asks it for a password "
-            f"(or it may not use sudo): backhaul runs unattended, so {fix}")  # fmt: skip
+    return (
+        f"{host_name}: ssh.user {user!r} is not root, and sudo asks it for a password "
+        f"(or it may not use sudo): backhaul runs unattended, so {fix}"
+    )
 
 
 _SYSCTL_KEY = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)+")
@@ -191,8 +202,10 @@ class KernelSettings(FactBase[dict[str, Any]]):
             if not _SYSCTL_KEY.fullmatch(k):
                 raise ValueError(f"KernelSettings: {k!r} is not a sysctl key")
         q = shlex.quote(file)
-        return (f"for k in {' '.join(keys)}; do echo \"value=$k=$(sysctl -n $k 2>/dev/null)\"; "
-                f"done; [ -f {q} ] && echo \"file=$(sha256sum < {q} | cut -c1-64)\"; true")
+        return (
+            f'for k in {" ".join(keys)}; do echo "value=$k=$(sysctl -n $k 2>/dev/null)"; '
+            f'done; [ -f {q} ] && echo "file=$(sha256sum < {q} | cut -c1-64)"; true'
+        )
 
     def process(self, output: list[str]) -> dict[str, Any]:
         values: dict[str, str] = {}

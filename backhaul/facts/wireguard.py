@@ -33,8 +33,7 @@ def check_interface(interface: str) -> str:
     """Return ``interface`` if it is a safe interface name, else raise ValueError."""
     if not isinstance(interface, str) or not _IFNAME.match(interface):
         raise ValueError(
-            f"invalid WireGuard interface name {interface!r}: use 1-15 of [a-zA-Z0-9_.=+-], "
-            "e.g. wg0"
+            f"invalid WireGuard interface name {interface!r}: use 1-15 of [a-zA-Z0-9_.=+-], e.g. wg0"
         )
     return interface
 
@@ -158,8 +157,8 @@ class WireguardState(FactBase[dict[str, Any] | None]):
                 f'echo "psk_peers=$(wg show {q_if} preshared-keys 2>/dev/null '
                 f'| awk {shlex.quote(_AWK_LIVE_PSK)})"',
                 f"if [ -d {shlex.quote(PSK_DIR)} ]; then echo psk_dir=yes; fi",
-                f"if [ -f {p['conf']} ]; then echo \"config_public_key=$(awk "
-                f"{shlex.quote(AWK_CONF_KEY)} {p['conf']} | wg pubkey 2>/dev/null)\"; fi",
+                f'if [ -f {p["conf"]} ]; then echo "config_public_key=$(awk '
+                f'{shlex.quote(AWK_CONF_KEY)} {p["conf"]} | wg pubkey 2>/dev/null)"; fi',
                 f'echo "live_public_key=$(wg show {q_if} public-key 2>/dev/null)"',
                 f"wg show {q_if} allowed-ips 2>/dev/null | sed 's/^/live_peer=/'",
             ]

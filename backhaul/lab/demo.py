@@ -92,6 +92,8 @@ def install(lab: Lab, log=print) -> dict:
     if rc != 0:
         raise LabError(f"installing the demo services failed (pyinfra exit {rc}); see above")
     took = time.monotonic() - t0
-    log(f"lab '{lab.name}': demo services installed in {took:.1f}s; `inv deploy --network "
-        f"{network}` binds and starts them")  # fmt: skip
+    log(
+        f"lab '{lab.name}': demo services installed in {took:.1f}s; `inv deploy --network "
+        f"{network}` binds and starts them"
+    )
     return {"seconds": took}

@@ -36,16 +36,18 @@ class Handler(BaseHTTPRequestHandler):
             return self._websocket()
         if self.path.startswith("/slow/"):
             try:
-                time.sleep(min(float(self.path[len("/slow/"):]), 30.0))
+                time.sleep(min(float(self.path[len("/slow/") :]), 30.0))
             except ValueError:
                 pass
-        body = json.dumps({
-            "service": self.server.service_name,
-            "host": socket.gethostname(),
-            "path": self.path,
-            "client": self.client_address[0],
-            "headers": {k.lower(): v for k, v in self.headers.items()},
-        }).encode()
+        body = json.dumps(
+            {
+                "service": self.server.service_name,
+                "host": socket.gethostname(),
+                "path": self.path,
+                "client": self.client_address[0],
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+            }
+        ).encode()
         kind = "application/json"
         if self.path.startswith("/html/"):
             kind = "text/html; charset=utf-8"

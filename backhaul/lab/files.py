@@ -1,9 +1,9 @@
 """The lab's controller files: what a user (or a test) needs to reach and deploy to the lab.
 
-    .lab/network.yml    a normal network description pointing at the lab hosts
-    .lab/ssh_config     so that `ssh -F .lab/ssh_config backend-1` works
-    .lab/known_hosts    the hosts' real SSH host keys (strict checking stays on)
-    .lab/id_ed25519     the lab's SSH key (private; 0600, git-ignored)
+.lab/network.yml    a normal network description pointing at the lab hosts
+.lab/ssh_config     so that `ssh -F .lab/ssh_config backend-1` works
+.lab/known_hosts    the hosts' real SSH host keys (strict checking stays on)
+.lab/id_ed25519     the lab's SSH key (private; 0600, git-ignored)
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ def ensure_ssh_key(lab: Lab) -> tuple[Path, str]:
     d.chmod(0o700)
     key = d / "id_ed25519"
     if not key.exists():
-        system.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"backhaul-lab-{lab.name}",
-                    "-f", str(key)])  # fmt: skip
+        system.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"backhaul-lab-{lab.name}", "-f", str(key)]
+        )
     return key, (d / "id_ed25519.pub").read_text()
 
 
 def write_known_hosts(lab: Lab, host_keys: dict[str, str]) -> Path:
     path = lab.files_dir / "known_hosts"
-    lines = [f"{h.address} ssh-ed25519 {host_keys[h.name]}" for h in lab.hosts
-             if h.name in host_keys]  # fmt: skip
+    lines = [f"{h.address} ssh-ed25519 {host_keys[h.name]}" for h in lab.hosts if h.name in host_keys]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -42,11 +42,15 @@ class HostRunner:
             (self.dir / d).mkdir(parents=True, exist_ok=True)
         system.run(
             [
-                "mount", "-t", "overlay", "overlay", "-o",
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
                 f"lowerdir={self.rootfs},upperdir={self.dir}/upper,workdir={self.dir}/work",
                 str(self.merged),
             ]
-        )  # fmt: skip
+        )
         self._write_identity()
         spec = {
             "cgroups": [str(d) for d in cgroups.create(self.lab.cgroup_name, self.host.machine)],
@@ -63,15 +67,23 @@ class HostRunner:
 
     def _nspawn_command(self) -> list[str]:
         return [
-            "systemd-nspawn", "-D", str(self.merged), "-M", self.host.machine, "--boot",
+            "systemd-nspawn",
+            "-D",
+            str(self.merged),
+            "-M",
+            self.host.machine,
+            "--boot",
             # no systemd on the outer machine: nothing to register with, stay in our cgroup
-            "--register=no", "--keep-unit",
-            "--link-journal=no", "--resolv-conf=off", "--timezone=off",
+            "--register=no",
+            "--keep-unit",
+            "--link-journal=no",
+            "--resolv-conf=off",
+            "--timezone=off",
             f"--network-bridge={self.lab.bridge}",
             # Docker inside the host: session keyrings, and overlay2 on a real-disk directory
             "--system-call-filter=@keyring",
             f"--bind={self.dir}/docker:/var/lib/docker",
-        ]  # fmt: skip
+        ]
 
     def _write_identity(self) -> None:
         m = self.merged
@@ -99,6 +111,7 @@ class HostRunner:
 
     def init_pid(self) -> int | None:
         """The host's systemd (PID 1 inside), seen from outside: the launcher's grandchild."""
+
         def children(pid: int) -> list[int]:
             out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
             return [int(p) for p in out.stdout.split()]
@@ -114,8 +127,9 @@ class HostRunner:
         pid = self.init_pid()
         if not pid:
             raise LabError(f"{self.host.name} is not running")
-        return subprocess.run(["nsenter", "-t", str(pid), "-a", *command],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        return subprocess.run(
+            ["nsenter", "-t", str(pid), "-a", *command], capture_output=True, text=True, timeout=120
+        )
 
     def host_key(self) -> str:
         return (self.merged / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[1]
@@ -147,10 +161,10 @@ def host_network(lab: Lab, host: LabHost) -> str:
     IPv6 always. No link-local addressing or router advertisements: the addresses are the lab's
     to give; no duplicate address detection either (nothing else on the bridge takes them, and
     a tentative address would refuse SSH for a second after boot)."""
-    v4 = "" if host.v6_only else (f"Address={host.ip}/{lab.subnet.prefixlen}\n"
-                                  f"Gateway={lab.gateway}\n")  # fmt: skip
+    v4 = "" if host.v6_only else (f"Address={host.ip}/{lab.subnet.prefixlen}\nGateway={lab.gateway}\n")
     return (
-        "[Match]\nName=host0\n\n[Network]\n" + v4
+        "[Match]\nName=host0\n\n[Network]\n"
+        + v4
         + f"Address={host.ip6}/{lab.subnet6.prefixlen}\nGateway={lab.gateway6}\n"
         "LinkLocalAddressing=no\nIPv6AcceptRA=no\nIPv6DuplicateAddressDetection=0\n"
     )
@@ -189,12 +203,24 @@ def ssh_ready(ip: str, key: Path, known_hosts: Path, timeout: float = 90.0) -> s
     while time.monotonic() < deadline:
         proc = subprocess.run(
             [
-                "ssh", "-i", str(key), "-o", f"UserKnownHostsFile={known_hosts}",
-                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-                "-o", "ConnectTimeout=5", f"root@{ip}", "systemctl is-system-running --wait",
+                "ssh",
+                "-i",
+                str(key),
+                "-o",
+                f"UserKnownHostsFile={known_hosts}",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+                f"root@{ip}",
+                "systemctl is-system-running --wait",
             ],
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         word = proc.stdout.strip()
         if word in SYSTEM_STATES:
             return word

@@ -132,9 +132,7 @@ def _run(cmd: list[str], what: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise LabError(
-            f"building the base image failed at '{what}' (exit {proc.returncode}):\n{tail}"
-        )
+        raise LabError(f"building the base image failed at '{what}' (exit {proc.returncode}):\n{tail}")
 
 
 if __name__ == "__main__":  # python -m backhaul.lab.image [SUITE]: build only

@@ -33,8 +33,13 @@ def preflight() -> None:
     problems = []
     if os.geteuid() != 0:
         problems.append("run as root (the lab mounts overlays, makes bridges and cgroups)")
-    missing = sorted({pkg for tool, pkg in REQUIRED_TOOLS.items()
-                      if not shutil.which(tool) and not Path("/usr/sbin", tool).exists()})
+    missing = sorted(
+        {
+            pkg
+            for tool, pkg in REQUIRED_TOOLS.items()
+            if not shutil.which(tool) and not Path("/usr/sbin", tool).exists()
+        }
+    )
     if missing:
         problems.append(f"install the lab's tools: {INSTALL_HINT} {' '.join(missing)}")
     if "overlay" not in Path("/proc/filesystems").read_text():
@@ -62,13 +67,16 @@ def _ensure_bridge(lab: Lab) -> None:
         return
     routes = system.run(["ip", "-4", "route", "show", str(lab.subnet)], check=False).stdout.strip()
     if routes:
-        raise LabError(f"lab subnet {lab.subnet} is already routed on this machine ({routes}); "
-                       "choose another with --subnet or take the other lab down")
+        raise LabError(
+            f"lab subnet {lab.subnet} is already routed on this machine ({routes}); "
+            "choose another with --subnet or take the other lab down"
+        )
     system.run(["ip", "link", "add", lab.bridge, "type", "bridge"])
     system.run(["ip", "addr", "add", f"{lab.gateway}/{lab.subnet.prefixlen}", "dev", lab.bridge])
     # nodad: the address is usable at once (the apt cache and pebble bind it right after)
-    system.run(["ip", "-6", "addr", "add", f"{lab.gateway6}/{lab.subnet6.prefixlen}", "dev",
-                lab.bridge, "nodad"])  # fmt: skip
+    system.run(
+        ["ip", "-6", "addr", "add", f"{lab.gateway6}/{lab.subnet6.prefixlen}", "dev", lab.bridge, "nodad"]
+    )
     system.run(["ip", "link", "set", lab.bridge, "up"])
 
 
@@ -79,10 +87,17 @@ def _record(lab: Lab) -> Path:
 def _recorded(old: dict, lab: Lab) -> Lab:
     """The lab as lab.json recorded it (its subnet and size decide what to tear down; labs
     recorded before the suite was are Debian 12 labs)."""
-    return Lab.make(old["name"], old["backends"], old["subnet"], lab.project_dir,
-                    old.get("spares", 0), old.get("suite", "bookworm"),
-                    old.get("backend_suite"), old.get("ipv6", False),
-                    old.get("v6_only", ()))  # fmt: skip
+    return Lab.make(
+        old["name"],
+        old["backends"],
+        old["subnet"],
+        lab.project_dir,
+        old.get("spares", 0),
+        old.get("suite", "bookworm"),
+        old.get("backend_suite"),
+        old.get("ipv6", False),
+        old.get("v6_only", ()),
+    )
 
 
 def _subnet_taken(lab: Lab) -> None:
@@ -117,13 +132,27 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
         # a host's disk is an overlay on its release's image: another release needs new disks;
         # a host's addresses are written before it boots: another address plan, new hosts
         if (was.subnet, was.suite, was.backend_suite, was.v6_only) != (
-                lab.subnet, lab.suite, lab.backend_suite, lab.v6_only) or fresh:  # fmt: skip
+            lab.subnet,
+            lab.suite,
+            lab.backend_suite,
+            lab.v6_only,
+        ) or fresh:
             down(was, purge=True, log=log)
     lab.state_dir.mkdir(parents=True, exist_ok=True)
-    rec.write_text(json.dumps({"name": lab.name, "subnet": str(lab.subnet),
-                               "backends": lab.backends, "spares": lab.spares,
-                               "suite": lab.suite, "backend_suite": lab.backend_suite,
-                               "ipv6": lab.ipv6, "v6_only": sorted(lab.v6_only)}))  # fmt: skip
+    rec.write_text(
+        json.dumps(
+            {
+                "name": lab.name,
+                "subnet": str(lab.subnet),
+                "backends": lab.backends,
+                "spares": lab.spares,
+                "suite": lab.suite,
+                "backend_suite": lab.backend_suite,
+                "ipv6": lab.ipv6,
+                "v6_only": sorted(lab.v6_only),
+            }
+        )
+    )
     rootfs, built = {}, 0.0
     for suite in lab.suites:
         rootfs[suite], took = image.ensure_built(suite, log=log)
@@ -146,16 +175,21 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
         states = dict(zip((r.host.name for r in runners), answers, strict=True))
     bad = {n: s for n, s in states.items() if s != "running"}
     if bad:
-        raise LabError("lab hosts did not boot cleanly: " + ", ".join(f"{n}: {s}" for n, s in bad.items())
-                       + f"\n(console logs: {lab.state_dir}/hosts/<host>/console.log)")
+        raise LabError(
+            "lab hosts did not boot cleanly: "
+            + ", ".join(f"{n}: {s}" for n, s in bad.items())
+            + f"\n(console logs: {lab.state_dir}/hosts/<host>/console.log)"
+        )
     network = lab.files_dir / "network.yml"
     text = files.network_yaml(lab, services.acme_directory(lab), services=demo.network_services(lab))
     if not network.exists() or network.read_text() != text:
         network.write_text(text)
     took = time.monotonic() - t0
     suites = "/".join(lab.suites)
-    log(f"lab '{lab.name}' up ({suites}): {len(runners)} hosts ({len(started)} booted) in {took:.1f}s"
-        + (f" (base image built in {built:.0f}s)" if built else ""))
+    log(
+        f"lab '{lab.name}' up ({suites}): {len(runners)} hosts ({len(started)} booted) in {took:.1f}s"
+        + (f" (base image built in {built:.0f}s)" if built else "")
+    )
     return {"hosts": len(runners), "booted": len(started), "seconds": took}
 
 
@@ -245,8 +279,16 @@ def status(lab: Lab) -> list[dict]:
             ssh = "open"
         except OSError:
             ssh = "-"
-        rows.append({"host": h.name, "ip": h.address, "machine": h.machine, "suite": h.suite,
-                     "running": r.is_running(), "ssh": ssh})  # fmt: skip
+        rows.append(
+            {
+                "host": h.name,
+                "ip": h.address,
+                "machine": h.machine,
+                "suite": h.suite,
+                "running": r.is_running(),
+                "ssh": ssh,
+            }
+        )
     return rows
 
 

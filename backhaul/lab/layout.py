@@ -92,20 +92,30 @@ class Lab:
         suite = suite or DEFAULT_SUITE
         for s in (suite, backend_suite):
             if s is not None and s not in SUITES:
-                raise LabError(f"suite {s!r} is not one the lab builds: use one of "
-                               f"{', '.join(SUITES)}")  # fmt: skip
+                raise LabError(f"suite {s!r} is not one the lab builds: use one of {', '.join(SUITES)}")
         v6_only = frozenset(v6_only)
         names = {f"backend-{i}" for i in range(1, backends + spares + 1)}
         if "proxy" in v6_only:
-            raise LabError("--v6-only proxy: the hub reaches the lab's ACME server (pebble) over "
-                           "IPv4; make backends IPv6-only, e.g. --v6-only backend-2")
+            raise LabError(
+                "--v6-only proxy: the hub reaches the lab's ACME server (pebble) over "
+                "IPv4; make backends IPv6-only, e.g. --v6-only backend-2"
+            )
         if v6_only - names:
-            raise LabError(f"--v6-only {','.join(sorted(v6_only - names))}: no such backend or "
-                           f"spare in this lab (it has backend-1..backend-{backends + spares})")
-        return cls(name=name, subnet=net, backends=backends, project_dir=Path(project_dir),
-                   spares=spares, suite=suite,
-                   backend_suite=None if backend_suite == suite else backend_suite,
-                   ipv6=ipv6 or bool(v6_only), v6_only=v6_only)  # fmt: skip
+            raise LabError(
+                f"--v6-only {','.join(sorted(v6_only - names))}: no such backend or "
+                f"spare in this lab (it has backend-1..backend-{backends + spares})"
+            )
+        return cls(
+            name=name,
+            subnet=net,
+            backends=backends,
+            project_dir=Path(project_dir),
+            spares=spares,
+            suite=suite,
+            backend_suite=None if backend_suite == suite else backend_suite,
+            ipv6=ipv6 or bool(v6_only),
+            v6_only=v6_only,
+        )
 
     @property
     def suites(self) -> list[str]:
@@ -146,9 +156,17 @@ class Lab:
         for i in range(1, self.backends + self.spares + 1):
             role = "backend" if i <= self.backends else "spare"
             name = f"backend-{i}"
-            out.append(LabHost(name, f"{self.name}-{i}", base + 10 + i, role,
-                               self.backend_suite or self.suite, self._ip6(10 + i),
-                               name in self.v6_only))  # fmt: skip
+            out.append(
+                LabHost(
+                    name,
+                    f"{self.name}-{i}",
+                    base + 10 + i,
+                    role,
+                    self.backend_suite or self.suite,
+                    self._ip6(10 + i),
+                    name in self.v6_only,
+                )
+            )
         return out
 
     @property

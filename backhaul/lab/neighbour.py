@@ -48,8 +48,7 @@ def up(lab: Lab) -> str:
         return ns
     down(lab)
     system.run(["ip", "netns", "add", ns])
-    system.run(["ip", "link", "add", veth(lab), "type", "veth", "peer", "name", INSIDE,
-                "netns", ns])  # fmt: skip
+    system.run(["ip", "link", "add", veth(lab), "type", "veth", "peer", "name", INSIDE, "netns", ns])
     system.run(["ip", "link", "set", veth(lab), "master", lab.bridge, "up"])
     inside = ["ip", "netns", "exec", ns, "ip"]
     system.run([*inside, "addr", "add", f"{address(lab)}/{lab.subnet.prefixlen}", "dev", INSIDE])
@@ -77,16 +76,19 @@ def unroute(lab: Lab, destination: str) -> None:
 def knock(lab: Lab, targets: list[tuple[str, int | None]]) -> dict[str, str]:
     """From the neighbour: every ``(ip, port)`` (TCP) and ``(ip, None)`` (ping) at once.
     Returns ``{"ip:port" | "ip:ping": "open" | "refused" | "silent" | "unreachable"}``."""
-    proc = system.run(["ip", "netns", "exec", netns(lab), sys.executable, "-m", "backhaul.probe",
-                       json.dumps(targets)], cwd=ROOT)  # fmt: skip
+    proc = system.run(
+        ["ip", "netns", "exec", netns(lab), sys.executable, "-m", "backhaul.probe", json.dumps(targets)],
+        cwd=ROOT,
+    )
     return json.loads(proc.stdout)
 
 
 def scan(lab: Lab, ip: str) -> list[int]:
     """From the neighbour: every TCP port of ``ip`` that accepts a connection (all 65535
     tried; see backhaul/lab/portscan.py)."""
-    proc = system.run(["ip", "netns", "exec", netns(lab), sys.executable, "-m",
-                       "backhaul.lab.portscan", ip], cwd=ROOT)  # fmt: skip
+    proc = system.run(
+        ["ip", "netns", "exec", netns(lab), sys.executable, "-m", "backhaul.lab.portscan", ip], cwd=ROOT
+    )
     return json.loads(proc.stdout)
 
 

@@ -35,16 +35,18 @@ class Pinger:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Pinger:
-        cmd = (f"ping -n -O -i {INTERVAL} -W 1 {self.target} & echo $! > {self.pidfile}; wait")
-        self.proc = subprocess.Popen([*self.ssh, cmd], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        cmd = f"ping -n -O -i {INTERVAL} -W 1 {self.target} & echo $! > {self.pidfile}; wait"
+        self.proc = subprocess.Popen(
+            [*self.ssh, cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         time.sleep(0.5)  # let it start and settle
         return self
 
     def stop(self) -> PingResult:
         time.sleep(0.3)  # the last requests get their replies
-        subprocess.run([*self.ssh, f"kill -INT $(cat {self.pidfile}); rm -f {self.pidfile}"],
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            [*self.ssh, f"kill -INT $(cat {self.pidfile}); rm -f {self.pidfile}"], capture_output=True
+        )
         out, _ = self.proc.communicate(timeout=15)
         return parse(out)
 

@@ -19,8 +19,7 @@ import sys
 import time
 
 
-def scan(ip: str, ports: range = range(1, 65536), batch: int = 8000,
-         timeout: float = 1.5) -> list[int]:  # fmt: skip
+def scan(ip: str, ports: range = range(1, 65536), batch: int = 8000, timeout: float = 1.5) -> list[int]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < batch + 64:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, batch + 64), hard))
@@ -31,7 +30,7 @@ def scan(ip: str, ports: range = range(1, 65536), batch: int = 8000,
     for start in range(0, len(todo), batch):
         ep = select.epoll()
         socks: dict[int, tuple[socket.socket, int]] = {}
-        for port in todo[start:start + batch]:
+        for port in todo[start : start + batch]:
             s = socket.socket(family, socket.SOCK_STREAM)
             s.setblocking(False)
             err = s.connect_ex((ip, port))

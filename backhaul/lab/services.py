@@ -78,13 +78,19 @@ def start_apt_cache(lab: Lab) -> None:
     run = lab.state_dir / "services"
     d.start(
         [
-            "/usr/sbin/apt-cacher-ng", "-c", str(conf), "ForeGround=1",
+            "/usr/sbin/apt-cacher-ng",
+            "-c",
+            str(conf),
+            "ForeGround=1",
             # both families: an IPv6-only host reaches the cache over IPv6
-            f"BindAddress={lab.gateway} [{lab.gateway6}]", f"Port={APT_PORT}",
-            f"CacheDir={cache}/cache", f"LogDir={cache}/log",
-            f"SocketPath={run}/acng.socket", f"PidFile={run}/acng.internal.pid",
+            f"BindAddress={lab.gateway} [{lab.gateway6}]",
+            f"Port={APT_PORT}",
+            f"CacheDir={cache}/cache",
+            f"LogDir={cache}/log",
+            f"SocketPath={run}/acng.socket",
+            f"PidFile={run}/acng.internal.pid",
         ]
-    )  # fmt: skip
+    )
     _wait_port(str(lab.gateway), APT_PORT, "apt-cacher-ng", d.log)
 
 
@@ -97,15 +103,65 @@ def _make_api_cert(lab: Lab, tls_dir: Path) -> None:
     ca_key, ca, key, csr, cert = (
         tls_dir / n for n in ("api-ca.key", "api-ca.pem", "api.key", "api.csr", "api-cert.pem")
     )
-    system.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "3650",
-                "-subj", f"/CN=backhaul lab {lab.name} ACME API CA"])  # fmt: skip
-    system.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={lab.gateway}"])
+    system.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca),
+            "-days",
+            "3650",
+            "-subj",
+            f"/CN=backhaul lab {lab.name} ACME API CA",
+        ]
+    )
+    system.run(
+        [
+            "openssl",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+            "-subj",
+            f"/CN={lab.gateway}",
+        ]
+    )
     ext = tls_dir / "san.ext"
     ext.write_text(f"subjectAltName=IP:{lab.gateway}\n")
-    system.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-                "-CAcreateserial", "-out", str(cert), "-days", "3650", "-extfile", str(ext)])
+    system.run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-out",
+            str(cert),
+            "-days",
+            "3650",
+            "-extfile",
+            str(ext),
+        ]
+    )
     for p in (ca_key, key):
         p.chmod(0o600)
 
@@ -117,34 +173,53 @@ def start_acme(lab: Lab) -> None:
     if not dns.running():
         dns.start(
             [
-                "pebble-challtestsrv", "-dns01", f"{gw}:{DNS_PORT}",
-                "-management", f"{gw}:{DNS_MGMT_PORT}",
-                "-http01", "", "-https01", "", "-tlsalpn01", "",
+                "pebble-challtestsrv",
+                "-dns01",
+                f"{gw}:{DNS_PORT}",
+                "-management",
+                f"{gw}:{DNS_MGMT_PORT}",
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
                 # every name resolves to the hub (A and AAAA): HTTP-01 validation reaches its
                 # nginx on :80, over IPv6 when pebble picks the AAAA answer
-                "-defaultIPv4", str(hub.ip), "-defaultIPv6", str(hub.ip6),
+                "-defaultIPv4",
+                str(hub.ip),
+                "-defaultIPv6",
+                str(hub.ip6),
             ]
-        )  # fmt: skip
+        )
         _wait_port(gw, DNS_MGMT_PORT, "pebble-challtestsrv", dns.log)
     acme = Daemon(lab, "pebble")
     if not acme.running():
         tls_dir = lab.state_dir / "services/acme-api"
         _make_api_cert(lab, tls_dir)
         conf = lab.state_dir / "services/pebble-config.json"
-        conf.write_text(json.dumps({"pebble": {
-            "listenAddress": f"{gw}:{ACME_PORT}",
-            "managementListenAddress": f"{gw}:{ACME_MGMT_PORT}",
-            "certificate": str(tls_dir / "api-cert.pem"),
-            "privateKey": str(tls_dir / "api.key"),
-            "httpPort": 80, "tlsPort": 443,
-            # 90 days like Let's Encrypt (pebble's default is 5 years, which TLS scanners flag)
-            "certificateValidityPeriod": 7776000,
-            "ocspResponderURL": "", "externalAccountBindingRequired": False,
-        }}, indent=1))  # fmt: skip
+        conf.write_text(
+            json.dumps(
+                {
+                    "pebble": {
+                        "listenAddress": f"{gw}:{ACME_PORT}",
+                        "managementListenAddress": f"{gw}:{ACME_MGMT_PORT}",
+                        "certificate": str(tls_dir / "api-cert.pem"),
+                        "privateKey": str(tls_dir / "api.key"),
+                        "httpPort": 80,
+                        "tlsPort": 443,
+                        # 90 days like Let's Encrypt (pebble's default is 5 years, which TLS scanners flag)
+                        "certificateValidityPeriod": 7776000,
+                        "ocspResponderURL": "",
+                        "externalAccountBindingRequired": False,
+                    }
+                },
+                indent=1,
+            )
+        )
         import os
 
-        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
-                   PEBBLE_AUTHZREUSE="0")  # fmt: skip
+        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0", PEBBLE_AUTHZREUSE="0")
         acme.start(
             ["pebble", "-config", str(conf), "-dnsserver", f"{gw}:{DNS_PORT}", "-strict=false"],
             env=env,
@@ -172,8 +247,11 @@ def _fetch_root(lab: Lab) -> str:
 def point_names_at(lab: Lab, ip: str) -> None:
     """The lab's DNS answers every name with ``ip``: the operator's DNS change when a new hub
     takes over (ACME validates through it)."""
-    req = urllib.request.Request(f"http://{lab.gateway}:{DNS_MGMT_PORT}/set-default-ipv4",
-                                 data=json.dumps({"ip": ip}).encode(), method="POST")
+    req = urllib.request.Request(
+        f"http://{lab.gateway}:{DNS_MGMT_PORT}/set-default-ipv4",
+        data=json.dumps({"ip": ip}).encode(),
+        method="POST",
+    )
     with urllib.request.urlopen(req, timeout=5) as r:
         r.read()
 

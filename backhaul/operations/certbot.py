@@ -26,8 +26,9 @@ LOG = "/var/log/letsencrypt/letsencrypt.log"  # certbot's log of its latest run
 
 
 @operation()
-def acme_client(renewal_hook: str, ca_bundle: str | None = None, dropin: str | None = None,
-                webroot: str = tlsplan.WEBROOT):  # fmt: skip
+def acme_client(
+    renewal_hook: str, ca_bundle: str | None = None, dropin: str | None = None, webroot: str = tlsplan.WEBROOT
+):
     """
     Prepare the hub for certbot: webroot, renewal hook, private CA trust, timer.
 
@@ -80,9 +81,15 @@ def acme_client(renewal_hook: str, ca_bundle: str | None = None, dropin: str | N
 
 
 @operation()
-def certificate(cert_name: str, domains: list[str], server: str, email: str,
-                ca_bundle: bool = False, roots: list[str] | None = None,
-                webroot: str = tlsplan.WEBROOT):  # fmt: skip
+def certificate(
+    cert_name: str,
+    domains: list[str],
+    server: str,
+    email: str,
+    ca_bundle: bool = False,
+    roots: list[str] | None = None,
+    webroot: str = tlsplan.WEBROOT,
+):
     """
     Get a certificate from an ACME server with ``certbot certonly --webroot``, once.
 
@@ -117,8 +124,10 @@ def certificate(cert_name: str, domains: list[str], server: str, email: str,
     reason = tlsplan.issue_reason(cert, st, server, frozenset(roots) if roots else None)
     if reason is None:
         until = st["certs"][cert.final.cert]["not_after"]
-        host.noop(f"certificate {name} is valid for {', '.join(domains)} until "
-                  f"{time.strftime('%Y-%m-%d', time.gmtime(until))}")  # fmt: skip
+        host.noop(
+            f"certificate {name} is valid for {', '.join(domains)} until "
+            f"{time.strftime('%Y-%m-%d', time.gmtime(until))}"
+        )
         return
     args = tlsplan.certbot_args(cert, server, email, st)
     if webroot != tlsplan.WEBROOT:
@@ -129,8 +138,10 @@ def certificate(cert_name: str, domains: list[str], server: str, email: str,
     # restarted: the same reasons a chain from another CA is issued again) refuses every order
     # with accountDoesNotExist: that account is of no use any more, so certbot registers anew.
     accounts = shlex.quote(tlsplan.account_dir(server))
-    yield (f"{run} || {{ grep -q accountDoesNotExist {LOG} && echo 'backhaul: the ACME server "
-           f"no longer knows this account: registering a new one' && rm -rf {accounts} && {run}; }}")
+    yield (
+        f"{run} || {{ grep -q accountDoesNotExist {LOG} && echo 'backhaul: the ACME server "
+        f"no longer knows this account: registering a new one' && rm -rf {accounts} && {run}; }}"
+    )
 
 
 @operation()
@@ -196,8 +207,7 @@ def prune(lineages: list[str], self_signed: list[str]):
         certbot.prune(name="Certificates of removed services", lineages=["app"],
                       self_signed=["app"])
     """
-    st = snapshot.get(OwnedCertificates, webroot=tlsplan.WEBROOT,
-                       self_signed_dir=tlsplan.SELF_SIGNED_DIR)  # fmt: skip
+    st = snapshot.get(OwnedCertificates, webroot=tlsplan.WEBROOT, self_signed_dir=tlsplan.SELF_SIGNED_DIR)
     stale_lineages = [n for n in st["lineages"] if n not in lineages]
     stale_dirs = [n for n in st["self_signed"] if n not in self_signed]
     for n in stale_lineages:

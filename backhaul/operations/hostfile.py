@@ -32,9 +32,7 @@ def sha256(text: str) -> str:
 
 def upload(content: str, dest: str) -> FileUploadCommand:
     """The one upload: ``content`` to ``dest`` on the host being deployed."""
-    return FileUploadCommand(
-        StringIO(content), dest, remote_temp_filename=host.get_temp_filename(dest)
-    )
+    return FileUploadCommand(StringIO(content), dest, remote_temp_filename=host.get_temp_filename(dest))
 
 
 def write(

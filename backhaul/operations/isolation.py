@@ -81,8 +81,7 @@ def guard(rules4: str, rules6: str, script: str, unit: str):
     stale = differs(st, wanted)
     # One command for all of it where it can be: each command is an SSH round trip (and a
     # sudo), and a new host needs every step.
-    steps = [c for name in stale
-             for c in hostfile.write(FILES[name], wanted[name], _MODES[name], mkdir=True)]  # fmt: skip
+    steps = [c for name in stale for c in hostfile.write(FILES[name], wanted[name], _MODES[name], mkdir=True)]
     if "unit" in stale:
         steps.append("systemctl daemon-reload")
     if st["enabled"] != "enabled":

@@ -47,8 +47,9 @@ SWAP_FAILED = (
 )
 
 
-def apply_script(writes: list[str], removes: list[str], stage: str = STAGE_DIR,
-                 backup: str = BACKUP_DIR, lock: str = LOCK) -> str:  # fmt: skip
+def apply_script(
+    writes: list[str], removes: list[str], stage: str = STAGE_DIR, backup: str = BACKUP_DIR, lock: str = LOCK
+) -> str:
     """The host-side script: swap ``writes`` (staged as ``stage/0``, ``stage/1``, ... in that
     order) and ``removes`` in, ``nginx -t``, then reload, or restore and fail."""
     q = shlex.quote
@@ -68,24 +69,26 @@ def apply_script(writes: list[str], removes: list[str], stage: str = STAGE_DIR,
         swap.append(f"mv -f {p} {b} && d{j}=1")
         restore.append(f'if [ "$d{j}" = 1 ]; then mv -f {b} {p}; fi')
     marks = " ".join(f"d{i}=0" for i in range(len(writes) + len(removes)))
-    return "\n".join([
-        f"exec 9>{q(lock)}",
-        "flock -w 120 9 || { echo 'backhaul: another nginx change holds "
-        f"{lock}; try again' >&2; exit 1; }}",
-        f"rm -rf {q(backup)} && mkdir -p {q(backup)} || exit 1",
-        f"ok=1 {marks}",
-        f"{{ {' && '.join(swap)}; }} || ok=0",
-        'if [ "$ok" = 1 ]; then out=$(nginx -t 2>&1) || ok=2; fi',
-        'if [ "$ok" = 1 ]; then',
-        "  if systemctl is-active -q nginx; then systemctl reload nginx; "
-        "else systemctl start nginx; fi",
-        "else",
-        *(f"  {line}" for line in restore),
-        '  if [ "$ok" = 2 ]; then printf "%s\\n" "$out" >&2; ' f"echo {q(REFUSED)} >&2; "
-        f"else echo {q(SWAP_FAILED)} >&2; fi",
-        "  exit 1",
-        "fi",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"exec 9>{q(lock)}",
+            "flock -w 120 9 || { echo 'backhaul: another nginx change holds "
+            f"{lock}; try again' >&2; exit 1; }}",
+            f"rm -rf {q(backup)} && mkdir -p {q(backup)} || exit 1",
+            f"ok=1 {marks}",
+            f"{{ {' && '.join(swap)}; }} || ok=0",
+            'if [ "$ok" = 1 ]; then out=$(nginx -t 2>&1) || ok=2; fi',
+            'if [ "$ok" = 1 ]; then',
+            "  if systemctl is-active -q nginx; then systemctl reload nginx; else systemctl start nginx; fi",
+            "else",
+            *(f"  {line}" for line in restore),
+            '  if [ "$ok" = 2 ]; then printf "%s\\n" "$out" >&2; '
+            f"echo {q(REFUSED)} >&2; "
+            f"else echo {q(SWAP_FAILED)} >&2; fi",
+            "  exit 1",
+            "fi",
+        ]
+    )
 
 
 def _dirname(path: str) -> str:
@@ -93,8 +96,7 @@ def _dirname(path: str) -> str:
 
 
 @operation()
-def config(files: dict[str, str], prune: list[str] | None = None,
-           remove: list[str] | None = None):  # fmt: skip
+def config(files: dict[str, str], prune: list[str] | None = None, remove: list[str] | None = None):
     """
     Write nginx configuration files, drop stale ones, and reload only after ``nginx -t`` passed.
 
@@ -135,9 +137,8 @@ def config(files: dict[str, str], prune: list[str] | None = None,
 
     writes = sorted(p for p, content in files.items() if have.get(p) != hostfile.sha256(content))
     removes = sorted(
-        p for p in have
-        if p not in files and (p in remove or any(fnmatch.fnmatchcase(p, g) for g in prune))
-    )  # fmt: skip
+        p for p in have if p not in files and (p in remove or any(fnmatch.fnmatchcase(p, g) for g in prune))
+    )
 
     if writes or removes:
         if writes:

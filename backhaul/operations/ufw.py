@@ -35,9 +35,21 @@ _IFACE = re.compile(r"^[a-zA-Z0-9_.+-]{1,15}$")
 # The fields that identify a stored rule (the comment is not one of them: ufw itself treats
 # a rule that differs only by comment as the same rule).
 _KEY_FIELDS = (
-    "action", "route", "log", "direction", "interface", "out_interface", "proto",
-    "from_ip", "from_port", "to_ip", "to_port", "from_app", "to_app", "v6",
-)  # fmt: skip
+    "action",
+    "route",
+    "log",
+    "direction",
+    "interface",
+    "out_interface",
+    "proto",
+    "from_ip",
+    "from_port",
+    "to_ip",
+    "to_port",
+    "from_app",
+    "to_app",
+    "v6",
+)
 
 
 def _rule_key(rule: dict[str, Any]) -> tuple:
@@ -86,9 +98,7 @@ def _check(rule: Rule) -> None:
         raise OperationValueError("ufw.firewall: port lists and ranges need proto tcp or udp")
     named = [_normalize_address(a, what) for a, what in ((rule.src, "src"), (rule.dst, "dst"))]
     if len({ipaddress.ip_network(a).version for a in named if a is not None}) > 1:
-        raise OperationValueError(
-            f"ufw.firewall: src {rule.src!r} and dst {rule.dst!r} mix IPv4 and IPv6"
-        )
+        raise OperationValueError(f"ufw.firewall: src {rule.src!r} and dst {rule.dst!r} mix IPv4 and IPv6")
 
 
 def _stored(rule: Rule, ipv6: bool) -> list[dict[str, Any]]:
@@ -182,8 +192,7 @@ def _allows_ssh(rule: dict[str, Any], port: int) -> bool:
 
 
 # IPV6=no is an admin's explicit choice (Debian ships yes): say how to change it, never flip it
-_KEEP_CHOICE = ("Set IPV6=yes in /etc/default/ufw on this host (backhaul does not change that "
-                "choice for you)")
+_KEEP_CHOICE = "Set IPV6=yes in /etc/default/ufw on this host (backhaul does not change that choice for you)"
 
 
 def _ipv6_guard(st: dict[str, Any], rules: Iterable[Rule], ssh_family: int | None) -> None:
@@ -240,13 +249,15 @@ def _stale_commands(st: dict[str, Any], wanted: list[Rule]) -> list[str]:
     for r in stale:
         merged = as_any(r)
         both = merged["from_ip"] == merged["to_ip"] == "any" and any(
-            o is not r and o["v6"] != r["v6"] and _rule_key(as_any(o)) == _rule_key(merged)
-            for o in stale
+            o is not r and o["v6"] != r["v6"] and _rule_key(as_any(o)) == _rule_key(merged) for o in stale
         )
         words = _spec_words(merged if both else r)
         # ufw's grammar: "ufw route delete allow ...", never "ufw delete route allow ..."
-        command = ("ufw route delete " + words[len("route "):] if words.startswith("route ")
-                   else "ufw delete " + words)  # fmt: skip
+        command = (
+            "ufw route delete " + words[len("route ") :]
+            if words.startswith("route ")
+            else "ufw delete " + words
+        )
         if command not in commands:
             commands.append(command)
     return commands

@@ -137,8 +137,9 @@ def keypair(interface: str = "wg0", rotate: bool = False):
         switch = " && " + embed_key_command(paths["conf"], paths["key"] + ".tmp", paths["conf"])
         if st.get("link_exists"):
             switch += f" && wg set {shlex.quote(interface)} private-key {key}.tmp"
-    yield (made + switch + f" && mv -f {key}.tmp {key} && mv -f {pub}.tmp {pub}"
-           f" && mv -f {created}.tmp {created}")  # fmt: skip
+    yield (
+        made + switch + f" && mv -f {key}.tmp {key} && mv -f {pub}.tmp {pub} && mv -f {created}.tmp {created}"
+    )
 
 
 @operation()
@@ -202,9 +203,7 @@ def config(interface: str, content: str | Callable[[], str]):
         if not st.get("key_exists") and not st.get("config_exists"):
             yield "umask 077 && mkdir -p /etc/wireguard"
         yield hostfile.upload(content, upload)
-        yield embed_key_command(upload, paths["key"], paths["conf"]) + (
-            f" && rm -f {shlex.quote(upload)}"
-        )
+        yield embed_key_command(upload, paths["key"], paths["conf"]) + (f" && rm -f {shlex.quote(upload)}")
 
     unit = shlex.quote(f"wg-quick@{interface}.service")
     conf = paths["conf"]
@@ -292,8 +291,11 @@ def preshared_keys(names: list[str], interface: str = "wg0"):
     if not todo:
         host.noop(f"preshared keys in {PSK_DIR}: " + (", ".join(names) or "none wanted"))
         return
-    made = [f"wg genpsk > {shlex.quote(paths[n])}.tmp && mv -f {shlex.quote(paths[n])}.tmp "
-            f"{shlex.quote(paths[n])}" for n in todo]  # fmt: skip
+    made = [
+        f"wg genpsk > {shlex.quote(paths[n])}.tmp && mv -f {shlex.quote(paths[n])}.tmp "
+        f"{shlex.quote(paths[n])}"
+        for n in todo
+    ]
     yield " && ".join([psk_dir_command(), *made])
 
 
@@ -375,6 +377,5 @@ def preshared_keys_pruned(keep: list[str], interface: str = "wg0"):
         host.noop(f"every preshared key in {PSK_DIR} is in use")
         return
     yield "rm -f " + " ".join(
-        f"{shlex.quote(f'{PSK_DIR}/{n}.psk')} {shlex.quote(f'{PSK_DIR}/{n}.psk.next')}"
-        for n in drop
+        f"{shlex.quote(f'{PSK_DIR}/{n}.psk')} {shlex.quote(f'{PSK_DIR}/{n}.psk.next')}" for n in drop
     )

@@ -49,8 +49,10 @@ class LabHandle:
     def ssh(self, host: str, command: str, check: bool = True, timeout: float = 120):
         proc = subprocess.run(
             ["ssh", "-F", str(self.files / "ssh_config"), host, command],
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"on {host}: {command!r} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
@@ -70,12 +72,17 @@ class LabHandle:
     def inv(self, *args: str, network: Path | None = None, check: bool = True, timeout=900):
         """Run `inv ARGS` as a user would (cwd = the project), against the lab's network file."""
         proc = subprocess.run(
-            [sys.executable, "-m", "invoke", *args], cwd=ROOT, env=self.env(network),
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            [sys.executable, "-m", "invoke", *args],
+            cwd=ROOT,
+            env=self.env(network),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"inv {' '.join(args)} exited {proc.returncode}\n"
-                                 f"{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}")
+            raise AssertionError(
+                f"inv {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}"
+            )
         return proc
 
     def verify(self, network: Path | None = None) -> dict:
@@ -96,10 +103,16 @@ class LabHandle:
 
     def pyinfra(self, *args: str, network: Path | None = None, check: bool = True):
         proc = subprocess.run(
-            [sys.executable, "-m", "pyinfra", "-y", "inventory.py", *args], cwd=ROOT,
-            env=self.env(network), capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+            [sys.executable, "-m", "pyinfra", "-y", "inventory.py", *args],
+            cwd=ROOT,
+            env=self.env(network),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"pyinfra {' '.join(args)} exited {proc.returncode}\n"
-                                 f"{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}")
+            raise AssertionError(
+                f"pyinfra {' '.join(args)} exited {proc.returncode}\n"
+                f"{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}"
+            )
         return proc

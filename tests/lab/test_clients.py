@@ -34,15 +34,24 @@ def lab():
         # stands between a client and the backends
         text = text.replace("network:\n", "network:\n  backend_to_backend: true\n", 1)
         text = re.sub(r"services:.*?\n(?=\S|\Z)", "", text, flags=re.S)
-        text += (f"services:\n  - {{name: ops, backend: backend-1, port: {PORT}, "
-                 f"domains: [{domain}], allow: [clients]}}\n")
+        text += (
+            f"services:\n  - {{name: ops, backend: backend-1, port: {PORT}, "
+            f"domains: [{domain}], allow: [clients]}}\n"
+        )
         lab.network.write_text(text)
         lab.inv("deploy")
-        lab.ssh("backend-1", f"systemd-run --unit=ops python3 -m http.server {PORT} --bind "
-                f"$(ip -4 -o addr show wg0 | awk '{{print $4}}' | cut -d/ -f1)")
+        lab.ssh(
+            "backend-1",
+            f"systemd-run --unit=ops python3 -m http.server {PORT} --bind "
+            f"$(ip -4 -o addr show wg0 | awk '{{print $4}}' | cut -d/ -f1)",
+        )
         laptop = next(h for h in lab.hosts if h.role == "spare").name
-        lab.ssh(laptop, "DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-                "--no-install-recommends wireguard-tools wireguard-go curl >/dev/null", timeout=300)
+        lab.ssh(
+            laptop,
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+            "--no-install-recommends wireguard-tools wireguard-go curl >/dev/null",
+            timeout=300,
+        )
         lab.domain, lab.laptop = domain, laptop
         yield lab
 
@@ -66,7 +75,7 @@ def test_a_laptop_joins_with_add_client_and_reaches_an_allow_listed_service_by_n
     proc = lab.inv("add-client", "--name", "laptop")
     assert all(p.stop().lost == 0 for p in pingers)
     out = proc.stdout
-    conf = out[out.index("[Interface]"):out.index("The same as a QR code")].strip() + "\n"
+    conf = out[out.index("[Interface]") : out.index("The same as a QR code")].strip() + "\n"
     private = re.search(r"^PrivateKey = (\S+)$", conf, re.M).group(1)
     assert "█" in out  # the QR code
     net = yaml.safe_load(lab.network.read_text())
@@ -75,16 +84,33 @@ def test_a_laptop_joins_with_add_client_and_reaches_an_allow_listed_service_by_n
     assert "DNS = 10.50.0.1\n" in conf
     # the laptop has no resolvconf: its resolver is set by hand, as the DNS line says
     body = conf.replace("DNS = 10.50.0.1\n", "")
-    lab.ssh(lab.laptop, f"umask 077; cat > /etc/wireguard/wg0.conf <<'EOF'\n{body}EOF\n"
-            "wg-quick up wg0 >/dev/null 2>&1; echo 'nameserver 10.50.0.1' > /etc/resolv.conf")
+    lab.ssh(
+        lab.laptop,
+        f"umask 077; cat > /etc/wireguard/wg0.conf <<'EOF'\n{body}EOF\n"
+        "wg-quick up wg0 >/dev/null 2>&1; echo 'nameserver 10.50.0.1' > /etc/resolv.conf",
+    )
     resolved = lab.ssh(lab.laptop, f"getent hosts {lab.domain}").stdout.split()[0]
     assert resolved == "10.50.0.1"
     assert _curl(lab, lab.laptop, f"https://{lab.domain}/") == "200"
     # the same URL from the internet (the laptop's own public address, off the tunnel)
     hub_ip = lab.ip("proxy")
-    outside = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time",
-                              "5", "--resolve", f"{lab.domain}:443:{hub_ip}",
-                              f"https://{lab.domain}/"], capture_output=True, text=True)
+    outside = subprocess.run(
+        [
+            "curl",
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            "--resolve",
+            f"{lab.domain}:443:{hub_ip}",
+            f"https://{lab.domain}/",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert outside.stdout == "403"
     report = lab.verify()
     rows = {(c["check"], c["host"]): c["status"] for c in report["checks"]}
@@ -107,19 +133,21 @@ def test_a_client_reaches_the_hub_never_a_backend_behind_it(lab):
     hub_key = lab.ssh("proxy", "cat /etc/wireguard/wg0.pub").stdout.strip()
     # the laptop sends the whole subnet into its tunnel: the hub still forwards nothing
     # (seen: with the hub's client rules deleted by hand, this curl got 200)
-    lab.ssh(lab.laptop, f"wg set wg0 peer {hub_key} allowed-ips 10.50.0.0/24 && "
-            "ip route add 10.50.0.0/24 dev wg0")
+    lab.ssh(
+        lab.laptop, f"wg set wg0 peer {hub_key} allowed-ips 10.50.0.0/24 && ip route add 10.50.0.0/24 dev wg0"
+    )
     try:
         assert lab.ssh(lab.laptop, f"ip route get {backend}").stdout.split()[2] == "wg0"
         assert _curl(lab, lab.laptop, f"http://{backend}:{PORT}/") == "000"
         assert lab.ssh(lab.laptop, f"ping -c 2 -W 1 {backend}", check=False).returncode != 0
         assert lab.ssh(lab.laptop, "ping -c 2 -W 1 10.50.0.1", check=False).returncode == 0
-        fetch = f"import urllib.request as u; print(u.urlopen('http://{backend}:{PORT}/', " \
-            "timeout=5).status)"
+        fetch = f"import urllib.request as u; print(u.urlopen('http://{backend}:{PORT}/', timeout=5).status)"
         assert lab.ssh("proxy", f'python3 -c "{fetch}"').stdout.strip() == "200"  # the hub does
     finally:
-        lab.ssh(lab.laptop, f"ip route del 10.50.0.0/24 dev wg0; "
-                f"wg set wg0 peer {hub_key} allowed-ips 10.50.0.1/32")
+        lab.ssh(
+            lab.laptop,
+            f"ip route del 10.50.0.0/24 dev wg0; wg set wg0 peer {hub_key} allowed-ips 10.50.0.1/32",
+        )
 
 
 def test_remove_client_takes_only_its_peer_off_the_hub(lab):
@@ -141,8 +169,11 @@ def test_expiry_warns_then_fails_and_deploy_drops_the_peer(lab):
     rows = {c["host"]: c for c in lab.verify()["checks"] if c["check"] == "client"}
     assert rows["phone"]["status"] == "warn" and "in 3 days" in rows["phone"]["detail"]
     # the day comes (written into the file, as a calendar would)
-    lab.network.write_text(lab.network.read_text().replace(
-        f"expires: {soon.isoformat()}", f"expires: {clients.today().isoformat()}"))
+    lab.network.write_text(
+        lab.network.read_text().replace(
+            f"expires: {soon.isoformat()}", f"expires: {clients.today().isoformat()}"
+        )
+    )
     pingers = _pingers(lab)
     proc = lab.inv("deploy")
     assert all(p.stop().lost == 0 for p in pingers)

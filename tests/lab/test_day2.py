@@ -51,12 +51,15 @@ def test_add_backend_loses_no_packet_on_the_other_tunnels(lab, net):
     assert str(net.ip) in lab.ssh("proxy", "ufw status").stdout  # its WireGuard rule
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--host", "300.1.1.1"], "is not an IP address"),
-    (["--host", "__BACKEND1_IP__"], "198."),
-    (["--host", "198.51.100.250", "--name", "backend-1"], "backend-1"),
-    (["--host", "198.51.100.251", "--wg-ip", "10.99.0.5"], "10.99.0.5"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--host", "300.1.1.1"], "is not an IP address"),
+        (["--host", "__BACKEND1_IP__"], "198."),
+        (["--host", "198.51.100.250", "--name", "backend-1"], "backend-1"),
+        (["--host", "198.51.100.251", "--wg-ip", "10.99.0.5"], "10.99.0.5"),
+    ],
+)
 def test_add_backend_rejects_bad_input_and_touches_nothing(lab, net, args, message):
     args = [a.replace("__BACKEND1_IP__", lab.ip("backend-1")) for a in args]
     text = lab.network.read_bytes()
@@ -110,7 +113,8 @@ def test_remove_backend_takes_only_its_peer_and_rule(lab, net):
 def test_remove_backend_refuses_while_services_use_it(lab, net, tmp_path):
     variant = tmp_path / "network.yml"
     text = lab.network.read_text().replace(
-        "services: []", "services:\n  - {name: api, backend: backend-2, port: 8080}")
+        "services: []", "services:\n  - {name: api, backend: backend-2, port: 8080}"
+    )
     variant.write_text(text)
     proc = lab.inv("remove-backend", "--name", "backend-2", network=variant, check=False)
     assert proc.returncode != 0 and "api" in proc.stderr and "--force" in proc.stderr
@@ -120,8 +124,14 @@ def test_remove_backend_refuses_while_services_use_it(lab, net, tmp_path):
 def test_an_interrupted_add_backend_is_finished_by_running_it_again(lab, net):
     before = _backends(lab)
     cmd = [sys.executable, "-m", "invoke", "add-backend", "--host", str(net.ip)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=lab.env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=lab.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 30
     while net.name not in _backends(lab):  # killed right after the file write
         assert time.monotonic() < deadline and proc.poll() is None

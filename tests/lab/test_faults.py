@@ -64,8 +64,9 @@ def test_ssh_cut_in_the_middle_of_a_deploy_is_mended_by_a_rerun(net):
     # make the deploy slow on backend-1: its WireGuard packages must be installed again
     lab.ssh("backend-1", "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q wireguard-tools")
     cmd = [sys.executable, "-m", "invoke", "deploy"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=lab.env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=lab.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     out = []
     for line in proc.stdout:
         out.append(line)
@@ -96,8 +97,11 @@ def test_a_deploy_waits_for_another_apt_that_holds_the_dpkg_lock(net):
         "import fcntl, time; f = open('/var/lib/dpkg/lock-frontend', 'w'); "
         "fcntl.lockf(f, fcntl.LOCK_EX); open('/run/lock-held', 'w'); time.sleep(20)"
     )
-    lab.ssh("backend-1", f"rm -f /run/lock-held; setsid -f python3 -c {shlex.quote(holder)} "
-                         ">/dev/null 2>&1 </dev/null; while [ ! -e /run/lock-held ]; do sleep 0.1; done")
+    lab.ssh(
+        "backend-1",
+        f"rm -f /run/lock-held; setsid -f python3 -c {shlex.quote(holder)} "
+        ">/dev/null 2>&1 </dev/null; while [ ! -e /run/lock-held ]; do sleep 0.1; done",
+    )
     OUTPUTS.append(lab.inv("deploy").stdout)
     lab.ssh("backend-1", "wg-quick strip wg0 >/dev/null")  # wireguard-tools is back
     assert lab.wait_healthy()["ok"]
@@ -119,8 +123,9 @@ def test_a_key_made_again_on_a_backend_reaches_the_hub_in_the_same_run(net):
 def test_two_deploys_at_once_the_second_refuses_clearly(net):
     lab = net
     cmd = [sys.executable, "-m", "invoke", "deploy"]
-    first = subprocess.Popen(cmd, cwd=ROOT, env=lab.env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        cmd, cwd=ROOT, env=lab.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     lock = lab.network.with_name(f".{lab.network.name}.lock")
     deadline = time.monotonic() + 20
     while not (lock.exists() and lock.read_text().strip()):
@@ -140,8 +145,19 @@ def test_a_firewall_change_that_would_cut_ssh_is_refused(net, tmp_path):
     saying ssh.port 2222 would allow only 2222 on the host and cut every session."""
     lab = net
     hub = lab.ip("proxy")
-    rule = ["OUTPUT", "-p", "tcp", "-d", hub, "--dport", "2222",
-            "-j", "DNAT", "--to-destination", f"{hub}:22"]
+    rule = [
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-d",
+        hub,
+        "--dport",
+        "2222",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        f"{hub}:22",
+    ]
     variant = tmp_path / "network.yml"
     variant.write_text(lab.network.read_text().replace("  port: 22\n", "  port: 2222\n", 1))
     known = lab.files / "known_hosts"
@@ -175,8 +191,11 @@ def test_the_hub_reboots_and_everything_comes_back(net):
 
 def test_no_key_material_in_any_output_or_file(net):
     lab = net
-    secrets = [lab.ssh(h.name, "cat /etc/wireguard/wg0.key").stdout.strip() for h in lab.hosts
-               if lab.ssh(h.name, "test -f /etc/wireguard/wg0.key", check=False).returncode == 0]
+    secrets = [
+        lab.ssh(h.name, "cat /etc/wireguard/wg0.key").stdout.strip()
+        for h in lab.hosts
+        if lab.ssh(h.name, "test -f /etc/wireguard/wg0.key", check=False).returncode == 0
+    ]
     secrets += lab.ssh("proxy", "cat /etc/wireguard/psk/*.psk 2>/dev/null || true").stdout.split()
     assert secrets
     for text in OUTPUTS:

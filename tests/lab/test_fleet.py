@@ -26,8 +26,9 @@ UPGRADED = "backend-2"  # Docker (compose v1 -> the v2 program) and a native uni
 
 @pytest.fixture(scope="module")
 def mixed():
-    with fresh_lab(own_lab_name("m"), backends=2, spares=0, suite=HUB_SUITE,
-                   backend_suite=BACKEND_SUITE) as lab:  # fmt: skip
+    with fresh_lab(
+        own_lab_name("m"), backends=2, spares=0, suite=HUB_SUITE, backend_suite=BACKEND_SUITE
+    ) as lab:
         lab.inv("lab.demo", "--name", lab.lab.name)
         yield lab
 
@@ -39,7 +40,10 @@ def _release(lab: LabHandle, host: str) -> str:
 def test_a_mixed_fleet_deploys_verifies_and_a_second_deploy_changes_nothing(mixed):
     lab = mixed
     assert [_release(lab, h) for h in ("proxy", "backend-1", "backend-2")] == [
-        HUB_SUITE, BACKEND_SUITE, BACKEND_SUITE]  # fmt: skip
+        HUB_SUITE,
+        BACKEND_SUITE,
+        BACKEND_SUITE,
+    ]
     lab.inv("deploy")
     report = lab.wait_healthy()
     assert report["ok"], [c for c in report["checks"] if c["status"] != "ok"]
@@ -50,8 +54,10 @@ def test_a_mixed_fleet_deploys_verifies_and_a_second_deploy_changes_nothing(mixe
             assert listeners(lab, host, port) == [WG[host]], (host, port)
 
 
-@pytest.mark.skipif(os.environ.get("BACKHAUL_TEST_UPGRADE") != "1",
-                    reason="minutes of apt full-upgrade: set BACKHAUL_TEST_UPGRADE=1")  # fmt: skip
+@pytest.mark.skipif(
+    os.environ.get("BACKHAUL_TEST_UPGRADE") != "1",
+    reason="minutes of apt full-upgrade: set BACKHAUL_TEST_UPGRADE=1",
+)
 def test_a_backend_upgraded_in_place_to_debian_13_keeps_its_services_on_the_tunnel(mixed):
     """apt full-upgrade 12 -> 13 and a reboot: the services come back bound to the tunnel
     before any deploy; one deploy converges (a second changes nothing); the other tunnel
@@ -61,11 +67,15 @@ def test_a_backend_upgraded_in_place_to_debian_13_keeps_its_services_on_the_tunn
     assert lab.wait_healthy()["ok"]
     other = Pinger(lab.files / "ssh_config", "proxy", WG["backend-1"]).start()
     t0 = time.monotonic()
-    lab.ssh(UPGRADED, "sed -i 's/bookworm/trixie/g' /etc/apt/sources.list && "
-            "export DEBIAN_FRONTEND=noninteractive && apt-get update -qq && "
-            "apt-get full-upgrade -y -q -o Dpkg::Options::=--force-confdef "
-            "-o Dpkg::Options::=--force-confold >/tmp/upgrade.log 2>&1 || "
-            "{ tail -30 /tmp/upgrade.log; exit 1; }", timeout=3600)  # fmt: skip
+    lab.ssh(
+        UPGRADED,
+        "sed -i 's/bookworm/trixie/g' /etc/apt/sources.list && "
+        "export DEBIAN_FRONTEND=noninteractive && apt-get update -qq && "
+        "apt-get full-upgrade -y -q -o Dpkg::Options::=--force-confdef "
+        "-o Dpkg::Options::=--force-confold >/tmp/upgrade.log 2>&1 || "
+        "{ tail -30 /tmp/upgrade.log; exit 1; }",
+        timeout=3600,
+    )
     upgraded = time.monotonic() - t0
     reboot(lab, UPGRADED, timeout=300)
     assert _release(lab, UPGRADED) == "trixie"
@@ -75,8 +85,10 @@ def test_a_backend_upgraded_in_place_to_debian_13_keeps_its_services_on_the_tunn
     converge = lab.inv("deploy")
     again = lab.inv("deploy")
     lost = other.stop()
-    print(f"upgrade {upgraded:.0f}s, total {time.monotonic() - t0:.0f}s; "
-          f"converge: {converge.stdout.strip().splitlines()[-1]}")
+    print(
+        f"upgrade {upgraded:.0f}s, total {time.monotonic() - t0:.0f}s; "
+        f"converge: {converge.stdout.strip().splitlines()[-1]}"
+    )
     assert "backhaul: no changes" in again.stdout, again.stdout[-3000:]
     report = lab.wait_healthy()
     assert report["ok"], [c for c in report["checks"] if c["status"] != "ok"]

@@ -48,42 +48,58 @@ def door(lab, tmp_path_factory):
     d = lab.lab.domain
     path = tmp_path_factory.mktemp("door") / "network.yml"
     doc = yaml.safe_load(lab.network.read_text())
-    doc["services"] = [{"name": "door", "backend": "backend-1", "port": PORT,
-                        "domains": [f"door.{d}"]}]  # fmt: skip
+    doc["services"] = [{"name": "door", "backend": "backend-1", "port": PORT, "domains": [f"door.{d}"]}]
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     lab.inv("deploy", "--network", str(path), network=path)
     net = load(path)
     ip = net.host("backend-1").wg_ip
-    subprocess.run(["scp", "-q", "-F", str(lab.files / "ssh_config"),
-                    str(ROOT / "backhaul/lab/demo_app.py"), "backend-1:/root/demo_app.py"],
-                   check=True, timeout=60)  # fmt: skip
-    lab.ssh("backend-1", "systemctl stop door 2>/dev/null; systemctl reset-failed door "
-            f"2>/dev/null; systemd-run --unit door python3 /root/demo_app.py --bind {ip} "
-            f"--port {PORT} --name door; for i in $(seq 100); do ss -Htln 'sport = :{PORT}' "
-            "| grep -q . && exit 0; sleep 0.1; done; exit 1")  # fmt: skip
+    subprocess.run(
+        [
+            "scp",
+            "-q",
+            "-F",
+            str(lab.files / "ssh_config"),
+            str(ROOT / "backhaul/lab/demo_app.py"),
+            "backend-1:/root/demo_app.py",
+        ],
+        check=True,
+        timeout=60,
+    )
+    lab.ssh(
+        "backend-1",
+        "systemctl stop door 2>/dev/null; systemctl reset-failed door "
+        f"2>/dev/null; systemd-run --unit door python3 /root/demo_app.py --bind {ip} "
+        f"--port {PORT} --name door; for i in $(seq 100); do ss -Htln 'sport = :{PORT}' "
+        "| grep -q . && exit 0; sleep 0.1; done; exit 1",
+    )
     yield {"path": path, "name": f"door.{d}", "outside": Outside(lab), "net": net}
     # The certificate test gave the lab's pebble a new root: every lineage on the hub is now
     # from an old CA. Delete them, so that later modules start from what a lab that never
     # ran this one has (their first deploy issues afresh), and leave the hub on the lab's
     # own network file.
-    lab.ssh("proxy", "for f in /etc/letsencrypt/renewal/*.conf; do [ -f \"$f\" ] || continue; "
-            "certbot delete --non-interactive --cert-name \"$(basename \"$f\" .conf)\"; done",
-            timeout=300)  # fmt: skip
+    lab.ssh(
+        "proxy",
+        'for f in /etc/letsencrypt/renewal/*.conf; do [ -f "$f" ] || continue; '
+        'certbot delete --non-interactive --cert-name "$(basename "$f" .conf)"; done',
+        timeout=300,
+    )
     lab.ssh("backend-1", "systemctl stop door 2>/dev/null; true")
     lab.inv("deploy", "--network", str(lab.network))
 
 
 def _json_get(door, url_path: str = "/", *args: str) -> tuple[int, str, dict]:
-    status, head, body = door["outside"].curl(f"https://{door['name']}{url_path}", *args,
-                                              retry_until=200)  # fmt: skip
+    status, head, body = door["outside"].curl(f"https://{door['name']}{url_path}", *args, retry_until=200)
     assert status == 200, (head, body)
     return status, head, json.loads(body)
 
 
 def _raw_curl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["curl", "-sS", "--max-time", "15", "-o", "-", "-D", "-", "-w",
-                           "\n%{http_code}", *args], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "15", "-o", "-", "-D", "-", "-w", "\n%{http_code}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 # -- 1. forwarding headers ------------------------------------------------------------------
@@ -101,9 +117,16 @@ def test_forged_forwarding_headers_are_replaced_or_dropped(lab, door):
     assert seen["x-forwarded-host"] == name
     assert seen["x-forwarded-port"] == "443"
     assert seen["forwarded"] == f'for={gateway};host="{name}";proto=https'
-    for h in ("x-forwarded-server", "x-forwarded-scheme", "x-forwarded-prefix",
-              "x-forwarded-ssl", "x-original-url", "x-rewrite-url", "x-client-ip",
-              "true-client-ip"):  # fmt: skip
+    for h in (
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-forwarded-prefix",
+        "x-forwarded-ssl",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-client-ip",
+        "true-client-ip",
+    ):
         assert h not in seen, (h, seen)
     assert "6.6.6" not in json.dumps(seen) and "evil" not in json.dumps(seen)
 
@@ -239,8 +262,11 @@ def test_a_certificate_from_a_ca_no_longer_configured_is_issued_again(lab, door)
     assert old_issuer in rows[0]["detail"] and "inv deploy" in rows[0]["detail"], rows[0]
 
     deploy = lab.inv("deploy", "--network", str(path), network=path)
-    assert "another CA" in deploy.stdout or "not a CA of tls.verify_ca_bundle" in deploy.stdout \
-        or "Certificate for door" in deploy.stdout, deploy.stdout[-3000:]  # fmt: skip
+    assert (
+        "another CA" in deploy.stdout
+        or "not a CA of tls.verify_ca_bundle" in deploy.stdout
+        or "Certificate for door" in deploy.stdout
+    ), deploy.stdout[-3000:]
     deadline = time.monotonic() + 10
     while True:  # the reload is asynchronous
         try:

@@ -28,8 +28,7 @@ STRAY = "python3 -m http.server --bind :: 9098"
 
 @pytest.fixture(scope="module")
 def dual():
-    with fresh_lab(own_lab_name("6"), backends=2, spares=0, suite=SUITE,
-                   v6_only=[V6_ONLY]) as lab:  # fmt: skip
+    with fresh_lab(own_lab_name("6"), backends=2, spares=0, suite=SUITE, v6_only=[V6_ONLY]) as lab:
         lab.inv("lab.demo", "--name", lab.lab.name)
         lab.inv("deploy")
         yield lab
@@ -50,8 +49,11 @@ def _tcp_open(ip: str, port: int) -> bool:
 def _listening_ports(lab: LabHandle, host: str) -> set[int]:
     """Every TCP port anything listens on, on any address (Docker's proxies and DNAT too:
     the ports it publishes are in its iptables, not always in ss)."""
-    out = lab.ssh(host, "ss -Hltn | awk '{print $4}' | sed 's/.*://'; "
-                  "command -v docker >/dev/null && docker ps --format '{{.Ports}}' || true").stdout
+    out = lab.ssh(
+        host,
+        "ss -Hltn | awk '{print $4}' | sed 's/.*://'; "
+        "command -v docker >/dev/null && docker ps --format '{{.Ports}}' || true",
+    ).stdout
     ports = set()
     for word in out.replace(",", " ").split():
         tail = word.rsplit(":", 1)[-1].split("->")[0]
@@ -115,9 +117,12 @@ def test_a_scan_over_ipv6_finds_exactly_what_a_scan_over_ipv4_finds(dual):
     (Docker publishes it on [::] too, past ufw)."""
     for name in ("proxy", "backend-1"):
         dual.ssh(name, f"systemd-run --unit stray {STRAY}")
-    dual.ssh(V6_ONLY, "docker network inspect stray >/dev/null 2>&1 || docker network create "
-             "stray >/dev/null; docker rm -f stray >/dev/null 2>&1; docker run -d --name stray "
-             "--network stray -p 9096:8080 backhaul-demo-web:1 >/dev/null")
+    dual.ssh(
+        V6_ONLY,
+        "docker network inspect stray >/dev/null 2>&1 || docker network create "
+        "stray >/dev/null; docker rm -f stray >/dev/null 2>&1; docker run -d --name stray "
+        "--network stray -p 9096:8080 backhaul-demo-web:1 >/dev/null",
+    )
     assert 9096 in _listening_ports(dual, V6_ONLY)
     for name in ("proxy", "backend-1"):
         assert 9098 in _listening_ports(dual, name), name

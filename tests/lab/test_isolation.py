@@ -39,8 +39,9 @@ def wg_ports(lab: LabHandle, host: str) -> set[int]:
     """TCP ports that listen on ``host``'s WireGuard address (or on every address)."""
     out = lab.ssh(host, ListeningSockets().command()).stdout.splitlines()
     sockets = ListeningSockets().process(out)
-    return {s["port"] for s in sockets if s["proto"] == "tcp"
-            and s["address"] in (WG[host], "0.0.0.0", "*", "::")}  # fmt: skip
+    return {
+        s["port"] for s in sockets if s["proto"] == "tcp" and s["address"] in (WG[host], "0.0.0.0", "*", "::")
+    }
 
 
 def targets(lab: LabHandle, hosts=("proxy", "backend-1", "backend-2")) -> list:
@@ -84,10 +85,12 @@ def _demo_removed(lab: LabHandle) -> None:
     lab.network.write_text(files.network_yaml(lab.lab, services.acme_directory(lab.lab)))
     lab.inv("deploy", "--network", str(lab.network))
     for host in ("backend-1", "backend-2"):
-        lab.ssh(host, "systemctl disable --now backhaul-demo-app backhaul-demo-admin 2>/dev/null;"
-                      " true")  # fmt: skip
-    lab.ssh("backend-2", f"cd /opt/demo && docker-compose -f docker-compose.yml down"
-                         f" && mv -f {demo.COMPOSE_FILE}.backhaul.bak {demo.COMPOSE_FILE}")  # fmt: skip
+        lab.ssh(host, "systemctl disable --now backhaul-demo-app backhaul-demo-admin 2>/dev/null; true")
+    lab.ssh(
+        "backend-2",
+        f"cd /opt/demo && docker-compose -f docker-compose.yml down"
+        f" && mv -f {demo.COMPOSE_FILE}.backhaul.bak {demo.COMPOSE_FILE}",
+    )
 
 
 @pytest.fixture
@@ -107,9 +110,11 @@ def _variant(lab: LabHandle, tmp_path: Path, **network_keys) -> Path:
 
 def _hub_reaches_the_services(lab: LabHandle) -> None:
     for host, port in DECLARED:
-        wait_until(f"hub -> {host}:{port}",
-                   lambda h=host, p=port: knock_from(lab, "proxy", [(WG[h], p)])
-                   [f"{WG[h]}:{p}"] == probe.OPEN, 45)  # fmt: skip
+        wait_until(
+            f"hub -> {host}:{port}",
+            lambda h=host, p=port: knock_from(lab, "proxy", [(WG[h], p)])[f"{WG[h]}:{p}"] == probe.OPEN,
+            45,
+        )
 
 
 def test_the_hub_gets_through(lab, deployed):
@@ -162,10 +167,16 @@ def test_a_neighbour_of_the_hub_reaches_nothing_through_it(lab, neighbour, tmp_p
             lab.inv("deploy", "--network", str(network))
             # the hub forwards now: backend-1 reaches backend-2's declared Docker service,
             # and still not the port that no service declares
-            wait_until("backend-1 -> backend-2:8081 with b2b", lambda: knock_from(
-                lab, "backend-1", [(WG["backend-2"], 8081)])["10.50.0.3:8081"] == probe.OPEN, 45)
+            wait_until(
+                "backend-1 -> backend-2:8081 with b2b",
+                lambda: (
+                    knock_from(lab, "backend-1", [(WG["backend-2"], 8081)])["10.50.0.3:8081"] == probe.OPEN
+                ),
+                45,
+            )
             assert knock_from(lab, "backend-1", [(WG["backend-2"], UNDECLARED[1])]) == {
-                f"{WG['backend-2']}:{UNDECLARED[1]}": probe.SILENT}
+                f"{WG['backend-2']}:{UNDECLARED[1]}": probe.SILENT
+            }
             assert lab.ssh("proxy", "sysctl -n net.ipv4.ip_forward").stdout.strip() == "1"
         nb.route(neighbour, "10.50.0.0/24", lab.ip("proxy"))
         assert _answered(nb.knock(neighbour, targets(lab))) == {}
@@ -200,8 +211,7 @@ def _published_later(lab: LabHandle) -> list[int]:
     run = "docker run -d --restart unless-stopped --name {name} {net} -p {port}:8080 backhaul-demo-web:1"
     lab.ssh("backend-2", "docker rm -f bh-late-bridge bh-late-compose", check=False)
     lab.ssh("backend-2", run.format(name="bh-late-bridge", net="", port=9301))
-    lab.ssh("backend-2", run.format(name="bh-late-compose", net=f"--network {net.strip()}",
-                                    port=9302))  # fmt: skip
+    lab.ssh("backend-2", run.format(name="bh-late-compose", net=f"--network {net.strip()}", port=9302))
     for port in (9301, 9302, 9303):
         assert wait_bound(lab, "backend-2", port, 30) == [WG["backend-2"]]
     return [9301, 9302, 9303]
@@ -238,8 +248,11 @@ def test_isolation_holds_after_docker_ufw_new_ports_and_a_reboot(lab, deployed):
         lab.ssh("backend-2", "ufw --force disable && ufw --force enable")
         _nothing_answers_the_neighbour(lab, extra)
         # Docker makes its chains again (DOCKER, DOCKER-USER, isolation) on a restart
-        lab.ssh("backend-2", "iptables -t nat -F DOCKER; iptables -F DOCKER-USER; "
-                             "systemctl reset-failed docker; systemctl restart docker")  # fmt: skip
+        lab.ssh(
+            "backend-2",
+            "iptables -t nat -F DOCKER; iptables -F DOCKER-USER; "
+            "systemctl reset-failed docker; systemctl restart docker",
+        )
         for port in [8081, UNDECLARED[1], *extra]:
             wait_bound(lab, "backend-2", port)
         _nothing_answers_the_neighbour(lab, extra)

@@ -84,8 +84,9 @@ def test_a_no_op_deploy_reads_each_host_once(lab, deployed):
     _run(lab, "deploy")  # records what a run that changes nothing asks
     proc = lab.pyinfra("deploys/site.py", "-vv")
     loaded = re.findall(r"^\s*\[(\S+)\]\s+Loaded fact (\S+)", proc.stdout + proc.stderr, re.M)
-    assert sorted(loaded) == sorted((h.name, "backhaul.facts.bundle.FactBundle")
-                                    for h in lab.lab.network_hosts), loaded  # fmt: skip
+    assert sorted(loaded) == sorted(
+        (h.name, "backhaul.facts.bundle.FactBundle") for h in lab.lab.network_hosts
+    ), loaded
 
 
 def test_wireguard_keys_stay_on_their_hosts(lab, deployed):
@@ -138,8 +139,11 @@ def test_hub_wireguard_port_is_closed_to_strangers(lab, deployed):
         subprocess.run(["ip", "addr", "del", f"{stranger}/32", "dev", lab.lab.bridge], check=False)
     # the control: the same from backend-2's public address (the hub's ufw allows it)
     before = _udp_in(lab, "proxy")
-    lab.ssh("backend-2", f"python3 -c \"import socket,time\ns=socket.socket(2,2)\n"
-                         f"[(s.sendto(b'x',('{hub[0]}',51820)),time.sleep(0.005)) for _ in range(40)]\"")
+    lab.ssh(
+        "backend-2",
+        f'python3 -c "import socket,time\ns=socket.socket(2,2)\n'
+        f"[(s.sendto(b'x',('{hub[0]}',51820)),time.sleep(0.005)) for _ in range(40)]\"",
+    )
     time.sleep(0.3)
     backend_delta = _udp_in(lab, "proxy") - before
     assert backend_delta >= 40, backend_delta
@@ -162,8 +166,7 @@ def test_backend_ports_are_closed_on_the_public_address(lab, deployed):
         assert not _tcp_open(lab.ip("backend-1"), 9099), "public port 9099 answered"
         assert _tcp_open(lab.ip("backend-1"), 22), "SSH must stay open"
         report = _verify(lab)
-        exposure = next(c for c in report["checks"]
-                        if c["check"] == "exposure" and c["host"] == "backend-1")
+        exposure = next(c for c in report["checks"] if c["check"] == "exposure" and c["host"] == "backend-1")
         assert exposure["status"] == "fail" and "9099" in exposure["detail"]
         assert report["exit_code"] == 1
     finally:

@@ -31,14 +31,25 @@ PORTS = {"app": 18080, "api": 18081, "down": 18099}  # odd ports: never clash wi
 def _services(lab, gateway: str) -> list[dict]:
     d = lab.lab.domain
     return [
-        {"name": "app", "backend": "backend-1", "port": PORTS["app"],
-         "domains": [f"app.{d}", f"www.{d}"], "websocket": True, "hsts": True},
-        {"name": "api", "backend": "backend-2", "port": PORTS["api"],
-         "domains": [f"api.{d}"], "allow": [gateway]},
+        {
+            "name": "app",
+            "backend": "backend-1",
+            "port": PORTS["app"],
+            "domains": [f"app.{d}", f"www.{d}"],
+            "websocket": True,
+            "hsts": True,
+        },
+        {
+            "name": "api",
+            "backend": "backend-2",
+            "port": PORTS["api"],
+            "domains": [f"api.{d}"],
+            "allow": [gateway],
+        },
         # nothing listens on this port: the "backend down" page
         {"name": "down", "backend": "backend-1", "port": PORTS["down"], "domains": [f"down.{d}"]},
         {"name": "metrics", "backend": "backend-2", "port": 19100},  # internal: no vhost
-    ]  # fmt: skip
+    ]
 
 
 def _write_variant(lab, path: Path, drop: tuple[str, ...] = (), tls: dict | None = None) -> Path:
@@ -62,9 +73,24 @@ class Outside:
         """(status, headers, body); retries briefly for `retry_until` (reloads are async)."""
         host = re.match(r"https?://([^/:]+)", url).group(1)
         port = 443 if url.startswith("https") else 80
-        cmd = ["curl", "-sS", "--max-time", "15", "--resolve", f"{host}:{port}:{self.hub}",
-               "--cacert", str(self.root), "-D", "-", "-o", "-", "-w", "\n%{http_code}", *args,
-               url]  # fmt: skip
+        cmd = [
+            "curl",
+            "-sS",
+            "--max-time",
+            "15",
+            "--resolve",
+            f"{host}:{port}:{self.hub}",
+            "--cacert",
+            str(self.root),
+            "-D",
+            "-",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            *args,
+            url,
+        ]
         deadline = time.monotonic() + 10
         while True:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
@@ -91,14 +117,16 @@ class Outside:
         """sha256 of the certificate the hub serves for ``name``, trusted or not."""
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        with ctx.wrap_socket(socket.create_connection((self.hub, 443), timeout=10),
-                             server_hostname=name) as s:  # fmt: skip
+        with ctx.wrap_socket(
+            socket.create_connection((self.hub, 443), timeout=10), server_hostname=name
+        ) as s:
             return hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
 
 
 def _scp(lab, src: Path, host: str, dest: str) -> None:
-    subprocess.run(["scp", "-q", "-F", str(lab.files / "ssh_config"), str(src), f"{host}:{dest}"],
-                   check=True, timeout=60)  # fmt: skip
+    subprocess.run(
+        ["scp", "-q", "-F", str(lab.files / "ssh_config"), str(src), f"{host}:{dest}"], check=True, timeout=60
+    )
 
 
 def _start_demo(lab, net) -> None:
@@ -107,12 +135,17 @@ def _start_demo(lab, net) -> None:
         ip = net.host(s.backend).wg_ip
         _scp(lab, ROOT / "backhaul/lab/demo_app.py", s.backend, "/root/demo_app.py")
         unit = f"ngx-test-{svc}"
-        lab.ssh(s.backend, f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} "
-                f"2>/dev/null; systemd-run --unit {unit} python3 /root/demo_app.py --bind {ip} "
-                f"--port {s.port} --name {svc}")  # fmt: skip
+        lab.ssh(
+            s.backend,
+            f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} "
+            f"2>/dev/null; systemd-run --unit {unit} python3 /root/demo_app.py --bind {ip} "
+            f"--port {s.port} --name {svc}",
+        )
         for _ in range(50):
-            if lab.ssh(s.backend, f"ss -Htln 'sport = :{s.port}' | grep -q {ip}",
-                       check=False).returncode == 0:  # fmt: skip
+            if (
+                lab.ssh(s.backend, f"ss -Htln 'sport = :{s.port}' | grep -q {ip}", check=False).returncode
+                == 0
+            ):
                 break
             time.sleep(0.1)
 
@@ -137,10 +170,19 @@ def site(lab, tmp_path_factory):
     t0 = time.monotonic()
     alone = lab.pyinfra("deploys/nginx.py", network=path)
     alone_s = time.monotonic() - t0
-    print(f"\n[nginx lab] first deploy {first_s:.1f}s, second (no-op) {second_s:.1f}s, "
-          f"deploys/nginx.py alone (no-op) {alone_s:.1f}s")  # fmt: skip
-    return {"path": path, "net": net, "first": first, "second": second, "alone": alone,
-            "outside": Outside(lab), "archive_app": _archive_count(lab, "app")}  # fmt: skip
+    print(
+        f"\n[nginx lab] first deploy {first_s:.1f}s, second (no-op) {second_s:.1f}s, "
+        f"deploys/nginx.py alone (no-op) {alone_s:.1f}s"
+    )
+    return {
+        "path": path,
+        "net": net,
+        "first": first,
+        "second": second,
+        "alone": alone,
+        "outside": Outside(lab),
+        "archive_app": _archive_count(lab, "app"),
+    }
 
 
 # -- what a client sees ----------------------------------------------------------------------------
@@ -176,9 +218,13 @@ def test_http_redirects_to_https(lab, site):
 def test_a_forged_x_forwarded_for_never_reaches_the_backend(lab, site):
     gateway = str(lab.lab.gateway)  # the outer machine, as the hub sees it
     _, _, body = site["outside"].curl(
-        f"https://app.{lab.lab.domain}/", "-H", "X-Forwarded-For: 6.6.6.6",
-        "-H", "X-Real-IP: 6.6.6.7", retry_until=200,
-    )  # fmt: skip
+        f"https://app.{lab.lab.domain}/",
+        "-H",
+        "X-Forwarded-For: 6.6.6.6",
+        "-H",
+        "X-Real-IP: 6.6.6.7",
+        retry_until=200,
+    )
     headers = json.loads(body)["headers"]
     assert headers["x-forwarded-for"] == gateway
     assert headers["x-real-ip"] == gateway
@@ -206,8 +252,7 @@ def test_allow_list_403_for_others_200_for_listed(lab, site):
     assert status == 200 and json.loads(body)["service"] == "api"
     stranger = str(lab.lab.outsider_ip())
     dev = lab.lab.bridge
-    subprocess.run(["ip", "addr", "add", f"{stranger}/{lab.lab.subnet.prefixlen}", "dev", dev],
-                   check=True)  # fmt: skip
+    subprocess.run(["ip", "addr", "add", f"{stranger}/{lab.lab.subnet.prefixlen}", "dev", dev], check=True)
     try:
         status, _, _ = out.curl(url, "--interface", stranger)
         assert status == 403
@@ -215,8 +260,9 @@ def test_allow_list_403_for_others_200_for_listed(lab, site):
         status, _, _ = out.curl(f"https://app.{lab.lab.domain}/", "--interface", stranger)
         assert status == 200
     finally:
-        subprocess.run(["ip", "addr", "del", f"{stranger}/{lab.lab.subnet.prefixlen}", "dev",
-                        dev], check=False)  # fmt: skip
+        subprocess.run(
+            ["ip", "addr", "del", f"{stranger}/{lab.lab.subnet.prefixlen}", "dev", dev], check=False
+        )
 
 
 def test_a_backend_that_is_down_gives_a_clear_502(lab, site):
@@ -265,10 +311,13 @@ def test_upstream_connections_are_kept_alive(lab, site):
     out, name = site["outside"], f"app.{lab.lab.domain}"
     url = f"https://{name}/"
     # one curl, 50 requests on one client connection
-    subprocess.run(["curl", "-sS", "--resolve", f"{name}:443:{out.hub}", "--cacert",
-                    str(out.root), *([url] * 50)], check=True, capture_output=True, timeout=60)  # fmt: skip
-    conns = lab.ssh("backend-1", f"ss -Htn state established 'sport = :{PORTS['app']}' "
-                    "| wc -l").stdout  # fmt: skip
+    subprocess.run(
+        ["curl", "-sS", "--resolve", f"{name}:443:{out.hub}", "--cacert", str(out.root), *([url] * 50)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    conns = lab.ssh("backend-1", f"ss -Htn state established 'sport = :{PORTS['app']}' | wc -l").stdout
     assert 1 <= int(conns) <= 4, conns
 
 
@@ -322,17 +371,22 @@ def test_unknown_names_get_no_certificate(lab, site):
 
 
 def test_renewal_by_the_timer_trusts_the_acme_ca_and_reloads_nginx(lab, site):
-    timer = lab.ssh("proxy", "systemctl is-enabled certbot.timer; systemctl is-active "
-                    "certbot.timer").stdout.split()  # fmt: skip
+    timer = lab.ssh(
+        "proxy", "systemctl is-enabled certbot.timer; systemctl is-active certbot.timer"
+    ).stdout.split()
     assert timer == ["enabled", "active"]
     env = lab.ssh("proxy", "systemctl show -p Environment --value certbot.service").stdout
     assert "REQUESTS_CA_BUNDLE=/etc/backhaul/acme-ca.pem" in env
     out, name = site["outside"], f"app.{lab.lab.domain}"
     before = out.peer_cert(name)["serialNumber"]
     # Run the very unit the timer runs, told (for this once) to renew what is not due yet.
-    lab.ssh("proxy", "echo 'force-renewal = True' >> /etc/letsencrypt/cli.ini && "
-            "systemctl start certbot.service; rc=$?; sed -i '/^force-renewal = True$/d' "
-            "/etc/letsencrypt/cli.ini; exit $rc", timeout=180)  # fmt: skip
+    lab.ssh(
+        "proxy",
+        "echo 'force-renewal = True' >> /etc/letsencrypt/cli.ini && "
+        "systemctl start certbot.service; rc=$?; sed -i '/^force-renewal = True$/d' "
+        "/etc/letsencrypt/cli.ini; exit $rc",
+        timeout=180,
+    )
     deadline = time.monotonic() + 10
     while out.peer_cert(name)["serialNumber"] == before and time.monotonic() < deadline:
         time.sleep(0.3)  # the hook's reload is asynchronous
@@ -343,24 +397,31 @@ def test_renewal_by_the_timer_trusts_the_acme_ca_and_reloads_nginx(lab, site):
 
 
 def test_a_broken_vhost_is_refused_and_the_old_config_keeps_serving(lab, site):
-    before = lab.ssh("proxy", "sha256sum /etc/nginx/conf.d/backhaul.conf "
-                     "/etc/nginx/sites-enabled/*").stdout  # fmt: skip
-    proc = lab.pyinfra("deploys/nginx.py", "--data", "nginx_server_extra=backhaul_bogus on;",
-                       network=site["path"], check=False)  # fmt: skip
+    before = lab.ssh("proxy", "sha256sum /etc/nginx/conf.d/backhaul.conf /etc/nginx/sites-enabled/*").stdout
+    proc = lab.pyinfra(
+        "deploys/nginx.py",
+        "--data",
+        "nginx_server_extra=backhaul_bogus on;",
+        network=site["path"],
+        check=False,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert 'unknown directive "backhaul_bogus"' in output  # nginx's own message
     assert "nginx -t refused the new configuration" in output
-    after = lab.ssh("proxy", "sha256sum /etc/nginx/conf.d/backhaul.conf "
-                    "/etc/nginx/sites-enabled/*").stdout  # fmt: skip
+    after = lab.ssh("proxy", "sha256sum /etc/nginx/conf.d/backhaul.conf /etc/nginx/sites-enabled/*").stdout
     assert after == before
     status, _, _ = site["outside"].curl(f"https://app.{lab.lab.domain}/")
     assert status == 200
     assert lab.ssh("proxy", "nginx -t", check=False).returncode == 0
 
 
-HARDENING = ("server_tokens off;", "ssl_protocols TLSv1.2 TLSv1.3;", "client_max_body_size 4m;",
-             "proxy_buffer_size 8k;")  # fmt: skip
+HARDENING = (
+    "server_tokens off;",
+    "ssl_protocols TLSv1.2 TLSv1.3;",
+    "client_max_body_size 4m;",
+    "proxy_buffer_size 8k;",
+)
 
 
 def test_an_admin_hardened_nginx_conf_never_clashes_with_backhauls(lab, site):
@@ -422,16 +483,19 @@ def test_self_signed_and_provided_modes_then_back_without_a_new_issuance(lab, si
     lab.pyinfra("deploys/nginx.py", network=path)
     want = _hub_fingerprint(lab, "/etc/backhaul/tls/app/fullchain.pem")
     _wait_for(lambda: out.served_fingerprint(name) == want)
-    san = lab.ssh("proxy", "openssl x509 -in /etc/backhaul/tls/app/fullchain.pem -noout "
-                  "-ext subjectAltName").stdout  # fmt: skip
+    san = lab.ssh(
+        "proxy", "openssl x509 -in /etc/backhaul/tls/app/fullchain.pem -noout -ext subjectAltName"
+    ).stdout
     assert f"DNS:app.{lab.lab.domain}" in san and f"DNS:www.{lab.lab.domain}" in san
     # provided: the operator's certificate and key, already on the hub
     cert, key = "/etc/ssl/certs/backhaul-test.pem", "/etc/ssl/private/backhaul-test.key"
-    lab.ssh("proxy", f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
-            f"-nodes -days 30 -subj /CN=provided -addext subjectAltName=DNS:{name} "
-            f"-keyout {key} -out {cert} 2>/dev/null")  # fmt: skip
-    path = _write_variant(lab, tmp_path / "provided.yml",
-                          tls={"mode": "provided", "cert": cert, "key": key})  # fmt: skip
+    lab.ssh(
+        "proxy",
+        f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+        f"-nodes -days 30 -subj /CN=provided -addext subjectAltName=DNS:{name} "
+        f"-keyout {key} -out {cert} 2>/dev/null",
+    )
+    path = _write_variant(lab, tmp_path / "provided.yml", tls={"mode": "provided", "cert": cert, "key": key})
     lab.pyinfra("deploys/nginx.py", network=path)
     want = _hub_fingerprint(lab, cert)
     _wait_for(lambda: out.served_fingerprint(name) == want)

@@ -21,10 +21,12 @@ OUTPUTS: list[str] = []  # every command output of this module, searched for key
 SEEN: set[str] = set()  # every preshared key this module made the hosts use (memory only)
 
 # On a host: "<peer public key> <sha256 of its live preshared key, or none>", one per peer.
-LIVE = ("wg show wg0 preshared-keys | while read -r pk psk; do "
-        'if [ "$psk" = "(none)" ]; then h=none; '
-        "else h=$(printf '%s\\n' \"$psk\" | sha256sum | cut -d' ' -f1); fi; "
-        'echo "$pk $h"; done')  # fmt: skip
+LIVE = (
+    "wg show wg0 preshared-keys | while read -r pk psk; do "
+    'if [ "$psk" = "(none)" ]; then h=none; '
+    "else h=$(printf '%s\\n' \"$psk\" | sha256sum | cut -d' ' -f1); fi; "
+    'echo "$pk $h"; done'
+)
 # Turning the keys on or off reloads both ends of each pair, hub first (no restart). Measured
 # here: no loss in most runs, now and then ONE 50 ms ping on one tunnel (2 in ~30 switches).
 # Neither the live key change alone (60 flips) nor the reloads alone (40) ever lost one.
@@ -65,8 +67,9 @@ def _remember(lab) -> None:
     """The keys now on the hosts, into memory only, for the last test's search."""
     for host in lab.hosts:
         if host.role in ("hub", "backend"):
-            out = lab.ssh(host.name, "cat /etc/wireguard/psk/*.psk /etc/wireguard/psk/*.next "
-                                     "2>/dev/null", check=False).stdout  # fmt: skip
+            out = lab.ssh(
+                host.name, "cat /etc/wireguard/psk/*.psk /etc/wireguard/psk/*.next 2>/dev/null", check=False
+            ).stdout
             SEEN.update(line.strip() for line in out.splitlines() if line.strip())
 
 
@@ -104,13 +107,18 @@ def test_each_pair_has_its_own_key_live_on_both_ends(lab, psk_net):
     assert hub[0] == "700 /etc/wireguard/psk"
     assert sorted(hub[1:-1]) == [f"600 /etc/wireguard/psk/{b}.psk" for b in sorted(pairs)]
     for b in pairs:
-        assert lab.ssh(b, "stat -c '%a %n' /etc/wireguard/psk/*").stdout.strip() == \
-            "600 /etc/wireguard/psk/hub.psk"  # fmt: skip
+        assert (
+            lab.ssh(b, "stat -c '%a %n' /etc/wireguard/psk/*").stdout.strip()
+            == "600 /etc/wireguard/psk/hub.psk"
+        )
     # the confs on the hosts embed the key (wg-quick reads it there), traced to its file
-    assert lab.ssh("proxy", "grep -c '^PresharedKey = ' /etc/wireguard/wg0.conf").stdout.strip() \
-        == str(len(pairs))  # fmt: skip
-    assert "# PresharedKeyFile = /etc/wireguard/psk/hub.psk" in \
-        lab.ssh("backend-1", "grep -i presharedkeyfile /etc/wireguard/wg0.conf").stdout  # fmt: skip
+    assert lab.ssh("proxy", "grep -c '^PresharedKey = ' /etc/wireguard/wg0.conf").stdout.strip() == str(
+        len(pairs)
+    )
+    assert (
+        "# PresharedKeyFile = /etc/wireguard/psk/hub.psk"
+        in lab.ssh("backend-1", "grep -i presharedkeyfile /etc/wireguard/wg0.conf").stdout
+    )
 
 
 def test_the_tunnels_handshake_with_their_keys(lab, psk_net):
@@ -132,7 +140,7 @@ WRONG_KEY = (
     "umask 077 && wg genpsk > /etc/wireguard/psk/hub.psk && awk -v f=/etc/wireguard/psk/hub.psk "
     "'BEGIN { getline k < f } /^PresharedKey = / { print \"PresharedKey = \" k; next } { print }' "
     "/etc/wireguard/wg0.conf > /etc/wireguard/c.tmp && mv /etc/wireguard/c.tmp /etc/wireguard/wg0.conf"
-    " && wg set wg0 peer \"$(wg show wg0 peers)\" preshared-key /etc/wireguard/psk/hub.psk"
+    ' && wg set wg0 peer "$(wg show wg0 peers)" preshared-key /etc/wireguard/psk/hub.psk'
 )
 
 
@@ -161,8 +169,10 @@ def test_rotating_a_backend_rotates_its_preshared_key_with_a_short_gap(lab, psk_
     assert after["backend-2"] == before["backend-2"]
     assert results["backend-1"].gap_seconds < 1.0, results
     assert all(r.lost == 0 for b, r in results.items() if b != "backend-1"), results
-    print(f"rotation gap with a preshared key: {results['backend-1'].lost} lost pings of "
-          f"{results['backend-1'].sent} (<= {results['backend-1'].gap_seconds:.2f}s)")
+    print(
+        f"rotation gap with a preshared key: {results['backend-1'].lost} lost pings of "
+        f"{results['backend-1'].sent} (<= {results['backend-1'].gap_seconds:.2f}s)"
+    )
     assert "healthy" in proc.stdout
     assert "backhaul: no changes" in _run(lab, "deploy", network=psk_net).stdout
 
@@ -183,8 +193,12 @@ def test_turning_them_off_removes_them_with_a_reload(lab, psk_net):
     assert {h: lab.ssh(h, STARTED).stdout.strip() for h in started} == started  # no restart
     for h in started:
         assert set(_live(lab, h).values()) == {"none"}, f"{h} still has a live preshared key"
-        assert lab.ssh(h, "ls /etc/wireguard").stdout.split() == \
-            ["wg0.conf", "wg0.key", "wg0.key.created", "wg0.pub"]  # fmt: skip
+        assert lab.ssh(h, "ls /etc/wireguard").stdout.split() == [
+            "wg0.conf",
+            "wg0.key",
+            "wg0.key.created",
+            "wg0.pub",
+        ]
         assert lab.ssh(h, "grep -ci preshared /etc/wireguard/wg0.conf", check=False).stdout.strip() == "0"
     report = _verify(lab, lab.network)
     assert report["ok"], _failed(report)
@@ -195,8 +209,9 @@ def test_a_run_limited_to_the_hub_switches_no_pair(lab, psk_net):
     """Both ends of a pair must switch in the same run, else its next handshake fails."""
     _run(lab, "deploy", "--limit", "proxy", network=psk_net)
     assert all(pair == ("none", "none") for pair in _pairs(lab).values()), _pairs(lab)
-    assert lab.ssh("proxy", "ls /etc/wireguard/psk").stdout.split() == \
-        [f"{b}.psk" for b in _backends(lab)]  # made, waiting for a run with the backends
+    assert lab.ssh("proxy", "ls /etc/wireguard/psk").stdout.split() == [
+        f"{b}.psk" for b in _backends(lab)
+    ]  # made, waiting for a run with the backends
     report = _verify(lab, psk_net)
     assert report["ok"], _failed(report)
 

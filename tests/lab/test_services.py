@@ -83,8 +83,9 @@ def reboot(lab: LabHandle, host: str, timeout: float = 120.0) -> float:
     time.sleep(2)
 
     def booted():
-        p = lab.ssh(host, "cut -d' ' -f1 /proc/uptime; systemctl is-system-running --wait",
-                    check=False, timeout=90)  # fmt: skip
+        p = lab.ssh(
+            host, "cut -d' ' -f1 /proc/uptime; systemctl is-system-running --wait", check=False, timeout=90
+        )
         lines = p.stdout.split()
         if len(lines) == 2 and float(lines[0]) < before and lines[1] in ("running", "degraded"):
             return lines[1]
@@ -108,11 +109,17 @@ def deployed(lab: LabHandle):
         host: {port: listeners(lab, host, port) for port in ports} for host, ports in DEMO_PORTS.items()
     }
     units_before = {
-        "backend-1": lab.ssh("backend-1", "systemctl is-enabled backhaul-demo-app; "
-                             "systemctl is-active backhaul-demo-app", check=False).stdout.split(),
-        "backend-2": lab.ssh("backend-2", "systemctl is-enabled backhaul-demo-admin; "
-                             "systemctl is-active backhaul-demo-admin", check=False).stdout.split(),
-    }  # fmt: skip
+        "backend-1": lab.ssh(
+            "backend-1",
+            "systemctl is-enabled backhaul-demo-app; systemctl is-active backhaul-demo-app",
+            check=False,
+        ).stdout.split(),
+        "backend-2": lab.ssh(
+            "backend-2",
+            "systemctl is-enabled backhaul-demo-admin; systemctl is-active backhaul-demo-admin",
+            check=False,
+        ).stdout.split(),
+    }
     lab.ssh("backend-2", f"echo '{json.dumps(USER_DAEMON_SETTING)}' > /etc/docker/daemon.json")
     original = lab.ssh("backend-2", f"cat {COMPOSE_FILE}").stdout
 
@@ -126,8 +133,14 @@ def deployed(lab: LabHandle):
     (lab.files / "timings-services.json").write_text(json.dumps(times, indent=1) + "\n")
     for name, proc in (("first", first), ("second", second)):  # for a look after a failure
         (lab.files / f"services-deploy-{name}.log").write_text(proc.stdout + proc.stderr)
-    return {"before": before, "units_before": units_before, "original": original,
-            "first": first.stdout, "second": second.stdout, "times": times}  # fmt: skip
+    return {
+        "before": before,
+        "units_before": units_before,
+        "original": original,
+        "first": first.stdout,
+        "second": second.stdout,
+        "times": times,
+    }
 
 
 def test_demo_binds_nothing_before_deploy(deployed):
@@ -157,8 +170,7 @@ def test_docker_guards_bind_ports_published_later_without_an_address(lab, deploy
     run = "docker run -d --rm --name {name} {net} -p {port}:8080 backhaul-demo-web:1"
     try:
         lab.ssh("backend-2", run.format(name="bh-guard-bridge", net="", port=9101))
-        lab.ssh("backend-2", run.format(name="bh-guard-compose", net=f"--network {net.strip()}",
-                                        port=9102))  # fmt: skip
+        lab.ssh("backend-2", run.format(name="bh-guard-compose", net=f"--network {net.strip()}", port=9102))
         assert wait_bound(lab, "backend-2", 9101, 20) == [WG["backend-2"]]
         assert wait_bound(lab, "backend-2", 9102, 20) == [WG["backend-2"]]
     finally:
@@ -186,8 +198,11 @@ def test_services_reachable_from_the_hub(lab, deployed):
 
 
 def test_second_deploy_changes_nothing_here(deployed):
-    rows = [line.split() for line in deployed["second"].splitlines()
-            if line.strip().startswith(("deploys/docker_bind.py |", "deploys/units.py |"))]  # fmt: skip
+    rows = [
+        line.split()
+        for line in deployed["second"].splitlines()
+        if line.strip().startswith(("deploys/docker_bind.py |", "deploys/units.py |"))
+    ]
     assert len(rows) == 3, deployed["second"][-3000:]
     for row in rows:
         hosts, success, error, no_change = row[-4:]
@@ -251,10 +266,10 @@ def test_hub_reboot_tunnels_and_services_come_back(lab, hub_rebooted):
 def test_hub_reboot_the_hub_calls_every_backend_itself(lab, hub_rebooted):
     """After a boot the hub knows each backend's endpoint and keeps it alive, so tunnels come
     back at once instead of when a backend next speaks (benchmarks/network measures how fast)."""
-    endpoints = dict(line.split() for line in
-                     lab.ssh("proxy", "wg show wg0 endpoints").stdout.splitlines())  # fmt: skip
-    keepalive = dict(line.split() for line in
-                     lab.ssh("proxy", "wg show wg0 persistent-keepalive").stdout.splitlines())  # fmt: skip
+    endpoints = dict(line.split() for line in lab.ssh("proxy", "wg show wg0 endpoints").stdout.splitlines())
+    keepalive = dict(
+        line.split() for line in lab.ssh("proxy", "wg show wg0 persistent-keepalive").stdout.splitlines()
+    )
     assert len(endpoints) == len(WG)
     assert all(ep.endswith(":51820") for ep in endpoints.values()), endpoints
     assert set(keepalive.values()) == {"25"}, keepalive

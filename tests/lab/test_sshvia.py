@@ -33,8 +33,9 @@ def via():
         text = lab.network.read_text()
         # the controller (the lab's bridge address) is the admin on the allow list; the
         # neighbour namespace on the same bridge plays a stranger
-        text = re.sub(r"(\n  known_hosts: .*\n)",
-                      rf"\1  via: hub\n  allow_from: [{lab.lab.gateway}]\n", text, count=1)
+        text = re.sub(
+            r"(\n  known_hosts: .*\n)", rf"\1  via: hub\n  allow_from: [{lab.lab.gateway}]\n", text, count=1
+        )
         path = lab.files / "network-via.yml"
         path.write_text(text)
         yield lab, path
@@ -64,8 +65,7 @@ def test_a_via_hub_network_shows_a_stranger_no_open_port_on_a_backend(via):
     assert _jumped(lab, "backend-1") and _jumped(lab, "backend-2")
     neighbour.up(lab.lab)
     with ThreadPoolExecutor(2) as pool:
-        backend, hub = pool.map(lambda h: neighbour.scan(lab.lab, lab.ip(h)),
-                                ["backend-1", "proxy"])  # fmt: skip
+        backend, hub = pool.map(lambda h: neighbour.scan(lab.lab, lab.ip(h)), ["backend-1", "proxy"])
     assert backend == [], f"a stranger finds {backend} open on backend-1"
     assert hub == [22, 80, 443]  # the scanner does find what is open
     external = {c["host"]: c["detail"] for c in report["checks"] if c["check"] == "external"}
@@ -105,8 +105,7 @@ def test_a_dead_hub_is_replaced_by_a_spare_with_ssh_via_hub(via):
     new_hub = f"{lab.ip('backend-4')}:51820"
     assert new_hub in lab.ssh("backend-1", "wg show wg0 endpoints").stdout
     # the backends stayed closed to the world while the new hub was built
-    assert neighbour.knock(lab.lab, [(lab.ip("backend-2"), 22)]) == {
-        f"{lab.ip('backend-2')}:22": "silent"}  # fmt: skip
+    assert neighbour.knock(lab.lab, [(lab.ip("backend-2"), 22)]) == {f"{lab.ip('backend-2')}:22": "silent"}
     again = lab.inv("deploy", network=net)
     assert "backhaul: no changes" in again.stdout, again.stdout[-3000:]
     assert _jumped(lab, "backend-2")

@@ -38,8 +38,11 @@ def _bare(lab: LabHandle) -> list[str]:
     """Hosts with anything of backhaul's on them."""
     touched = []
     for h in lab.hosts:
-        p = lab.ssh(h.name, "dpkg -s wireguard-tools ufw >/dev/null 2>&1 || "
-                            "ls /etc/wireguard/wg0.conf 2>/dev/null", check=False)  # fmt: skip
+        p = lab.ssh(
+            h.name,
+            "dpkg -s wireguard-tools ufw >/dev/null 2>&1 || ls /etc/wireguard/wg0.conf 2>/dev/null",
+            check=False,
+        )
         if p.returncode == 0:
             touched.append(h.name)
     return touched
@@ -67,8 +70,11 @@ def test_every_flow_works_as_a_user_with_passwordless_sudo(cloud):
     assert "backhaul: no changes" in lab.inv("deploy", network=net).stdout
     # what sudo made belongs to root, as when deploying as root
     for h in lab.lab.network_hosts:
-        owned = lab.ssh(h.name, f"find /etc/wireguard /etc/systemd/system /etc/nginx "
-                                f"-user {SUDO_USER} 2>/dev/null", check=False).stdout  # fmt: skip
+        owned = lab.ssh(
+            h.name,
+            f"find /etc/wireguard /etc/systemd/system /etc/nginx -user {SUDO_USER} 2>/dev/null",
+            check=False,
+        ).stdout
         assert owned.strip() == "", (h.name, owned)
         mode = lab.ssh(h.name, "stat -c '%a %U' /etc/wireguard/wg0.key /etc/wireguard/wg0.conf")
         assert mode.stdout.split("\n")[:2] == ["600 root", "600 root"], h.name
@@ -79,7 +85,8 @@ def test_every_flow_works_as_a_user_with_passwordless_sudo(cloud):
     lab.inv("add-backend", "--host", str(spare.ip), "--name", spare.name, network=net)
     assert lab.wait_healthy(net)["ok"]
     lab.inv("remove-backend", "--name", spare.name, network=net)
-    assert lab.ssh(spare.name, "systemctl is-active wg-quick@wg0", check=False).stdout.strip() \
-        != "active"  # its tunnel was stopped, through sudo
+    assert (
+        lab.ssh(spare.name, "systemctl is-active wg-quick@wg0", check=False).stdout.strip() != "active"
+    )  # its tunnel was stopped, through sudo
     report = lab.wait_healthy(net)
     assert report["ok"], [c for c in report["checks"] if c["status"] != "ok"]

@@ -38,16 +38,21 @@ def mended(net):
     except AssertionError:
         pass
     for h in ["proxy", *_backends(net)]:
-        net.ssh(h, "rm -f /usr/local/sbin/wg /usr/local/sbin/awk /usr/local/sbin/mv "
-                   "/etc/wireguard/wg0.conf /etc/wireguard/wg0.key.next")
+        net.ssh(
+            h,
+            "rm -f /usr/local/sbin/wg /usr/local/sbin/awk /usr/local/sbin/mv "
+            "/etc/wireguard/wg0.conf /etc/wireguard/wg0.key.next",
+        )
     net.inv("deploy", check=False)
     net.wait_healthy(timeout=60)
 
 
 def _wg_ips(lab) -> dict[str, str]:
     data = yaml.safe_load(lab.network.read_text())
-    return {data["proxy"]["name"]: data["proxy"].get("wg_ip", "10.50.0.1"),
-            **{b["name"]: b["wg_ip"] for b in data["backends"]}}  # fmt: skip
+    return {
+        data["proxy"]["name"]: data["proxy"].get("wg_ip", "10.50.0.1"),
+        **{b["name"]: b["wg_ip"] for b in data["backends"]},
+    }
 
 
 def _backends(lab) -> list[str]:
@@ -126,7 +131,7 @@ def test_a_hub_without_ssh_costs_no_tunnel_and_a_later_run_completes(mended, lim
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text[-3000:]
     assert "proxy" in proc.stderr, proc.stderr  # the message names the hub
-    for b in ([limit[1]] if limit else _backends(lab)):
+    for b in [limit[1]] if limit else _backends(lab):
         assert peers[b] == [hub_key], (b, peers[b], text[-3000:])
         assert lab.ssh(b, "grep -c '^PublicKey' /etc/wireguard/wg0.conf").stdout.strip() == "1"
     assert all(r.sent > 20 and r.lost == 0 for r in results.values()), results
@@ -166,26 +171,35 @@ class _FailOnce:
     def __enter__(self):
         script = _WRAPPER.format(name=self.command, real=_REAL[self.command])
         path = f"/usr/local/sbin/{self.command}"
-        _ssh(self.lab, self.host, f"cat > {path} <<'EOF'\n{script}EOF\nchmod 755 {path}; "
-                                f"printf '%s' '{self.pattern}' > /run/backhaul-fault-{self.command}")
+        _ssh(
+            self.lab,
+            self.host,
+            f"cat > {path} <<'EOF'\n{script}EOF\nchmod 755 {path}; "
+            f"printf '%s' '{self.pattern}' > /run/backhaul-fault-{self.command}",
+        )
         return self
 
     @property
     def fired(self) -> bool:
-        return self.lab.ssh(self.host, f"test -e /run/backhaul-fault-{self.command}",
-                            check=False).returncode == 1  # fmt: skip
+        return (
+            self.lab.ssh(self.host, f"test -e /run/backhaul-fault-{self.command}", check=False).returncode
+            == 1
+        )
 
     def __exit__(self, *exc):
-        _ssh(self.lab, self.host, f"rm -f /usr/local/sbin/{self.command} "
-                                f"/run/backhaul-fault-{self.command}")
+        _ssh(self.lab, self.host, f"rm -f /usr/local/sbin/{self.command} /run/backhaul-fault-{self.command}")
 
 
 def _key_state(lab, host: str) -> dict[str, str]:
     """The public keys of a host's key file, its conf's PrivateKey and its live interface
     (derived on the host: the private key is never printed)."""
-    out = _ssh(lab, host, "wg pubkey < /etc/wireguard/wg0.key; "
-                        "sed -n 's/^PrivateKey = //p' /etc/wireguard/wg0.conf | wg pubkey; "
-                        "wg show wg0 public-key; cat /etc/wireguard/wg0.pub").stdout.split()
+    out = _ssh(
+        lab,
+        host,
+        "wg pubkey < /etc/wireguard/wg0.key; "
+        "sed -n 's/^PrivateKey = //p' /etc/wireguard/wg0.conf | wg pubkey; "
+        "wg show wg0 public-key; cat /etc/wireguard/wg0.pub",
+    ).stdout.split()
     return dict(zip(["key", "conf", "live", "pub"], out, strict=False))
 
 
@@ -220,8 +234,7 @@ STEPS = [
 
 
 @pytest.mark.parametrize("rotated, failing, command, pattern", STEPS)
-def test_a_rotation_cut_at_any_step_is_healed_by_a_deploy(mended, rotated, failing, command,
-                                                           pattern):
+def test_a_rotation_cut_at_any_step_is_healed_by_a_deploy(mended, rotated, failing, command, pattern):
     lab = mended
     with _FailOnce(lab, failing, command, pattern) as fault:
         proc = lab.inv("rotate-keys", "--host", rotated, check=False)
@@ -239,8 +252,10 @@ def test_a_rotation_cut_at_any_step_is_healed_by_a_deploy(mended, rotated, faili
 
 def test_no_private_key_in_any_output(net):
     lab = net
-    secrets = [lab.ssh(h, "cat /etc/wireguard/wg0.key /etc/wireguard/wg0.key.next 2>/dev/null; "
-                          "true").stdout.split() for h in ["proxy", *_backends(lab)]]  # fmt: skip
+    secrets = [
+        lab.ssh(h, "cat /etc/wireguard/wg0.key /etc/wireguard/wg0.key.next 2>/dev/null; true").stdout.split()
+        for h in ["proxy", *_backends(lab)]
+    ]
     flat = [s for group in secrets for s in group]
     assert flat
     for text in OUTPUTS:

@@ -33,12 +33,16 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_clients_get_the_highest_free_address_written_back(tmp_path):
-    p = write(tmp_path, BASE % "[clients]" + f"""\
+    p = write(
+        tmp_path,
+        BASE % "[clients]"
+        + f"""\
 clients:
   - name: laptop
     public_key: {K1}
   - {{name: phone, public_key: {K2}, expires: 2030-01-31}}
-""")
+""",
+    )
     net = netmod.load(p, write_back=True)
     laptop, phone = net.clients
     assert (laptop.name, str(laptop.wg_ip), laptop.expires) == ("laptop", "10.50.0.254", None)
@@ -50,12 +54,18 @@ clients:
 
 
 def test_allow_by_client_name_and_all_clients(tmp_path):
-    p = write(tmp_path, (BASE % "[clients, 198.51.100.7]").replace("tls:", f"""\
+    p = write(
+        tmp_path,
+        (BASE % "[clients, 198.51.100.7]").replace(
+            "tls:",
+            f"""\
   - {{name: ops, backend: backend-1, port: 8081, domains: [ops.example.com], allow: [laptop]}}
 clients:
   - {{name: laptop, public_key: {K1}, wg_ip: 10.50.0.200}}
   - {{name: phone, public_key: {K2}, wg_ip: 10.50.0.201}}
-tls:"""))
+tls:""",
+        ),
+    )
     net = netmod.load(p)
     admin, ops = net.services
     assert admin.allow == ("198.51.100.7/32", "10.50.0.200/32", "10.50.0.201/32")
@@ -69,11 +79,14 @@ def test_allow_clients_with_no_client_still_denies_everyone(tmp_path):
 
 
 def test_a_backend_cannot_take_a_clients_explicit_address(tmp_path):
-    p = write(tmp_path, BASE.replace("wg_ip: 10.50.0.2", "wg_ip: 10.50.0.2}\n  - {name: b2, "
-                                     "public_ip: 203.0.113.22") % "[]" + f"""\
+    p = write(
+        tmp_path,
+        BASE.replace("wg_ip: 10.50.0.2", "wg_ip: 10.50.0.2}\n  - {name: b2, public_ip: 203.0.113.22") % "[]"
+        + f"""\
 clients:
   - {{name: laptop, public_key: {K1}, wg_ip: 10.50.0.3}}
-""")
+""",
+    )
     net = netmod.load(p, write_back=True)
     assert str(net.host("b2").wg_ip) == "10.50.0.4"
 
@@ -121,11 +134,14 @@ def test_the_example_file_shows_every_client_field(tmp_path, monkeypatch):
 
 # -- the hub's side: peers, firewall, isolation, DNS -------------------------------------------
 
-TWO = BASE % "[clients]" + f"""\
+TWO = (
+    BASE % "[clients]"
+    + f"""\
 clients:
   - {{name: laptop, public_key: {K1}}}
   - {{name: phone, public_key: {K2}, expires: 2030-01-31}}
 """
+)
 BEFORE = datetime.date(2030, 1, 30)
 ON = datetime.date(2030, 1, 31)
 
@@ -137,10 +153,11 @@ def test_clients_are_hub_peers_without_endpoint_until_they_expire(tmp_path):
     net = netmod.load(write(tmp_path, TWO))
     peers = plan.client_peers(net, BEFORE)
     assert [(p.name, p.public_key, p.allowed_ips, p.endpoint) for p in peers] == [
-        ("laptop (client)", K1, ("10.50.0.254/32",), None), ("phone (client)", K2, ("10.50.0.253/32",), None)]
+        ("laptop (client)", K1, ("10.50.0.254/32",), None),
+        ("phone (client)", K2, ("10.50.0.253/32",), None),
+    ]
     assert [p.name for p in plan.client_peers(net, ON)] == ["laptop (client)"]
-    conf = render("wg-hub.conf.j2", interface="wg0", address="10.50.0.1/24", listen_port=51820,
-                  peers=peers)
+    conf = render("wg-hub.conf.j2", interface="wg0", address="10.50.0.1/24", listen_port=51820, peers=peers)
     assert "# phone (client)\n[Peer]\nPublicKey = " + K2 + "\nAllowedIPs = 10.50.0.253/32\n" in conf
     assert "Endpoint = None" not in conf and conf.count("Endpoint") == 0
 
@@ -153,11 +170,11 @@ def test_with_clients_the_hub_takes_wireguard_from_anywhere_and_dns_from_the_tun
     wg = [r for r in rules if r.port == 51820]
     assert [r.src for r in wg] == ["203.0.113.21", "any"]  # clients roam: any address
     dns = [r for r in rules if r.port == 53]
-    assert [(r.proto, r.src, r.dst, r.interface) for r in dns] == [
-        (None, "10.50.0.0/24", "10.50.0.1", "wg0")]
+    assert [(r.proto, r.src, r.dst, r.interface) for r in dns] == [(None, "10.50.0.0/24", "10.50.0.1", "wg0")]
     none = netmod.load(write(tmp_path, BASE % "[]"))
-    assert not [r for r in plan.firewall_rules(none, none.hub) if r.port == 53 or r.src == "any"
-                and r.port == 51820]
+    assert not [
+        r for r in plan.firewall_rules(none, none.hub) if r.port == 53 or r.src == "any" and r.port == 51820
+    ]
 
 
 def test_the_hub_forwards_nothing_from_or_to_a_client(tmp_path):
@@ -193,8 +210,13 @@ def test_the_client_config_peers_with_the_hub_only_and_names_its_resolver(tmp_pa
     priv, pub = clients.keypair()
     assert len(priv) == 44 and schema.public_key_error(pub) is None and priv != pub
     text = clients.config_text(net, net.client("laptop"), "HUBKEY=", priv)
-    assert text.splitlines()[1:6] == ["[Interface]", f"PrivateKey = {priv}",
-                                     "Address = 10.50.0.254/32", "DNS = 10.50.0.1", ""]
+    assert text.splitlines()[1:6] == [
+        "[Interface]",
+        f"PrivateKey = {priv}",
+        "Address = 10.50.0.254/32",
+        "DNS = 10.50.0.1",
+        "",
+    ]
     assert "Endpoint = 203.0.113.10:51820\n" in text and "AllowedIPs = 10.50.0.1/32\n" in text
     mine = clients.config_text(net, net.client("laptop"), "HUBKEY=", None)
     assert "PrivateKey" not in mine.replace("# PrivateKey", "") and "# PrivateKey" in mine
@@ -208,10 +230,16 @@ def test_expiry_warns_within_the_set_days_and_fails_from_the_day(tmp_path):
     net = netmod.load(write(tmp_path, TWO))
     assert clients.expiry(net, datetime.date(2030, 1, 16)) == []
     assert clients.expiry(net, datetime.date(2030, 1, 17)) == [
-        ("phone", "warn", "expires on 2030-01-31 (in 14 days): renew its expires: or remove it")]
+        ("phone", "warn", "expires on 2030-01-31 (in 14 days): renew its expires: or remove it")
+    ]
     assert clients.expiry(net, ON) == [
-        ("phone", "fail", "expired on 2030-01-31: the hub has no peer for it after a deploy; "
-         "inv remove-client phone (or move its expires:)")]
+        (
+            "phone",
+            "fail",
+            "expired on 2030-01-31: the hub has no peer for it after a deploy; "
+            "inv remove-client phone (or move its expires:)",
+        )
+    ]
 
 
 def test_nginx_allows_the_named_clients_and_an_empty_name_list_denies_all(tmp_path):
@@ -235,12 +263,18 @@ def test_verify_checks_the_hubs_client_peers_and_expiry(tmp_path):
     from backhaul.verify import Report, client_checks
 
     net = netmod.load(write(tmp_path, TWO))
-    hub = {"peers": {K1: {"allowed_ips": ["10.50.0.254/32"], "latest_handshake": 0},
-                     K2: {"allowed_ips": ["10.50.0.253/32"], "latest_handshake": 0}}}
+    hub = {
+        "peers": {
+            K1: {"allowed_ips": ["10.50.0.254/32"], "latest_handshake": 0},
+            K2: {"allowed_ips": ["10.50.0.253/32"], "latest_handshake": 0},
+        }
+    }
     report = Report("n")
     client_checks(net, {"proxy": hub}, datetime.date(2030, 1, 20), report)
     assert [(c.check, c.host, c.status) for c in report.checks] == [
-        ("client", "laptop", "ok"), ("client", "phone", "warn")]
+        ("client", "laptop", "ok"),
+        ("client", "phone", "warn"),
+    ]
     report = Report("n")
     client_checks(net, {"proxy": hub}, ON, report)
     assert [(c.host, c.status) for c in report.checks] == [("laptop", "ok"), ("phone", "fail")]
@@ -254,14 +288,16 @@ def test_verify_checks_the_hubs_client_peers_and_expiry(tmp_path):
 # -- the flows: bad input changes nothing and contacts no host ---------------------------------
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"name": "laptop", "public_key": "short"}, "not a WireGuard public key"),
-    ({"name": "backend-1"}, "is a host"),
-    ({"name": "Laptop"}, "not a valid client name"),
-    ({"name": "laptop", "expires": "31/01/2030"}, "not a date"),
-])
-def test_add_client_refuses_bad_input_before_any_host_or_file_change(tmp_path, kwargs, message,
-                                                                      monkeypatch):
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "laptop", "public_key": "short"}, "not a WireGuard public key"),
+        ({"name": "backend-1"}, "is a host"),
+        ({"name": "Laptop"}, "not a valid client name"),
+        ({"name": "laptop", "expires": "31/01/2030"}, "not a date"),
+    ],
+)
+def test_add_client_refuses_bad_input_before_any_host_or_file_change(tmp_path, kwargs, message, monkeypatch):
     from backhaul import flows, session
     from backhaul.errors import BackhaulError
 
@@ -282,8 +318,9 @@ def test_remove_client_refuses_an_unknown_name_before_any_host(tmp_path, monkeyp
     from backhaul import flows
     from backhaul.errors import BackhaulError
 
-    monkeypatch.setattr(flows, "run_pyinfra", lambda *a, **k: (_ for _ in ()).throw(
-        AssertionError("a host was contacted")))
+    monkeypatch.setattr(
+        flows, "run_pyinfra", lambda *a, **k: (_ for _ in ()).throw(AssertionError("a host was contacted"))
+    )
     p = write(tmp_path, BASE % "[]")
     with pytest.raises(BackhaulError, match="no client 'laptop'"):
         flows.remove_client(str(p), "laptop")
@@ -293,7 +330,8 @@ def test_client_config_of_an_unknown_client_contacts_no_host(tmp_path, monkeypat
     from backhaul import flows, session
     from backhaul.errors import BackhaulError
 
-    monkeypatch.setattr(session, "connect", lambda *a, **k: (_ for _ in ()).throw(
-        AssertionError("a host was contacted")))
+    monkeypatch.setattr(
+        session, "connect", lambda *a, **k: (_ for _ in ()).throw(AssertionError("a host was contacted"))
+    )
     with pytest.raises(BackhaulError, match="no client 'laptop'.*clients: none"):
         flows.client_config(str(write(tmp_path, BASE % "[]")), "laptop")

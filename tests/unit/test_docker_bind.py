@@ -33,8 +33,7 @@ networks:
 
 
 def c(service, state="running", project="demo", wd="/opt/demo", files="docker-compose.yml"):
-    return {"project": project, "working_dir": wd, "config_files": files, "service": service,
-            "state": state}  # fmt: skip
+    return {"project": project, "working_dir": wd, "config_files": files, "service": service, "state": state}
 
 
 # --- daemon.json ------------------------------------------------------------------------------
@@ -49,8 +48,10 @@ def test_daemon_json_keeps_every_user_key_in_order():
     current = '{"log-level": "warn", "ip": "0.0.0.0", "registry-mirrors": ["https://m"]}'
     merged = db.merge_daemon_json(current, "10.50.0.2")
     assert list(json.loads(merged).items()) == [
-        ("log-level", "warn"), ("ip", "10.50.0.2"), ("registry-mirrors", ["https://m"])
-    ]  # fmt: skip
+        ("log-level", "warn"),
+        ("ip", "10.50.0.2"),
+        ("registry-mirrors", ["https://m"]),
+    ]
     assert merged.endswith("}\n")
 
 
@@ -83,8 +84,9 @@ def test_debian13s_docker_compose_is_read_as_v2_by_what_it_says():
     assert db.compose_tool(debian13) == db.ComposeTool("docker-compose", v2=True)
 
 
-@pytest.mark.parametrize("said, major", [("1.29.2", 1), ("2.26.1", 2), ("v2.29.7", 2),
-                                         ("unknown", None), ("", None)])  # fmt: skip
+@pytest.mark.parametrize(
+    "said, major", [("1.29.2", 1), ("2.26.1", 2), ("v2.29.7", 2), ("unknown", None), ("", None)]
+)
 def test_compose_major(said, major):
     from backhaul.facts.docker import compose_major
 
@@ -128,8 +130,13 @@ def test_stale_networks_only_bridge_networks_the_file_binds():
     path = "/opt/demo/docker-compose.yml"
 
     def n(network, binding, driver="bridge", project="demo"):
-        return {"project": project, "network": network, "name": f"{project}_{network}",
-                "driver": driver, "host_binding_ipv4": binding}  # fmt: skip
+        return {
+            "project": project,
+            "network": network,
+            "name": f"{project}_{network}",
+            "driver": driver,
+            "host_binding_ipv4": binding,
+        }
 
     containers = [c("web")]
     stale = db.stale_networks(path, BOUND, "10.50.0.3", containers, [n("default", "")])

@@ -37,4 +37,8 @@ def test_the_ssh_session_is_found_through_sudo():
     env = {"PATH": "/usr/bin:/bin", "SSH_CONNECTION": "198.51.100.1 40022 198.51.100.11 2222"}
     out = subprocess.run(["sh", "-c", outer], capture_output=True, text=True, check=True, env=env)
     assert SshSession().process(out.stdout.splitlines()) == {
-        "client": "198.51.100.1", "server": "198.51.100.11", "port": 2222, "version": 4}
+        "client": "198.51.100.1",
+        "server": "198.51.100.11",
+        "port": 2222,
+        "version": 4,
+    }

@@ -39,7 +39,10 @@ def test_each_tunnel_dials_the_address_of_its_family(tmp_path):
     net = _load(tmp_path, DUAL)
     peers, _ = plan.hub_peers(net, {"b1": "K1=", "b2": "K2=", "b3": "K3="})
     assert [p.endpoint for p in peers] == [
-        "198.51.100.11:51820", "[2001:db8::12]:51820", "198.51.100.13:51820"]
+        "198.51.100.11:51820",
+        "[2001:db8::12]:51820",
+        "198.51.100.13:51820",
+    ]
     b2 = net.host("b2")
     assert plan.backend_hub_peer(net, "H=", host=b2).endpoint == "[2001:db8::10]:51820"
     assert plan.backend_hub_peer(net, "H=", host=net.host("b1")).endpoint == "198.51.100.10:51820"
@@ -51,29 +54,49 @@ def test_wireguard_is_let_in_from_the_peers_addresses_of_the_families_the_host_h
     assert wg == ["198.51.100.11", "2001:db8::11", "2001:db8::12", "198.51.100.13"]
     # a backend lets in the hub's addresses of its own families only: an IPv4-only host never
     # gets an IPv6 rule (ufw with IPV6=no refuses those)
-    assert [r.src for r in plan.firewall_rules(net, net.host("b3")) if r.port == 51820] == [
-        "198.51.100.10"]
-    assert [r.src for r in plan.firewall_rules(net, net.host("b2")) if r.port == 51820] == [
-        "2001:db8::10"]
+    assert [r.src for r in plan.firewall_rules(net, net.host("b3")) if r.port == 51820] == ["198.51.100.10"]
+    assert [r.src for r in plan.firewall_rules(net, net.host("b2")) if r.port == 51820] == ["2001:db8::10"]
     assert [r.src for r in plan.firewall_rules(net, net.host("b1")) if r.port == 51820] == [
-        "198.51.100.10", "2001:db8::10"]
+        "198.51.100.10",
+        "2001:db8::10",
+    ]
 
 
-@pytest.mark.parametrize("hub, backend, message", [
-    ('{public_ip: 198.51.100.10}', '{name: b, public_ip: "2001:db8::12"}',
-     "the backend has IPv6 only and the hub IPv4 only"),
-    ('{public_ip: "2001:db8::10"}', '{name: b, public_ip: 198.51.100.12}',
-     "the backend has IPv4 only and the hub IPv6 only"),
-    ('{public_ip: "2001:db8::10", public_ip6: "2001:db8::11"}', '{name: b, public_ip: 198.51.100.12}',
-     "public_ip 2001:db8::10 is IPv6 already"),
-    ('{public_ip: 198.51.100.10, public_ip6: 198.51.100.11}', '{name: b, public_ip: 198.51.100.12}',
-     "is IPv4; public_ip6 is the host's IPv6 address"),
-    ('{public_ip: 198.51.100.10, public_ip6: "2001:db8::12"}', '{name: b, public_ip: "2001:db8::12"}',
-     "is already the public_ip of backends[0]"),
-])
+@pytest.mark.parametrize(
+    "hub, backend, message",
+    [
+        (
+            "{public_ip: 198.51.100.10}",
+            '{name: b, public_ip: "2001:db8::12"}',
+            "the backend has IPv6 only and the hub IPv4 only",
+        ),
+        (
+            '{public_ip: "2001:db8::10"}',
+            "{name: b, public_ip: 198.51.100.12}",
+            "the backend has IPv4 only and the hub IPv6 only",
+        ),
+        (
+            '{public_ip: "2001:db8::10", public_ip6: "2001:db8::11"}',
+            "{name: b, public_ip: 198.51.100.12}",
+            "public_ip 2001:db8::10 is IPv6 already",
+        ),
+        (
+            "{public_ip: 198.51.100.10, public_ip6: 198.51.100.11}",
+            "{name: b, public_ip: 198.51.100.12}",
+            "is IPv4; public_ip6 is the host's IPv6 address",
+        ),
+        (
+            '{public_ip: 198.51.100.10, public_ip6: "2001:db8::12"}',
+            '{name: b, public_ip: "2001:db8::12"}',
+            "is already the public_ip of backends[0]",
+        ),
+    ],
+)
 def test_bad_pairs_of_addresses_are_refused(tmp_path, hub, backend, message):
-    text = f"network: {{subnet: 10.50.0.0/24}}\nproxy: {hub}\nbackends: [{backend}]\n" \
-           "tls: {mode: self-signed}\n"
+    text = (
+        f"network: {{subnet: 10.50.0.0/24}}\nproxy: {hub}\nbackends: [{backend}]\n"
+        "tls: {mode: self-signed}\n"
+    )
     with pytest.raises(ConfigError) as e:
         _load(tmp_path, text)
     assert message in str(e.value)
@@ -81,9 +104,11 @@ def test_bad_pairs_of_addresses_are_refused(tmp_path, hub, backend, message):
 
 def test_add_backend_takes_an_ipv6_only_backend_beside_a_dual_stack_hub(tmp_path):
     p = tmp_path / "network.yml"
-    p.write_text("network: {subnet: 10.50.0.0/24}\n"
-                 "proxy: {public_ip: 198.51.100.10, public_ip6: \"2001:db8::10\"}\n"
-                 "backends: []\ntls: {mode: self-signed}\n")
+    p.write_text(
+        "network: {subnet: 10.50.0.0/24}\n"
+        'proxy: {public_ip: 198.51.100.10, public_ip6: "2001:db8::10"}\n'
+        "backends: []\ntls: {mode: self-signed}\n"
+    )
     host = network.add_backend(p, None, "2001:db8::30")
     assert str(host.public_ip) == "2001:db8::30"
     with pytest.raises(ConfigError, match="already the public_ip of 'proxy'"):
@@ -100,8 +125,11 @@ def test_verify_scans_every_family_and_flags_a_port_open_over_ipv6_only(tmp_path
 
     def answers(ip, port):
         tried.append((ip, port))
-        return port in (22, 80, 443) and not (ip == "198.51.100.10" and port == 80) or (
-            ip == "2001:db8::11" and port == 8080)
+        return (
+            port in (22, 80, 443)
+            and not (ip == "198.51.100.10" and port == 80)
+            or (ip == "2001:db8::11" and port == 8080)
+        )
 
     monkeypatch.setattr(verify, "_tcp_open", answers)
     report = verify.Report("n")

@@ -81,7 +81,8 @@ def test_the_hub_forwards_into_the_tunnel_only_what_came_out_of_it(tmp_path):
     assert "-A backhaul-guard -d 10.50.0.1/32 -j DROP" in rules
     # first in the chain: whatever the connection state (an INVALID packet included)
     assert rules[rules.index(":backhaul-forward - [0:0]") + 1] == (
-        "-A backhaul-forward ! -i wg0 -o wg0 -j DROP")
+        "-A backhaul-forward ! -i wg0 -o wg0 -j DROP"
+    )
     assert "-A backhaul-forward ! -i wg0 -o wg0 -j DROP" in _rules(files["rules6"])
 
 
@@ -101,8 +102,9 @@ def test_ipv6_no_port_published_over_it_answers_on_a_backend(tmp_path):
 
 def test_another_interface_name_is_used_everywhere(tmp_path):
     p = tmp_path / "network.yml"
-    p.write_text(NET.format(b2b="false").replace("subnet: 10.50.0.0/24", "subnet: 10.50.0.0/24, "
-                                                  "interface: tun7"))  # fmt: skip
+    p.write_text(
+        NET.format(b2b="false").replace("subnet: 10.50.0.0/24", "subnet: 10.50.0.0/24, interface: tun7")
+    )
     net = netmod.load(p)
     text = guard_files(plan.isolation(net, net.host("b1")))["rules4"]
     assert "-i tun7" in text and "wg0" not in text
@@ -122,8 +124,10 @@ def _health(net, active="active", rules="loaded", files=None):
     out = {}
     for h in net.hosts:
         wanted = {k: _sha256(v) for k, v in guard_files(plan.isolation(net, h)).items()}
-        out[h.name] = {"sockets": [], "isolation": {"files": files or wanted, "enabled": "enabled",
-                                                    "active": active, "rules": rules}}  # fmt: skip
+        out[h.name] = {
+            "sockets": [],
+            "isolation": {"files": files or wanted, "enabled": "enabled", "active": active, "rules": rules},
+        }
     return out
 
 
@@ -143,9 +147,10 @@ def test_verify_ok_when_nothing_answers_and_the_guard_is_loaded(tmp_path):
 
 def test_verify_names_what_answered_and_a_guard_not_loaded(tmp_path):
     net = _net(tmp_path)
-    knocked = {"direct": {"10.50.0.2:8081": "open", "10.50.0.2:ping": "open",
-                          "10.50.0.3:22": "silent"},
-               "hub": {"10.50.0.2:22": "refused"}}  # fmt: skip
+    knocked = {
+        "direct": {"10.50.0.2:8081": "open", "10.50.0.2:ping": "open", "10.50.0.3:22": "silent"},
+        "hub": {"10.50.0.2:22": "refused"},
+    }
     report = Report("n")
     health = _health(net)
     health["b1"]["isolation"]["active"] = "inactive"

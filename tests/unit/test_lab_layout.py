@@ -16,8 +16,11 @@ def test_trixie_by_default_and_a_mixed_fleet_puts_the_backends_on_the_other_rele
     assert {h.suite for h in Lab.make("dx", 2).hosts} == {"trixie"}
     mixed = Lab.make("dx", 2, spares=1, suite="trixie", backend_suite="bookworm")
     assert [(h.name, h.suite) for h in mixed.hosts] == [
-        ("proxy", "trixie"), ("backend-1", "bookworm"), ("backend-2", "bookworm"),
-        ("backend-3", "bookworm")]  # fmt: skip
+        ("proxy", "trixie"),
+        ("backend-1", "bookworm"),
+        ("backend-2", "bookworm"),
+        ("backend-3", "bookworm"),
+    ]
     assert mixed.suites == ["trixie", "bookworm"]
     assert Lab.make("dx", 2, suite="bookworm", backend_suite="bookworm").backend_suite is None
 
@@ -48,7 +51,10 @@ def test_each_lab_has_an_ipv6_64_of_the_documentation_prefix_beside_its_ipv4_24(
     assert str(lab.subnet6) == "2001:db8:51:100::/64" and str(lab.gateway6) == "2001:db8:51:100::1"
     hub, b1, b2 = lab.hosts
     assert (str(hub.ip6), str(b1.ip6), str(b2.ip6)) == (
-        "2001:db8:51:100::10", "2001:db8:51:100::11", "2001:db8:51:100::12")
+        "2001:db8:51:100::10",
+        "2001:db8:51:100::11",
+        "2001:db8:51:100::12",
+    )
     assert Lab.make("v6").subnet6 != Lab.make("v6b").subnet6
 
 

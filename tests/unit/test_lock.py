@@ -72,9 +72,12 @@ def test_a_symlinked_network_file_shares_the_lock_of_its_target(tmp_path: Path) 
 def _plain_pyinfra(path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pyinfra", "-y", "inventory.py", "deploys/firewall.py"],
-        cwd=ROOT, env={**os.environ, "BACKHAUL_NETWORK": str(path), **(env or {})},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**os.environ, "BACKHAUL_NETWORK": str(path), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_plain_pyinfra_run_refuses_while_the_network_is_locked(tmp_path: Path) -> None:
@@ -86,9 +89,13 @@ def test_a_plain_pyinfra_run_refuses_while_the_network_is_locked(tmp_path: Path)
         try:
             forged = subprocess.run(
                 [sys.executable, "-c", f"from backhaul import lock; lock.hold_for_process({str(path)!r})"],
-                cwd=ROOT, env={**os.environ, "BACKHAUL_LOCK_FD": str(other)},
-                capture_output=True, text=True, timeout=60, pass_fds=(other,),
-            )  # fmt: skip
+                cwd=ROOT,
+                env={**os.environ, "BACKHAUL_LOCK_FD": str(other)},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                pass_fds=(other,),
+            )
         finally:
             os.close(other)
     out = proc.stdout + proc.stderr
@@ -105,9 +112,12 @@ def test_a_plain_pyinfra_run_holds_the_lock_while_it_runs(tmp_path: Path) -> Non
         path = network_file(tmp_path, silent.getsockname()[1])
         proc = subprocess.Popen(
             [sys.executable, "-m", "pyinfra", "-y", "inventory.py", "deploys/firewall.py"],
-            cwd=ROOT, env={**os.environ, "BACKHAUL_NETWORK": str(path)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            cwd=ROOT,
+            env={**os.environ, "BACKHAUL_NETWORK": str(path)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             conn, _ = silent.accept()  # pyinfra is connecting: the inventory was loaded
             with conn:
@@ -117,8 +127,7 @@ def test_a_plain_pyinfra_run_holds_the_lock_while_it_runs(tmp_path: Path) -> Non
     assert not _locked(path)
 
 
-def test_inv_deploy_runs_pyinfra_under_its_own_lock(tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
+def test_inv_deploy_runs_pyinfra_under_its_own_lock(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = network_file(tmp_path)
     with pytest.raises(DeployError) as info:
         flows.deploy(str(path))
@@ -135,9 +144,11 @@ def test_killing_inv_keeps_the_lock_until_its_pyinfra_child_is_gone(tmp_path: Pa
         path = network_file(tmp_path, silent.getsockname()[1])
         parent = subprocess.Popen(
             [sys.executable, "-c", f"from backhaul import flows; flows.deploy({str(path)!r})"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
-        )  # fmt: skip
+        )
         try:
             conn, _ = silent.accept()  # the pyinfra child is connecting to the hub
             with conn:

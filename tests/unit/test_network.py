@@ -79,8 +79,13 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert net.subnet == ipaddress.IPv4Network("10.50.0.0/24")
     assert (net.port, net.interface, net.keepalive, net.key_max_age_days) == (51820, "wg0", 25, 180)
     assert (net.backend_to_backend, net.preshared_keys) == (False, False)
-    assert net.hub == Host("proxy", "hub", ipaddress.ip_address("203.0.113.10"),
-                           ipaddress.IPv4Address("10.50.0.1"), "203.0.113.10")
+    assert net.hub == Host(
+        "proxy",
+        "hub",
+        ipaddress.ip_address("203.0.113.10"),
+        ipaddress.IPv4Address("10.50.0.1"),
+        "203.0.113.10",
+    )
     assert net.backends == () and net.services == ()
     assert net.ssh == network.Ssh("root", 22, None, None)
     assert net.tls == network.Tls("self-signed", "letsencrypt", None, None, None, None, None)
@@ -97,16 +102,30 @@ def test_example_file_is_valid_and_covers_every_field(
     assert [h.name for h in net.hosts] == ["proxy", "backend-1", "backend-2"]
     assert [str(h.wg_ip) for h in net.hosts] == ["10.50.0.1", "10.50.0.2", "10.50.0.3"]
     app = net.services[0]
-    assert app == Service("app", "backend-1", 8080, ("app.example.com", "www.example.com"),
-                          True, ("198.51.100.0/24", "192.0.2.7/32"), True,
-                          "/srv/app/compose.yml", None)
+    assert app == Service(
+        "app",
+        "backend-1",
+        8080,
+        ("app.example.com", "www.example.com"),
+        True,
+        ("198.51.100.0/24", "192.0.2.7/32"),
+        True,
+        "/srv/app/compose.yml",
+        None,
+    )
     assert net.services_on("backend-2")[0].unit == "node-exporter.service"
     assert net.tls.acme_directory == "https://acme-v02.api.letsencrypt.org/directory"
     assert net.tls.email == "ops@example.com"
     assert net.ssh.key == Path("~/.ssh/id_ed25519").expanduser()
     text = (REPO / "network.example.yml").read_text()
-    for keys in (schema._NETWORK_KEYS, schema._SSH_KEYS, schema._HOST_KEYS,
-                 schema._SERVICE_KEYS, schema._TLS_KEYS, schema._TOP_KEYS):
+    for keys in (
+        schema._NETWORK_KEYS,
+        schema._SSH_KEYS,
+        schema._HOST_KEYS,
+        schema._SERVICE_KEYS,
+        schema._TLS_KEYS,
+        schema._TOP_KEYS,
+    ):
         for key in keys:
             assert f"{key}:" in text, f"network.example.yml does not show {key}"
 
@@ -128,7 +147,10 @@ def test_allocation_takes_the_lowest_free_address_and_keeps_explicit_ones(tmp_pa
     net = load(_write(tmp_path, HAND_WRITTEN))
     # hub .1 (default), db pinned .2, then web and cache get .3 and .4 in file order
     assert {h.name: str(h.wg_ip) for h in net.hosts} == {
-        "proxy": "10.50.0.1", "web": "10.50.0.3", "db": "10.50.0.2", "cache": "10.50.0.4",
+        "proxy": "10.50.0.1",
+        "web": "10.50.0.3",
+        "db": "10.50.0.2",
+        "cache": "10.50.0.4",
     }
     assert next_free_wg_ip(net) == ipaddress.IPv4Address("10.50.0.5")
 
@@ -191,12 +213,15 @@ def test_provided_tls(tmp_path: Path) -> None:
     text = MINIMAL.replace("self-signed", "provided\n  cert: /etc/ssl/a.pem\n  key: /etc/ssl/a.key")
     tls = load(_write(tmp_path, text)).tls
     assert (tls.mode, tls.cert, tls.key, tls.acme_directory) == (
-        "provided", "/etc/ssl/a.pem", "/etc/ssl/a.key", None)
+        "provided",
+        "/etc/ssl/a.pem",
+        "/etc/ssl/a.key",
+        None,
+    )
 
 
 def test_staging_acme_server(tmp_path: Path) -> None:
-    text = MINIMAL.replace(
-        "self-signed", "acme\n  acme_server: letsencrypt-staging\n  email: a@example.com")
+    text = MINIMAL.replace("self-signed", "acme\n  acme_server: letsencrypt-staging\n  email: a@example.com")
     tls = load(_write(tmp_path, text)).tls
     assert tls.acme_directory == "https://acme-staging-v02.api.letsencrypt.org/directory"
 
@@ -215,8 +240,11 @@ services:
         load(_write(tmp_path, text))
     problems = info.value.problems
     assert [(p.line, p.field) for p in problems] == [
-        (1, "tls.mode"), (3, "network.subnet"), (5, "proxy.public_ip"),
-        (7, "services[0].backend"), (7, "services[0].port"),
+        (1, "tls.mode"),
+        (3, "network.subnet"),
+        (5, "proxy.public_ip"),
+        (7, "services[0].backend"),
+        (7, "services[0].port"),
     ]
     assert all(p.file.endswith("network.yml") and p.column for p in problems)
     assert info.value.exit_code == 2
@@ -260,8 +288,7 @@ def test_write_back_is_a_no_op_when_every_address_is_written(tmp_path: Path) -> 
 
 def test_write_back_fills_empty_wg_ip_and_keeps_crlf(tmp_path: Path) -> None:
     text = MINIMAL.replace("\n", "\r\n") + (
-        "backends:\r\n  - name: web\r\n    wg_ip:   # allocate me\r\n"
-        "    public_ip: 203.0.113.21\r\n"
+        "backends:\r\n  - name: web\r\n    wg_ip:   # allocate me\r\n    public_ip: 203.0.113.21\r\n"
     )
     path = _write(tmp_path, text)
     load(path, write_back=True)
@@ -310,8 +337,7 @@ def test_load_current_raises_config_error(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(ConfigError) as info:
         network.load_current()
     assert _problems(info) == [
-        "missing.yml: (file): not found; copy network.example.yml to network.yml, "
-        "or pass --network PATH"
+        "missing.yml: (file): not found; copy network.example.yml to network.yml, or pass --network PATH"
     ]
 
 
@@ -321,8 +347,13 @@ def test_load_current_raises_config_error(tmp_path: Path, monkeypatch: pytest.Mo
 def test_add_backend_appends_one_item_with_its_address(tmp_path: Path) -> None:
     path = _write(tmp_path, HAND_WRITTEN)
     host = add_backend(path, None, "203.0.113.30")
-    assert host == Host("backend-1", "backend", ipaddress.ip_address("203.0.113.30"),
-                        ipaddress.IPv4Address("10.50.0.5"), "203.0.113.30")
+    assert host == Host(
+        "backend-1",
+        "backend",
+        ipaddress.ip_address("203.0.113.30"),
+        ipaddress.IPv4Address("10.50.0.5"),
+        "203.0.113.30",
+    )
     assert path.read_text() == HAND_WRITTEN.replace(
         "{name: cache, public_ip: 203.0.113.23}\n",
         "{name: cache, public_ip: 203.0.113.23}\n"
@@ -347,8 +378,7 @@ def test_add_backend_with_explicit_wg_ip_and_ipv6(tmp_path: Path) -> None:
     host = add_backend(path, "edge", "2001:db8::5", "10.50.0.200")
     assert str(host.wg_ip) == "10.50.0.200"
     assert path.read_text() == hub_v6 + (
-        "backends:  # none yet\n  - name: edge\n    public_ip: 2001:db8::5\n"
-        "    wg_ip: 10.50.0.200\n"
+        "backends:  # none yet\n  - name: edge\n    public_ip: 2001:db8::5\n    wg_ip: 10.50.0.200\n"
     )
 
 
@@ -363,54 +393,122 @@ def test_add_backend_creates_the_backends_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "name, public_ip, wg_ip, problem",
     [
-        ("web", "203.0.113.99", None,
-         "network.yml: name: 'web' is already a host in network.yml; choose another name"),
-        ("proxy", "203.0.113.99", None,
-         "network.yml: name: 'proxy' is already a host in network.yml; choose another name"),
-        ("evil\n  wg_ip: 10.50.0.1", "203.0.113.99", None,
-         "network.yml: name: 'evil\\n  wg_ip: 10.50.0.1' is not a valid host name; use "
-         "lowercase letters, digits and '-' (not at either end), at most 63 characters"),
-        ("x;reboot", "203.0.113.99", None,
-         "network.yml: name: 'x;reboot' is not a valid host name; use lowercase letters, "
-         "digits and '-' (not at either end), at most 63 characters"),
-        ("new", "203.0.113.21", None,
-         "network.yml: public_ip: '203.0.113.21' is already the public_ip of 'web'"),
-        ("new", "203.0.113.x", None,
-         "network.yml: public_ip: '203.0.113.x' is not an IP address; write e.g. 203.0.113.21"),
-        ("new", "203.0.113.99", "10.50.0.2",
-         "network.yml: wg_ip: '10.50.0.2' is already the wg_ip of 'db'; omit it to get 10.50.0.5"),
-        ("new", "203.0.113.99", "10.60.0.2",
-         "network.yml: wg_ip: '10.60.0.2' is not a host address of network.subnet "
-         "10.50.0.0/24; omit it to get 10.50.0.5"),
-        ("new", "203.0.113.99", "10.50.0.255",
-         "network.yml: wg_ip: '10.50.0.255' is not a host address of network.subnet "
-         "10.50.0.0/24; omit it to get 10.50.0.5"),
-        ("new", "203.0.113.99", "fd00::1",
-         "network.yml: wg_ip: 'fd00::1' is not an IPv4 address; write e.g. 10.50.0.9"),
+        (
+            "web",
+            "203.0.113.99",
+            None,
+            "network.yml: name: 'web' is already a host in network.yml; choose another name",
+        ),
+        (
+            "proxy",
+            "203.0.113.99",
+            None,
+            "network.yml: name: 'proxy' is already a host in network.yml; choose another name",
+        ),
+        (
+            "evil\n  wg_ip: 10.50.0.1",
+            "203.0.113.99",
+            None,
+            "network.yml: name: 'evil\\n  wg_ip: 10.50.0.1' is not a valid host name; use "
+            "lowercase letters, digits and '-' (not at either end), at most 63 characters",
+        ),
+        (
+            "x;reboot",
+            "203.0.113.99",
+            None,
+            "network.yml: name: 'x;reboot' is not a valid host name; use lowercase letters, "
+            "digits and '-' (not at either end), at most 63 characters",
+        ),
+        (
+            "new",
+            "203.0.113.21",
+            None,
+            "network.yml: public_ip: '203.0.113.21' is already the public_ip of 'web'",
+        ),
+        (
+            "new",
+            "203.0.113.x",
+            None,
+            "network.yml: public_ip: '203.0.113.x' is not an IP address; write e.g. 203.0.113.21",
+        ),
+        (
+            "new",
+            "203.0.113.99",
+            "10.50.0.2",
+            "network.yml: wg_ip: '10.50.0.2' is already the wg_ip of 'db'; omit it to get 10.50.0.5",
+        ),
+        (
+            "new",
+            "203.0.113.99",
+            "10.60.0.2",
+            "network.yml: wg_ip: '10.60.0.2' is not a host address of network.subnet "
+            "10.50.0.0/24; omit it to get 10.50.0.5",
+        ),
+        (
+            "new",
+            "203.0.113.99",
+            "10.50.0.255",
+            "network.yml: wg_ip: '10.50.0.255' is not a host address of network.subnet "
+            "10.50.0.0/24; omit it to get 10.50.0.5",
+        ),
+        (
+            "new",
+            "203.0.113.99",
+            "fd00::1",
+            "network.yml: wg_ip: 'fd00::1' is not an IPv4 address; write e.g. 10.50.0.9",
+        ),
         # inv add-backend --host: only canonical, routable addresses outside the tunnel
-        ("new", "2001:db8::99%x\nPostUp = reboot", None,
-         "network.yml: public_ip: '2001:db8::99%x\\nPostUp = reboot' has a scope ('%...'), "
-         "which no config file here can carry; write the address without it, e.g. 2001:db8::99"),
-        ("new", "2001:DB8::99", None,
-         "network.yml: public_ip: '2001:DB8::99' is not in canonical form; write 2001:db8::99"),
-        ("new", "::ffff:203.0.113.99", None,
-         "network.yml: public_ip: '::ffff:203.0.113.99' is an IPv4 address written as IPv6; "
-         "write 203.0.113.99"),
-        ("new", "127.0.0.1", None,
-         "network.yml: public_ip: '127.0.0.1' is a loopback address (only the host itself "
-         "reaches it); no other host can reach it: give the backend's public address"),
-        ("new", "10.50.0.77", None,
-         "network.yml: public_ip: '10.50.0.77' is inside network.subnet 10.50.0.0/24, the "
-         "tunnel's own addresses; give the backend's public address"),
-        ("new", "2001:db8::77", None,
-         "network.yml: public_ip: '2001:db8::77' is IPv6 but the hub has IPv4 only: the tunnel "
-         "runs over a family both ends have; give the backend an address of the hub's family, "
-         "or the hub an IPv6 address (public_ip6 for IPv6) and deploy it first"),
+        (
+            "new",
+            "2001:db8::99%x\nPostUp = reboot",
+            None,
+            "network.yml: public_ip: '2001:db8::99%x\\nPostUp = reboot' has a scope ('%...'), "
+            "which no config file here can carry; write the address without it, e.g. 2001:db8::99",
+        ),
+        (
+            "new",
+            "2001:DB8::99",
+            None,
+            "network.yml: public_ip: '2001:DB8::99' is not in canonical form; write 2001:db8::99",
+        ),
+        (
+            "new",
+            "::ffff:203.0.113.99",
+            None,
+            "network.yml: public_ip: '::ffff:203.0.113.99' is an IPv4 address written as IPv6; "
+            "write 203.0.113.99",
+        ),
+        (
+            "new",
+            "127.0.0.1",
+            None,
+            "network.yml: public_ip: '127.0.0.1' is a loopback address (only the host itself "
+            "reaches it); no other host can reach it: give the backend's public address",
+        ),
+        (
+            "new",
+            "10.50.0.77",
+            None,
+            "network.yml: public_ip: '10.50.0.77' is inside network.subnet 10.50.0.0/24, the "
+            "tunnel's own addresses; give the backend's public address",
+        ),
+        (
+            "new",
+            "2001:db8::77",
+            None,
+            "network.yml: public_ip: '2001:db8::77' is IPv6 but the hub has IPv4 only: the tunnel "
+            "runs over a family both ends have; give the backend an address of the hub's family, "
+            "or the hub an IPv6 address (public_ip6 for IPv6) and deploy it first",
+        ),
     ],
 )
 def test_add_backend_failures_leave_the_file_unchanged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    name: str, public_ip: str, wg_ip: str | None, problem: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    public_ip: str,
+    wg_ip: str | None,
+    problem: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     path = _write(tmp_path, HAND_WRITTEN)
@@ -464,8 +562,11 @@ def test_remove_last_backend_leaves_an_empty_list(tmp_path: Path) -> None:
     [
         ("proxy", "network.yml: name: 'proxy' is the hub (proxy); it cannot be removed"),
         ("nope", "network.yml: name: there is no backend 'nope'; backends: web, db, cache"),
-        ("web", "network.yml: name: services app run on 'web'; remove or move them first "
-                "(or remove them with it: --force)"),
+        (
+            "web",
+            "network.yml: name: services app run on 'web'; remove or move them first "
+            "(or remove them with it: --force)",
+        ),
     ],
 )
 def test_remove_backend_failures_leave_the_file_unchanged(
@@ -498,14 +599,19 @@ def test_edit_refuses_when_the_file_changed_underneath(
     assert path.read_text() == HAND_WRITTEN + "# edited meanwhile\n"
 
 
-@pytest.mark.parametrize("subnet, block", [
-    ("0.0.0.0/24", "0.0.0.0/8"), ("127.0.0.0/24", "127.0.0.0/8"), ("224.0.0.0/24", "224.0.0.0/4"),
-    ("240.0.0.0/24", "240.0.0.0/4"), ("255.255.255.0/24", "240.0.0.0/4"),
-    ("169.254.0.0/16", "169.254.0.0/16"), ("160.0.0.0/3", "169.254.0.0/16"),
-])
-def test_a_tunnel_subnet_the_hosts_cannot_route_is_refused(
-    tmp_path: Path, subnet: str, block: str
-) -> None:
+@pytest.mark.parametrize(
+    "subnet, block",
+    [
+        ("0.0.0.0/24", "0.0.0.0/8"),
+        ("127.0.0.0/24", "127.0.0.0/8"),
+        ("224.0.0.0/24", "224.0.0.0/4"),
+        ("240.0.0.0/24", "240.0.0.0/4"),
+        ("255.255.255.0/24", "240.0.0.0/4"),
+        ("169.254.0.0/16", "169.254.0.0/16"),
+        ("160.0.0.0/3", "169.254.0.0/16"),
+    ],
+)
+def test_a_tunnel_subnet_the_hosts_cannot_route_is_refused(tmp_path: Path, subnet: str, block: str) -> None:
     with pytest.raises(ConfigError) as info:
         load(_write(tmp_path, MINIMAL.replace("10.50.0.0/24", subnet)))
     (problem,) = info.value.problems

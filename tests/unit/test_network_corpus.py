@@ -38,8 +38,9 @@ def test_bad_file(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert got == expected.read_text(encoding="utf-8")
 
 
-def test_too_large_file_is_one_problem_and_not_parsed(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_too_large_file_is_one_problem_and_not_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     # valid YAML start, then junk that would be a syntax error if it were parsed
     Path("huge.yml").write_bytes(b"network:\n" + b"  [x: {\n" * (MAX_BYTES // 8 + 1))
@@ -57,6 +58,5 @@ def test_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as info:
         load("network.yml")
     assert [str(p) for p in info.value.problems] == [
-        "network.yml: (file): not found; copy network.example.yml to network.yml, "
-        "or pass --network PATH"
+        "network.yml: (file): not found; copy network.example.yml to network.yml, or pass --network PATH"
     ]

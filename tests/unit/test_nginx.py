@@ -89,10 +89,12 @@ def test_acme_one_certificate_per_public_service_with_a_stand_in(net_of):
         ("admin-ui", ("admin.example.com",)),
     ]  # metrics has no domains: internal, no certificate
     app = certs[0]
-    assert app.final == tls.CertPaths("/etc/letsencrypt/live/app/fullchain.pem",
-                                      "/etc/letsencrypt/live/app/privkey.pem")  # fmt: skip
-    assert app.stand_in == tls.CertPaths("/etc/backhaul/tls/app/fullchain.pem",
-                                         "/etc/backhaul/tls/app/privkey.pem")  # fmt: skip
+    assert app.final == tls.CertPaths(
+        "/etc/letsencrypt/live/app/fullchain.pem", "/etc/letsencrypt/live/app/privkey.pem"
+    )
+    assert app.stand_in == tls.CertPaths(
+        "/etc/backhaul/tls/app/fullchain.pem", "/etc/backhaul/tls/app/privkey.pem"
+    )
 
 
 def test_self_signed_and_provided_modes(net_of):
@@ -120,18 +122,23 @@ SERVER = "https://acme-v02.api.letsencrypt.org/directory"
         (None, None, "no certificate yet"),
         ({"names": ["www.example.com", "app.example.com"], "not_after": NOW + 86400}, SERVER, None),
         ({"names": ["app.example.com"], "not_after": NOW + 86400}, SERVER, "its domains changed"),
-        ({"names": ["app.example.com", "www.example.com"], "not_after": NOW + 86400},
-         "https://acme-staging-v02.api.letsencrypt.org/directory", "another ACME server"),
-        ({"names": ["app.example.com", "www.example.com"], "not_after": NOW - 1}, SERVER,
-         "expired"),
+        (
+            {"names": ["app.example.com", "www.example.com"], "not_after": NOW + 86400},
+            "https://acme-staging-v02.api.letsencrypt.org/directory",
+            "another ACME server",
+        ),
+        ({"names": ["app.example.com", "www.example.com"], "not_after": NOW - 1}, SERVER, "expired"),
         # no renewal conf to compare (made by hand?): names and dates decide
         ({"names": ["app.example.com", "www.example.com"], "not_after": NOW + 86400}, None, None),
     ],
-)  # fmt: skip
+)
 def test_a_valid_certificate_is_never_requested_again(net_of, have, server, reason):
     app = tls.certificates(net_of("acme"))[0]
-    state = {"now": NOW, "certs": {app.final.cert: have} if have else {},
-             "renewal_servers": {"app": server} if server else {}}  # fmt: skip
+    state = {
+        "now": NOW,
+        "certs": {app.final.cert: have} if have else {},
+        "renewal_servers": {"app": server} if server else {},
+    }
     got = tls.issue_reason(app, state, SERVER + "/")  # a trailing slash is the same server
     assert (got is None) if reason is None else (reason in got)
 
@@ -186,18 +193,30 @@ def test_the_shipped_defaults_are_valid_settings():
 
 
 def test_bad_settings_are_all_reported_at_once():
-    bad = dict(DEFAULTS, nginx_keepalive=-1, nginx_connect_timeout="5 seconds",
-               nginx_client_max_body_size="lots", nginx_server_extra="location / { }")  # fmt: skip
+    bad = dict(
+        DEFAULTS,
+        nginx_keepalive=-1,
+        nginx_connect_timeout="5 seconds",
+        nginx_client_max_body_size="lots",
+        nginx_server_extra="location / { }",
+    )
     with pytest.raises(ValueError) as e:
         nginxconf.ProxySettings.from_data(bad)
-    for name in ("nginx_keepalive", "nginx_connect_timeout", "nginx_client_max_body_size",
-                 "nginx_server_extra"):  # fmt: skip
+    for name in (
+        "nginx_keepalive",
+        "nginx_connect_timeout",
+        "nginx_client_max_body_size",
+        "nginx_server_extra",
+    ):
         assert name in str(e.value)
 
 
 def test_only_the_distro_default_site_is_removed_for_port_80():
     assert nginxconf.port80_conflicts([nginxconf.SHARED_CONF], True) == ([], [])
-    assert nginxconf.port80_conflicts([nginxconf.DISTRO_DEFAULT_SITE], True) == ([nginxconf.DISTRO_DEFAULT_SITE], [])
+    assert nginxconf.port80_conflicts([nginxconf.DISTRO_DEFAULT_SITE], True) == (
+        [nginxconf.DISTRO_DEFAULT_SITE],
+        [],
+    )
     # before nginx is installed, its package's default site will come and conflict
     assert nginxconf.port80_conflicts([], False) == ([nginxconf.DISTRO_DEFAULT_SITE], [])
     mine = "/etc/nginx/sites-enabled/mysite"
@@ -210,18 +229,23 @@ def test_only_the_distro_default_site_is_removed_for_port_80():
 def _files(net, version="1.22.1", ipv6=True, **overrides):
     certs = tls.certificates(net)
     settings = nginxconf.ProxySettings.from_data(dict(DEFAULTS, **overrides))
-    return nginxconf.nginx_files(net, {c.name: c.final for c in certs}, settings,
-                           nginxconf.parse_version(version), ipv6)  # fmt: skip
+    return nginxconf.nginx_files(
+        net, {c.name: c.final for c in certs}, settings, nginxconf.parse_version(version), ipv6
+    )
 
 
 CASES = {
     "acme-nginx-1.22": dict(mode="acme"),
     "self-signed-nginx-1.26-no-ipv6-no-keepalive": dict(
-        mode="self-signed", version="1.26.3", ipv6=False, nginx_keepalive=0,
-        nginx_server_extra="access_log off;"),
+        mode="self-signed",
+        version="1.26.3",
+        ipv6=False,
+        nginx_keepalive=0,
+        nginx_server_extra="access_log off;",
+    ),
     # no ssl_reject_handshake: the :443 catch-all shows a self-signed certificate instead
     "acme-nginx-version-unknown": dict(mode="acme", version=None),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -268,8 +292,11 @@ def test_forwarded_headers_are_set_by_the_hub_not_appended(net_of):
 def test_plain_requests_keep_the_upstream_connection_websocket_upgrades(net_of):
     files = _files(net_of())
     shared = files[nginxconf.SHARED_CONF]
-    assert re.search(r"map \$http_upgrade \$backhaul_connection_upgrade \{\s*default upgrade;"
-                     r"\s*''\s*\"\";\s*\}", shared)  # fmt: skip
+    assert re.search(
+        r"map \$http_upgrade \$backhaul_connection_upgrade \{\s*default upgrade;"
+        r"\s*''\s*\"\";\s*\}",
+        shared,
+    )
     app = files[nginxconf.site_file("app")]  # websocket: true
     assert "proxy_set_header Connection $backhaul_connection_upgrade;" in app
     assert "proxy_set_header Upgrade $http_upgrade;" in app
@@ -339,18 +366,39 @@ def test_certificate_fact_takes_paths_and_names_only():
 def test_certificate_fact_command_run_for_real_reads_expiry_and_names(tmp_path):
     """The shell and openssl half of the fact, on this machine: several files read side by
     side, a file without names, an unreadable one and a missing one."""
+
     def make(name: str, *ext: str) -> None:
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(tmp_path / "k"),
-                        "-out", str(tmp_path / name), "-days", "30", "-subj", "/CN=x", *ext],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                str(tmp_path / "k"),
+                "-out",
+                str(tmp_path / name),
+                "-days",
+                "30",
+                "-subj",
+                "/CN=x",
+                *ext,
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     make("a.pem", "-addext", "subjectAltName=DNS:a.example,IP:203.0.113.5,DNS:b.example")
     make("plain.pem")
     (tmp_path / "bad.pem").write_text("not a certificate\n")
     paths = [str(tmp_path / n) for n in ("a.pem", "plain.pem", "bad.pem", "missing.pem")]
-    out = subprocess.run(["sh", "-c", CertificateState().command(certs=paths)],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["sh", "-c", CertificateState().command(certs=paths)], capture_output=True, text=True, check=True
+    ).stdout
     got = CertificateState().process(out.splitlines())
     assert set(got["certs"]) == set(paths[:3])
     a, plain, bad = (got["certs"][p] for p in paths[:3])
@@ -401,8 +449,9 @@ def _run(tree: Path, staged: dict[str, str], removes: list[str]):
     writes = list(staged)
     for i, path in enumerate(writes):
         (stage / str(i)).write_text(staged[path])
-    script = apply_script(writes, removes, stage=str(stage), backup=str(work / "backup"),
-                          lock=str(work / "lock"))  # fmt: skip
+    script = apply_script(
+        writes, removes, stage=str(stage), backup=str(work / "backup"), lock=str(work / "lock")
+    )
     env = dict(os.environ, TREE=str(tree), PATH=f"{tree.parent / 'bin'}:{os.environ['PATH']}")
     return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
 
@@ -411,8 +460,7 @@ def _snapshot(tree: Path) -> dict[str, str]:
     out = {}
     for p in sorted(tree.rglob("*")):
         rel = str(p.relative_to(tree))
-        out[rel] = f"-> {os.readlink(p)}" if p.is_symlink() else (
-            p.read_text() if p.is_file() else "<dir>")  # fmt: skip
+        out[rel] = f"-> {os.readlink(p)}" if p.is_symlink() else (p.read_text() if p.is_file() else "<dir>")
     return out
 
 
@@ -425,12 +473,14 @@ def test_a_good_change_is_swapped_in_and_reloaded(tree):
     )
     assert proc.returncode == 0, proc.stderr
     assert _snapshot(tree) == {
-        "conf.d": "<dir>", "conf.d/backhaul.conf": "new shared\n",
-        "sites-available": "<dir>", "sites-available/default": "server { listen 80 default_server; }\n",
-        "sites-enabled": "<dir>", "sites-enabled/backhaul-app.conf": "new vhost\n",
-    }  # fmt: skip
-    assert (tree.parent / "systemctl.log").read_text().splitlines() == [
-        "is-active -q nginx", "reload nginx"]  # fmt: skip
+        "conf.d": "<dir>",
+        "conf.d/backhaul.conf": "new shared\n",
+        "sites-available": "<dir>",
+        "sites-available/default": "server { listen 80 default_server; }\n",
+        "sites-enabled": "<dir>",
+        "sites-enabled/backhaul-app.conf": "new vhost\n",
+    }
+    assert (tree.parent / "systemctl.log").read_text().splitlines() == ["is-active -q nginx", "reload nginx"]
 
 
 def test_a_refused_change_restores_every_file_and_fails_with_nginx_s_message(tree):
@@ -455,9 +505,13 @@ def test_a_failed_swap_touches_nothing_it_did_not_back_up(tree):
     work = tree.parent / "work"
     (work / "stage").mkdir(parents=True)
     (work / "stage/0").write_text("new shared\n")
-    script = apply_script([shared, str(tree / "sites-enabled/backhaul-old.conf")], [],
-                          stage=str(work / "stage"), backup=str(work / "backup"),
-                          lock=str(work / "lock"))  # fmt: skip
+    script = apply_script(
+        [shared, str(tree / "sites-enabled/backhaul-old.conf")],
+        [],
+        stage=str(work / "stage"),
+        backup=str(work / "backup"),
+        lock=str(work / "lock"),
+    )
     env = dict(os.environ, TREE=str(tree), PATH=f"{tree.parent / 'bin'}:{os.environ['PATH']}")
     proc = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
     assert proc.returncode == 1
@@ -536,16 +590,20 @@ def test_the_hub_sets_or_clears_every_forwarding_header(net_of):
     files = _files(net_of())
     shared = files[nginxconf.SHARED_CONF]
     # RFC 7239: an IPv6 address is quoted and bracketed, an IPv4 one bare
-    assert re.search(r'map \$remote_addr \$backhaul_forwarded_for \{\s+~:\s+"\\"\[\$remote_addr\]\\"";'
-                     r"\s+default \$remote_addr;", shared)  # fmt: skip
+    assert re.search(
+        r'map \$remote_addr \$backhaul_forwarded_for \{\s+~:\s+"\\"\[\$remote_addr\]\\"";'
+        r"\s+default \$remote_addr;",
+        shared,
+    )
     for path, text in files.items():
         if path == nginxconf.SHARED_CONF:
             continue
         locations = text.count("proxy_pass ")
-        for line in ("proxy_set_header X-Forwarded-Host $host;",
-                     "proxy_set_header X-Forwarded-Port $server_port;",
-                     "proxy_set_header Forwarded 'for=$backhaul_forwarded_for;host=\"$host\";"
-                     "proto=$scheme';"):  # fmt: skip
+        for line in (
+            "proxy_set_header X-Forwarded-Host $host;",
+            "proxy_set_header X-Forwarded-Port $server_port;",
+            "proxy_set_header Forwarded 'for=$backhaul_forwarded_for;host=\"$host\";proto=$scheme';",
+        ):
             assert text.count(line) == locations, (path, line)
         for header in nginxconf.CLEARED_HEADERS:
             assert text.count(f'proxy_set_header {header} "";') == locations, (path, header)
@@ -578,31 +636,104 @@ def _openssl(*args: str) -> None:
 def test_a_chain_from_another_ca_is_told_by_the_key_id_of_its_root(tmp_path):
     """The fact's shell half reads the chain's last certificate's issuer key id on the host;
     root_key_ids reads the configured bundle here; they must speak the same hex."""
+
     def ca(name: str) -> Path:
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                 "-keyout", str(tmp_path / f"{name}.key"), "-out", str(tmp_path / f"{name}.pem"),
-                 "-days", "30", "-subj", f"/CN={name}")  # fmt: skip
+        _openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / f"{name}.key"),
+            "-out",
+            str(tmp_path / f"{name}.pem"),
+            "-days",
+            "30",
+            "-subj",
+            f"/CN={name}",
+        )
         return tmp_path / f"{name}.pem"
 
     root, other = ca("root"), ca("other-root")
     # an intermediate signed by root, and a leaf signed by it: the fullchain is leaf + intermediate
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-             str(tmp_path / "int.key"), "-out", str(tmp_path / "int.csr"), "-subj", "/CN=int")  # fmt: skip
-    (tmp_path / "ca.ext").write_text("basicConstraints=critical,CA:TRUE\n"
-                                     "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
-    _openssl("x509", "-req", "-in", str(tmp_path / "int.csr"), "-CA", str(root), "-CAkey",
-             str(tmp_path / "root.key"), "-CAcreateserial", "-out", str(tmp_path / "int.pem"),
-             "-days", "30", "-extfile", str(tmp_path / "ca.ext"))  # fmt: skip
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-             str(tmp_path / "leaf.key"), "-out", str(tmp_path / "leaf.csr"), "-subj", "/CN=app",
-             "-addext", "subjectAltName=DNS:app.example.com")  # fmt: skip
-    _openssl("x509", "-req", "-in", str(tmp_path / "leaf.csr"), "-CA", str(tmp_path / "int.pem"),
-             "-CAkey", str(tmp_path / "int.key"), "-CAcreateserial", "-out",
-             str(tmp_path / "leaf.pem"), "-days", "30", "-copy_extensions", "copy")  # fmt: skip
+    _openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        str(tmp_path / "int.key"),
+        "-out",
+        str(tmp_path / "int.csr"),
+        "-subj",
+        "/CN=int",
+    )
+    (tmp_path / "ca.ext").write_text(
+        "basicConstraints=critical,CA:TRUE\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(tmp_path / "int.csr"),
+        "-CA",
+        str(root),
+        "-CAkey",
+        str(tmp_path / "root.key"),
+        "-CAcreateserial",
+        "-out",
+        str(tmp_path / "int.pem"),
+        "-days",
+        "30",
+        "-extfile",
+        str(tmp_path / "ca.ext"),
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        str(tmp_path / "leaf.key"),
+        "-out",
+        str(tmp_path / "leaf.csr"),
+        "-subj",
+        "/CN=app",
+        "-addext",
+        "subjectAltName=DNS:app.example.com",
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(tmp_path / "leaf.csr"),
+        "-CA",
+        str(tmp_path / "int.pem"),
+        "-CAkey",
+        str(tmp_path / "int.key"),
+        "-CAcreateserial",
+        "-out",
+        str(tmp_path / "leaf.pem"),
+        "-days",
+        "30",
+        "-copy_extensions",
+        "copy",
+    )
     chain = tmp_path / "fullchain.pem"
     chain.write_text((tmp_path / "leaf.pem").read_text() + (tmp_path / "int.pem").read_text())
-    out = subprocess.run(["sh", "-c", CertificateState().command(certs=[str(chain)])],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["sh", "-c", CertificateState().command(certs=[str(chain)])],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     have = CertificateState().process(out.splitlines())["certs"][str(chain)]
     assert have["names"] == ["app.example.com"] and have["chain_issuer"] == "CN=root"
     mine, theirs = tls.root_key_ids(root.read_text()), tls.root_key_ids(other.read_text())

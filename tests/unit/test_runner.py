@@ -44,19 +44,37 @@ def test_when_every_host_failed_the_report_says_so(tmp_path: Path) -> None:
     assert "No host completed the deploy" in message
 
 
-@pytest.mark.parametrize("failed, pending, limited, dry, expected", [
-    ({"b1": "Could not connect"}, [], True, False,
-     "No host completed the deploy (the hosts outside --limit were not part of this run). "),
-    ({"b1": "Error"}, ["b2: the hub's public key cannot be read"], False, False,
-     "proxy completed the deploy. "),
-    ({}, [], False, False, "pyinfra named no host; its output above says what failed in the "
-     "deploy. "),
-    ({"b1": "Error", "b2": "Error", "proxy": "Error"}, [], False, True,
-     "No host completed the plan; nothing was changed. "),
-])
+@pytest.mark.parametrize(
+    "failed, pending, limited, dry, expected",
+    [
+        (
+            {"b1": "Could not connect"},
+            [],
+            True,
+            False,
+            "No host completed the deploy (the hosts outside --limit were not part of this run). ",
+        ),
+        (
+            {"b1": "Error"},
+            ["b2: the hub's public key cannot be read"],
+            False,
+            False,
+            "proxy completed the deploy. ",
+        ),
+        ({}, [], False, False, "pyinfra named no host; its output above says what failed in the deploy. "),
+        (
+            {"b1": "Error", "b2": "Error", "proxy": "Error"},
+            [],
+            False,
+            True,
+            "No host completed the plan; nothing was changed. ",
+        ),
+    ],
+)
 def test_the_advice_says_what_is_true_of_the_hosts(failed, pending, limited, dry, expected):
     run = Run(1, pending, failed)
     targets = ["b1"] if limited else ["proxy", "b1", "b2"]
     again = "inv plan" if dry else "inv deploy"
     assert run.advice(targets, limited, dry) == (
-        f"{expected}Fix the cause (or wait for the hosts to come back) and run {again} again.")
+        f"{expected}Fix the cause (or wait for the hosts to come back) and run {again} again."
+    )

@@ -55,8 +55,9 @@ class Silent(FactBase):
 
 def _run(parts):
     bundle = FactBundle()
-    out = subprocess.run(["sh", "-c", bundle.command(parts=parts)], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["sh", "-c", bundle.command(parts=parts)], capture_output=True, text=True, check=True
+    ).stdout
     return bundle.process(out.splitlines())
 
 
@@ -75,8 +76,11 @@ def test_a_failed_part_or_a_missing_tool_is_left_out_and_the_rest_kept():
 
 
 def _meta(changed: bool, complete: bool = True, ok: bool = True):
-    return SimpleNamespace(operation_meta=SimpleNamespace(
-        is_complete=lambda: complete, did_change=lambda: changed, did_succeed=lambda: ok))  # fmt: skip
+    return SimpleNamespace(
+        operation_meta=SimpleNamespace(
+            is_complete=lambda: complete, did_change=lambda: changed, did_succeed=lambda: ok
+        )
+    )
 
 
 class Host:

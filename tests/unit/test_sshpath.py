@@ -25,8 +25,7 @@ def _net(tmp_path, text: str = NETWORK):
     (tmp_path / "id").write_text("x")
     (tmp_path / "kh").write_text("")
     path = tmp_path / "network.yml"
-    path.write_text(text.replace("KEYFILE", str(tmp_path / "id"))
-                    .replace("KNOWN", str(tmp_path / "kh")))  # fmt: skip
+    path.write_text(text.replace("KEYFILE", str(tmp_path / "id")).replace("KNOWN", str(tmp_path / "kh")))
     return load(path)
 
 
@@ -37,14 +36,20 @@ def test_the_model_reads_via_allow_from_and_the_per_backend_override(tmp_path):
     assert [sshpath.via_hub(h) for h in net.hosts] == [False, True, False]
 
 
-@pytest.mark.parametrize("change, field, words", [
-    ("via: tunnel,", "ssh.via", "direct"),
-    ("allow_from: [198.51.100.7/24]", "ssh.allow_from[0]", "host bits"),
-    ("allow_from: [nowhere]", "ssh.allow_from[0]", "not an IP address"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, field, words",
+    [
+        ("via: tunnel,", "ssh.via", "direct"),
+        ("allow_from: [198.51.100.7/24]", "ssh.allow_from[0]", "host bits"),
+        ("allow_from: [nowhere]", "ssh.allow_from[0]", "not an IP address"),
+    ],
+)
 def test_bad_ssh_access_is_a_config_error(tmp_path, change, field, words):
-    text = NETWORK.replace("via: hub,", change) if "via" in change else \
-        NETWORK.replace("allow_from: [198.51.100.7, 192.0.2.0/28]", change)  # fmt: skip
+    text = (
+        NETWORK.replace("via: hub,", change)
+        if "via" in change
+        else NETWORK.replace("allow_from: [198.51.100.7, 192.0.2.0/28]", change)
+    )
     with pytest.raises(ConfigError) as e:
         _net(tmp_path, text)
     assert field in str(e.value) and words in str(e.value)
@@ -52,8 +57,9 @@ def test_bad_ssh_access_is_a_config_error(tmp_path, change, field, words):
 
 def test_the_hub_cannot_be_reached_through_itself(tmp_path):
     with pytest.raises(ConfigError) as e:
-        _net(tmp_path, NETWORK.replace("{public_ip: 203.0.113.10}",
-                                       "{public_ip: 203.0.113.10, ssh_via: hub}"))
+        _net(
+            tmp_path, NETWORK.replace("{public_ip: 203.0.113.10}", "{public_ip: 203.0.113.10, ssh_via: hub}")
+        )
     assert "proxy.ssh_via" in str(e.value)
 
 
@@ -83,8 +89,10 @@ def test_closed_ssh_answers_the_hub_on_the_tunnel_and_the_admin_list_only(tmp_pa
     rules = plan.firewall_rules(net, b, ssh_closed=True)
     ssh = [r for r in rules if r.port == 22]
     assert [(r.src, r.dst, r.interface) for r in ssh] == [
-        ("10.50.0.1", "10.50.0.2", "wg0"), ("198.51.100.7", "any", None),
-        ("192.0.2.0/28", "any", None)]  # fmt: skip
+        ("10.50.0.1", "10.50.0.2", "wg0"),
+        ("198.51.100.7", "any", None),
+        ("192.0.2.0/28", "any", None),
+    ]
     assert ssh == rules[:3]  # SSH first
     assert not any(r.port == 22 and r.src == "any" for r in rules)
     # not closed: SSH from anywhere, as for every other host
@@ -131,8 +139,7 @@ def _fake_runs(monkeypatch, fail_when):
     calls = []
 
     def fake(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None):
-        call = (deploy_file.split("/")[-1], tuple(limit or ()),
-                (extra_env or {}).get(sshpath.DIRECT_ENV, ""))  # fmt: skip
+        call = (deploy_file.split("/")[-1], tuple(limit or ()), (extra_env or {}).get(sshpath.DIRECT_ENV, ""))
         calls.append(call)
         failed = {n: "Could not connect (timeout)" for n in fail_when(call)}
         return Run(1 if failed else 0, [], failed)
@@ -153,21 +160,21 @@ def test_a_first_deploy_goes_directly_then_closes_public_ssh_over_the_hub(tmp_pa
     assert calls == [("site.py", (), "")]
 
 
-def test_a_backend_not_reached_through_the_hub_is_deployed_directly_then_closed(tmp_path,
-                                                                                monkeypatch):
+def test_a_backend_not_reached_through_the_hub_is_deployed_directly_then_closed(tmp_path, monkeypatch):
     net = _net(tmp_path)
     sshpath.remember(net.path, net, ["backend-1"])
-    flows, calls = _fake_runs(monkeypatch, lambda c: ["backend-1"] if c == ("site.py", (), "")
-                              else [])  # fmt: skip
+    flows, calls = _fake_runs(monkeypatch, lambda c: ["backend-1"] if c == ("site.py", (), "") else [])
     flows._converge(str(net.path), net, None).check("deploy", "")
-    assert calls == [("site.py", (), ""), ("site.py", ("proxy", "backend-1"), "backend-1"),
-                     ("firewall.py", ("backend-1",), "")]  # fmt: skip
+    assert calls == [
+        ("site.py", (), ""),
+        ("site.py", ("proxy", "backend-1"), "backend-1"),
+        ("firewall.py", ("backend-1",), ""),
+    ]
 
 
 def test_public_ssh_stays_when_ssh_through_the_hub_does_not_work(tmp_path, monkeypatch):
     net = _net(tmp_path)
-    flows, calls = _fake_runs(monkeypatch, lambda c: ["backend-1"] if c[0] == "firewall.py"
-                              else [])  # fmt: skip
+    flows, calls = _fake_runs(monkeypatch, lambda c: ["backend-1"] if c[0] == "firewall.py" else [])
     monkeypatch.setattr(flows.time, "sleep", lambda s: None)
     monkeypatch.setattr(flows.time, "monotonic", iter(range(0, 10_000, 100)).__next__)
     with pytest.raises(DeployError) as e:

@@ -37,14 +37,24 @@ def net(request, tmp_path):
 
 
 def test_what_the_templates_render_passes_the_conf_check(net):
-    peers, _ = plan.hub_peers(net, {"backend-1": B1, "backend-2": B2},
-                              psk_files={"backend-1": "/etc/wireguard/psk/backend-1.psk"})
-    hub = render("wg-hub.conf.j2", interface="wg0", address=plan.wg_address(net, net.hub),
-                 listen_port=net.port, peers=peers)  # fmt: skip
+    peers, _ = plan.hub_peers(
+        net, {"backend-1": B1, "backend-2": B2}, psk_files={"backend-1": "/etc/wireguard/psk/backend-1.psk"}
+    )
+    hub = render(
+        "wg-hub.conf.j2",
+        interface="wg0",
+        address=plan.wg_address(net, net.hub),
+        listen_port=net.port,
+        peers=peers,
+    )
     assert wgconf.check_content(hub) == hub
-    backend = render("wg-backend.conf.j2", interface="wg0",
-                     address=plan.wg_address(net, net.host("backend-1")), listen_port=net.port,
-                     hub=plan.backend_hub_peer(net, HUB, "/etc/wireguard/psk/hub.psk"))  # fmt: skip
+    backend = render(
+        "wg-backend.conf.j2",
+        interface="wg0",
+        address=plan.wg_address(net, net.host("backend-1")),
+        listen_port=net.port,
+        hub=plan.backend_hub_peer(net, HUB, "/etc/wireguard/psk/hub.psk"),
+    )
     assert wgconf.check_content(backend) == backend
     assert "Endpoint = [2001:db8::10]:51820" in backend
 
@@ -59,26 +69,27 @@ def test_a_backend_keeps_its_hub_peer_from_live_first_then_conf(net):
 
 
 def test_the_hub_keeps_a_peer_it_cannot_read(net):
-    peers, missing = plan.hub_peers(net, {"backend-1": B1, "backend-2": None},
-                                    current={"10.50.0.3/32": B2})  # fmt: skip
+    peers, missing = plan.hub_peers(net, {"backend-1": B1, "backend-2": None}, current={"10.50.0.3/32": B2})
     assert [p.public_key for p in peers] == [B1, B2] and missing == []
     peers, missing = plan.hub_peers(net, {"backend-1": B1, "backend-2": None})
     assert [p.public_key for p in peers] == [B1] and missing == ["backend-2"]
 
 
 def test_content_allowed_ips_reads_peers_as_wg_show_prints_them():
-    content = (f"[Interface]\nAddress = 10.50.0.1/24\n\n[Peer]\nAllowedIPs = 10.50.0.3/32, "
-               f"10.50.1.0/24 # two\nPublicKey = {B2}\n\n[Peer]\nPublicKey = {B1}\n"
-               "AllowedIPs = 10.50.0.2/32\n")  # fmt: skip
-    assert wgconf.content_allowed_ips(content) == {B2: ["10.50.0.3/32", "10.50.1.0/24"],
-                                                B1: ["10.50.0.2/32"]}  # fmt: skip
+    content = (
+        f"[Interface]\nAddress = 10.50.0.1/24\n\n[Peer]\nAllowedIPs = 10.50.0.3/32, "
+        f"10.50.1.0/24 # two\nPublicKey = {B2}\n\n[Peer]\nPublicKey = {B1}\n"
+        "AllowedIPs = 10.50.0.2/32\n"
+    )
+    assert wgconf.content_allowed_ips(content) == {B2: ["10.50.0.3/32", "10.50.1.0/24"], B1: ["10.50.0.2/32"]}
 
 
 @pytest.mark.skipif(AWK is None, reason="no awk")
 def test_the_conf_key_program_prints_only_the_first_private_key_value():
     conf = "[Interface]\n  privatekey =  S3cr3t= \nPrivateKey = Other=\n[Peer]\nPublicKey = P=\n"
-    out = subprocess.run(["sh", "-c", f"{AWK} {shlex.quote(wgconf.AWK_CONF_KEY)}"], input=conf,
-                         capture_output=True, text=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["sh", "-c", f"{AWK} {shlex.quote(wgconf.AWK_CONF_KEY)}"], input=conf, capture_output=True, text=True
+    ).stdout
     assert out == "S3cr3t=\n"  # what `wg pubkey` reads on the host; never printed itself
 
 
@@ -89,9 +100,20 @@ def test_the_fact_derives_the_conf_and_live_keys_on_the_host():
     assert "wg show wg0 dump" not in command and "cat /etc/wireguard/wg0.key" not in command
 
 
-@pytest.mark.parametrize("line", ["PreUp = id", "PostUp = id", "PreDown = id", "PostDown = id",
-                                  "SaveConfig = true", "Table = off", "DNS = 1.1.1.1",
-                                  "MTU = 1280", "FwMark = 1"])  # fmt: skip
+@pytest.mark.parametrize(
+    "line",
+    [
+        "PreUp = id",
+        "PostUp = id",
+        "PreDown = id",
+        "PostDown = id",
+        "SaveConfig = true",
+        "Table = off",
+        "DNS = 1.1.1.1",
+        "MTU = 1280",
+        "FwMark = 1",
+    ],
+)
 def test_the_conf_check_refuses_every_key_backhaul_never_writes(line):
     content = f"[Interface]\nAddress = 10.50.0.1/24\n{line}\n"
     with pytest.raises(OperationValueError, match="not a setting backhaul writes"):

@@ -19,9 +19,7 @@ def _unit_section(text: str) -> list[tuple[str, str]]:
 
 def test_service_dropin_binds_to_the_tunnel_and_starts_after_it():
     text = render("systemd-unit-wg.conf.j2", interface="wg0")
-    assert _unit_section(text) == [
-        ("After", "wg-quick@wg0.service"), ("BindsTo", "wg-quick@wg0.service")
-    ]  # fmt: skip
+    assert _unit_section(text) == [("After", "wg-quick@wg0.service"), ("BindsTo", "wg-quick@wg0.service")]
 
 
 def test_tunnel_dropin_wants_each_unit_one_per_line():
@@ -45,8 +43,9 @@ def _lab_network(tmp_path, monkeypatch, backends: int, installed: bool):
     for ca in ("acme-api-ca.pem", "acme-root.pem"):
         (lab.files_dir / ca).write_text("-----BEGIN CERTIFICATE-----\n")
     path = tmp_path / "network.yml"
-    path.write_text(files.network_yaml(lab, "https://198.18.77.1:14000/dir",
-                                       services=demo.network_services(lab)))  # fmt: skip
+    path.write_text(
+        files.network_yaml(lab, "https://198.18.77.1:14000/dir", services=demo.network_services(lab))
+    )
     return lab, load(path)
 
 

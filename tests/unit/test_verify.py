@@ -22,14 +22,32 @@ def _net(tmp_path):
 
 def _health(handshake_age=10, peer_key=KEY, sockets=(), ping=True):
     now = 1_800_000_000
-    hub = {"wireguard": {"service_active": True, "link_up": True}, "listen_port": 51820,
-           "now": now, "ping": {"10.50.0.2": ping}, "tcp": {}, "sockets": [],
-           "peers": {peer_key: {"allowed_ips": ["10.50.0.2/32"],
-                                "latest_handshake": now - handshake_age if handshake_age else 0}}}
-    b1 = {"wireguard": {"public_key": KEY}, "listen_port": 51820, "now": now,
-          "ping": {"10.50.0.1": ping}, "tcp": {}, "peers": {},
-          "sockets": [{"proto": "tcp", "address": "0.0.0.0", "port": 22, "interface": None,
-                       "process": "sshd"}, *sockets]}
+    hub = {
+        "wireguard": {"service_active": True, "link_up": True},
+        "listen_port": 51820,
+        "now": now,
+        "ping": {"10.50.0.2": ping},
+        "tcp": {},
+        "sockets": [],
+        "peers": {
+            peer_key: {
+                "allowed_ips": ["10.50.0.2/32"],
+                "latest_handshake": now - handshake_age if handshake_age else 0,
+            }
+        },
+    }
+    b1 = {
+        "wireguard": {"public_key": KEY},
+        "listen_port": 51820,
+        "now": now,
+        "ping": {"10.50.0.1": ping},
+        "tcp": {},
+        "peers": {},
+        "sockets": [
+            {"proto": "tcp", "address": "0.0.0.0", "port": 22, "interface": None, "process": "sshd"},
+            *sockets,
+        ],
+    }
     return {"proxy": hub, "b1": b1}
 
 
@@ -48,10 +66,12 @@ def test_a_healthy_tunnel(tmp_path):
 
 def test_a_stale_handshake_a_foreign_key_and_a_lost_ping_fail(tmp_path):
     net = _net(tmp_path)
-    for health, check in ((_health(handshake_age=400), "handshake"),
-                          (_health(handshake_age=0), "handshake"),
-                          (_health(peer_key="C" * 43 + "="), "handshake"),
-                          (_health(ping=False), "ping")):
+    for health, check in (
+        (_health(handshake_age=400), "handshake"),
+        (_health(handshake_age=0), "handshake"),
+        (_health(peer_key="C" * 43 + "="), "handshake"),
+        (_health(ping=False), "ping"),
+    ):
         report = Report("n")
         _tunnel_checks(net, list(net.backends), health, report)
         assert _statuses(report)[(check, "b1")] == "fail"
@@ -61,9 +81,11 @@ def test_a_stale_handshake_a_foreign_key_and_a_lost_ping_fail(tmp_path):
 def test_exposure_names_what_listens_beyond_the_tunnel(tmp_path):
     net = _net(tmp_path)
     wide = {"proto": "tcp", "address": "*", "port": 5432, "interface": None, "process": "postgres"}
-    ok = [{"proto": "tcp", "address": "10.50.0.2", "port": 8080, "interface": None, "process": "x"},
-          {"proto": "tcp", "address": "127.0.0.1", "port": 6379, "interface": None, "process": "r"},
-          {"proto": "udp", "address": "0.0.0.0", "port": 51820, "interface": None, "process": None}]
+    ok = [
+        {"proto": "tcp", "address": "10.50.0.2", "port": 8080, "interface": None, "process": "x"},
+        {"proto": "tcp", "address": "127.0.0.1", "port": 6379, "interface": None, "process": "r"},
+        {"proto": "udp", "address": "0.0.0.0", "port": 51820, "interface": None, "process": None},
+    ]
     report = Report("n")
     _exposure(net, net.backends[0], _health(sockets=[wide, *ok])["b1"], report)
     [check] = report.checks

@@ -75,7 +75,7 @@ def test_the_private_key_line_is_found_alike():
 def test_the_trace_of_an_embedded_key_is_recognised_alike(line, trace):
     assert wgconf.is_psk_trace(line) is trace
     if AWK:
-        program = '{ t = tolower($0) } ' + wgconf._awk_trace() + ' { print "trace" }'
+        program = "{ t = tolower($0) } " + wgconf._awk_trace() + ' { print "trace" }'
         assert (_awk(program, line + "\n") == ["trace"]) is trace
 
 

@@ -25,8 +25,7 @@ PSK2 = "YW5vdGhlciBwcmVzaGFyZWQga2V5IGZvciB0ZXN0cyE="
 
 
 def _sh(command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", "-c", command.replace("awk ", f"{AWK} ")],
-                          capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(["sh", "-c", command.replace("awk ", f"{AWK} ")], capture_output=True, text=True)
 
 
 @pytest.fixture
@@ -86,8 +85,9 @@ def test_a_new_key_in_the_file_is_picked_up_by_re_embedding(files):
     assert files["conf"].read_text().count(f"PresharedKey = {PSK2}") == 2
 
 
-@pytest.mark.parametrize("edit", ["stale file", "key line removed", "key line edited",
-                                  "inline key added", "file gone"])  # fmt: skip
+@pytest.mark.parametrize(
+    "edit", ["stale file", "key line removed", "key line edited", "inline key added", "file gone"]
+)
 def test_a_conf_whose_embedded_key_is_not_its_files_hashes_differently(files, edit):
     _embed(files, files["src"])
     want = hashlib.sha256(files["src"].read_bytes()).hexdigest()
@@ -117,8 +117,9 @@ def test_without_preshared_keys_the_hash_is_what_it_always_was(files):
     """No churn on upgrade: the old fact hashed the conf minus its PrivateKey line (grep)."""
     files["src"].write_text("[Interface]\nAddress = 10.50.0.1/24\n\n[Peer]\nPublicKey = A=\n")
     _embed(files, files["src"])
-    old = _sh("grep -v -i -E '^[[:space:]]*privatekey[[:space:]]*=' "
-              f"{files['conf']} | sha256sum").stdout.split()[0]  # fmt: skip
+    old = _sh(
+        f"grep -v -i -E '^[[:space:]]*privatekey[[:space:]]*=' {files['conf']} | sha256sum"
+    ).stdout.split()[0]
     assert _source_sha(files["conf"]) == old
 
 
@@ -127,8 +128,11 @@ def test_the_conf_peers_fact_names_the_files_never_the_keys(files):
     out = _sh(f"awk {shlex.quote(wgconf.AWK_PSK_PEERS)} {files['conf']}").stdout
     assert PSK1 not in out and PSK2 not in out
     got = facts.WireguardPresharedKeys().process(out.splitlines())["in_conf"]
-    assert got == {"10.50.0.2/32": str(files["psk1"]), "10.50.0.3/32": str(files["psk2"]),
-                   "10.60.0.0/24": str(files["psk2"])}  # fmt: skip
+    assert got == {
+        "10.50.0.2/32": str(files["psk1"]),
+        "10.50.0.3/32": str(files["psk2"]),
+        "10.60.0.0/24": str(files["psk2"]),
+    }
 
 
 def test_the_files_fact_shows_hashes_and_validity_only(tmp_path):
@@ -142,7 +146,9 @@ def test_the_files_fact_shows_hashes_and_validity_only(tmp_path):
     got = facts.WireguardPresharedKeys().process(out.splitlines())
     assert got["dir"] and got["in_conf"] == {}
     assert got["files"]["backend-1"] == {
-        "sha256": hashlib.sha256((PSK1 + "\n").encode()).hexdigest(), "valid": True}
+        "sha256": hashlib.sha256((PSK1 + "\n").encode()).hexdigest(),
+        "valid": True,
+    }
     assert got["files"]["hub"]["valid"] is False
 
 
@@ -175,8 +181,7 @@ def test_the_copy_reads_the_key_when_the_command_runs_not_before():
 
     host = FakeHost(_copy_facts("0" * 64))
     with ctx_state.use(FakeState()), ctx_host.use(host):
-        commands = list(ops.preshared_key_copy._inner(psk_name="hub", sha256=lambda: "1" * 64,
-                                                      content=read))  # fmt: skip
+        commands = list(ops.preshared_key_copy._inner(psk_name="hub", sha256=lambda: "1" * 64, content=read))
     assert len(commands) == 1 and reads == []  # generated (what a dry run does): nothing read
     stdin = commands[0].connector_arguments["_stdin"]
     assert PSK1 not in repr(commands[0]) and PSK1 not in str(commands[0])
@@ -185,8 +190,12 @@ def test_the_copy_reads_the_key_when_the_command_runs_not_before():
 
 def test_the_copy_does_nothing_when_the_hashes_match():
     host = FakeHost(_copy_facts("1" * 64))
-    assert run_operation(ops.preshared_key_copy, host, [],
-                         {"psk_name": "hub", "sha256": "1" * 64, "content": PSK1}) == []  # fmt: skip
+    assert (
+        run_operation(
+            ops.preshared_key_copy, host, [], {"psk_name": "hub", "sha256": "1" * 64, "content": PSK1}
+        )
+        == []
+    )
 
 
 # -- which pairs use their key (both ends must agree) ------------------------------------------
@@ -210,27 +219,33 @@ def _off(net):
     return replace(net, preshared_keys=False)
 
 
-@pytest.mark.parametrize("hub, backend, in_run, on, want", [
-    (plan.PskEnd("a", False), plan.PskEnd("a", False), True, True, True),    # turned on: lead
-    (plan.PskEnd("a", False), plan.PskEnd(None, False), True, True, False),  # copy not there
-    (plan.PskEnd("a", False), plan.PskEnd("b", False), True, True, False),   # not the same key
-    (plan.PskEnd("a", True), plan.PskEnd("a", True), True, False, False),    # turned off: lead
-    (plan.PskEnd("a", False), plan.PskEnd("a", False), False, True, False),  # --limit hub: match
-    (plan.PskEnd("a", True), plan.PskEnd("a", True), False, False, True),    # --limit hub, off
-    (plan.PskEnd("a", True), None, True, False, True),                       # unreachable: keep
-    (plan.PskEnd("a", False), None, True, True, False),                      # unreachable: keep
-    (plan.PskEnd(None, True), plan.PskEnd("a", True), True, True, False),    # nothing to embed
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "hub, backend, in_run, on, want",
+    [
+        (plan.PskEnd("a", False), plan.PskEnd("a", False), True, True, True),  # turned on: lead
+        (plan.PskEnd("a", False), plan.PskEnd(None, False), True, True, False),  # copy not there
+        (plan.PskEnd("a", False), plan.PskEnd("b", False), True, True, False),  # not the same key
+        (plan.PskEnd("a", True), plan.PskEnd("a", True), True, False, False),  # turned off: lead
+        (plan.PskEnd("a", False), plan.PskEnd("a", False), False, True, False),  # --limit hub: match
+        (plan.PskEnd("a", True), plan.PskEnd("a", True), False, False, True),  # --limit hub, off
+        (plan.PskEnd("a", True), None, True, False, True),  # unreachable: keep
+        (plan.PskEnd("a", False), None, True, True, False),  # unreachable: keep
+        (plan.PskEnd(None, True), plan.PskEnd("a", True), True, True, False),  # nothing to embed
+    ],
+)
 def test_the_hub_leads_only_for_backends_in_the_run(net, hub, backend, in_run, on, want):
     assert plan.hub_uses_psk(net if on else _off(net), hub, backend, in_run) is want
 
 
-@pytest.mark.parametrize("backend, hub_in_conf, want", [
-    (plan.PskEnd("a", False), True, True),
-    (plan.PskEnd("a", True), False, False),
-    (plan.PskEnd("a", True), None, True),     # hub unreachable: keep
-    (plan.PskEnd(None, True), True, False),   # no usable copy: cannot embed
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "backend, hub_in_conf, want",
+    [
+        (plan.PskEnd("a", False), True, True),
+        (plan.PskEnd("a", True), False, False),
+        (plan.PskEnd("a", True), None, True),  # hub unreachable: keep
+        (plan.PskEnd(None, True), True, False),  # no usable copy: cannot embed
+    ],
+)
 def test_a_backend_follows_the_hubs_conf(backend, hub_in_conf, want):
     assert plan.backend_uses_psk(backend, hub_in_conf) is want
 
@@ -259,8 +274,10 @@ def test_a_re_made_peer_keeps_the_live_preshared_key_of_the_one_it_replaces():
 
 def test_activation_switches_key_and_preshared_key_in_one_wg_set():
     cmd = wgcommands.activate_key_command("wg0", psk=("Hub=", "/etc/wireguard/psk/hub.psk"))
-    assert ("wg set wg0 private-key /etc/wireguard/wg0.key.next peer Hub= "
-            "preshared-key /etc/wireguard/psk/hub.psk") in cmd  # fmt: skip
+    assert (
+        "wg set wg0 private-key /etc/wireguard/wg0.key.next peer Hub= "
+        "preshared-key /etc/wireguard/psk/hub.psk"
+    ) in cmd
     # the staged preshared key is swapped in before the conf is re-embedded from it
     assert cmd.index("mv -f /etc/wireguard/psk/hub.psk.next") < cmd.index("awk ")
 

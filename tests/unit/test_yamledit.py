@@ -45,12 +45,8 @@ def test_set_key_block_goes_after_last_key_keeping_comments() -> None:
         "# Services\n"
         "services: []\n"
     )
-    assert _set_wg(text, 0) == text.replace(
-        "   # static\n", "   # static\n    wg_ip: 10.50.0.9\n"
-    )
-    assert _set_wg(text, 1) == text.replace(
-        "203.0.113.22\n", "203.0.113.22\n    wg_ip: 10.50.0.9\n"
-    )
+    assert _set_wg(text, 0) == text.replace("   # static\n", "   # static\n    wg_ip: 10.50.0.9\n")
+    assert _set_wg(text, 1) == text.replace("203.0.113.22\n", "203.0.113.22\n    wg_ip: 10.50.0.9\n")
 
 
 def test_set_key_uses_the_mappings_own_indentation() -> None:
@@ -65,9 +61,7 @@ def test_set_key_at_end_of_file_without_newline() -> None:
 
 def test_set_key_keeps_crlf() -> None:
     text = "backends:\r\n  - name: web\r\n    public_ip: 203.0.113.21\r\nservices: []\r\n"
-    assert _set_wg(text, 0) == text.replace(
-        "21\r\n", "21\r\n    wg_ip: 10.50.0.9\r\n"
-    )
+    assert _set_wg(text, 0) == text.replace("21\r\n", "21\r\n    wg_ip: 10.50.0.9\r\n")
 
 
 def test_set_key_flow_mapping() -> None:
@@ -76,9 +70,7 @@ def test_set_key_flow_mapping() -> None:
         "backends:\n  - {name: web, public_ip: 203.0.113.21, wg_ip: 10.50.0.9 }  # flow\n"
     )
     text = "backends: [{name: web,\n  public_ip: 203.0.113.21}]\n"
-    assert _set_wg(text, 0) == (
-        "backends: [{name: web,\n  public_ip: 203.0.113.21, wg_ip: 10.50.0.9}]\n"
-    )
+    assert _set_wg(text, 0) == ("backends: [{name: web,\n  public_ip: 203.0.113.21, wg_ip: 10.50.0.9}]\n")
 
 
 def test_set_key_empty_flow_mapping() -> None:
@@ -113,14 +105,7 @@ NEW_BLOCK = "  - name: new\n    public_ip: 203.0.113.99\n    wg_ip: 10.50.0.9\n"
 
 
 def test_append_block_after_last_item_before_next_sections_comment() -> None:
-    text = (
-        "backends:\n"
-        "  - name: web\n"
-        "    public_ip: 203.0.113.21  # keep me\n"
-        "\n"
-        "# Services\n"
-        "services: []\n"
-    )
+    text = "backends:\n  - name: web\n    public_ip: 203.0.113.21  # keep me\n\n# Services\nservices: []\n"
     assert _append(text) == text.replace("# keep me\n", "# keep me\n" + NEW_BLOCK)
 
 
@@ -156,9 +141,7 @@ def test_append_to_empty_list_becomes_block_and_keeps_comment(empty: str) -> Non
 
 def test_append_creates_missing_key_after_the_last_section() -> None:
     text = "network:\n  subnet: 10.50.0.0/24  # wg\nproxy:\n  public_ip: 203.0.113.10\n# end\n"
-    assert _append(text) == text.replace(
-        "203.0.113.10\n", "203.0.113.10\nbackends:\n" + NEW_BLOCK
-    )
+    assert _append(text) == text.replace("203.0.113.10\n", "203.0.113.10\nbackends:\n" + NEW_BLOCK)
 
 
 def test_append_flow_root() -> None:
@@ -203,12 +186,8 @@ def test_remove_middle_item_takes_only_its_lines() -> None:
 
 
 def test_remove_first_and_last_items_keep_surrounding_comments() -> None:
-    assert _remove(THREE, 0) == THREE.replace(
-        "  - name: web\n    public_ip: 203.0.113.21  # web's\n", ""
-    )
-    assert _remove(THREE, 2) == THREE.replace(
-        "  - name: cache\n    public_ip: 203.0.113.23\n", ""
-    )
+    assert _remove(THREE, 0) == THREE.replace("  - name: web\n    public_ip: 203.0.113.21  # web's\n", "")
+    assert _remove(THREE, 2) == THREE.replace("  - name: cache\n    public_ip: 203.0.113.23\n", "")
 
 
 def test_remove_only_item_leaves_an_empty_list() -> None:
@@ -272,14 +251,7 @@ def test_apply_applies_edits_in_any_order() -> None:
 def test_set_key_after_an_alias_goes_on_the_aliased_keys_line() -> None:
     # The alias's node is the anchored one, whose text is far above: the new line must follow
     # `extra: *d`, not the anchored mapping's last line.
-    text = (
-        "defaults: &d\n"
-        "  x: 1\n"
-        "backends:\n"
-        "  - name: web\n"
-        "    extra: *d\n"
-        "services: []\n"
-    )
+    text = "defaults: &d\n  x: 1\nbackends:\n  - name: web\n    extra: *d\nservices: []\n"
     out = _set_wg(text, 0)
     assert out == text.replace("    extra: *d\n", "    extra: *d\n    wg_ip: 10.50.0.9\n")
 
