@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 from pyinfra.api import FactBase
+
+from backhaul import ownunit
 
 RULES4 = "/etc/backhaul/isolation.rules"
 RULES6 = "/etc/backhaul/isolation6.rules"
@@ -29,28 +30,11 @@ class IsolationGuard(FactBase[dict[str, Any]]):
     """
 
     def command(self) -> str:
-        parts = [
-            f"for f in {' '.join(f'{k}={shlex.quote(v)}' for k, v in FILES.items())}; do"
-            ' [ -f "${f#*=}" ] && printf "file %s %s\\n" "${f%%=*}"'
-            ' "$(sha256sum < "${f#*=}" | cut -c1-64)"; done',
-            f"printf 'enabled %s\\n' \"$(systemctl is-enabled {UNIT} 2>/dev/null)\"",
-            f"printf 'active %s\\n' \"$(systemctl is-active {UNIT} 2>/dev/null)\"",
-            f"[ -x {SCRIPT} ] && printf 'rules %s\\n' \"$({SCRIPT} check 2>/dev/null)\"",
-            "true",
-        ]
-        return " ; ".join(parts)
+        check = f"[ -x {SCRIPT} ] && printf 'rules %s\\n' \"$({SCRIPT} check 2>/dev/null)\""
+        return ownunit.state_command(FILES, UNIT, [check])
 
     def default(self) -> dict[str, Any]:
-        return {"files": dict.fromkeys(FILES), "enabled": None, "active": None, "rules": None}
+        return ownunit.default_state(FILES, ("rules",))
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        state = self.default()
-        for line in output:
-            kind, _, rest = line.strip().partition(" ")
-            if kind == "file":
-                name, _, sha = rest.partition(" ")
-                if name in FILES:
-                    state["files"][name] = sha.strip() or None
-            elif kind in ("enabled", "active", "rules"):
-                state[kind] = rest.strip() or None
-        return state
+        return ownunit.parse_state(output, FILES, ("rules",))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 from pyinfra.api import FactBase
+
+from backhaul import ownunit
 
 CONF = "/etc/backhaul/dns.conf"
 UNIT = "backhaul-dns.service"
@@ -24,28 +25,10 @@ class ResolverState(FactBase[dict[str, Any]]):
     """
 
     def command(self) -> str:
-        return " ; ".join(
-            [
-                f"for f in {' '.join(f'{k}={shlex.quote(v)}' for k, v in FILES.items())}; do"
-                ' [ -f "${f#*=}" ] && printf "file %s %s\\n" "${f%%=*}"'
-                ' "$(sha256sum < "${f#*=}" | cut -c1-64)"; done',
-                f"printf 'enabled %s\\n' \"$(systemctl is-enabled {UNIT} 2>/dev/null)\"",
-                f"printf 'active %s\\n' \"$(systemctl is-active {UNIT} 2>/dev/null)\"",
-                "true",
-            ]
-        )
+        return ownunit.state_command(FILES, UNIT)
 
     def default(self) -> dict[str, Any]:
-        return {"files": dict.fromkeys(FILES), "enabled": None, "active": None}
+        return ownunit.default_state(FILES)
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        state = self.default()
-        for line in output:
-            kind, _, rest = line.strip().partition(" ")
-            if kind == "file":
-                name, _, sha = rest.partition(" ")
-                if name in FILES:
-                    state["files"][name] = sha.strip() or None
-            elif kind in ("enabled", "active"):
-                state[kind] = rest.strip() or None
-        return state
+        return ownunit.parse_state(output, FILES)

@@ -32,6 +32,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import operation
 
+from backhaul import ownunit
 from backhaul.facts import snapshot
 from backhaul.facts.isolation import FILES, RULES4, RULES6, SCRIPT, STATE, UNIT, IsolationGuard
 from backhaul.operations import hostfile
@@ -78,18 +79,11 @@ def guard(rules4: str, rules6: str, script: str, unit: str):
     """
     st = snapshot.get(IsolationGuard) or IsolationGuard().default()
     wanted = {"rules4": rules4, "rules6": rules6, "script": script, "unit": unit}
-    stale = differs(st, wanted)
     # One command for all of it where it can be: each command is an SSH round trip (and a
-    # sudo), and a new host needs every step.
-    steps = [c for name in stale for c in hostfile.write(FILES[name], wanted[name], _MODES[name], mkdir=True)]
-    if "unit" in stale:
-        steps.append("systemctl daemon-reload")
-    if st["enabled"] != "enabled":
-        steps.append(f"systemctl enable {UNIT}")
-    if st["active"] != "active":
-        steps.append(f"systemctl start {UNIT}")
-    elif stale or st["rules"] != "loaded":
-        steps.append(f"systemctl reload {UNIT}")
+    # sudo), and a new host needs every step. A reload replaces the rules atomically.
+    steps = ownunit.install_steps(
+        st, FILES, wanted, UNIT, "reload", mode=_MODES.get, changed=st["rules"] != "loaded"
+    )
     if steps:
         yield from hostfile.joined(steps)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import operation
 
+from backhaul import ownunit
 from backhaul.facts import snapshot
 from backhaul.facts.resolver import FILES, UNIT, ResolverState
 from backhaul.operations import hostfile
@@ -27,16 +28,8 @@ def resolver(conf: str, unit: str):
     """
     st = snapshot.get(ResolverState) or ResolverState().default()
     wanted = {"conf": conf, "unit": unit}
-    stale = [k for k, text in wanted.items() if st["files"].get(k) != hostfile.sha256(text)]
-    steps = [c for name in stale for c in hostfile.write(FILES[name], wanted[name], mkdir=True)]
-    if "unit" in stale:
-        steps.append("systemctl daemon-reload")
-    if st["enabled"] != "enabled":
-        steps.append(f"systemctl enable {UNIT}")
-    if st["active"] != "active":
-        steps.append(f"systemctl start {UNIT}")
-    elif stale:
-        steps.append(f"systemctl restart {UNIT}")
+    # dnsmasq reads its config at start only: a change is a restart
+    steps = ownunit.install_steps(st, FILES, wanted, UNIT, "restart")
     if steps:
         yield from hostfile.joined(steps)
     else:

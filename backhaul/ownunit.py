@@ -1,0 +1,70 @@
+"""A systemd unit of backhaul's own and the files it runs from (the isolation guard, the
+clients' resolver): how a fact reads their state in one command, and the steps an operation
+takes to install them. One statement for both, so the two stay alike."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from backhaul.operations import hostfile
+
+
+def state_command(files: dict[str, str], unit: str, extra: list[str] = ()) -> str:
+    """Prints ``file NAME SHA256`` per file present, ``enabled ...``, ``active ...``, then the
+    ``extra`` commands' lines (each ``KEY VALUE``)."""
+    return " ; ".join(
+        [
+            f"for f in {' '.join(f'{k}={shlex.quote(v)}' for k, v in files.items())}; do"
+            ' [ -f "${f#*=}" ] && printf "file %s %s\\n" "${f%%=*}"'
+            ' "$(sha256sum < "${f#*=}" | cut -c1-64)"; done',
+            f"printf 'enabled %s\\n' \"$(systemctl is-enabled {unit} 2>/dev/null)\"",
+            f"printf 'active %s\\n' \"$(systemctl is-active {unit} 2>/dev/null)\"",
+            *extra,
+            "true",
+        ]
+    )
+
+
+def default_state(files: dict[str, str], extra_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"files": dict.fromkeys(files), "enabled": None, "active": None} | dict.fromkeys(extra_keys)
+
+
+def parse_state(output: list[str], files: dict[str, str], extra_keys: tuple[str, ...] = ()) -> dict:
+    state = default_state(files, extra_keys)
+    for line in output:
+        kind, _, rest = line.strip().partition(" ")
+        if kind == "file":
+            name, _, sha = rest.partition(" ")
+            if name in files:
+                state["files"][name] = sha.strip() or None
+        elif kind in ("enabled", "active", *extra_keys):
+            state[kind] = rest.strip() or None
+    return state
+
+
+def install_steps(
+    st: dict,
+    files: dict[str, str],
+    wanted: dict[str, str],
+    unit: str,
+    on_change: str,
+    mode: Callable[[str], str] = lambda name: "644",
+    changed: bool = False,
+) -> list:
+    """The commands that bring the files and the unit to ``wanted``, enabled and running:
+    written files, a daemon-reload if the unit changed, enable, start; or, if it runs already
+    and a file changed (or ``changed``), ``systemctl <on_change>`` (reload or restart).
+    Empty when nothing is to do. Pass them through ``hostfile.joined``: one round trip."""
+    stale = [k for k, text in wanted.items() if st["files"].get(k) != hostfile.sha256(text)]
+    steps = [c for k in stale for c in hostfile.write(files[k], wanted[k], mode(k), mkdir=True)]
+    if "unit" in stale:
+        steps.append("systemctl daemon-reload")
+    if st["enabled"] != "enabled":
+        steps.append(f"systemctl enable {unit}")
+    if st["active"] != "active":
+        steps.append(f"systemctl start {unit}")
+    elif stale or changed:
+        steps.append(f"systemctl {on_change} {unit}")
+    return steps
