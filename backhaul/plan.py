@@ -297,6 +297,9 @@ def client_peers(net: Network, today: datetime.date) -> list[Peer]:
     return [Peer(f"{c.name} (client)", c.public_key, (c.wg_cidr,)) for c in active_clients(net, today)]
 
 
+DNS_PORT = 53  # the clients' resolver on the hub's WG address (backhaul/clients.py)
+
+
 def client_rules(net: Network) -> list[Rule]:
     """The hub's ufw rules for clients: WireGuard from anywhere (a laptop roams; WireGuard
     answers no packet that does not carry a known key, so a scan still finds nothing), and
@@ -306,7 +309,7 @@ def client_rules(net: Network) -> list[Rule]:
     return [
         Rule(net.port, "udp", why="WireGuard from the clients (any address: they roam)"),
         Rule(
-            53,
+            DNS_PORT,
             None,
             src=str(net.subnet),
             dst=str(net.hub.wg_ip),

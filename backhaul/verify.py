@@ -19,7 +19,7 @@ from backhaul import clients as clientmod
 from backhaul import network as netmod
 from backhaul import plan, probe, sshpath
 from backhaul.facts.health import HostHealth
-from backhaul.network import Host, Network
+from backhaul.network import HUB_WEB_PORTS, Host, Network
 from backhaul.operations.isolation import differs, guard_files
 from backhaul.session import connect
 
@@ -422,9 +422,12 @@ def _tcp_open(ip: str, port: int) -> bool:
 # --- a neighbour on the provider's network -------------------------------------------------
 def _declared_targets(net: Network, h: Host) -> list[tuple[str, int | None]]:
     """What a neighbour would try on the WG address that the file names: the host's services,
-    SSH, and ping."""
+    SSH, the hub's web ports (nginx listens on every address) and its resolver for clients, and
+    ping."""
     wg = str(h.wg_ip)
     ports = {s.port for s in net.services_on(h.name)} | {net.ssh.port}
+    if h.role == "hub":
+        ports |= set(HUB_WEB_PORTS) | ({plan.DNS_PORT} if net.clients else set())
     return [(wg, p) for p in sorted(ports)] + [(wg, None)]
 
 

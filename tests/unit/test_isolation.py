@@ -207,3 +207,16 @@ def test_verify_knocks_what_the_file_declares_while_it_reads_the_facts(tmp_path,
     health["b1"]["sockets"].append({"proto": "tcp", "address": "10.50.0.2", "port": 9001})
     extra = verify._undeclared_targets(net, net.host("b1"), health["b1"])
     assert extra == [("10.50.0.2", 9001)]
+
+
+def test_the_hubs_web_ports_are_knocked_with_the_declared_ones(tmp_path):
+    """nginx listens on every address of the hub: 80 and 443 are the file's (the hub's web
+    ports), knocked while the facts are read, not in a second round after them."""
+    from backhaul import verify
+
+    net = _net(tmp_path)
+    health = _health(net)
+    hub = net.hub
+    health[hub.name]["sockets"] += [{"proto": "tcp", "address": "0.0.0.0", "port": p} for p in (80, 443)]
+    assert verify._undeclared_targets(net, hub, health[hub.name]) == []
+    assert {(str(hub.wg_ip), 80), (str(hub.wg_ip), 443)} <= set(verify._declared_targets(net, hub))
