@@ -246,14 +246,23 @@ def _fetch_root(lab: Lab) -> str:
 
 def point_names_at(lab: Lab, ip: str) -> None:
     """The lab's DNS answers every name with ``ip``: the operator's DNS change when a new hub
-    takes over (ACME validates through it)."""
-    req = urllib.request.Request(
-        f"http://{lab.gateway}:{DNS_MGMT_PORT}/set-default-ipv4",
-        data=json.dumps({"ip": ip}).encode(),
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=5) as r:
-        r.read()
+    takes over (ACME validates through it). Both records move: when ``ip`` is a lab host's, its
+    address of the other family too (none: that record goes), else pebble would still dial the
+    old hub over the family left behind."""
+    host = next((h for h in lab.hosts if ip in (str(h.ip), str(h.ip6))), None)
+    v4 = ip if ":" not in ip else ""
+    v6 = ip if ":" in ip else ""
+    if host is not None:
+        v4 = "" if host.v6_only else str(host.ip)
+        v6 = str(host.ip6) if host.ip6 else ""
+    for family, address in (("ipv4", v4), ("ipv6", v6)):
+        req = urllib.request.Request(
+            f"http://{lab.gateway}:{DNS_MGMT_PORT}/set-default-{family}",
+            data=json.dumps({"ip": address}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            r.read()
 
 
 def acme_directory(lab: Lab) -> str:
