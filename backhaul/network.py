@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from backhaul import schema, yamledit
+from backhaul import fields, schema, yamledit
 from backhaul.errors import ConfigError, Problem
 from backhaul.model import (  # noqa: F401 - the model, re-exported
     ALL_CLIENTS,
@@ -156,12 +156,12 @@ def add_backend(
     def bad(field: str, message: str) -> None:
         problems.append(Problem(file, None, None, field, message))
 
-    if not isinstance(name, str) or not schema.HOST_NAME_RE.fullmatch(name):
-        bad("name", f"{_show(name)} is not a valid host name; {schema.NAME_HELP}")
+    if not isinstance(name, str) or not fields.HOST_NAME_RE.fullmatch(name):
+        bad("name", f"{_show(name)} is not a valid host name; {fields.NAME_HELP}")
     elif name in taken:
         bad("name", f"{_show(name)} is already a host in {file}; choose another name")
-    pub, error = schema.parse_ip(public_ip) if isinstance(public_ip, str) else (None, None)
-    why = schema.unroutable_reason(pub) if pub is not None else None
+    pub, error = fields.parse_ip(public_ip) if isinstance(public_ip, str) else (None, None)
+    why = fields.unroutable_reason(pub) if pub is not None else None
     if pub is None:
         bad("public_ip", error or f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.21")
     elif why:
@@ -179,7 +179,7 @@ def add_backend(
         bad(
             "public_ip",
             f"{_show(public_ip)} is IPv{pub.version} but the hub has "
-            f"{schema.family_names(set(net.hub.families))} only: the tunnel runs over a family both ends "
+            f"{fields.family_names(set(net.hub.families))} only: the tunnel runs over a family both ends "
             f"have; give the backend an address of the hub's family, or the hub an "
             f"IPv{pub.version} address (public_ip6 for IPv6) and deploy it first",
         )
@@ -197,7 +197,7 @@ def add_backend(
     if wg_ip is None:
         wg = next_free_wg_ip(net)
     else:
-        wg, error = schema.parse_ip(wg_ip, v4_only=True) if isinstance(wg_ip, str) else (None, None)
+        wg, error = fields.parse_ip(wg_ip, v4_only=True) if isinstance(wg_ip, str) else (None, None)
         if wg is None:
             bad("wg_ip", error or f"{_show(wg_ip)} is not an IPv4 address; write e.g. 10.50.0.9")
         else:
@@ -217,12 +217,12 @@ def add_backend(
     if problems:
         raise ConfigError(problems)
     root = yaml.compose(text)
-    fields = [
+    entry = [
         ("name", yamledit.scalar(name)),
         ("public_ip", yamledit.scalar(str(pub))),
         ("wg_ip", yamledit.scalar(str(wg))),
     ]
-    new_text = yamledit.apply(text, yamledit.append_item(text, root, "backends", fields))
+    new_text = yamledit.apply(text, yamledit.append_item(text, root, "backends", entry))
     new_net = _load_text(new_text, f"{file} (after adding {name})", Path(file))
     host = new_net.host(name)
     _write_atomic(file, text, new_text)
@@ -278,11 +278,11 @@ def set_hub_address(path: str | os.PathLike[str], public_ip: str) -> Host:
     file = os.fspath(path)
     text = _read(file)
     net = _load_text(text, file, Path(file))
-    pub, error = schema.parse_ip(public_ip) if isinstance(public_ip, str) else (None, None)
+    pub, error = fields.parse_ip(public_ip) if isinstance(public_ip, str) else (None, None)
     owner = next((h for h in net.backends if h.public_ip == pub), None) if pub else None
     if pub is None:
         problem = error or f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.10"
-    elif why := schema.unroutable_reason(pub):
+    elif why := fields.unroutable_reason(pub):
         problem = f"{_show(public_ip)} is {why}; give the new hub's public address"
     elif owner is not None:
         problem = (
@@ -395,8 +395,8 @@ def add_client(
     def bad(field: str, message: str) -> None:
         problems.append(Problem(file, None, None, field, message))
 
-    if not isinstance(name, str) or not schema.HOST_NAME_RE.fullmatch(name):
-        bad("name", f"{_show(name)} is not a valid client name; {schema.NAME_HELP}")
+    if not isinstance(name, str) or not fields.HOST_NAME_RE.fullmatch(name):
+        bad("name", f"{_show(name)} is not a valid client name; {fields.NAME_HELP}")
     elif name == ALL_CLIENTS or name in {h.name for h in net.hosts}:
         bad("name", f"{_show(name)} is a host or means every client; choose another name")
     elif name in {c.name for c in net.clients}:
@@ -405,7 +405,7 @@ def add_client(
             f"{_show(name)} is already a client in {file}; remove it first "
             f"(inv remove-client {name}) or choose another name",
         )
-    error = schema.public_key_error(public_key) if isinstance(public_key, str) else "missing"
+    error = fields.public_key_error(public_key) if isinstance(public_key, str) else "missing"
     if error:
         bad("public_key", error)
     else:
@@ -420,12 +420,12 @@ def add_client(
     if check_only:
         return None
     root = yaml.compose(text)
-    fields = [("name", yamledit.scalar(name)), ("public_key", yamledit.scalar(public_key))]
+    entry = [("name", yamledit.scalar(name)), ("public_key", yamledit.scalar(public_key))]
     if wg_ip is not None:
-        fields.append(("wg_ip", yamledit.scalar(wg_ip)))
+        entry.append(("wg_ip", yamledit.scalar(wg_ip)))
     if expires is not None:
-        fields.append(("expires", expires.isoformat()))
-    new_text = yamledit.apply(text, yamledit.append_item(text, root, "clients", fields))
+        entry.append(("expires", expires.isoformat()))
+    new_text = yamledit.apply(text, yamledit.append_item(text, root, "clients", entry))
     result = schema.check(new_text, f"{file} (after adding {name})", Path(file))
     if result.problems:
         raise ConfigError(result.problems)

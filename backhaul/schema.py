@@ -5,21 +5,19 @@ allocated, and the model built from a file that passes them all (``check``).
 every problem can point at the exact line and column it comes from. All problems are collected
 and returned together; nothing here reads a file, writes one or contacts a host.
 
-Every string that may later reach a template, a config file or a shell on a host is checked
-against a strict pattern here (names, domains, paths, units, e-mail, URLs), so nothing hostile
-gets past the model.
+Each value is judged by its check in ``backhaul/fields.py`` (names, addresses, paths, domains,
+units, e-mail, URLs, keys: strict patterns, so nothing hostile gets past the model); this module
+says which field gets which check, and what must hold between fields.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime
 import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,31 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from backhaul.errors import Problem
+from backhaul.fields import (
+    ACME_SERVERS,
+    ADDRESS_TYPES,
+    HOST_NAME_RE,
+    UNROUTABLE_V4,
+    allow_error,
+    check_acme_server,
+    check_domain,
+    check_email,
+    check_host_name,
+    check_interface,
+    check_mode,
+    check_service_name,
+    check_ssh_host,
+    check_ssh_via,
+    check_unit,
+    check_user,
+    controller_file,
+    controller_path,
+    family_names,
+    hub_path,
+    parse_ip,
+    public_key_error,
+    unroutable_reason,
+)
 from backhaul.model import (
     ALL_CLIENTS,
     HUB_WEB_PORTS,
@@ -42,64 +65,6 @@ from backhaul.yamlcheck import BAD, Checker, is_str, plural
 from backhaul.yamledit import TAG as _TAG
 from backhaul.yamledit import describe as _describe
 from backhaul.yamledit import show as _show
-
-ACME_SERVERS = {
-    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
-    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
-}
-
-
-TLS_MODES = ("acme", "self-signed", "provided")
-
-
-# fullmatch everywhere: `$` would accept a trailing newline. Explicit ASCII classes, never \w/\d.
-HOST_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-
-
-SERVICE_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-
-
-INTERFACE_RE = re.compile(r"[a-z][a-z0-9]{0,14}")
-
-
-USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-
-
-UNIT_RE = re.compile(r"(?!-)[A-Za-z0-9@_.:-]+\.service")  # never an option to systemctl
-
-
-HUB_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]*")
-
-
-CONTROLLER_PATH_RE = re.compile(r"[A-Za-z0-9._/~+@-]+")
-
-
-LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-EMAIL_RE = re.compile(r"[A-Za-z0-9._%+][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
-
-
-URL_RE = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/+=-]*)?")
-
-
-_ADDRESS_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
-
-
-_UNROUTABLE_V4 = tuple(
-    (ipaddress.IPv4Network(block), what)
-    for block, what in (
-        ("0.0.0.0/8", '0.0.0.0/8 ("this network", a source address only)'),
-        ("127.0.0.0/8", "127.0.0.0/8 (loopback)"),
-        ("169.254.0.0/16", "169.254.0.0/16 (link-local)"),
-        ("224.0.0.0/4", "224.0.0.0/4 (multicast)"),
-        ("240.0.0.0/4", "240.0.0.0/4 (reserved, and the broadcast address)"),
-    )
-)
-
-
-NAME_HELP = "use lowercase letters, digits and '-' (not at either end), at most 63 characters"
-
 
 _SECTIONS = {"network": "subnet", "proxy": "public_ip"}
 
@@ -173,7 +138,7 @@ class _Draft:
     public_ip6_node: Node | None = None
 
     def families(self) -> set[int]:
-        return {a.version for a in (self.public_ip, self.public_ip6) if isinstance(a, _ADDRESS_TYPES)}
+        return {a.version for a in (self.public_ip, self.public_ip6) if isinstance(a, ADDRESS_TYPES)}
 
 
 @dataclass
@@ -190,230 +155,6 @@ def _example(key: str) -> str:
 
 
 # -- field checks: return an error message, or None when fine ---------------------------------
-
-
-def parse_ip(value: str, *, v4_only: bool = False) -> tuple[Any, str | None]:
-    """``value`` as an address; (None, why not and the fix) for an address written another way
-    than the canonical one; (None, None) when it is no address at all (the caller says what to
-    write there). Only the canonical spelling is accepted: it is what every file on the hosts
-    gets, and ``ipaddress`` also takes a scope (``addr%scope``) that may hold almost any
-    character, newlines included."""
-    try:
-        addr = ipaddress.IPv4Address(value) if v4_only else ipaddress.ip_address(value)
-    except ValueError:
-        return None, None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id is not None:
-        bare = str(addr).partition("%")[0]
-        return None, (
-            f"{_show(value)} has a scope ('%...'), which no config file here can "
-            f"carry; write the address without it, e.g. {bare}"
-        )
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return None, (f"{_show(value)} is an IPv4 address written as IPv6; write {addr.ipv4_mapped}")
-    if value != str(addr):
-        return None, f"{_show(value)} is not in canonical form; write {addr}"
-    return addr, None
-
-
-def _allow_error(value: str) -> str | None:
-    """Why ``value`` is not an allow-list entry: an address or a CIDR, written canonically."""
-    try:
-        net = ipaddress.ip_network(value)
-    except ValueError:
-        try:
-            fixed = ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            return f"{_show(value)} is not an IP address or CIDR; write e.g. 198.51.100.7 or 198.51.100.0/24"
-        if "%" not in value:
-            return f"{_show(value)} has host bits set; write {fixed}"
-        net = fixed
-    if "%" in value:
-        return (
-            f"{_show(value)} has a scope ('%...'), which no config file here can carry; "
-            "write it without the scope"
-        )
-    canonical = str(net) if "/" in value else str(net.network_address)
-    if value != canonical:
-        return f"{_show(value)} is not in canonical form; write {canonical}"
-    return None
-
-
-def unroutable_reason(addr: Any) -> str | None:
-    """Why no other host can reach ``addr`` (None when it may be a public address)."""
-    if addr.is_unspecified:
-        return "the unspecified address (any address)"
-    if addr.is_loopback:
-        return "a loopback address (only the host itself reaches it)"
-    if addr.is_multicast:
-        return "a multicast address"
-    if addr.is_link_local:
-        return "a link-local address (valid on one network segment only)"
-    if addr.is_reserved:
-        return "a reserved address (never routed)"
-    return None
-
-
-# Fields checked by one pattern each: the value must match it whole, else the message.
-def _pattern(regex: re.Pattern[str], message: str) -> Callable[[str], str | None]:
-    def check(value: str) -> str | None:
-        return None if regex.fullmatch(value) else message.format(_show(value))
-
-    return check
-
-
-_check_host_name = _pattern(HOST_NAME_RE, "{} is not a valid host name; " + NAME_HELP)
-_check_service_name = _pattern(SERVICE_NAME_RE, "{} is not a valid service name; " + NAME_HELP)
-_check_interface = _pattern(
-    INTERFACE_RE,
-    "{} is not a valid interface name; use a lowercase "
-    "letter then up to 14 lowercase letters or digits, e.g. wg0",
-)
-_check_user = _pattern(USER_RE, "{} is not a valid user name; use e.g. root or deploy")
-_check_unit = _pattern(UNIT_RE, "{} is not a systemd service unit name; write e.g. app.service")
-_check_email = _pattern(EMAIL_RE, "{} does not look like an e-mail address; write e.g. ops@example.com")
-
-
-def _dns_error(value: str, *, single_label_ok: bool) -> str | None:
-    """Why ``value`` is not a DNS name (None when it is). A trailing dot is accepted."""
-    name = value[:-1] if value.endswith(".") else value
-    if name.startswith("*."):
-        return (
-            f"{_show(value)} is a wildcard; certificates are issued per name over HTTP-01, "
-            "so list each name (e.g. app.example.com)"
-        )
-    labels = name.split(".")
-    if (
-        not name
-        or len(name) > 253
-        or not all(LABEL_RE.fullmatch(label) for label in labels)
-        or (len(labels) < 2 and not single_label_ok)
-    ):
-        return (
-            f"{_show(value)} is not a valid DNS name; use letters, digits, '-' and dots, "
-            "labels of at most 63 characters, e.g. app.example.com"
-        )
-    if labels[-1].isdigit():
-        return f"{_show(value)} looks like an IP address, not a DNS name"
-    return None
-
-
-def _check_domain(value: str) -> str | None:
-    return _dns_error(value, single_label_ok=False)
-
-
-def _check_ssh_host(value: str) -> str | None:
-    addr, error = parse_ip(value)
-    if addr is not None:
-        if addr.is_unspecified or addr.is_multicast:
-            return (
-                f"{_show(value)} is {unroutable_reason(addr)}; SSH cannot connect to it: write "
-                "the host's address or name"
-            )
-        return None
-    if error:
-        return error
-    if _dns_error(value, single_label_ok=True) is None:
-        return None
-    return f"{_show(value)} is neither an IP address nor a host name; write e.g. 203.0.113.21"
-
-
-def _hub_path(example: str) -> Callable[[str], str | None]:
-    return lambda value: _check_hub_path(value, example)
-
-
-def _check_hub_path(value: str, example: str) -> str | None:
-    if not value.startswith("/"):
-        return f"{_show(value)} is not an absolute path; write e.g. {example}"
-    if not HUB_PATH_RE.fullmatch(value):
-        return (
-            f"{_show(value)} contains characters other than letters, digits and ._/-; "
-            "rename the file or use a symlink"
-        )
-    if ".." in value.split("/"):
-        return f"{_show(value)} contains a '..' component; write the path without it"
-    return None
-
-
-def _check_controller_path(value: str) -> str | None:
-    if CONTROLLER_PATH_RE.fullmatch(value) and ".." not in value.split("/")[1:]:
-        return None
-    if CONTROLLER_PATH_RE.fullmatch(value):
-        return f"{_show(value)} contains a '..' component; write the path without it"
-    return (
-        f"{_show(value)} contains characters other than letters, digits and ._/~+@-; "
-        "rename the file or use a symlink"
-    )
-
-
-_CONTROLLER_FILES = {
-    "key": "the SSH private key for ssh.user (or remove ssh.key to use your agent and ~/.ssh)",
-    "known_hosts": "a known_hosts file (it may be absent; new host keys are written to it)",
-    "ca": "a PEM CA bundle (-----BEGIN CERTIFICATE-----)",
-}
-
-
-CONTROLLER_FILE_HEAD = 1024 * 1024  # enough to see what a CA bundle or key file holds
-_RELATIVE = " (a relative path is relative to the network file's folder)"
-
-
-def _controller_file(base: Path, kind: str) -> Callable[[str], str | None]:
-    """The check of a file on this machine that the network file names (``kind``: a key of
-    ``_CONTROLLER_FILES``): it is read by the SSH connections or the ACME client, in the middle
-    of a deploy, where a missing file would be a traceback from one host's connection."""
-
-    def check(value: str) -> str | None:
-        error = _check_controller_path(value)
-        if error:
-            return error
-        path = _controller_path(value, base)
-        assert path is not None
-        where = "" if value.startswith(("/", "~")) else _RELATIVE
-        want = _CONTROLLER_FILES[kind]
-        if kind == "known_hosts" and not path.exists() and not path.is_symlink():
-            if path.parent.is_dir():
-                return None
-            return (
-                f"{_show(value)}: its folder does not exist{where}, so new host keys cannot "
-                f"be recorded; create the folder or write the path of {want}"
-            )
-        if not path.exists():
-            return f"{_show(value)}: no such file{where}; write the path of {want}"
-        if not path.is_file():
-            return f"{_show(value)} is not a file{where}; write the path of {want}"
-        try:
-            with open(path, "rb") as f:
-                head = f.read(CONTROLLER_FILE_HEAD)
-        except OSError as exc:
-            return f"{_show(value)} cannot be read ({exc.strerror}); give this user read access"
-        if kind == "ca" and b"-----BEGIN CERTIFICATE-----" not in head:
-            return f"{_show(value)} holds no certificate; write the path of {want}"
-        return None
-
-    return check
-
-
-def _check_acme_server(value: str) -> str | None:
-    if value in ACME_SERVERS or URL_RE.fullmatch(value):
-        return None
-    return (
-        f"{_show(value)} is not an ACME server; write letsencrypt, letsencrypt-staging or "
-        "an https:// directory URL"
-    )
-
-
-def _check_mode(value: str) -> str | None:
-    if value in TLS_MODES:
-        return None
-    close = difflib.get_close_matches(value, TLS_MODES, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{_show(value)} is not a TLS mode; use one of acme, self-signed, provided{hint}"
-
-
-def _controller_path(value: Any, base: Path) -> Path | None:
-    if value is None or value is BAD:
-        return None
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else base / p
 
 
 # -- the whole file ----------------------------------------------------------------------------
@@ -479,7 +220,7 @@ def _check_network(
     nm = ck.mapping(top.get("network"), "network", _NETWORK_KEYS, required=("subnet",)) or {}
     subnet = _subnet(ck, nm)
     port = ck.integer(nm, "port", "network.port", 1, 65535, 51820, "use e.g. 51820")
-    interface = ck.matching(nm, "interface", "network.interface", _check_interface) or "wg0"
+    interface = ck.matching(nm, "interface", "network.interface", check_interface) or "wg0"
     keepalive = ck.integer(
         nm, "keepalive", "network.keepalive", 0, 65535, 25, "use seconds, e.g. 25 (0 = off)"
     )
@@ -500,7 +241,7 @@ def _check_network(
 
     # ssh:
     sm = ck.mapping(top.get("ssh"), "ssh", _SSH_KEYS) or {}
-    ssh_user = ck.matching(sm, "user", "ssh.user", _check_user) or "root"
+    ssh_user = ck.matching(sm, "user", "ssh.user", check_user) or "root"
     ssh_port = ck.integer(sm, "port", "ssh.port", 1, 65535, 22, "use e.g. 22")
     if ssh_port in HUB_WEB_PORTS:
         ck.add(
@@ -510,8 +251,8 @@ def _check_network(
             "HTTPS (80 and 443), so sshd cannot listen there; write the port sshd uses, e.g. 22",
         )
         ssh_port = BAD
-    ssh_key = ck.matching(sm, "key", "ssh.key", _controller_file(base, "key"))
-    known_hosts = ck.matching(sm, "known_hosts", "ssh.known_hosts", _controller_file(base, "known_hosts"))
+    ssh_key = ck.matching(sm, "key", "ssh.key", controller_file(base, "key"))
+    known_hosts = ck.matching(sm, "known_hosts", "ssh.known_hosts", controller_file(base, "known_hosts"))
     ssh_via, allow_from = _ssh_access(ck, sm)
 
     # proxy: and backends:
@@ -582,8 +323,8 @@ def _check_network(
         ssh=Ssh(
             ssh_user,
             ssh_port,
-            _controller_path(ssh_key, base),
-            _controller_path(known_hosts, base),
+            controller_path(ssh_key, base),
+            controller_path(known_hosts, base),
             ssh_via,
             allow_from,
         ),
@@ -598,22 +339,9 @@ def _check_network(
     return network, allocated
 
 
-# -- ssh.via / ssh.allow_from: backends with no public port (see backhaul/sshpath.py) --
-SSH_VIA = ("direct", "hub")
-
-
-def _check_ssh_via(value: str) -> str | None:
-    if value not in SSH_VIA:
-        return (
-            f"{_show(value)} is not a way to reach a host; write direct (SSH on the public "
-            "address) or hub (SSH only over the tunnel, through the hub)"
-        )
-    return None
-
-
 def _ssh_access(ck: Checker, sm: dict[str, Node]) -> tuple[str, tuple[str, ...]]:
     """``ssh.via`` (default direct) and ``ssh.allow_from`` (admin addresses or CIDRs)."""
-    via = ck.matching(sm, "via", "ssh.via", _check_ssh_via)
+    via = ck.matching(sm, "via", "ssh.via", check_ssh_via)
     allow: list[str] = []
     for i, item in enumerate(ck.items(sm.get("allow_from"), "ssh.allow_from", "addresses")):
         path = f"ssh.allow_from[{i}]"
@@ -622,7 +350,7 @@ def _ssh_access(ck: Checker, sm: dict[str, Node]) -> tuple[str, tuple[str, ...]]
             if value is None:
                 ck.add(item, path, "is empty; write an address or CIDR, e.g. 198.51.100.7")
             continue
-        if error := _allow_error(value):
+        if error := allow_error(value):
             ck.add(item, path, error)
         elif value in allow:
             ck.add(item, path, f"{_show(value)} is listed twice; keep one")
@@ -633,7 +361,7 @@ def _ssh_access(ck: Checker, sm: dict[str, Node]) -> tuple[str, tuple[str, ...]]
 
 def _host_ssh_via(ck: Checker, m: dict[str, Node], path: str, role: str) -> Any:
     """A backend's own ``ssh_via`` (overrides ssh.via); the hub is always reached directly."""
-    via = ck.matching(m, "ssh_via", f"{path}.ssh_via", _check_ssh_via)
+    via = ck.matching(m, "ssh_via", f"{path}.ssh_via", check_ssh_via)
     if role == "hub" and via == "hub":
         ck.add(
             m["ssh_via"],
@@ -671,7 +399,7 @@ def _subnet(ck: Checker, nm: dict[str, Node]) -> Any:
     if value != str(loose):
         ck.add(node, "network.subnet", f"{_show(value)} is not in canonical form; write {loose}")
         return BAD
-    clash = next((what for block, what in _UNROUTABLE_V4 if loose.overlaps(block)), None)
+    clash = next((what for block, what in UNROUTABLE_V4 if loose.overlaps(block)), None)
     if clash:
         ck.add(
             node,
@@ -691,9 +419,9 @@ def _host(ck: Checker, node: Node, path: str, role: str) -> _Draft | None:
         return None
     assert isinstance(node, MappingNode)
     if role == "hub":
-        name = ck.matching(m, "name", f"{path}.name", _check_host_name) or "proxy"
+        name = ck.matching(m, "name", f"{path}.name", check_host_name) or "proxy"
     else:
-        name = ck.matching(m, "name", f"{path}.name", _check_host_name)
+        name = ck.matching(m, "name", f"{path}.name", check_host_name)
     public_ip = ck.text(m, "public_ip", f"{path}.public_ip", ip_like=True)
     if isinstance(public_ip, str):
         addr, error = parse_ip(public_ip)
@@ -727,7 +455,7 @@ def _host(ck: Checker, node: Node, path: str, role: str) -> _Draft | None:
             wg_ip = BAD
         else:
             wg_ip = addr
-    ssh_host = ck.matching(m, "ssh_host", f"{path}.ssh_host", _check_ssh_host)
+    ssh_host = ck.matching(m, "ssh_host", f"{path}.ssh_host", check_ssh_host)
     public_ip6 = _public_ip6(ck, m, path, public_ip)
     return _Draft(
         path,
@@ -776,7 +504,7 @@ def _public_ip6(ck: Checker, m: dict[str, Node], path: str, public_ip: Any) -> A
             f"{_show(value)} is {why}; no other host can reach it: write the host's public IPv6 address",
         )
         return BAD
-    if isinstance(public_ip, _ADDRESS_TYPES) and public_ip.version == 6:
+    if isinstance(public_ip, ADDRESS_TYPES) and public_ip.version == 6:
         ck.add(
             node,
             field,
@@ -808,9 +536,9 @@ def _check_unique(ck: Checker, drafts: list[_Draft], attr: str, what: str) -> No
 
 
 def _check_public_ip6_not_a_public_ip(ck: Checker, drafts: list[_Draft]) -> None:
-    owners = {d.public_ip: d for d in drafts if isinstance(d.public_ip, _ADDRESS_TYPES)}
+    owners = {d.public_ip: d for d in drafts if isinstance(d.public_ip, ADDRESS_TYPES)}
     for d in drafts:
-        other = owners.get(d.public_ip6) if isinstance(d.public_ip6, _ADDRESS_TYPES) else None
+        other = owners.get(d.public_ip6) if isinstance(d.public_ip6, ADDRESS_TYPES) else None
         if other is not None:
             ck.add(
                 d.public_ip6_node,
@@ -820,10 +548,6 @@ def _check_public_ip6_not_a_public_ip(ck: Checker, drafts: list[_Draft]) -> None
             )
 
 
-def family_names(versions: set[int]) -> str:
-    return " and ".join(f"IPv{v}" for v in sorted(versions))
-
-
 def _check_routes(ck: Checker, drafts: list[_Draft], subnet: Any) -> None:
     """Addresses that are fine one by one but cannot work together: a backend's public address
     of another family than the hub's, a public address or an SSH target inside the tunnel
@@ -831,10 +555,10 @@ def _check_routes(ck: Checker, drafts: list[_Draft], subnet: Any) -> None:
     tunnel = subnet if isinstance(subnet, ipaddress.IPv4Network) else None
     targets: dict[str, tuple[_Draft, str]] = {}
     hub = next((d for d in drafts if d.role == "hub"), None)
-    hub_ip = hub.public_ip if hub and isinstance(hub.public_ip, _ADDRESS_TYPES) else None
+    hub_ip = hub.public_ip if hub and isinstance(hub.public_ip, ADDRESS_TYPES) else None
     hub_families = hub.families() if hub and hub_ip and hub.public_ip6 is not BAD else set()
     for d in drafts:
-        public = d.public_ip if isinstance(d.public_ip, _ADDRESS_TYPES) else None
+        public = d.public_ip if isinstance(d.public_ip, ADDRESS_TYPES) else None
         if (
             hub_families
             and public
@@ -998,7 +722,7 @@ def _services(
         if m is None:
             continue
         ok = True
-        name = ck.matching(m, "name", f"{path}.name", _check_service_name)
+        name = ck.matching(m, "name", f"{path}.name", check_service_name)
         if isinstance(name, str):
             if name in names:
                 ck.add(
@@ -1045,7 +769,7 @@ def _services(
                 ck.add(dnode, dpath, f"expected a domain name, got {_describe(dnode)}")
                 ok = False
                 continue
-            error = _check_domain(dnode.value)
+            error = check_domain(dnode.value)
             if error:
                 ck.add(dnode, dpath, error)
                 ok = False
@@ -1072,7 +796,7 @@ def _services(
             if clients is not None and (anode.value in clients or anode.value == ALL_CLIENTS):
                 allow_names.append(anode.value)  # resolved to addresses by _resolve_allow
                 continue
-            error = _allow_error(anode.value)
+            error = allow_error(anode.value)
             if error and clients is not None and HOST_NAME_RE.fullmatch(anode.value):
                 known = ", ".join(sorted(clients)) or "none yet"
                 error = (
@@ -1087,8 +811,8 @@ def _services(
                 allow.append(str(ipaddress.ip_network(anode.value)))
         websocket = ck.boolean(m, "websocket", f"{path}.websocket")
         hsts = ck.boolean(m, "hsts", f"{path}.hsts")
-        compose = ck.matching(m, "compose", f"{path}.compose", _hub_path("/srv/app/compose.yml"))
-        unit = ck.matching(m, "unit", f"{path}.unit", _check_unit)
+        compose = ck.matching(m, "compose", f"{path}.compose", hub_path("/srv/app/compose.yml"))
+        unit = ck.matching(m, "unit", f"{path}.unit", check_unit)
         values = (name, backend, port, websocket, hsts, compose, unit)
         if ok and not any(v is BAD for v in values) and name and backend and port:
             out.append(
@@ -1112,13 +836,13 @@ def _tls(ck: Checker, node: Node | None, doc: MappingNode, base: Path) -> Any:
     m = ck.mapping(node, "tls", _TLS_KEYS)
     if m is None:
         return BAD
-    mode = ck.matching(m, "mode", "tls.mode", _check_mode) or "acme"
-    server = ck.matching(m, "acme_server", "tls.acme_server", _check_acme_server) or "letsencrypt"
-    email = ck.matching(m, "email", "tls.email", _check_email)
-    bundle = ck.matching(m, "acme_ca_bundle", "tls.acme_ca_bundle", _controller_file(base, "ca"))
-    roots = ck.matching(m, "verify_ca_bundle", "tls.verify_ca_bundle", _controller_file(base, "ca"))
-    cert = ck.matching(m, "cert", "tls.cert", _hub_path("/etc/ssl/certs/site.pem"))
-    key = ck.matching(m, "key", "tls.key", _hub_path("/etc/ssl/private/site.key"))
+    mode = ck.matching(m, "mode", "tls.mode", check_mode) or "acme"
+    server = ck.matching(m, "acme_server", "tls.acme_server", check_acme_server) or "letsencrypt"
+    email = ck.matching(m, "email", "tls.email", check_email)
+    bundle = ck.matching(m, "acme_ca_bundle", "tls.acme_ca_bundle", controller_file(base, "ca"))
+    roots = ck.matching(m, "verify_ca_bundle", "tls.verify_ca_bundle", controller_file(base, "ca"))
+    cert = ck.matching(m, "cert", "tls.cert", hub_path("/etc/ssl/certs/site.pem"))
+    key = ck.matching(m, "key", "tls.key", hub_path("/etc/ssl/private/site.key"))
     parent = node if isinstance(node, MappingNode) else doc
     if mode == "acme" and email is None:
         ck.add(
@@ -1153,10 +877,10 @@ def _tls(ck: Checker, node: Node | None, doc: MappingNode, base: Path) -> Any:
         server,
         directory,
         email,
-        _controller_path(bundle, base),
+        controller_path(bundle, base),
         cert,
         key,
-        _controller_path(roots, base),
+        controller_path(roots, base),
     )
 
 
@@ -1172,20 +896,6 @@ class _ClientDraft:
     wg_ip: Any
     wg_ip_node: Node | None
     expires: Any
-
-
-def public_key_error(value: str) -> str | None:
-    """Why ``value`` is not a WireGuard public key (44 characters of base64, 32 bytes)."""
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except ValueError:
-        raw = b""
-    if len(raw) == 32 and base64.b64encode(raw).decode() == value:
-        return None
-    return (
-        f"{_show(value)} is not a WireGuard public key (44 characters of base64, e.g. the "
-        "output of `wg pubkey`); paste the client's public key, never its private key"
-    )
 
 
 def _expires(ck: Checker, m: dict[str, Node], path: str) -> Any:
@@ -1231,7 +941,7 @@ def _client_drafts(ck: Checker, node: Node | None, hosts: list[_Draft]) -> list[
         if m is None:
             continue
         assert isinstance(item, MappingNode)
-        name = ck.matching(m, "name", f"{path}.name", _check_host_name)
+        name = ck.matching(m, "name", f"{path}.name", check_host_name)
         if isinstance(name, str):
             if name == ALL_CLIENTS:
                 ck.add(

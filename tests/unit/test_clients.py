@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from backhaul import fields, nginxconf, schema
 from backhaul import network as netmod
-from backhaul import nginxconf, schema
 from backhaul.errors import ConfigError
 
 K1 = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
@@ -208,7 +208,7 @@ def test_the_client_config_peers_with_the_hub_only_and_names_its_resolver(tmp_pa
 
     net = netmod.load(write(tmp_path, TWO))
     priv, pub = clients.keypair()
-    assert len(priv) == 44 and schema.public_key_error(pub) is None and priv != pub
+    assert len(priv) == 44 and fields.public_key_error(pub) is None and priv != pub
     text = clients.config_text(net, net.client("laptop"), "HUBKEY=", priv)
     assert text.splitlines()[1:6] == [
         "[Interface]",
