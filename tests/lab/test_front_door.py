@@ -201,9 +201,16 @@ def test_a_dead_tunnel_behind_a_kept_alive_connection_is_a_502_not_a_timeout(lab
     dead = "iptables -I INPUT -i wg0 -j DROP && iptables -I OUTPUT -o wg0 -j DROP"
     alive = "iptables -D INPUT -i wg0 -j DROP; iptables -D OUTPUT -o wg0 -j DROP"
     try:
+        # The reload is asynchronous: an old worker still answers (200) until it has no
+        # connection left, and then closes the idle client connection this test goes on with.
+        # Wait until every worker is a new one.
+        deadline = time.monotonic() + 60
+        while "shutting down" in lab.ssh("proxy", "ps -C nginx -o args=").stdout:
+            assert time.monotonic() < deadline, "nginx's old workers never finished"
+            time.sleep(0.2)
         # one client connection: both requests reach the same nginx worker, and its pool
         deadline = time.monotonic() + 30
-        while True:  # the reload is asynchronous: until a new worker answers
+        while True:
             conn = http.client.HTTPConnection(name, timeout=200)
             conn.sock = out.tls_socket(name)
             conn.sock.settimeout(200)
