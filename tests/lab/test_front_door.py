@@ -197,15 +197,17 @@ def test_a_dead_tunnel_behind_a_kept_alive_connection_is_a_502_not_a_timeout(lab
     out, name = door["outside"], door["name"]
     # a long upstream keepalive_timeout: the kept connection is still there for the second
     # request, however slow this machine is today
+    workers = "pgrep -f '^nginx: worker process' || true"
+    before_reload = set(lab.ssh("proxy", workers).stdout.split())
     lab.pyinfra("deploys/nginx.py", "--data", "nginx_keepalive_timeout=300s", network=door["path"])
     dead = "iptables -I INPUT -i wg0 -j DROP && iptables -I OUTPUT -o wg0 -j DROP"
     alive = "iptables -D INPUT -i wg0 -j DROP; iptables -D OUTPUT -o wg0 -j DROP"
     try:
         # The reload is asynchronous: an old worker still answers (200) until it has no
         # connection left, and then closes the idle client connection this test goes on with.
-        # Wait until every worker is a new one.
+        # Wait until every worker is one the reload started.
         deadline = time.monotonic() + 60
-        while "shutting down" in lab.ssh("proxy", "ps -C nginx -o args=").stdout:
+        while before_reload & set(lab.ssh("proxy", workers).stdout.split()):
             assert time.monotonic() < deadline, "nginx's old workers never finished"
             time.sleep(0.2)
         # one client connection: both requests reach the same nginx worker, and its pool
