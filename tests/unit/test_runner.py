@@ -3,6 +3,8 @@ port on loopback: pyinfra's connection is refused at once, no lab needed)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from backhaul import flows
 from backhaul.errors import DeployError
 from backhaul.runner import Run
+
+REPO = Path(__file__).resolve().parents[2]
 
 UNREACHABLE = """\
 network:
@@ -42,6 +46,24 @@ def test_when_every_host_failed_the_report_says_so(tmp_path: Path) -> None:
     assert message.startswith("the deploy failed on backend-1, proxy")
     assert "other hosts are converged" not in message
     assert "No host completed the deploy" in message
+
+
+def test_the_deploys_own_process_never_loads_pyinfra(tmp_path: Path) -> None:
+    """`inv deploy` runs pyinfra as a child: importing it here too is a fifth of a no-op
+    deploy's time spent for nothing (issue 10's benchmark). A fresh interpreter, the real
+    flow, the real pyinfra child; then what the parent imported."""
+    code = (
+        "import sys\n"
+        "from backhaul import flows\n"
+        "from backhaul.errors import DeployError\n"
+        "try:\n"
+        f"    flows.deploy({str(network_file(tmp_path))!r})\n"
+        "except DeployError:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyinfra', 'cryptography')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize(
