@@ -54,15 +54,19 @@ def install_steps(
     changed: bool = False,
 ) -> list:
     """The commands that bring the files and the unit to ``wanted``, enabled and running:
-    written files, a daemon-reload if the unit changed, enable, start; or, if it runs already
-    and a file changed (or ``changed``), ``systemctl <on_change>`` (reload or restart).
+    written files, then ``enable --now`` a unit not yet enabled (enable reloads systemd
+    itself: a daemon-reload before it costs a second one, 0.1 s); an enabled unit whose file
+    changed gets the daemon-reload, then a start, or, if it runs already and a file changed
+    (or ``changed``), ``systemctl <on_change>`` (reload or restart).
     Empty when nothing is to do. Pass them through ``hostfile.joined``: one round trip."""
     stale = [k for k, text in wanted.items() if st["files"].get(k) != hostfile.sha256(text)]
     steps = [c for k in stale for c in hostfile.write(files[k], wanted[k], mode(k), mkdir=True)]
-    if "unit" in stale:
-        steps.append("systemctl daemon-reload")
     if st["enabled"] != "enabled":
+        if st["active"] != "active":
+            return [*steps, f"systemctl enable --now {unit}"]
         steps.append(f"systemctl enable {unit}")
+    elif "unit" in stale:
+        steps.append("systemctl daemon-reload")
     if st["active"] != "active":
         steps.append(f"systemctl start {unit}")
     elif stale or changed:
