@@ -12,15 +12,14 @@ from backhaul.operations import hostfile
 
 
 def state_command(files: dict[str, str], unit: str, extra: list[str] = ()) -> str:
-    """Prints ``file NAME SHA256`` per file present, ``enabled ...``, ``active ...``, then the
-    ``extra`` commands' lines (each ``KEY VALUE``)."""
+    """Prints ``SHA256  PATH`` per file present (one sha256sum for them all), the unit's
+    ``ActiveState=`` and ``UnitFileState=`` (one systemctl), then the ``extra`` commands'
+    lines (each ``KEY VALUE``). It is in every deploy's bundled read on every host: few
+    processes matter there."""
     return " ; ".join(
         [
-            f"for f in {' '.join(f'{k}={shlex.quote(v)}' for k, v in files.items())}; do"
-            ' [ -f "${f#*=}" ] && printf "file %s %s\\n" "${f%%=*}"'
-            ' "$(sha256sum < "${f#*=}" | cut -c1-64)"; done',
-            f"printf 'enabled %s\\n' \"$(systemctl is-enabled {unit} 2>/dev/null)\"",
-            f"printf 'active %s\\n' \"$(systemctl is-active {unit} 2>/dev/null)\"",
+            f"sha256sum -- {' '.join(shlex.quote(v) for v in files.values())} 2>/dev/null",
+            f"systemctl show -p ActiveState -p UnitFileState {unit} 2>/dev/null",
             *extra,
             "true",
         ]
@@ -31,16 +30,22 @@ def default_state(files: dict[str, str], extra_keys: tuple[str, ...] = ()) -> di
     return {"files": dict.fromkeys(files), "enabled": None, "active": None} | dict.fromkeys(extra_keys)
 
 
+_SYSTEMD = {"UnitFileState": "enabled", "ActiveState": "active"}  # property -> our key
+
+
 def parse_state(output: list[str], files: dict[str, str], extra_keys: tuple[str, ...] = ()) -> dict:
     state = default_state(files, extra_keys)
+    name_of = {path: name for name, path in files.items()}
     for line in output:
-        kind, _, rest = line.strip().partition(" ")
-        if kind == "file":
-            name, _, sha = rest.partition(" ")
-            if name in files:
-                state["files"][name] = sha.strip() or None
-        elif kind in ("enabled", "active", *extra_keys):
-            state[kind] = rest.strip() or None
+        prop, eq, value = line.strip().partition("=")
+        if eq and prop in _SYSTEMD:
+            state[_SYSTEMD[prop]] = value.strip() or None  # empty: no such unit file
+            continue
+        first, _, rest = line.strip().partition(" ")
+        if rest.strip() in name_of and len(first) == 64:  # sha256sum's "SHA256  PATH"
+            state["files"][name_of[rest.strip()]] = first
+        elif first in extra_keys:
+            state[first] = rest.strip() or None
     return state
 
 

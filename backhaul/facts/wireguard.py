@@ -115,9 +115,9 @@ class WireguardState(FactBase[dict[str, Any] | None]):
             "link_exists": True,
             "link_up": True,
             "link_kind": "tun",                # "wireguard" (kernel), "tun" (wireguard-go)
-            "service_state": "active",         # systemctl is-active wg-quick@wg0
+            "service_state": "active",         # its ActiveState
             "service_active": True,
-            "service_enabled_state": "enabled",  # systemctl is-enabled wg-quick@wg0
+            "service_enabled_state": "enabled",  # its UnitFileState
             "service_enabled": True,
             "psk_peers": ["Pk2...="],          # live peers that have a preshared key
             "psk_dir": True,                   # /etc/wireguard/psk exists
@@ -152,8 +152,8 @@ class WireguardState(FactBase[dict[str, Any] | None]):
                 f"awk {shlex.quote(AWK_INTERFACE)} {p['conf']}; "
                 "else echo config_exists=no; fi",
                 f'echo "link=$(ip -d -o link show dev {q_if} 2>/dev/null)"',
-                f'echo "service_state=$(systemctl is-active {unit} 2>/dev/null)"',
-                f'echo "service_enabled_state=$(systemctl is-enabled {unit} 2>/dev/null)"',
+                # one systemctl for both (this fact is in every deploy's read of every host)
+                f"systemctl show -p ActiveState -p UnitFileState {unit} 2>/dev/null",
                 f'echo "psk_peers=$(wg show {q_if} preshared-keys 2>/dev/null '
                 f'| awk {shlex.quote(_AWK_LIVE_PSK)})"',
                 f"if [ -d {shlex.quote(PSK_DIR)} ]; then echo psk_dir=yes; fi",
@@ -199,8 +199,8 @@ class WireguardState(FactBase[dict[str, Any] | None]):
                 link_kind = "wireguard"
             elif re.search(r"\btun\b", link):
                 link_kind = "tun"
-        service_state = raw.get("service_state") or None
-        enabled_state = raw.get("service_enabled_state") or None
+        service_state = raw.get("ActiveState") or None
+        enabled_state = raw.get("UnitFileState") or None
 
         return {
             "key_exists": raw.get("key_exists") == "yes",
