@@ -43,28 +43,35 @@ class HostHealth(FactBase[dict[str, Any]]):
         q_if = shlex.quote(interface)
         pings = " ".join(shlex.quote(p) for p in ping)
         tcps = " ".join(shlex.quote(t) for t in tcp)
-        parts = [
+        # The probes wait on the network (two pings 0.2 s apart), the reads on the CPU: the
+        # probes start first, in the background, and their sections are printed at the end.
+        probes = {
+            # all targets at once (a hub with 20 backends must not ping them one by one)
+            "ping": f"for t in {pings}; do (if ping -c2 -i0.2 -W1 -q $t >/dev/null; "
+            'then echo "$t yes"; else echo "$t no"; fi) & done; wait',
+            # bash's /dev/tcp: no extra package needed on the host
+            "tcp": f"for t in {tcps}; do ("
+            'if timeout 2 bash -c "exec 3<>/dev/tcp/${t%:*}/${t##*:}"; '
+            'then echo "$t yes"; else echo "$t no"; fi) & done; wait',
+        }
+        reads = [
             _section("sockets", ListeningSockets().command()),
             _section("wireguard", WireguardState().command(interface=interface)),
             _section("peers", WireguardPeers().command(interface=interface)),
             _section("listen_port", f"wg show {q_if} listen-port"),
-            _section("now", "date +%s"),
-            _section("isolation", IsolationGuard().command()),  # handshake times are in the host's clock
-            # all targets at once (a hub with 20 backends must not ping them one by one)
-            _section(
-                "ping",
-                f"for t in {pings}; do (if ping -c2 -i0.2 -W1 -q $t >/dev/null; "
-                'then echo "$t yes"; else echo "$t no"; fi) & done; wait',
-            ),
-            # bash's /dev/tcp: no extra package needed on the host
-            _section(
-                "tcp",
-                f"for t in {tcps}; do ("
-                'if timeout 2 bash -c "exec 3<>/dev/tcp/${t%:*}/${t##*:}"; '
-                'then echo "$t yes"; else echo "$t no"; fi) & done; wait',
-            ),
+            _section("now", "date +%s"),  # handshake times are in the host's clock
+            _section("isolation", IsolationGuard().command()),
         ]
-        return "; ".join(parts)
+        return "\n".join(  # one line each: "&" ends a command as ";" does
+            [
+                "d=$(mktemp -d) || exit 1",
+                *(f'{{ {_section(name, cmd)} ; }} >"$d/{name}" &' for name, cmd in probes.items()),
+                *reads,
+                "wait",
+                *(f'cat "$d/{name}"' for name in probes),
+                'rm -rf "$d"',
+            ]
+        )
 
     def process(self, output: list[str]) -> dict[str, Any]:
         sections: dict[str, list[str]] = {}

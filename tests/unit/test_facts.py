@@ -81,3 +81,34 @@ def test_an_own_units_state_is_read_by_one_sha256sum_and_one_systemctl(tmp_path)
     }
     assert len((tmp_path / "calls").read_text().splitlines()) == 1
     assert command.count("sha256sum") == 1
+
+
+def test_verifys_pings_run_while_the_host_reads_its_state(tmp_path):
+    """verify's one command per host: the pings wait on the network (0.2 s at least), the
+    reads (WireGuard, the isolation guard's rules) on the CPU. They overlap. The real command
+    under sh; a ping that answers only once the reads have run (the `date` of the "now"
+    section), or gives up after 5 s."""
+    import subprocess
+
+    from backhaul.facts.health import HostHealth
+
+    log = tmp_path / "log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {
+        "ping": f'echo "ping $*" >>{log}; i=0\n'
+        f'while ! grep -q "^date" {log} && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n'
+        f'echo "pong" >>{log}',
+        "date": f'echo "date" >>{log}; echo 1700000000',
+        "systemctl": "exit 0",
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    command = HostHealth().command(interface="wg0", ping=("10.50.0.1",))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env, timeout=30)
+    calls = [line.split()[0] for line in log.read_text().splitlines()]
+    assert calls == ["ping", "date", "pong"]
+    health = HostHealth().process(out.stdout.splitlines())
+    assert health["ping"] == {"10.50.0.1": True}
