@@ -119,6 +119,70 @@ def test_the_guard_script_parses(tmp_path):
     assert '"$tool-restore" -w --noflush' in script  # never a flush of anyone else's rules
 
 
+def _guard_sandbox(tmp_path):
+    """The real guard script, its paths moved under tmp_path, run by sh against stand-ins:
+    iptables tools that keep the loaded rules in a file per table; grep, cat, sha256sum and cut
+    that log their call and run the real one."""
+    net = _net(tmp_path)
+    script = guard_files(plan.isolation(net, net.host("b1")))["script"]
+    root = tmp_path / "host"
+    for p in (
+        "/etc/backhaul/isolation.rules",
+        "/etc/backhaul/isolation6.rules",
+        "/run/backhaul/isolation.loaded",
+    ):
+        script = script.replace(p, f"{root}{p}")
+    (root / "etc/backhaul").mkdir(parents=True)
+    (root / "etc/backhaul/isolation.rules").write_text("*raw\n-A backhaul-guard -j DROP\nCOMMIT\n")
+    (root / "etc/backhaul/isolation6.rules").write_text("*raw\n-A backhaul-guard -j DROP\nCOMMIT\n")
+    bin_dir, tables, log = tmp_path / "bin", tmp_path / "tables", tmp_path / "calls"
+    bin_dir.mkdir()
+    tables.mkdir()
+    tools = {
+        # restore: the rules file's -A lines go into its table
+        "restore": f'echo "$(basename $0)" >>{log}; t=; while read -r l; do case "$l" in '
+        f'"*"*) t=${{l#?}};; -A*) echo "$l" >>{tables}/$(basename $0)-$t;; esac; done',
+        "save": f'echo "$(basename $0)" >>{log}; '
+        f"/usr/bin/cat {tables}/$(basename $0 -save)-restore-$2 2>/dev/null; true",
+        "tables": "exit 1",  # -L/-C/-I of a hook: the chain is not listed, nothing is hooked
+    }
+    for fam in ("iptables", "ip6tables"):
+        for kind, body in tools.items():
+            name = fam if kind == "tables" else f"{fam}-{kind}"
+            (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+    for real in ("grep", "cat", "sha256sum", "cut"):
+        (bin_dir / real).write_text(f'#!/bin/sh\necho {real} >>{log}\nexec /usr/bin/{real} "$@"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    path = tmp_path / "guard.sh"
+    path.write_text(script)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+    def run(arg):
+        log.write_text("")
+        out = subprocess.run(["sh", str(path), arg], capture_output=True, text=True, env=env, check=True)
+        return out.stdout.strip(), log.read_text().split()
+
+    return run, tables
+
+
+def test_the_guards_check_tells_loaded_from_flushed_in_few_processes(tmp_path):
+    """The check runs in every deploy's and every verify's read of every host: one grep over
+    the four tables' rules, not one per table (29 ms of CPU per host before)."""
+    run, tables = _guard_sandbox(tmp_path)
+    assert run("check")[0] == "not-loaded"
+    run("start")
+    state, calls = run("check")
+    assert state == "loaded"
+    assert sorted(calls) == sorted(
+        ["cat", "grep", "sha256sum", "cut"]
+        + [f"{t}-save" for t in ("iptables", "ip6tables") for _ in range(2)]
+    )
+    for f in tables.iterdir():  # someone flushed the rules
+        f.write_text("")
+    assert run("check")[0] == "changed"
+
+
 # --- verify ------------------------------------------------------------------------------
 def _health(net, active="active", rules="loaded", files=None):
     out = {}
