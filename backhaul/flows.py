@@ -152,7 +152,7 @@ def add_backend(network_file: str, public_ip: str, name: str | None = None, wg_i
                 raise
             print(f"backhaul: added {host.name} ({public_ip}, {host.wg_ip}) to {network_file}", flush=True)
         net = netmod.load(network_file)
-        # The new host fully; on the hub its peer (wg syncconf) and firewall rule. Nothing else.
+        # The new host fully; on the hub its peer (one live `wg set`) and firewall rule. Nothing else.
         # (ssh.via hub: its first deploy goes over its public SSH, which is closed right after.)
         _converge(network_file, net, [net.hub.name, host.name]).check(
             f"deploying {host.name}", "The file already has it: run the same add-backend again to finish."
@@ -301,7 +301,7 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
                 if name != net.hub.name and net.preshared_keys:
                     what = f"new key and preshared key with {net.hub.name}"
                 print(f"backhaul: {name}: {what} live in {time.monotonic() - t0:.2f}s", flush=True)
-        # Write the configs to match what is live (wg syncconf then changes nothing).
+        # Write the configs to match what is live (the live peer update then changes nothing).
         run_pyinfra(network_file, deploy_file="deploys/wireguard.py", limit=pair).check(
             "writing the configs for the new keys", "The new keys are live: run inv deploy."
         )
@@ -315,8 +315,8 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
 def add_client(
     network_file: str, name: str, public_key: str | None = None, expires: str | None = None, show=print
 ) -> None:
-    """Write the client into the file (its public key only), put its peer on the hub (wg
-    syncconf: no other tunnel drops), and show its config once.
+    """Write the client into the file (its public key only), put its peer on the hub (a live
+    `wg set`: no other tunnel drops), and show its config once.
 
     Without ``public_key`` a key pair is made here, in memory: the config with the private key
     is shown once (text and QR code) and forgotten; nothing of it reaches a file, a log or a
@@ -387,7 +387,7 @@ def _hub_public_key(net) -> str:
 
 
 def remove_client(network_file: str, name: str) -> None:
-    """Take the client out of the file, then its peer off the hub (wg syncconf)."""
+    """Take the client out of the file, then its peer off the hub (a live `wg set`)."""
     with network_lock(network_file, wait=0):
         net = netmod.load(network_file)
         netmod.remove_client(network_file, name)  # refuses while an allow list names it

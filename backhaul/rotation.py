@@ -3,7 +3,7 @@
 A WireGuard peer is its public key, so a new key means the other side must learn it before
 the tunnel works again. The gap is the time between the two live changes; they run back to
 back on SSH connections opened beforehand (tens of milliseconds), then a normal deploy writes
-the configs, which already match the live state (wg syncconf changes nothing). Private keys
+the configs, which already match the live state (the live peer update changes nothing). Private keys
 never leave their hosts: only the new PUBLIC key is read back.
 
 Cut short at any step (a command fails, SSH drops), a rotation leaves nothing a deploy does not

@@ -272,45 +272,58 @@ def interface_settings(content: str) -> list[list[str]]:
     return settings
 
 
-def content_peers(content: str) -> list[tuple[str, bool]]:
-    """``(public key, has a PresharedKeyFile)`` for each [Peer] of an uploaded conf."""
-    peers: list[list] = []
-    current = ""
-    for line in content.splitlines():
+class Peer(NamedTuple):
+    """A [Peer] of an uploaded conf, its values as ``wg show``/``wg set`` take them."""
+
+    public_key: str
+    allowed_ips: tuple[str, ...]  # canonical and sorted, as ``wg show <if> allowed-ips`` prints
+    endpoint: str | None = None
+    keepalive: str | None = None  # seconds, as written
+    psk_file: str | None = None  # ``PresharedKeyFile``: the key's file on the host
+
+
+def content_peer_list(content: str) -> list[Peer]:
+    """Every [Peer] of an uploaded conf that names a public key, in order."""
+    peers: list[Peer] = []
+    values: dict[str, Any] | None = None  # of the [Peer] being read
+    for line in [*content.splitlines(), "[end]"]:
         opened = section(line)
         if opened is not None:
-            current = opened
-            if current == "[peer]":
-                peers.append(["", False])
+            if values and values.get("public_key"):
+                values["allowed_ips"] = tuple(sorted(values.get("allowed_ips", [])))
+                peers.append(Peer(**values))
+            values = {} if opened == "[peer]" else None
             continue
         s = setting(line)
-        if current != "[peer]" or s is None:
+        if values is None or s is None:
             continue
-        if s.key == key(PUBLIC_KEY):
-            peers[-1][0] = s.value
-        elif s.key == key(PRESHARED_KEY_FILE):
-            peers[-1][1] = True
-    return [(pk, psk) for pk, psk in peers if pk]
+        if s.key == key(ALLOWED_IPS):
+            values.setdefault("allowed_ips", []).extend(
+                _canonical_network(v) for v in s.value.split(",") if v.strip()
+            )
+        elif s.key in _PEER_FIELDS:
+            values[_PEER_FIELDS[s.key]] = s.value
+    return peers
+
+
+_PEER_FIELDS = {
+    key(PUBLIC_KEY): "public_key",
+    key(ENDPOINT): "endpoint",
+    key(KEEPALIVE): "keepalive",
+    key(PRESHARED_KEY_FILE): "psk_file",
+}
+
+
+def content_peers(content: str) -> list[tuple[str, bool]]:
+    """``(public key, has a PresharedKeyFile)`` for each [Peer] of an uploaded conf."""
+    return [(p.public_key, p.psk_file is not None) for p in content_peer_list(content)]
 
 
 def content_allowed_ips(content: str) -> dict[str, list[str]]:
     """``{public key: sorted allowed IPs}`` of an uploaded conf, as ``wg show`` prints them."""
     out: dict[str, list[str]] = {}
-    peer: list | None = None  # [public key, allowed ips] of the [Peer] being read
-    for line in [*content.splitlines(), "[end]"]:
-        opened = section(line)
-        if opened is not None:
-            if peer and peer[0]:
-                out.setdefault(peer[0], []).extend(peer[1])
-            peer = ["", []] if opened == "[peer]" else None
-            continue
-        s = setting(line)
-        if peer is None or s is None:
-            continue
-        if s.key == key(PUBLIC_KEY):
-            peer[0] = s.value
-        elif s.key == key(ALLOWED_IPS):
-            peer[1].extend(_canonical_network(v) for v in s.value.split(",") if v.strip())
+    for p in content_peer_list(content):
+        out.setdefault(p.public_key, []).extend(p.allowed_ips)
     return {pk: sorted(ips) for pk, ips in out.items()}
 
 

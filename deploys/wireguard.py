@@ -5,8 +5,9 @@
 Configs are rendered when their operation runs, after every host's key pair exists, so one run
 takes bare hosts to a working network. A partial run never drops a peer: a peer whose key this
 run cannot read (its host does not answer SSH) keeps what this host's conf and live interface
-have, on the hub for a backend as on a backend for the hub. Peer changes are applied with `wg
-syncconf` (systemctl reload), so other tunnels stay up; only an [Interface] change restarts.
+have, on the hub for a backend as on a backend for the hub. Peer changes are applied live with
+one `wg set` that leaves the peers which did not change as they are, so other tunnels do not
+lose a packet; only an [Interface] change restarts.
 
 With `network.preshared_keys`, the order of operations is what keeps each pair in agreement:
 the hub makes one key per backend, each backend copies its key from the hub (through the

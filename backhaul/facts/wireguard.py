@@ -90,7 +90,7 @@ class WireguardState(FactBase[dict[str, Any] | None]):
     host, see its docstring); an embedded preshared key that no longer matches its file
     changes the hash. ``config_interface`` lists the [Interface]
     settings (keys lowercased, ``PrivateKey`` never included): the operation compares it to
-    decide between ``systemctl reload`` (peers only) and ``restart``.
+    decide between a live peer update (peers only) and ``systemctl restart``.
 
     ``kernel_module``: ``loaded`` (``/sys/module/wireguard``), ``available`` (``modprobe -n``
     or ``modinfo`` finds it) or ``missing``; ``implementation`` is then ``kernel`` or

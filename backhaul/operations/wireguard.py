@@ -44,7 +44,9 @@ stale key changes the hash like before, and the program can re-embed its own out
 ``wg syncconf`` of wireguard-tools 1.0.20210914 (Debian 12) never REMOVES a peer's preshared
 key (a [Peer] without ``PresharedKey`` leaves the live one as it is, seen in the lab; later
 releases clear it), so ``config`` clears, with ``wg set ... preshared-key /dev/null``, the live
-keys that the new conf no longer gives.
+keys that the new conf no longer gives. ``config`` itself applies peer changes with ``wg set``,
+not ``wg syncconf`` (see ``wgcommands.sync_peers_command`` for why); an operator's ``systemctl
+reload`` still gives the same live state.
 """
 
 from __future__ import annotations
@@ -70,8 +72,14 @@ from backhaul.facts.wireguard import (
     wg_paths,
 )
 from backhaul.operations import hostfile
-from backhaul.wgcommands import embed_key_command, psk_dir_command, write_psk_command
-from backhaul.wgconf import check_content, content_allowed_ips, content_peers, interface_settings
+from backhaul.wgcommands import embed_key_command, psk_dir_command, sync_peers_command, write_psk_command
+from backhaul.wgconf import (
+    check_content,
+    content_allowed_ips,
+    content_peer_list,
+    content_peers,
+    interface_settings,
+)
 
 
 @operation()
@@ -162,7 +170,10 @@ def config(interface: str, content: str | Callable[[], str]):
       interface brought up outside systemd is deleted first, else the start would fail;
     - running but the interface is gone or down: ``systemctl restart``;
     - [Interface] settings changed (Address, ListenPort, MTU, hooks...): ``restart``;
-    - only [Peer] sections changed: ``systemctl reload`` (``wg syncconf``: tunnels stay up);
+    - only [Peer] sections changed, or the live interface has another key or other peers than
+      the conf: one ``wg set`` makes the live peers the conf's (``sync_peers_command``: what
+      ``systemctl reload``, i.e. ``wg syncconf``, would do, without touching the allowed IPs
+      of a peer that keeps them, so no other tunnel loses a packet);
     - a live peer has a preshared key the conf does not give it (``wg syncconf`` leaves those):
       ``wg set <if> peer <key> preshared-key /dev/null``;
     - not enabled: ``systemctl enable``.
@@ -221,16 +232,22 @@ def config(interface: str, content: str | Callable[[], str]):
     if not st.get("link_up") or (changed and interface_changed):
         yield f"systemctl restart {unit}"  # a fresh interface: only what the conf says
         return
-    if changed or live_drift:
-        # wg syncconf: the live key and peers become the conf's, other tunnels stay up
-        yield f"systemctl reload {unit}"
     live_psk = set(st.get("psk_peers") or [])
+    if changed or live_drift:
+        # the live key and peers become the conf's; no other tunnel loses a packet
+        switch_key = paths["key"] if key and st.get("live_public_key") != key else None
+        sync = sync_peers_command(
+            interface, content_peer_list(content), st.get("live_peers"), live_psk, switch_key
+        )
+        if sync:
+            yield sync
+        return
     clear = [pk for pk, has_psk in content_peers(content) if not has_psk and pk in live_psk]
     if clear:
         yield f"wg set {shlex.quote(interface)} " + " ".join(
             f"peer {shlex.quote(pk)} preshared-key /dev/null" for pk in clear
         )
-    elif not changed and not live_drift and st.get("service_enabled"):
+    elif st.get("service_enabled"):
         host.noop(f"{conf} is up to date and wg-quick@{interface} is running")
 
 
