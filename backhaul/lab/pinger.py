@@ -9,16 +9,21 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 INTERVAL = 0.05  # seconds between echo requests (root may go below 0.2)
+WAIT = 1  # seconds a reply may take (ping -W)
+# The requests of the last WAIT seconds before ping is stopped may still get their reply:
+# they are not judged (stop() first waits longer than that after the flow).
+IN_FLIGHT = round(WAIT / INTERVAL)
 
 
 @dataclass
 class PingResult:
     sent: int
     lost: int
+    lost_seqs: list[int] = field(default_factory=list)  # which requests (icmp_seq) never got one
 
     @property
     def gap_seconds(self) -> float:
@@ -35,7 +40,7 @@ class Pinger:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Pinger:
-        cmd = f"ping -n -O -i {INTERVAL} -W 1 {self.target} & echo $! > {self.pidfile}; wait"
+        cmd = f"ping -n -O -i {INTERVAL} -W {WAIT} {self.target} & echo $! > {self.pidfile}; wait"
         self.proc = subprocess.Popen(
             [*self.ssh, cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -43,7 +48,7 @@ class Pinger:
         return self
 
     def stop(self) -> PingResult:
-        time.sleep(0.3)  # the last requests get their replies
+        time.sleep(WAIT + 0.3)  # every request made during the flow gets its reply time
         subprocess.run(
             [*self.ssh, f"kill -INT $(cat {self.pidfile}); rm -f {self.pidfile}"], capture_output=True
         )
@@ -52,10 +57,10 @@ class Pinger:
 
 
 def parse(output: str) -> PingResult:
-    """Lost = requests sent before the last one that never got a reply (late ones count as got)."""
+    """Lost = requests that never got a reply (late ones count as got), except those of the last
+    ``WAIT`` seconds, which may still be in flight when ping is stopped."""
     m = re.search(r"(\d+) packets transmitted", output)
     sent = int(m.group(1)) if m else 0
     replied = {int(n) for n in re.findall(r"bytes from .*?icmp_seq=(\d+)", output)}
-    # the final request may still be in flight when ping is stopped: it is not judged
-    lost = sum(1 for seq in range(1, sent) if seq not in replied)
-    return PingResult(sent=sent, lost=lost)
+    lost = [seq for seq in range(1, sent - IN_FLIGHT + 1) if seq not in replied]
+    return PingResult(sent=sent, lost=len(lost), lost_seqs=lost)
