@@ -86,18 +86,19 @@ def verify(c, network=None, json=False):
 @task(
     help={
         "host": "the new backend's public IP",
+        "host6": "a dual-stack backend's IPv6 address (--host is then its IPv4 one)",
         "name": "its name (default backend-N)",
         "wg_ip": "its WireGuard address (default: lowest free)",
         "network": NETWORK_HELP,
     }
 )
 @_friendly
-def add_backend(c, host, name=None, wg_ip=None, network=None):
+def add_backend(c, host, name=None, wg_ip=None, network=None, host6=None):
     """Add a backend: write it to the network file, deploy it and the hub's peer, verify it."""
     _in_process_pyinfra()
     from backhaul import flows
 
-    flows.add_backend(_network(network), public_ip=host, name=name, wg_ip=wg_ip)
+    flows.add_backend(_network(network), public_ip=host, name=name, wg_ip=wg_ip, public_ip6=host6)
 
 
 @task(

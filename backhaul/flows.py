@@ -129,7 +129,13 @@ def _limit(net, limit: str | None) -> list[str] | None:
 
 
 # --- day 2 ------------------------------------------------------------------------------------
-def add_backend(network_file: str, public_ip: str, name: str | None = None, wg_ip: str | None = None) -> None:
+def add_backend(
+    network_file: str,
+    public_ip: str,
+    name: str | None = None,
+    wg_ip: str | None = None,
+    public_ip6: str | None = None,
+) -> None:
     """Write the backend into the file, deploy it and the hub's side only, verify it.
 
     Re-running after an interruption finishes the job: a journal next to the network file
@@ -146,11 +152,13 @@ def add_backend(network_file: str, public_ip: str, name: str | None = None, wg_i
         else:
             journal.write_text(public_ip + "\n")
             try:
-                host = netmod.add_backend(network_file, name, public_ip, wg_ip)  # file unchanged on error
+                # the file is unchanged on error
+                host = netmod.add_backend(network_file, name, public_ip, wg_ip, public_ip6=public_ip6)
             except BaseException:
                 journal.unlink(missing_ok=True)
                 raise
-            print(f"backhaul: added {host.name} ({public_ip}, {host.wg_ip}) to {network_file}", flush=True)
+            addresses = ", ".join(str(a) for a in (*host.public_ips, host.wg_ip))
+            print(f"backhaul: added {host.name} ({addresses}) to {network_file}", flush=True)
         net = netmod.load(network_file)
         # The new host fully; on the hub its peer (one live `wg set`) and firewall rule. Nothing else.
         # (ssh.via hub: its first deploy goes over its public SSH, which is closed right after.)

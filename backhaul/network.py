@@ -16,7 +16,9 @@ import ipaddress
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -136,11 +138,13 @@ def add_backend(
     name: str | None,
     public_ip: str,
     wg_ip: str | None = None,
+    public_ip6: str | None = None,
 ) -> Host:
     """Append a backend to the file and return it; the file is unchanged on any problem.
 
     ``name`` defaults to ``backend-N`` with the lowest N not taken; ``wg_ip`` defaults to the
-    lowest free address, and is written into the file either way.
+    lowest free address, and is written into the file either way. ``public_ip6``: a
+    dual-stack backend's IPv6 address (``public_ip`` is then its IPv4 one).
     """
     file = os.fspath(path)
     text = _read(file)
@@ -160,39 +164,22 @@ def add_backend(
         bad("name", f"{_show(name)} is not a valid host name; {fields.NAME_HELP}")
     elif name in taken:
         bad("name", f"{_show(name)} is already a host in {file}; choose another name")
-    pub, error = fields.parse_ip(public_ip) if isinstance(public_ip, str) else (None, None)
-    why = fields.unroutable_reason(pub) if pub is not None else None
-    if pub is None:
-        bad("public_ip", error or f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.21")
-    elif why:
-        bad(
-            "public_ip",
-            f"{_show(public_ip)} is {why}; no other host can reach it: give the backend's public address",
-        )
-    elif pub in net.subnet:
-        bad(
-            "public_ip",
-            f"{_show(public_ip)} is inside network.subnet {net.subnet}, the "
-            "tunnel's own addresses; give the backend's public address",
-        )
-    elif pub.version not in net.hub.families:
-        bad(
-            "public_ip",
-            f"{_show(public_ip)} is IPv{pub.version} but the hub has "
-            f"{fields.family_names(set(net.hub.families))} only: the tunnel runs over a family both ends "
-            f"have; give the backend an address of the hub's family, or the hub an "
-            f"IPv{pub.version} address (public_ip6 for IPv6) and deploy it first",
-        )
-    else:
-        owner = next((h for h in net.hosts if pub in h.public_ips), None)
-        reached = next((h for h in net.hosts if h.ssh_host == public_ip), None)
-        if owner is not None:
-            bad("public_ip", f"{_show(str(pub))} is already the public_ip of {owner.name!r}")
-        elif reached is not None:
+    pub = _new_public_ip(net, public_ip, "public_ip", bad)
+    pub6 = None
+    if public_ip6 is not None:
+        pub6 = _new_public_ip(net, public_ip6, "public_ip6", bad)
+        if pub6 is not None and pub6.version != 6:
             bad(
-                "public_ip",
-                f"{_show(str(pub))} is where SSH reaches {reached.name!r} (its "
-                "ssh_host); give the backend's own public address",
+                "public_ip6",
+                f"{_show(public_ip6)} is IPv4; public_ip6 is the host's IPv6 address (its "
+                "IPv4 address goes in public_ip)",
+            )
+            pub6 = None
+        elif pub6 is not None and pub is not None and pub.version == 6:
+            bad(
+                "public_ip6",
+                f"{_show(public_ip6)} is a second IPv6 address, but public_ip {pub} is IPv6 "
+                "already: give the backend's IPv4 address as public_ip, or leave public_ip6 out",
             )
     if wg_ip is None:
         wg = next_free_wg_ip(net)
@@ -220,6 +207,7 @@ def add_backend(
     entry = [
         ("name", yamledit.scalar(name)),
         ("public_ip", yamledit.scalar(str(pub))),
+        *([("public_ip6", yamledit.scalar(str(pub6)))] if pub6 is not None else []),
         ("wg_ip", yamledit.scalar(str(wg))),
     ]
     new_text = yamledit.apply(text, yamledit.append_item(text, root, "backends", entry))
@@ -227,6 +215,48 @@ def add_backend(
     host = new_net.host(name)
     _write_atomic(file, text, new_text)
     return host
+
+
+def _new_public_ip(net: Network, value: Any, field: str, bad: Callable[[str, str], None]) -> Any:
+    """``value`` as a new backend's public address (``field``: public_ip or public_ip6), or
+    None after ``bad(field, why)``: canonical, routable, outside the tunnel's subnet, of a
+    family the hub has, and no host's already."""
+    example = "2001:db8::21" if field == "public_ip6" else "203.0.113.21"
+    addr, error = fields.parse_ip(value) if isinstance(value, str) else (None, None)
+    why = fields.unroutable_reason(addr) if addr is not None else None
+    if addr is None:
+        bad(field, error or f"{_show(value)} is not an IP address; write e.g. {example}")
+    elif why:
+        bad(field, f"{_show(value)} is {why}; no other host can reach it: give the backend's public address")
+    elif addr in net.subnet:
+        bad(
+            field,
+            f"{_show(value)} is inside network.subnet {net.subnet}, the "
+            "tunnel's own addresses; give the backend's public address",
+        )
+    elif addr.version not in net.hub.families:
+        bad(
+            field,
+            f"{_show(value)} is IPv{addr.version} but the hub has "
+            f"{fields.family_names(set(net.hub.families))} only: the tunnel runs over a family both ends "
+            f"have; give the backend an address of the hub's family, or the hub an "
+            f"IPv{addr.version} address (public_ip6 for IPv6) and deploy it first",
+        )
+    else:
+        owner = next((h for h in net.hosts if addr in h.public_ips), None)
+        reached = next((h for h in net.hosts if h.ssh_host == value), None)
+        if owner is not None:
+            which = "public_ip" if addr == owner.public_ip else "public_ip6"
+            bad(field, f"{_show(str(addr))} is already the {which} of {owner.name!r}")
+        elif reached is not None:
+            bad(
+                field,
+                f"{_show(str(addr))} is where SSH reaches {reached.name!r} (its "
+                "ssh_host); give the backend's own public address",
+            )
+        else:
+            return addr
+    return None
 
 
 def remove_backend(path: str | os.PathLike[str], name: str, with_services: bool = False) -> Host:

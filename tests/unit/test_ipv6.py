@@ -111,8 +111,45 @@ def test_add_backend_takes_an_ipv6_only_backend_beside_a_dual_stack_hub(tmp_path
     )
     host = network.add_backend(p, None, "2001:db8::30")
     assert str(host.public_ip) == "2001:db8::30"
-    with pytest.raises(ConfigError, match="already the public_ip of 'proxy'"):
+    with pytest.raises(ConfigError, match="already the public_ip6 of 'proxy'"):
         network.add_backend(p, None, "2001:db8::10")
+
+
+DUAL_HUB = (
+    "network: {subnet: 10.50.0.0/24}\n"
+    'proxy: {public_ip: 198.51.100.10, public_ip6: "2001:db8::10"}\n'
+    "backends: []\ntls: {mode: self-signed}\n"
+)
+
+
+def test_add_backend_takes_a_dual_stack_backend_in_one_command(tmp_path):
+    p = tmp_path / "network.yml"
+    p.write_text(DUAL_HUB)
+    host = network.add_backend(p, None, "198.51.100.30", public_ip6="2001:db8::30")
+    assert (str(host.public_ip), str(host.public_ip6)) == ("198.51.100.30", "2001:db8::30")
+    assert (
+        '    public_ip6: "2001:db8::30"\n' in p.read_text()
+        or "    public_ip6: 2001:db8::30\n" in p.read_text()
+    )
+    assert network.load(p).host("backend-1") == host
+
+
+@pytest.mark.parametrize(
+    "ip6, message",
+    [
+        ("198.51.100.31", "public_ip6: '198.51.100.31' is IPv4; public_ip6 is the host's IPv6 address"),
+        ("2001:db8:0:0::31", "public_ip6: '2001:db8:0:0::31' is not in canonical form; write 2001:db8::31"),
+        ("fe80::31", "public_ip6: 'fe80::31' is a link-local address"),
+        ("2001:db8::10", "public_ip6: '2001:db8::10' is already the public_ip6 of 'proxy'"),
+        ("nonsense", "public_ip6: 'nonsense' is not an IP address; write e.g. 2001:db8::21"),
+    ],
+)
+def test_add_backend_refuses_a_bad_ipv6_address_and_changes_nothing(tmp_path, ip6, message):
+    p = tmp_path / "network.yml"
+    p.write_text(DUAL_HUB)
+    with pytest.raises(ConfigError) as e:
+        network.add_backend(p, None, "198.51.100.31", public_ip6=ip6)
+    assert message in str(e.value) and p.read_text() == DUAL_HUB
 
 
 def test_verify_scans_every_family_and_flags_a_port_open_over_ipv6_only(tmp_path, monkeypatch):
