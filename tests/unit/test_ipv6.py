@@ -128,8 +128,7 @@ def test_add_backend_takes_a_dual_stack_backend_in_one_command(tmp_path):
     host = network.add_backend(p, None, "198.51.100.30", public_ip6="2001:db8::30")
     assert (str(host.public_ip), str(host.public_ip6)) == ("198.51.100.30", "2001:db8::30")
     assert (
-        '    public_ip6: "2001:db8::30"\n' in p.read_text()
-        or "    public_ip6: 2001:db8::30\n" in p.read_text()
+        "    public_ip: 198.51.100.30\n    public_ip6: 2001:db8::30\n    wg_ip: 10.50.0.2\n" in p.read_text()
     )
     assert network.load(p).host("backend-1") == host
 
