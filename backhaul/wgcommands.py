@@ -119,12 +119,12 @@ def sync_peers_command(
     ``wg syncconf`` replaces the allowed IPs of EVERY peer of the conf (remove, then insert):
     in between, a packet to or from that peer has no route and is dropped, on tunnels that did
     not change (seen in the lab with wireguard-go: 1 to 5 pings lost in 200 syncconfs at 2 ms;
-    the kernel module has the same gap, narrower). Here a peer's allowed IPs are given only
-    when ``live`` (``{public key: sorted allowed IPs}``, None: unknown) has other ones; its
-    preshared key (its file, or none when it has a live one), endpoint and keepalive always,
-    as the conf says, which changes nothing on a tunnel that has them. Live peers the conf
-    does not name are removed. ``private_key``: the key file to run with, when the live key is
-    another one. None when there is nothing to set."""
+    the kernel module removes and inserts the same way, by its source). Here a peer's allowed
+    IPs are given only when ``live`` (``{public key: sorted allowed IPs}``, None: unknown) has
+    other ones; its preshared key (its file, or none when it has a live one), endpoint and
+    keepalive always, as the conf says, which changes nothing on a tunnel that has them. Live
+    peers the conf does not name are removed. ``private_key``: the key file to run with, when
+    the live key is another one. None when there is nothing to set."""
     spec: list[str] = []
     if private_key:
         spec.append(f"private-key {shlex.quote(private_key)}")
