@@ -239,7 +239,10 @@ def lab_status(c, name=None):
     """Show the lab's hosts and whether each is running and answering SSH."""
     from backhaul.lab import lab
 
-    rows = lab.status(_lab(name))
+    the_lab = _lab(name)
+    rows = lab.status(the_lab)
+    if rows and all(r["ssh"] == "lab down" for r in rows):
+        print(f"lab '{the_lab.name}' is down (no bridge {the_lab.bridge}): no host was contacted")
     print(f"{'host':<12} {'ip':<16} {'suite':<9} {'running':<8} ssh")
     for r in rows:
         print(

@@ -17,7 +17,7 @@ import json
 import time
 
 from backhaul.errors import LabError
-from backhaul.lab import files, services
+from backhaul.lab import files, guard, services
 from backhaul.lab.layout import Lab
 
 DEPLOY = "backhaul/lab/demo_deploy.py"
@@ -82,6 +82,7 @@ def install(lab: Lab, log=print) -> dict:
         raise LabError(f"{network} is missing: run `inv lab.up --name {lab.name}` first")
     if not any(h.role == "backend" for h in lab.hosts):
         raise LabError(f"the lab '{lab.name}' has no backends: `inv lab.up --backends 2`")
+    guard.require_up(lab)
     t0 = time.monotonic()
     (lab.state_dir / MARKER).write_text(json.dumps({"installed": time.time()}) + "\n")
     text = files.network_yaml(lab, services.acme_directory(lab), services=network_services(lab))

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from backhaul.errors import LabError
-from backhaul.lab import cgroups, image, system
+from backhaul.lab import cgroups, guard, image, system
 from backhaul.lab.layout import Lab, LabHost
 
 
@@ -191,7 +191,7 @@ def _pythonpath_env() -> dict:
 SYSTEM_STATES = {"initializing", "starting", "running", "degraded", "maintenance", "stopping"}
 
 
-def ssh_ready(ip: str, key: Path, known_hosts: Path, timeout: float = 90.0) -> str:
+def ssh_ready(lab: Lab, ip: str, key: Path, known_hosts: Path, timeout: float = 90.0) -> str:
     """Wait until SSH answers and systemd finished booting; return is-system-running's word.
 
     Many hosts booting at once on two cores can be slow to send sshd's banner: every failed
@@ -201,6 +201,7 @@ def ssh_ready(ip: str, key: Path, known_hosts: Path, timeout: float = 90.0) -> s
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
+        guard.require(lab, ip)
         proc = subprocess.run(
             [
                 "ssh",

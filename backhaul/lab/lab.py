@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from backhaul.errors import LabError
-from backhaul.lab import cgroups, demo, files, image, neighbour, services, system
+from backhaul.lab import cgroups, demo, files, guard, image, neighbour, services, system
 from backhaul.lab.hosts import HostRunner, ssh_ready
 from backhaul.lab.layout import STATE_ROOT, Lab, LabHost
 
@@ -171,7 +171,7 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     known_hosts = files.write_known_hosts(lab, {r.host.name: r.host_key() for r in runners})
     files.write_ssh_config(lab)
     with ThreadPoolExecutor(max_workers=min(32, len(runners))) as pool:
-        answers = pool.map(lambda r: ssh_ready(r.host.address, key, known_hosts), runners)
+        answers = pool.map(lambda r: ssh_ready(lab, r.host.address, key, known_hosts), runners)
         states = dict(zip((r.host.name for r in runners), answers, strict=True))
     bad = {n: s for n, s in states.items() if s != "running"}
     if bad:
@@ -264,7 +264,9 @@ def destroy(lab: Lab, host: str, log=print) -> None:
 
 
 def status(lab: Lab) -> list[dict]:
-    """One row per host: is its launcher alive, its overlay mounted, its SSH port open."""
+    """One row per host: is its launcher alive, its overlay mounted, its SSH port open.
+
+    A lab whose bridge is not up gets no connection at all (guard): its rows say "lab down"."""
     import socket
 
     rec = _record(lab)
@@ -275,10 +277,15 @@ def status(lab: Lab) -> list[dict]:
     for h in lab.hosts:
         r = HostRunner(lab, h, image.rootfs(h.suite), "")
         try:
-            socket.create_connection((h.address, 22), timeout=0.5).close()
-            ssh = "open"
-        except OSError:
-            ssh = "-"
+            guard.require(lab, h.address)
+        except LabError:
+            ssh = "lab down"
+        else:
+            try:
+                socket.create_connection((h.address, 22), timeout=0.5).close()
+                ssh = "open"
+            except OSError:
+                ssh = "-"
         rows.append(
             {
                 "host": h.name,

@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from backhaul.lab import system
+from backhaul.lab import guard, system
 from backhaul.lab.layout import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +78,7 @@ def unroute(lab: Lab, destination: str) -> None:
 def knock(lab: Lab, targets: list[tuple[str, int | None]]) -> dict[str, str]:
     """From the neighbour: every ``(ip, port)`` (TCP) and ``(ip, None)`` (ping) at once.
     Returns ``{"ip:port" | "ip:ping": "open" | "refused" | "silent" | "unreachable"}``."""
+    guard.require_up(lab)  # the namespace's veth hangs on the bridge: no bridge, no knock
     proc = system.run(
         ["ip", "netns", "exec", netns(lab), sys.executable, "-m", "backhaul.probe", json.dumps(targets)],
         cwd=ROOT,
@@ -89,6 +90,7 @@ def scan(lab: Lab, ip: str) -> list[int]:
     """From the neighbour: every TCP port of ``ip`` that accepts a connection, all 65535 tried
     with nmap (a connect scan, as any stranger can run it), or, where nmap is not installed,
     with backhaul/lab/portscan.py, which finds the same."""
+    guard.require_up(lab)
     where = ["ip", "netns", "exec", netns(lab)]
     if shutil.which("nmap"):
         # -Pn: a host that drops pings is scanned anyway; 5000 probes/s, one retry: a dropped

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backhaul.lab import guard
+
 INTERVAL = 0.05  # seconds between echo requests (root may go below 0.2)
 WAIT = 1  # seconds a reply may take (ping -W)
 # The requests of the last WAIT seconds before ping is stopped may still get their reply:
@@ -34,12 +36,13 @@ class Pinger:
     """``ping -O -i 0.05`` from ``host`` to ``target`` over SSH until stop()."""
 
     def __init__(self, ssh_config: Path, host: str, target: str):
-        self.host, self.target = host, target
+        self.config, self.host, self.target = ssh_config, host, target
         self.ssh = ["ssh", "-F", str(ssh_config), host]
         self.pidfile = f"/tmp/backhaul-pinger-{target}.pid"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Pinger:
+        guard.require_ssh(self.config, self.host)
         cmd = f"ping -n -O -i {INTERVAL} -W {WAIT} {self.target} & echo $! > {self.pidfile}; wait"
         self.proc = subprocess.Popen(
             [*self.ssh, cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -49,6 +52,7 @@ class Pinger:
 
     def stop(self) -> PingResult:
         time.sleep(WAIT + 0.3)  # every request made during the flow gets its reply time
+        guard.require_ssh(self.config, self.host)
         subprocess.run(
             [*self.ssh, f"kill -INT $(cat {self.pidfile}); rm -f {self.pidfile}"], capture_output=True
         )

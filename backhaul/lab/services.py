@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from backhaul.errors import LabError
-from backhaul.lab import system
+from backhaul.lab import guard, system
 from backhaul.lab.layout import CACHE_DIR, Lab
 
 APT_PORT = 3142
@@ -26,9 +26,10 @@ DNS_PORT = 8053
 DNS_MGMT_PORT = 8055
 
 
-def _wait_port(ip: str, port: int, what: str, log: Path, timeout: float = 20.0) -> None:
+def _wait_port(lab: Lab, ip: str, port: int, what: str, log: Path, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        guard.require(lab, ip)  # the bridge carries the address: the probe stays on this machine
         try:
             socket.create_connection((ip, port), timeout=0.5).close()
             return
@@ -91,7 +92,7 @@ def start_apt_cache(lab: Lab) -> None:
             f"PidFile={run}/acng.internal.pid",
         ]
     )
-    _wait_port(str(lab.gateway), APT_PORT, "apt-cacher-ng", d.log)
+    _wait_port(lab, str(lab.gateway), APT_PORT, "apt-cacher-ng", d.log)
 
 
 # --- ACME (pebble) ----------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def start_acme(lab: Lab) -> None:
                 str(hub.ip6),
             ]
         )
-        _wait_port(gw, DNS_MGMT_PORT, "pebble-challtestsrv", dns.log)
+        _wait_port(lab, gw, DNS_MGMT_PORT, "pebble-challtestsrv", dns.log)
     acme = Daemon(lab, "pebble")
     if not acme.running():
         tls_dir = lab.state_dir / "services/acme-api"
@@ -224,7 +225,7 @@ def start_acme(lab: Lab) -> None:
             ["pebble", "-config", str(conf), "-dnsserver", f"{gw}:{DNS_PORT}", "-strict=false"],
             env=env,
         )
-        _wait_port(gw, ACME_MGMT_PORT, "pebble", acme.log)
+        _wait_port(lab, gw, ACME_MGMT_PORT, "pebble", acme.log)
     # pebble makes a new root at every start: keep the current one for clients (tests, verify)
     files = lab.files_dir
     files.mkdir(parents=True, exist_ok=True)
@@ -235,6 +236,7 @@ def start_acme(lab: Lab) -> None:
 def _fetch_root(lab: Lab) -> str:
     ctx = ssl.create_default_context(cafile=str(lab.state_dir / "services/acme-api/api-ca.pem"))
     url = f"https://{lab.gateway}:{ACME_MGMT_PORT}/roots/0"
+    guard.require(lab, str(lab.gateway))
     for _ in range(50):
         try:
             with urllib.request.urlopen(url, context=ctx, timeout=2) as r:
@@ -255,6 +257,7 @@ def point_names_at(lab: Lab, ip: str) -> None:
     if host is not None:
         v4 = "" if host.v6_only else str(host.ip)
         v6 = str(host.ip6) if host.ip6 else ""
+    guard.require(lab, str(lab.gateway))
     for family, address in (("ipv4", v4), ("ipv6", v6)):
         req = urllib.request.Request(
             f"http://{lab.gateway}:{DNS_MGMT_PORT}/set-default-{family}",

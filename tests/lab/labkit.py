@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from backhaul.lab import guard
 from backhaul.lab.layout import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +48,22 @@ class LabHandle:
     def ip(self, name: str) -> str:
         return next(str(h.ip) for h in self.lab.hosts if h.name == name)
 
+    def guard(self, address: str | None = None) -> None:
+        """Refuse (send nothing) unless the lab's bridge is up and carries ``address`` (every
+        host's address when None): a down lab's addresses route out of this machine."""
+        for a in [address] if address else [h.address for h in self.lab.hosts]:
+            guard.require(self.lab, a)
+
+    def tcp_open(self, ip: str, port: int, timeout: float = 2) -> bool:
+        self.guard(ip)
+        try:
+            socket.create_connection((ip, port), timeout=timeout).close()
+            return True
+        except OSError:
+            return False
+
     def ssh(self, host: str, command: str, check: bool = True, timeout: float = 120):
+        guard.require_ssh(self.files / "ssh_config", host)
         proc = subprocess.run(
             ["ssh", "-F", str(self.files / "ssh_config"), host, command],
             capture_output=True,
@@ -71,6 +88,7 @@ class LabHandle:
 
     def inv(self, *args: str, network: Path | None = None, check: bool = True, timeout=900):
         """Run `inv ARGS` as a user would (cwd = the project), against the lab's network file."""
+        self.guard()
         proc = subprocess.run(
             [sys.executable, "-m", "invoke", *args],
             cwd=ROOT,
@@ -102,6 +120,7 @@ class LabHandle:
             time.sleep(2)
 
     def pyinfra(self, *args: str, network: Path | None = None, check: bool = True):
+        self.guard()
         proc = subprocess.run(
             [sys.executable, "-m", "pyinfra", "-y", "inventory.py", *args],
             cwd=ROOT,

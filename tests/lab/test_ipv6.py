@@ -39,14 +39,6 @@ def _host(lab: LabHandle, name: str):
     return next(h for h in lab.hosts if h.name == name)
 
 
-def _tcp_open(ip: str, port: int) -> bool:
-    try:
-        socket.create_connection((ip, port), timeout=1.5).close()
-        return True
-    except OSError:
-        return False
-
-
 def _listening_ports(lab: LabHandle, host: str) -> set[int]:
     """Every TCP port anything listens on, on any address (Docker's proxies and DNAT too:
     the ports it publishes are in its iptables, not always in ss)."""
@@ -63,9 +55,9 @@ def _listening_ports(lab: LabHandle, host: str) -> set[int]:
     return ports
 
 
-def _scan(ips_ports: list[tuple[str, int]]) -> set[tuple[str, int]]:
+def _scan(lab: LabHandle, ips_ports: list[tuple[str, int]]) -> set[tuple[str, int]]:
     with ThreadPoolExecutor(max_workers=64) as pool:
-        answers = list(pool.map(lambda ip_port: _tcp_open(*ip_port), ips_ports))
+        answers = list(pool.map(lambda ip_port: lab.tcp_open(*ip_port, timeout=1.5), ips_ports))
     return {t for t, ok in zip(ips_ports, answers, strict=True) if ok}
 
 
@@ -156,13 +148,13 @@ def test_a_scan_over_ipv6_finds_exactly_what_a_scan_over_ipv4_finds(dual):
         assert 9098 in _listening_ports(dual, name), name
         h = _host(dual, name)
         ports = sorted(_listening_ports(dual, name) | {22, 80, 443})
-        v4 = {p for _, p in _scan([(str(h.ip), p) for p in ports])}
-        v6 = {p for _, p in _scan([(str(h.ip6), p) for p in ports])}
+        v4 = {p for _, p in _scan(dual, [(str(h.ip), p) for p in ports])}
+        v6 = {p for _, p in _scan(dual, [(str(h.ip6), p) for p in ports])}
         assert v6 == v4, (name, v4, v6)
         assert v4 == ({22, 80, 443} if name == "proxy" else {22}), (name, v4)
     b2 = _host(dual, V6_ONLY)
     ports = sorted(_listening_ports(dual, V6_ONLY) | {22})
-    assert {p for _, p in _scan([(str(b2.ip6), p) for p in ports])} == {22}, ports
+    assert {p for _, p in _scan(dual, [(str(b2.ip6), p) for p in ports])} == {22}, ports
 
 
 def test_wireguard_is_open_only_to_the_backends_addresses_of_either_family(dual):

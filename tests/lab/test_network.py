@@ -150,21 +150,13 @@ def test_hub_wireguard_port_is_closed_to_strangers(lab, deployed):
     assert stranger_delta < 10, f"{stranger_delta} datagrams from a stranger reached the hub"
 
 
-def _tcp_open(ip: str, port: int, timeout: float = 2) -> bool:
-    try:
-        socket.create_connection((ip, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def test_backend_ports_are_closed_on_the_public_address(lab, deployed):
     # something listening on every address of backend-1: reachable only through the tunnel
     lab.ssh("backend-1", "systemd-run --unit bh-test-listener python3 -m http.server 9099")
     try:
         time.sleep(0.5)
-        assert not _tcp_open(lab.ip("backend-1"), 9099), "public port 9099 answered"
-        assert _tcp_open(lab.ip("backend-1"), 22), "SSH must stay open"
+        assert not lab.tcp_open(lab.ip("backend-1"), 9099), "public port 9099 answered"
+        assert lab.tcp_open(lab.ip("backend-1"), 22), "SSH must stay open"
         report = _verify(lab)
         exposure = next(c for c in report["checks"] if c["check"] == "exposure" and c["host"] == "backend-1")
         assert exposure["status"] == "fail" and "9099" in exposure["detail"]

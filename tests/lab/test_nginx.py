@@ -92,6 +92,7 @@ class Outside:
             url,
         ]
         deadline = time.monotonic() + 10
+        self.lab.guard(self.hub)
         while True:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
             out = proc.stdout
@@ -106,6 +107,7 @@ class Outside:
 
     def tls_socket(self, name: str) -> ssl.SSLSocket:
         ctx = ssl.create_default_context(cafile=str(self.root))  # checks chain AND name
+        self.lab.guard(self.hub)
         raw = socket.create_connection((self.hub, 443), timeout=10)
         return ctx.wrap_socket(raw, server_hostname=name)
 
@@ -117,6 +119,7 @@ class Outside:
         """sha256 of the certificate the hub serves for ``name``, trusted or not."""
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        self.lab.guard(self.hub)
         with ctx.wrap_socket(
             socket.create_connection((self.hub, 443), timeout=10), server_hostname=name
         ) as s:
