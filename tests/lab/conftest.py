@@ -13,8 +13,10 @@ after the session's lab plus a suffix; `./dev test` runs them once, not once per
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +26,7 @@ from backhaul.lab.layout import DEFAULT_SUITE, Lab
 from .labkit import ROOT, LabHandle
 
 SUITE = os.environ.get("BACKHAUL_TEST_SUITE", DEFAULT_SUITE)
+LOCK_DIR = "/run/lock"  # a lock dies with its holder: a killed run frees it
 
 
 def pytest_collection_modifyitems(items):
@@ -42,16 +45,30 @@ def _need_root() -> None:
 
 
 @contextlib.contextmanager
+def _in_use(name: str) -> Iterator[None]:
+    """One test session per lab name at a time: lanes side by side (tests/lanes.py) share a
+    stem, and a second `fresh_lab` of the same name would tear the first one's hosts down."""
+    path = Path(LOCK_DIR, f"backhaul-lab-{name}.lock")
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pytest.fail(f"lab '{name}' is in use by another test run on this machine (lock {path})")
+        yield
+
+
+@contextlib.contextmanager
 def fresh_lab(name: str, **kw) -> Iterator[LabHandle]:
     """A lab up from bare hosts (after clearing what a killed run left), down at the end."""
     _need_root()
     the_lab = Lab.make(name, project_dir=ROOT, **kw)
-    labmod.up(the_lab, fresh=True)
-    try:
-        yield LabHandle(the_lab)
-    finally:
-        if os.environ.get("BACKHAUL_KEEP_LAB") != "1":
-            labmod.down(the_lab, purge=True)
+    with _in_use(name):
+        labmod.up(the_lab, fresh=True)
+        try:
+            yield LabHandle(the_lab)
+        finally:
+            if os.environ.get("BACKHAUL_KEEP_LAB") != "1":
+                labmod.down(the_lab, purge=True)
 
 
 def own_lab_name(suffix: str) -> str:

@@ -58,6 +58,7 @@ def _variant(lab, tmp_path: Path, **network_keys) -> Path:
     return path
 
 
+@pytest.mark.smoke
 def test_deploy_from_bare_hosts_gives_a_working_network(lab, deployed):
     assert "backhaul: " in deployed["proc"].stdout
     report = _wait_healthy(lab)
@@ -71,6 +72,7 @@ def test_deploy_from_bare_hosts_gives_a_working_network(lab, deployed):
         lab.ssh(name, "ping -c1 -W2 10.50.0.1")
 
 
+@pytest.mark.smoke
 def test_second_deploy_changes_nothing(lab, deployed):
     proc = _run(lab, "deploy")
     assert "backhaul: no changes" in proc.stdout, proc.stdout[-3000:]
