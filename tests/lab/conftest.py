@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +84,33 @@ def lab() -> Iterator[LabHandle]:
     spares = int(os.environ.get("BACKHAUL_TEST_SPARES", "1"))  # for add-backend
     with fresh_lab(_name(), backends=backends, spares=spares, suite=SUITE) as handle:
         yield handle
+
+
+# --- what each module costs: wall time and this machine's CPU on the controller side -------
+# (pytest, inv, pyinfra, ssh, nmap: every process the tests start and wait for; the lab hosts'
+# own CPU is not in it). Printed at the end of the run: the suite's budget is read from it.
+_COST: dict[str, list[float]] = {}
+
+
+def _cpu() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    wall, cpu = time.monotonic(), _cpu()
+    yield
+    cost = _COST.setdefault(Path(str(item.fspath)).name, [0.0, 0.0])
+    cost[0] += time.monotonic() - wall
+    cost[1] += _cpu() - cpu
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _COST:
+        return
+    terminalreporter.section("lab modules: wall time, controller CPU")
+    for name, (wall, cpu) in sorted(_COST.items(), key=lambda kv: -kv[1][0]):
+        terminalreporter.write_line(f"{name:<28} {wall:7.1f} s wall {cpu:7.1f} s CPU")
+    wall, cpu = (sum(c[i] for c in _COST.values()) for i in (0, 1))
+    terminalreporter.write_line(f"{'all':<28} {wall:7.1f} s wall {cpu:7.1f} s CPU")
