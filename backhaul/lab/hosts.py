@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from backhaul.errors import LabError
-from backhaul.lab import cgroups, guard, image, system
+from backhaul.lab import cgroups, files, guard, image, system
 from backhaul.lab.layout import Lab, LabHost
 
 
@@ -215,6 +215,8 @@ def ssh_ready(lab: Lab, ip: str, key: Path, known_hosts: Path, timeout: float = 
                 "BatchMode=yes",
                 "-o",
                 "ConnectTimeout=5",
+                "-o",
+                f"KexAlgorithms={files.KEX}",
                 f"root@{ip}",
                 "systemctl is-system-running --wait",
             ],
