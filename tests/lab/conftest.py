@@ -12,6 +12,7 @@ after the session's lab plus a suffix; `./dev test` runs them once, not once per
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import os
@@ -25,7 +26,7 @@ import pytest
 from backhaul.lab import lab as labmod
 from backhaul.lab.layout import DEFAULT_SUITE, Lab
 
-from .labkit import ROOT, LabHandle
+from .labkit import CALLS, ROOT, LabHandle
 
 SUITE = os.environ.get("BACKHAUL_TEST_SUITE", DEFAULT_SUITE)
 LOCK_DIR = "/run/lock"  # a lock dies with its holder: a killed run frees it
@@ -90,6 +91,7 @@ def lab() -> Iterator[LabHandle]:
 # (pytest, inv, pyinfra, ssh, nmap: every process the tests start and wait for; the lab hosts'
 # own CPU is not in it). Printed at the end of the run: the suite's budget is read from it.
 _COST: dict[str, list[float]] = {}
+_CALLS: dict[str, collections.Counter] = {}
 
 
 def _cpu() -> float:
@@ -99,18 +101,28 @@ def _cpu() -> float:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    wall, cpu = time.monotonic(), _cpu()
+    if "tests/lab/" not in str(item.fspath):  # this conftest also sees the unit tests
+        yield
+        return
+    wall, cpu, calls = time.monotonic(), _cpu(), collections.Counter(CALLS)
     yield
-    cost = _COST.setdefault(Path(str(item.fspath)).name, [0.0, 0.0])
+    name = Path(str(item.fspath)).name
+    cost = _COST.setdefault(name, [0.0, 0.0])
     cost[0] += time.monotonic() - wall
     cost[1] += _cpu() - cpu
+    _CALLS.setdefault(name, collections.Counter()).update(CALLS - calls)
 
 
 def pytest_terminal_summary(terminalreporter):
     if not _COST:
         return
-    terminalreporter.section("lab modules: wall time, controller CPU")
+    terminalreporter.section("lab modules: wall time, controller CPU (a lab's own at its teardown), commands")
     for name, (wall, cpu) in sorted(_COST.items(), key=lambda kv: -kv[1][0]):
-        terminalreporter.write_line(f"{name:<28} {wall:7.1f} s wall {cpu:7.1f} s CPU")
+        n = _CALLS.get(name, collections.Counter())
+        invs = sum(v for k, v in n.items() if k.startswith("inv "))
+        terminalreporter.write_line(
+            f"{name:<28} {wall:7.1f} s wall {cpu:7.1f} s CPU  inv {invs:4} (verify {n['inv verify']:3}, "
+            f"deploy {n['inv deploy']:3})  ssh {n['ssh']:4}"
+        )
     wall, cpu = (sum(c[i] for c in _COST.values()) for i in (0, 1))
     terminalreporter.write_line(f"{'all':<28} {wall:7.1f} s wall {cpu:7.1f} s CPU")
