@@ -93,7 +93,9 @@ def _json_get(door, url_path: str = "/", *args: str) -> tuple[int, str, dict]:
     return status, head, json.loads(body)
 
 
-def _raw_curl(*args: str) -> subprocess.CompletedProcess:
+def _raw_curl(out, *args: str) -> subprocess.CompletedProcess:
+    """curl straight at the hub's address (no --resolve)."""
+    out.lab.guard(out.hub)
     return subprocess.run(
         ["curl", "-sS", "--max-time", "15", "-o", "-", "-D", "-", "-w", "\n%{http_code}", *args],
         capture_output=True,
@@ -170,7 +172,7 @@ def test_port_80_redirects_the_services_names_only(lab, door):
         # any other name, or none (a scan by address): the connection closes, no answer
         for host in ("evil.example", out.hub):
             for url_path in ("/", "/.well-known/acme-challenge/probe"):
-                proc = _raw_curl("-H", f"Host: {host}", f"http://{out.hub}{url_path}")
+                proc = _raw_curl(out, "-H", f"Host: {host}", f"http://{out.hub}{url_path}")
                 assert proc.returncode == 52, (host, proc.stdout, proc.stderr)  # empty reply
                 assert "location" not in proc.stdout.lower() and "probe-token" not in proc.stdout
     finally:
@@ -183,7 +185,7 @@ def test_443_a_services_name_in_sni_with_another_host_gets_421_and_no_content(la
     assert status == 421, body
     assert "welcome" not in body.lower() and "door" not in body
     # and with no name at all (by address): no handshake, so no certificate to see
-    proc = _raw_curl("-k", f"https://{out.hub}/")
+    proc = _raw_curl(out, "-k", f"https://{out.hub}/")
     assert proc.returncode != 0 and proc.stdout.strip() in ("", "000"), proc.stdout
 
 

@@ -117,6 +117,7 @@ def test_a_client_over_ipv6_only_gets_https_with_a_valid_certificate(dual):
     hub = _host(dual, "proxy")
     domain = f"app.{dual.lab.domain}"
     ctx = ssl.create_default_context(cafile=str(dual.files / "acme-root.pem"))
+    dual.guard(str(hub.ip6))
     with socket.create_connection((str(hub.ip6), 443), timeout=5) as raw:
         assert raw.family == socket.AF_INET6
         with ctx.wrap_socket(raw, server_hostname=domain) as tls:

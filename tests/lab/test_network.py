@@ -118,7 +118,8 @@ def _udp_in(lab, host: str) -> int:
     return int(values[names.index("InDatagrams")])
 
 
-def _send_udp(source_ip: str, dest: tuple[str, int], count: int = 40) -> None:
+def _send_udp(lab, source_ip: str, dest: tuple[str, int], count: int = 40) -> None:
+    lab.guard(dest[0])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((source_ip, 0))
         for _ in range(count):
@@ -134,7 +135,7 @@ def test_hub_wireguard_port_is_closed_to_strangers(lab, deployed):
     subprocess.run(["ip", "addr", "add", f"{stranger}/32", "dev", lab.lab.bridge], check=True)
     try:
         before = _udp_in(lab, "proxy")
-        _send_udp(stranger, hub, 40)
+        _send_udp(lab, stranger, hub, 40)
         time.sleep(0.3)
         stranger_delta = _udp_in(lab, "proxy") - before
     finally:
