@@ -55,9 +55,15 @@ def config_text(net: Network, client: Client, hub_public_key: str, private_key: 
         hub=hub.name,
         hub_public_key=hub_public_key,
         endpoint=f"{endpoint}:{net.port}",
-        allowed_ips=hub.wg_cidr,
+        # the hub, and the backends of the tunnel-only services granted to this client
+        allowed_ips=", ".join(_client_allowed_ips(net, client)),
         keepalive=net.keepalive or 25,
     )
+
+
+def _client_allowed_ips(net: Network, client: Client) -> list[str]:
+    reached = [f.dst.wg_cidr for f in plan.flows(net) if f.client and f.src_name == client.name]
+    return list(dict.fromkeys([net.hub.wg_cidr, *reached]))
 
 
 def qr_text(text: str) -> str:

@@ -197,6 +197,11 @@ def check_domain(value: str) -> str | None:
     return dns_error(value, single_label_ok=False)
 
 
+def check_name_domain(value: str) -> str | None:
+    """network.domain: the suffix of the granted services' names; one label is fine."""
+    return dns_error(value, single_label_ok=True)
+
+
 def check_ssh_host(value: str) -> str | None:
     addr, error = parse_ip(value)
     if addr is not None:
@@ -316,6 +321,19 @@ def controller_path(value: Any, base: Path) -> Path | None:
 
 # -- ssh.via / ssh.allow_from: backends with no public port (see backhaul/sshpath.py) --
 SSH_VIA = ("direct", "hub")
+
+
+# network.paths: how two backends with a grant between them reach each other
+PATHS = ("direct", "hub")
+
+
+def check_paths(value: str) -> str | None:
+    if value not in PATHS:
+        return (
+            f"{_show(value)} is not a way for granted flows to go; write direct (the two "
+            "backends peer with each other) or hub (every flow through the hub)"
+        )
+    return None
 
 
 def check_ssh_via(value: str) -> str | None:

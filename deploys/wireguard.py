@@ -183,7 +183,30 @@ def _backend_conf(net: Network, name: str, psk_in_use: bool) -> str:
         hub=plan.backend_hub_peer(
             net, hub_key, _backend_psk_file(net, name) if psk_in_use else None, net.host(name)
         ),
+        direct=_direct_peers(net, name),
     )
+
+
+def _direct_peers(net: Network, name: str) -> list[plan.Peer]:
+    """This backend's direct partners (grants), each with the key read from it now; one that
+    cannot be read keeps the peer this backend has for its address (never a dropped path)."""
+    me = net.host(name)
+    partners = plan.direct_partners(net, me)
+    if not partners:
+        return []
+    jobs = {p.name: gevent.spawn(_public_key, p.name, net.interface) for p in partners}
+    gevent.joinall(list(jobs.values()))
+    kept = _kept_peers(net.interface)
+    peers = []
+    for p in partners:
+        key = jobs[p.name].value or kept.get(p.wg_cidr)
+        if key:
+            peers.append(plan.direct_peer(net, me, p, key))
+        else:
+            msg = f"{name}: no public key for its direct partner {p.name} (unreachable, never deployed)"
+            pending.record(msg)
+            logger.warning(f"{msg}: the path waits for a deploy that reaches it")
+    return peers
 
 
 @deploy("WireGuard")
@@ -197,11 +220,11 @@ def wireguard_network(packages_installed: bool):
     if not packages_installed:
         packages.installed(name="WireGuard packages", packages=software.wireguard(state.get("kernel_module")))
     wireguard.keypair(name="WireGuard key pair (made on the host)", interface=iface)
-    if me.role == "hub" and net.backend_to_backend:
-        # Only ever turned on: other software on the hub (Docker) may rely on it, and with
-        # backend_to_backend off ufw's routed policy (deny) already stops the forwarding.
+    if me.role == "hub" and plan.hub_forwards(net):
+        # Only ever turned on: other software on the hub (Docker) may rely on it, and ufw's
+        # routed policy (deny) already stops every flow that no rule grants.
         server.sysctl(
-            name="IP forwarding (backend to backend through the hub)",
+            name="IP forwarding (granted flows through the hub)",
             key="net.ipv4.ip_forward",
             value=1,
             persist=True,

@@ -32,3 +32,17 @@ class ResolverState(FactBase[dict[str, Any]]):
 
     def process(self, output: list[str]) -> dict[str, Any]:
         return ownunit.parse_state(output, FILES)
+
+
+class EtcHosts(FactBase[str]):
+    """The text of /etc/hosts ("" when absent): backhaul keeps one block of it
+    (backhaul/etchosts.py), the rest is the host's."""
+
+    def command(self) -> str:
+        return "cat /etc/hosts 2>/dev/null || true"
+
+    def default(self) -> str:
+        return ""
+
+    def process(self, output: list[str]) -> str:
+        return "\n".join(output) + "\n" if output else ""
