@@ -77,6 +77,8 @@ _EXAMPLES = {
     "name": "backend-1",
     "backend": "backend-1",
     "port": "8080",
+    # a client's: `wg pubkey` of the key pair made on the device (or `inv add-client`)
+    "public_key": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=",
 }
 
 
