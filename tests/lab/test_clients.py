@@ -168,6 +168,39 @@ def test_a_client_reaches_the_hub_never_a_backend_behind_it(lab):
         )
 
 
+def test_a_client_granted_a_tunnel_only_service_reaches_it_and_nothing_else(lab):
+    backend = yaml.safe_load(lab.network.read_text())["backends"][0]["wg_ip"]
+    before = lab.network.read_text()
+    vault = f"  - {{name: vault, backend: backend-1, port: {PORT + 1}, allow: [laptop]}}\n"
+    lab.network.write_text(re.sub(r"(\n  - \{name: ops, [^\n]*\n)", lambda m: m.group(1) + vault, before))
+    lab.inv("deploy")
+    lab.ssh(
+        "backend-1",
+        f"systemd-run --unit=vault python3 -m http.server {PORT + 1} --bind {backend} && "
+        f"for i in $(seq 600); do ss -Hltn 'sport = :{PORT + 1}' | grep -q . && exit 0; sleep 0.05; done",
+    )
+    conf = lab.inv("client-config", "laptop").stdout
+    allowed = re.search(r"^AllowedIPs = (.+)$", conf, re.M).group(1)
+    assert allowed == f"10.50.0.1/32, {backend}/32"  # the hub, and the granted service's backend
+    hub_key = lab.ssh("proxy", "cat /etc/wireguard/wg0.pub").stdout.strip()
+    lab.ssh(
+        lab.laptop, f"wg set wg0 peer {hub_key} allowed-ips '{allowed}' && ip route add {backend}/32 dev wg0"
+    )
+    try:
+        assert _curl(lab, lab.laptop, f"http://{backend}:{PORT + 1}/") == "200"
+        # nothing else of that backend: not ops' port (nginx's, by its domain), not a ping
+        assert _curl(lab, lab.laptop, f"http://{backend}:{PORT}/") == "000"
+        assert lab.ssh(lab.laptop, f"ping -c 2 -W 1 {backend}", check=False).returncode != 0
+    finally:
+        lab.ssh(
+            lab.laptop,
+            f"ip route del {backend}/32 dev wg0; wg set wg0 peer {hub_key} allowed-ips 10.50.0.1/32",
+        )
+        lab.ssh("backend-1", "systemctl stop vault", check=False)
+        lab.network.write_text(before)
+        lab.inv("deploy")
+
+
 def test_remove_client_takes_only_its_peer_off_the_hub(lab):
     key = next(c["public_key"] for c in yaml.safe_load(lab.network.read_text())["clients"])
     assert key in _hub_peers(lab)
