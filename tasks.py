@@ -11,12 +11,28 @@ import functools
 import json as jsonlib
 import os
 
-from invoke import Collection, task
+from invoke import Collection, Task
+from invoke import task as _invoke_task
 from invoke.exceptions import Exit
 
 from backhaul.errors import BackhaulError
 
 NETWORK_HELP = "network file (default: $BACKHAUL_NETWORK or ./network.yml)"
+
+
+class _Task(Task):
+    """invoke's task with one meaning per short flag: invoke gives each option the first free
+    letter of its name, so `-n` was --network in some tasks and --name in others. Here
+    --network has no short flag, and `-n` is --name wherever a task has a name."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name == "network":
+            opts["names"] = ["network"]
+        return opts
+
+
+task = functools.partial(_invoke_task, klass=_Task)
 
 
 def _friendly(fn):
@@ -243,11 +259,7 @@ def lab_status(c, name=None):
     rows = lab.status(the_lab)
     if rows and all(r["ssh"] == "lab down" for r in rows):
         print(f"lab '{the_lab.name}' is down (no bridge {the_lab.bridge}): no host was contacted")
-    print(f"{'host':<12} {'ip':<16} {'suite':<9} {'running':<8} ssh")
-    for r in rows:
-        print(
-            f"{r['host']:<12} {r['ip']:<16} {r['suite']:<9} {'yes' if r['running'] else 'no':<8} {r['ssh']}"
-        )
+    print(lab.status_table(rows))
 
 
 @task(name="demo", help={"name": LAB_HELP})

@@ -65,6 +65,9 @@ def qr_text(text: str) -> str:
     app scans it). Built in memory only."""
     import segno
 
+    # the comments are for a person reading the text; the app needs none of them, and each
+    # line left out makes the code smaller and easier to scan off a terminal
+    text = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
     out = io.StringIO()
     segno.make(text, error="L", micro=False).terminal(out=out, compact=True)
     return out.getvalue()

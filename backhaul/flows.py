@@ -337,6 +337,12 @@ def add_client(
         when = datetime.date.fromisoformat(expires) if expires else None
     except ValueError:
         raise BackhaulError(f"--expires {expires!r} is not a date; write YYYY-MM-DD") from None
+    if when is not None and when <= clients.today():
+        # expires: is the first day the hub drops the peer: a config shown now could never work
+        raise BackhaulError(
+            f"--expires {when} is past or today ({clients.today()} in UTC; the hub drops a client "
+            "from its expires: day on): give a later day, or none"
+        )
     with network_lock(network_file, wait=0):
         net = netmod.load(network_file, write_back=True)
         private = None

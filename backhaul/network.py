@@ -482,19 +482,24 @@ def remove_client(path: str | os.PathLike[str], name: str) -> Client:
         raise ConfigError(
             [Problem(file, None, None, "name", f"there is no client {_show(name)}; clients: {known}")]
         )
-    users = [f"services[{i}].allow" for i, s in enumerate(net.services) if name in s.allow_names]
+    users = [(i, s) for i, s in enumerate(net.services) if name in s.allow_names]
     if users:
-        raise ConfigError(
-            [
+        services = _find_key(yaml.compose(text), "services")
+        problems = []
+        for i, s in users:
+            allow = _find_key(services.value[i], "allow") if services is not None else None
+            mark = allow.start_mark if allow is not None else None
+            problems.append(
                 Problem(
                     file,
-                    None,
-                    None,
-                    "name",
-                    f"{', '.join(users)} names {name!r}; remove it there first (or allow `clients`)",
+                    mark.line + 1 if mark else None,
+                    mark.column + 1 if mark else None,
+                    f"services[{i}].allow",
+                    f"service {s.name!r} allows {name!r} by name; remove the name there first "
+                    f"(or allow `clients`), then remove-client {name} again",
                 )
-            ]
-        )
+            )
+        raise ConfigError(problems)
     root = yaml.compose(text)
     new_text = yamledit.apply(text, yamledit.remove_item(text, root, "clients", index))
     new_net = _load_text(new_text, f"{file} (after removing {name})", Path(file))
@@ -502,3 +507,10 @@ def remove_client(path: str | os.PathLike[str], name: str) -> Client:
         raise AssertionError(f"bug: removing {name!r} did not remove exactly that client")
     _write_atomic(file, text, new_text)
     return net.clients[index]
+
+
+def _find_key(mapping, key: str):
+    """The value node under ``key`` in a YAML mapping node (None: absent or not a mapping)."""
+    if not isinstance(mapping, yaml.MappingNode):
+        return None
+    return next((v for k, v in mapping.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)

@@ -72,10 +72,10 @@ def run_pyinfra(
     extra_env: dict | None = None,
 ) -> Run:
     """Run the pinned pyinfra CLI (the stable interface) and stream its output."""
-    with tempfile.NamedTemporaryFile(prefix="backhaul-pending-", delete=False) as tmp:
-        pending_file = tmp.name
     # the child runs under this process's lock of the network (it inherits the locked file)
     lock_env, lock_fds = lock.child_env(network)
+    with tempfile.NamedTemporaryFile(prefix="backhaul-pending-", delete=False) as tmp:
+        pending_file = tmp.name  # removed by the finally below
     env = dict(
         os.environ,
         BACKHAUL_NETWORK=str(Path(network).resolve()),
