@@ -45,9 +45,42 @@ def _converge(network_file: str, net, hosts: list[str] | None, dry: bool = False
     goes only once SSH through the hub has worked."""
     scope = [b for b in net.backends if sshpath.via_hub(b) and (not hosts or b.name in hosts)]
     direct = sshpath.first_guess(network_file, net) & {b.name for b in scope}
-    run = run_pyinfra(network_file, limit=hosts, dry=dry, extra_env=_direct_env(direct))
-    if dry or not scope or net.hub.name in run.failed:
-        return run  # a plan, no via-hub backend, or the hub itself failed: the run says it all
+    run = run_pyinfra(network_file, limit=hosts, dry=dry, extra_env=_direct_env(direct), summarize=False)
+    if dry:
+        run = _plan_closing(network_file, run, sorted(n for n in direct if n not in run.failed))
+    elif scope and net.hub.name not in run.failed:  # else the hub itself failed: the run says it all
+        run = _reach_and_close(network_file, net, scope, direct, run)
+    if run.rc == 0:  # one statement for the flow's runs together (a failure is raised by check)
+        print(run.summary(dry), flush=True)
+    return run
+
+
+def _plan_closing(network_file: str, run: Run, closing: list[str]) -> Run:
+    """The plan of a deploy that would close these via-hub backends' public SSH after its site
+    run: that step's firewall changes, read dry over the hub (where the deploy makes them), or
+    a note where SSH through the hub does not work yet (the deploy then leaves it open)."""
+    if not closing:
+        return run
+    fw = run_pyinfra(
+        network_file, deploy_file="deploys/firewall.py", limit=closing, dry=True, summarize=False
+    )
+    for name in closing:
+        if _not_connected(fw, name):
+            run.changes.setdefault(name, []).append(
+                "its public SSH closes over the hub once SSH through the hub works (it does not "
+                "yet, so this plan cannot show those firewall changes)"
+            )
+        else:
+            run.changes.setdefault(name, []).extend(
+                f"{op} (over the hub: closes public SSH)" for op in fw.changes.get(name, [])
+            )
+    run.changes = {h: ops for h, ops in run.changes.items() if ops}
+    return run
+
+
+def _reach_and_close(network_file: str, net, scope: list, direct: set[str], run: Run) -> Run:
+    """After the site run: via-hub backends that did not connect tried the other way, then
+    public SSH closed over the hub on those reached directly."""
     unreached = [b.name for b in scope if _not_connected(run, b.name)]
     if unreached:
         # the other way: directly for those tried through the hub, and the reverse
@@ -58,7 +91,10 @@ def _converge(network_file: str, net, hosts: list[str] | None, dry: bool = False
             flush=True,
         )
         again = run_pyinfra(
-            network_file, limit=[net.hub.name, *unreached], extra_env=_direct_env(direct & set(unreached))
+            network_file,
+            limit=[net.hub.name, *unreached],
+            extra_env=_direct_env(direct & set(unreached)),
+            summarize=False,
         )
         run = _merged(run, again, [net.hub.name, *unreached])
         for n in unreached:
@@ -94,7 +130,7 @@ def close_public_ssh(network_file: str, names: list[str], timeout: float = 60.0)
     handshake or two first: retried while SSH through the hub does not connect yet)."""
     deadline = time.monotonic() + timeout
     while True:
-        run = run_pyinfra(network_file, deploy_file="deploys/firewall.py", limit=names)
+        run = run_pyinfra(network_file, deploy_file="deploys/firewall.py", limit=names, summarize=False)
         unreached = [n for n in names if _not_connected(run, n)]
         if not unreached or time.monotonic() > deadline:
             for n in unreached:
@@ -111,7 +147,16 @@ def _merged(first: Run, second: Run, redone: list[str]) -> Run:
     failed.update(second.failed)
     pending = [p for p in first.pending if p.split(":", 1)[0] not in redone] + second.pending
     rc = second.rc or (first.rc if failed else 0)
-    return Run(rc, pending, failed, second.refused)
+    # the operations of both runs count: the summary says what the whole flow changed
+    return Run(
+        rc,
+        pending,
+        failed,
+        second.refused,
+        first.ops + second.ops,
+        first.changed + second.changed,
+        second.errors + (first.errors if set(failed) - set(second.failed) else 0),
+    )
 
 
 def _limit(net, limit: str | None) -> list[str] | None:

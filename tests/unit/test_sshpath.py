@@ -138,7 +138,7 @@ def _fake_runs(monkeypatch, fail_when):
 
     calls = []
 
-    def fake(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None):
+    def fake(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, summarize=True):
         call = (deploy_file.split("/")[-1], tuple(limit or ()), (extra_env or {}).get(sshpath.DIRECT_ENV, ""))
         calls.append(call)
         failed = {n: "Could not connect (timeout)" for n in fail_when(call)}
@@ -204,3 +204,65 @@ def test_another_hosts_failure_does_not_hold_a_backends_public_ssh_open(tmp_path
         flows._converge(str(net.path), net, None).check("deploy", "")
     assert calls[-1] == ("firewall.py", ("backend-1",), "")
     assert sshpath.proven(net.path) == {"backend-1": "203.0.113.10"}
+
+
+# -- what a deploy says it did, and what a plan says it would do ------------------------------
+def _fake_totals(monkeypatch, firewall_changes):
+    """run_pyinfra that changes nothing in a site run and, in a firewall run over the hub,
+    ``firewall_changes`` per host (as pyinfra's totals and --dry table would say)."""
+    from backhaul import flows
+    from backhaul.runner import Run
+
+    calls = []
+
+    def fake(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, summarize=True):
+        assert not summarize, "each run of a flow printed its own summary"
+        calls.append((deploy_file.split("/")[-1], tuple(limit or ()), dry))
+        if deploy_file.endswith("firewall.py"):
+            changes = {h: ops for h, ops in firewall_changes.items() if h in (limit or ())}
+            return Run(0, [], {}, ops=len(limit), changed=len(changes), changes=changes if dry else {})
+        return Run(0, [], {}, ops=30, changed=0)
+
+    monkeypatch.setattr(flows, "run_pyinfra", fake)
+    return flows, calls
+
+
+def test_a_deploy_that_closes_public_ssh_never_says_no_changes(tmp_path, monkeypatch, capsys):
+    net = _net(tmp_path)
+    flows, calls = _fake_totals(monkeypatch, {"backend-1": ["ufw rules, defaults (deny in), enabled"]})
+    flows._converge(str(net.path), net, None).check("deploy", "")
+    out = capsys.readouterr().out
+    assert "no changes" not in out
+    assert "backhaul: 1 of 31 operations changed something, 0 failed" in out.splitlines()
+
+
+def test_the_plan_after_switching_to_via_hub_shows_public_ssh_closing(tmp_path, monkeypatch, capsys):
+    net = _net(tmp_path)
+    flows, calls = _fake_totals(monkeypatch, {"backend-1": ["ufw rules, defaults (deny in), enabled"]})
+    flows._converge(str(net.path), net, None, dry=True)
+    # the deploy's own steps, dry: the site run (backend-1 directly), then its firewall over the hub
+    assert calls == [("site.py", (), True), ("firewall.py", ("backend-1",), True)]
+    out = capsys.readouterr().out
+    assert "no changes" not in out
+    assert "  backend-1: ufw rules, defaults (deny in), enabled (over the hub: closes public SSH)" in out
+    assert sshpath.proven(net.path) == {}  # a plan remembers nothing
+
+
+def test_a_plan_says_when_it_cannot_see_public_ssh_closing(tmp_path, monkeypatch, capsys):
+    from backhaul.runner import Run
+
+    net = _net(tmp_path)
+    flows, calls = _fake_totals(monkeypatch, {})
+
+    def unreached(
+        network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, summarize=True
+    ):
+        if deploy_file.endswith("firewall.py"):
+            return Run(1, [], {"backend-1": "Could not connect (timeout)"})
+        return Run(0, [], {}, ops=30, changed=3, changes={"backend-1": ["wg0.conf"]})
+
+    monkeypatch.setattr(flows, "run_pyinfra", unreached)
+    flows._converge(str(net.path), net, None, dry=True).check("the plan", "")
+    out = capsys.readouterr().out
+    assert "backend-1: wg0.conf" in out
+    assert "backend-1: wg0.conf; its public SSH closes over the hub once SSH through the hub works" in out
