@@ -308,6 +308,7 @@ def replace_hub(network_file: str, public_ip: str) -> None:
         )
     report = _wait_verified(network_file, None, timeout=60)
     print(report.to_table())
+    _tell_stale_clients(net, None)  # a new server, a new key: no client config names it yet
     if not report.ok:
         raise DeployError(
             "the new hub is built but the network does not verify; see the table "
@@ -331,6 +332,7 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
         # alone. Touching only the pair keeps the flow's SSH and pyinfra work (CPU on the
         # hosts, where userspace WireGuard forwards every other tunnel) flat in the fleet size.
         pair = None if all_hosts or host == net.hub.name else [net.hub.name, host]
+        hub_key = None  # the hub's new key, when it is rotated: the clients' configs name the old
         with session.connect(net, pair) as hosts:
             if hosts.unreachable:
                 raise DeployError(
@@ -341,7 +343,7 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
                 what = "new key"
                 try:
                     if name == net.hub.name:
-                        rotation.rotate_hub(net, hosts)
+                        hub_key = rotation.rotate_hub(net, hosts)
                     else:
                         rotation.rotate_backend(net, hosts, net.host(name))
                 except DeployError as e:
@@ -360,8 +362,20 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
         )
     report = _wait_verified(network_file, None if all_hosts or host == net.hub.name else [host])
     print(report.to_table())
+    if hub_key:
+        _tell_stale_clients(net, hub_key)
     if not report.ok:
         raise DeployError("keys rotated but the network does not verify; see the table above")
+
+
+def _tell_stale_clients(net, hub_key: str | None) -> None:
+    """The end of a flow that changed the hub's key: each client that needs a new config."""
+    if not net.clients:
+        return  # clients.py loads pyinfra: only for a network that has clients
+    from backhaul import clients
+
+    for line in clients.stale_advice(net, hub_key):
+        print(line, flush=True)
 
 
 # --- clients (admins' devices) ----------------------------------------------------------------
@@ -395,7 +409,8 @@ def add_client(
             private, public_key = clients.keypair()
         netmod.add_client(network_file, name, public_key, expires=when, check_only=True)
         hub_key = _hub_public_key(net)  # before any change: the config needs it
-        client = netmod.add_client(network_file, name, public_key, expires=when)  # unchanged on error
+        # unchanged on error; the hub key the config names recorded with it (verify: stale?)
+        client = netmod.add_client(network_file, name, public_key, expires=when, hub_key=hub_key)
         print(f"backhaul: added client {name} ({client.wg_ip}) to {network_file}", flush=True)
         net = netmod.load(network_file)
         text = clients.config_text(net, client, hub_key, private)
@@ -429,7 +444,12 @@ def client_config(network_file: str, name: str, show=print) -> None:
     except KeyError:
         known = ", ".join(c.name for c in net.clients) or "none"
         raise BackhaulError(f"there is no client {name!r} in {network_file} (clients: {known})") from None
-    show(clients.config_text(net, client, _hub_public_key(net), None))
+    hub_key = _hub_public_key(net)
+    show(clients.config_text(net, client, hub_key, None))
+    with network_lock(network_file, wait=0):
+        # what this config names: verify stops calling it stale (public data, in the file)
+        if netmod.set_client_hub_key(network_file, name, hub_key) != client:
+            print(f"backhaul: {network_file}: {name}'s hub_key is now the hub's current key", flush=True)
 
 
 def _hub_public_key(net) -> str:

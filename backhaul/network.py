@@ -334,6 +334,28 @@ def set_hub_address(path: str | os.PathLike[str], public_ip: str) -> Host:
     return new_net.hub
 
 
+def set_client_hub_key(path: str | os.PathLike[str], name: str, hub_key: str) -> Client:
+    """Record in client ``name``'s entry the hub key its config was just shown with (public;
+    verify compares it with the hub's). Unchanged when it is already that key."""
+    file = os.fspath(path)
+    text = _read(file)
+    net = _load_text(text, file, Path(file))
+    index = next(i for i, c in enumerate(net.clients) if c.name == name)
+    if net.clients[index].hub_key == hub_key:
+        return net.clients[index]
+    entry = _find_key(yaml.compose(text), "clients").value[index]
+    node = _find_key(entry, "hub_key")
+    value = yamledit.scalar(hub_key)
+    if node is None or yamledit.is_null(node):
+        edits = yamledit.set_key(text, entry, "hub_key", value)
+    else:
+        edits = [yamledit.Edit(node.start_mark.index, node.end_mark.index, value)]
+    new_text = yamledit.apply(text, edits)
+    client = _load_text(new_text, f"{file} (after recording {name}'s hub key)", Path(file)).client(name)
+    _write_atomic(file, text, new_text)
+    return client
+
+
 def _read(file: str) -> str:
     def fail(message: str, line: int | None = None, column: int | None = None) -> ConfigError:
         return ConfigError([Problem(file, line, column, "(file)", message)])
@@ -413,6 +435,7 @@ def add_client(
     wg_ip: str | None = None,
     expires: datetime.date | None = None,
     check_only: bool = False,
+    hub_key: str | None = None,
 ) -> Client | None:
     """Append a client (only its public key) to the file and return it; the file is unchanged
     on any problem. Its address is the highest free one unless ``wg_ip`` is given.
@@ -455,6 +478,8 @@ def add_client(
         entry.append(("wg_ip", yamledit.scalar(wg_ip)))
     if expires is not None:
         entry.append(("expires", expires.isoformat()))
+    if hub_key is not None:  # the hub's key the config shown for it names
+        entry.append(("hub_key", yamledit.scalar(hub_key)))
     new_text = yamledit.apply(text, yamledit.append_item(text, root, "clients", entry))
     result = schema.check(new_text, f"{file} (after adding {name})", Path(file))
     if result.problems:

@@ -341,3 +341,79 @@ def test_client_config_of_an_unknown_client_contacts_no_host(tmp_path, monkeypat
     )
     with pytest.raises(BackhaulError, match="no client 'laptop'.*clients: none"):
         flows.client_config(str(write(tmp_path, BASE % "[]")), "laptop")
+
+
+# -- which hub key a client's config names (after a hub key rotation or replace-hub) ----------
+HUB_OLD = "SFdNeDpx0RMMlAsw5kT2K+oweYGOlUgYSRO4nsPV1RE="
+
+
+def test_verify_warns_for_every_client_whose_config_names_another_hub_key(tmp_path):
+    from backhaul.verify import Report, client_checks
+
+    text = TWO.replace(f"public_key: {K1}}}", f"public_key: {K1}, hub_key: '{HUB_OLD}'}}")
+    net = netmod.load(write(tmp_path, text))
+    assert net.client("laptop").hub_key == HUB_OLD and net.client("phone").hub_key is None
+    peers = {
+        K1: {"allowed_ips": ["10.50.0.254/32"], "latest_handshake": 0},
+        K2: {"allowed_ips": ["10.50.0.253/32"], "latest_handshake": 0},
+    }
+    report = Report("n")
+    client_checks(
+        net,
+        {"proxy": {"peers": peers, "wireguard": {"public_key": HUB_OLD}}},
+        BEFORE - datetime.timedelta(days=30),
+        report,
+    )
+    assert [(c.host, c.status) for c in report.checks] == [("laptop", "ok"), ("phone", "warn")]
+    assert "inv client-config phone" in report.checks[1].detail
+    # the hub's key changed (rotate-keys, replace-hub): every config naming the old one is stale
+    report = Report("n")
+    client_checks(
+        net,
+        {"proxy": {"peers": peers, "wireguard": {"public_key": K2}}},
+        BEFORE - datetime.timedelta(days=30),
+        report,
+    )
+    assert [(c.host, c.status) for c in report.checks] == [("laptop", "warn"), ("phone", "warn")]
+    assert "names the hub's old key" in report.checks[0].detail
+    assert "inv client-config laptop" in report.checks[0].detail
+
+
+def test_add_client_and_client_config_record_the_hub_key_they_show(tmp_path, monkeypatch):
+    from backhaul import flows
+
+    p = write(tmp_path, BASE % "[]")
+    monkeypatch.setattr(flows, "_hub_public_key", lambda net: HUB_OLD)
+    monkeypatch.setattr(flows, "run_pyinfra", lambda *a, **k: flows.Run(0, [], {}))
+    shown = []
+    flows.add_client(str(p), "laptop", public_key=K1, show=shown.append)
+    assert netmod.load(p).client("laptop").hub_key == HUB_OLD
+    assert f"PublicKey = {HUB_OLD}" in shown[0]
+    monkeypatch.setattr(flows, "_hub_public_key", lambda net: K2)  # the hub's key rotated
+    flows.client_config(str(p), "laptop", show=shown.append)
+    assert f"PublicKey = {K2}" in shown[1]
+    assert netmod.load(p).client("laptop").hub_key == K2
+    assert "hub_key:" in p.read_text()
+
+
+def test_the_clients_to_give_a_new_config_after_a_hub_change(tmp_path):
+    from backhaul import clients
+
+    text = TWO.replace(f"public_key: {K1}}}", f"public_key: {K1}, hub_key: '{HUB_OLD}'}}")
+    net = netmod.load(write(tmp_path, text))
+    assert [c.name for c in clients.stale(net, HUB_OLD)] == ["phone"]
+    assert [c.name for c in clients.stale(net, K2)] == ["laptop", "phone"]
+    assert clients.stale_advice(net, K2) == [
+        "backhaul: client laptop's config names the hub's old key: run inv client-config laptop "
+        "and load the new config on that device",
+        "backhaul: client phone's config may name an old hub key (which one was not recorded: "
+        "it predates hub_key): run inv client-config phone and load the new config on that device",
+    ]
+
+
+def test_a_new_hub_makes_every_active_clients_config_stale(tmp_path):
+    from backhaul import clients
+
+    text = TWO.replace(f"public_key: {K1}}}", f"public_key: {K1}, hub_key: '{HUB_OLD}'}}")
+    net = netmod.load(write(tmp_path, text))
+    assert [c.name for c in clients.stale(net, None)] == ["laptop", "phone"]
