@@ -277,28 +277,27 @@ def remove_backend(network_file: str, name: str, force: bool = False, stop_tunne
         )
 
 
-def replace_hub(network_file: str, public_ip: str) -> None:
-    """A new server takes the dead hub's place: the file gets its address, a deploy builds it
-    from the file and re-points every backend (hub key, endpoint, firewall rule for
-    WireGuard), the certificates are issued again, and the network must verify.
+def replace_hub(network_file: str, public_ip: str, public_ip6: str | None = None) -> None:
+    """A new server takes the dead hub's place: the file gets its addresses (one of each
+    family the old hub had, or nothing changes), a deploy builds it from the file and re-points
+    every backend (hub key, endpoint of its tunnel's family, firewall rule for WireGuard), the
+    certificates are issued again, and the network must verify.
 
     Via-hub backends are reached through the new hub once it has their peers; until then
     directly, which needs this machine on ssh.allow_from (their public SSH stays closed)."""
     with network_lock(network_file, wait=0):
         old = netmod.load(network_file)
-        hub = netmod.set_hub_address(network_file, public_ip)
-        print(
-            f"backhaul: {hub.name} is now {hub.public_ip} in {network_file} (was {old.hub.public_ip})",
-            flush=True,
-        )
+        hub = netmod.set_hub_address(network_file, public_ip, public_ip6)  # refuses before any change
+        now, was = (", ".join(str(a) for a in h.public_ips) for h in (hub, old.hub))
+        print(f"backhaul: {hub.name} is now {now} in {network_file} (was {was})", flush=True)
         domains = sorted({d for s in old.services for d in s.domains})
         if domains:
             print(
-                f"backhaul: point these names at {hub.public_ip} (an A/AAAA record only you "
-                f"can change; ACME validates through it): {', '.join(domains)}",
+                f"backhaul: point these names at {_records(hub)} (records only you can change; "
+                f"ACME validates through them): {', '.join(domains)}",
                 flush=True,
             )
-        if hub.ssh_host != str(hub.public_ip):
+        if hub.ssh_host not in {str(a) for a in hub.public_ips}:
             print(f"backhaul: note: proxy.ssh_host is {hub.ssh_host}; SSH goes there", flush=True)
         net = netmod.load(network_file)
         _converge(network_file, net, None).check(
@@ -310,11 +309,31 @@ def replace_hub(network_file: str, public_ip: str) -> None:
     print(report.to_table())
     _tell_stale_clients(net, None)  # a new server, a new key: no client config names it yet
     if not report.ok:
-        raise DeployError(
-            "the new hub is built but the network does not verify; see the table "
-            "above (a DNS name not yet pointing at the new hub fails its https "
-            "check until it does)"
+        raise DeployError(replace_hub_problem(net, report))
+
+
+def _records(hub) -> str:
+    return " and ".join(f"{a} ({'AAAA' if a.version == 6 else 'A'})" for a in hub.public_ips)
+
+
+def replace_hub_problem(net, report) -> str:
+    """What replace-hub's failed verify says is wrong: the failing checks by name, and the DNS
+    hint only when HTTPS checks fail (a name not yet at the new hub: no certificate)."""
+    from backhaul.verify import OK, WARN
+
+    failing = [c for c in report.checks if c.status not in (OK, WARN)]
+    https = [c for c in failing if c.check == "https"]
+    others = [c for c in failing if c.check != "https"]
+    lines = ["the new hub is built but the network does not verify (the table above):"]
+    lines += [f"  {c.check} {c.host}: {c.detail}" for c in others]
+    if https:
+        domains = sorted({d for s in net.services for d in s.domains})
+        lines.append(
+            f"  {len(https)} https check(s) fail: if {', '.join(domains) or 'the services names'} "
+            f"do not point at the new hub yet ({_records(net.hub)}), ACME cannot issue their "
+            "certificates: change the records, then run inv deploy"
         )
+    return "\n".join(lines)
 
 
 def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = False) -> None:
