@@ -266,3 +266,37 @@ def test_a_plan_says_when_it_cannot_see_public_ssh_closing(tmp_path, monkeypatch
     out = capsys.readouterr().out
     assert "backend-1: wg0.conf" in out
     assert "backend-1: wg0.conf; its public SSH closes over the hub once SSH through the hub works" in out
+
+
+# -- host keys of via-hub backends: where ssh.known_hosts says, checked against the key learnt --
+ED = "AAAAC3NzaC1lZDI1NTE5AAAAIGl7s2h4m0bq0u0b6h1yq1kq8b3J0rj6vC3o2a8pQ1mB"
+ED_OTHER = "AAAAC3NzaC1lZDI1NTE5AAAAIHh9bZ7Xc1e2S3oWqk8Yq6nq8V4m3pG0zK2Jr5nT8aQd"
+
+
+def test_through_the_hub_a_backend_is_checked_against_the_key_learnt_at_its_public_address(tmp_path):
+    net = _net(tmp_path)
+    kh = tmp_path / "kh"
+    kh.write_text(f"203.0.113.21 ssh-ed25519 {ED}\n203.0.113.10 ssh-ed25519 {ED_OTHER}\n")
+    data = host_data(net, net.host("backend-1"), direct=set())
+    assert data["ssh_known_hosts_file"] == str(kh) and data["ssh_strict_host_key_checking"] == "accept-new"
+    # its WireGuard address names the same key before the first jump: no accept-new through the hub
+    assert f"10.50.0.2 ssh-ed25519 {ED}\n" in kh.read_text()
+    host_data(net, net.host("backend-1"), direct=set())
+    assert kh.read_text().count("10.50.0.2 ") == 1  # once
+    # a key the file already has for the tunnel address is never replaced (a changed key fails)
+    kh.write_text(f"203.0.113.21 ssh-ed25519 {ED}\n10.50.0.2 ssh-ed25519 {ED_OTHER}\n")
+    host_data(net, net.host("backend-1"), direct=set())
+    assert kh.read_text() == f"203.0.113.21 ssh-ed25519 {ED}\n10.50.0.2 ssh-ed25519 {ED_OTHER}\n"
+
+
+def test_a_backend_not_learnt_yet_is_left_to_its_first_deploy(tmp_path):
+    net = _net(tmp_path)
+    host_data(net, net.host("backend-1"), direct=set())
+    assert (tmp_path / "kh").read_text() == ""
+
+
+def test_the_pinned_key_starts_a_line_of_its_own(tmp_path):
+    net = _net(tmp_path)
+    (tmp_path / "kh").write_text(f"203.0.113.21 ssh-ed25519 {ED}")  # no newline at the end
+    host_data(net, net.host("backend-1"), direct=set())
+    assert (tmp_path / "kh").read_text().splitlines()[1] == f"10.50.0.2 ssh-ed25519 {ED}"
