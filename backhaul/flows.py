@@ -71,9 +71,12 @@ def _plan_closing(network_file: str, run: Run, closing: list[str]) -> Run:
                 "yet, so this plan cannot show those firewall changes)"
             )
         else:
-            run.changes.setdefault(name, []).extend(
-                f"{op} (over the hub: closes public SSH)" for op in fw.changes.get(name, [])
-            )
+            # (from an ssh.allow_from address the site run already applies the closed rules:
+            # the same change, listed once)
+            ops = run.changes.setdefault(name, [])
+            ops += [
+                f"{op} (over the hub: closes public SSH)" for op in fw.changes.get(name, []) if op not in ops
+            ]
     run.changes = {h: ops for h, ops in run.changes.items() if ops}
     return run
 

@@ -300,3 +300,21 @@ def test_the_pinned_key_starts_a_line_of_its_own(tmp_path):
     (tmp_path / "kh").write_text(f"203.0.113.21 ssh-ed25519 {ED}")  # no newline at the end
     host_data(net, net.host("backend-1"), direct=set())
     assert (tmp_path / "kh").read_text().splitlines()[1] == f"10.50.0.2 ssh-ed25519 {ED}"
+
+
+def test_a_plan_lists_the_closing_once_when_the_direct_run_already_closes(tmp_path, monkeypatch, capsys):
+    """From an ssh.allow_from address the direct run applies the closed rules itself (seen in
+    the lab: the same firewall change was listed twice, once per run)."""
+    from backhaul.runner import Run
+
+    net = _net(tmp_path)
+    op = "ufw rules, defaults (deny in), enabled"
+
+    def both(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, summarize=True):
+        return Run(0, [], {}, ops=30, changes={"backend-1": [op]})
+
+    from backhaul import flows
+
+    monkeypatch.setattr(flows, "run_pyinfra", both)
+    flows._converge(str(net.path), net, None, dry=True)
+    assert f"  backend-1: {op}\n" in capsys.readouterr().out
