@@ -4,7 +4,9 @@ One lab covers the issue's three topologies: (a) every dual-stack host deploys, 
 answers over both families; (b) the IPv6-only backend's tunnel runs over IPv6; (c) a client that
 reaches the hub over IPv6 only gets HTTPS with a valid certificate, and pebble's HTTP-01
 validation reached the hub over IPv6. And the firewall: a scan over IPv6 finds exactly what a
-scan over IPv4 finds, Docker-published ports included.
+scan over IPv4 finds, Docker-published ports included. Last, the hub dies: `inv replace-hub
+--host --host6` puts the spare in its place and every backend, the IPv6-only one included,
+follows it to a green verify.
 """
 
 from __future__ import annotations
