@@ -349,6 +349,17 @@ def family_names(versions: set[int]) -> str:
     return " and ".join(f"IPv{v}" for v in sorted(versions))
 
 
+def hub_key_error(value: str) -> str | None:
+    """Why ``value`` is not the hub's public key as a client config names it."""
+    if public_key_error(value) is None:
+        return None
+    return (
+        f"{_show(value)} is not a WireGuard public key; this is the hub's public key the "
+        "client's config names, written by add-client and client-config: remove the line, "
+        "then run inv client-config for this client"
+    )
+
+
 def public_key_error(value: str) -> str | None:
     """Why ``value`` is not a WireGuard public key (44 characters of base64, 32 bytes)."""
     try:

@@ -93,6 +93,9 @@ class Client:
     public_key: str
     wg_ip: ipaddress.IPv4Address
     expires: datetime.date | None = None  # from this day (UTC) on, the hub drops its peer
+    # the hub's public key its config names (public): a config naming another key than the
+    # hub's is stale (the hub's key was rotated, or the hub replaced)
+    hub_key: str | None = None
 
     @property
     def wg_cidr(self) -> str:

@@ -48,6 +48,7 @@ from backhaul.fields import (
     controller_file,
     controller_path,
     family_names,
+    hub_key_error,
     hub_path,
     parse_ip,
     public_key_error,
@@ -118,7 +119,7 @@ _SERVICE_KEYS = (
 )
 
 
-_CLIENT_KEYS = ("name", "public_key", "wg_ip", "expires")
+_CLIENT_KEYS = ("name", "public_key", "wg_ip", "expires", "hub_key")
 
 
 _TLS_KEYS = ("mode", "acme_server", "email", "acme_ca_bundle", "verify_ca_bundle", "cert", "key")
@@ -339,7 +340,7 @@ def _check_network(
             allow_from,
         ),
         tls=tls,
-        clients=tuple(Client(c.name, c.public_key, c.wg_ip, c.expires) for c in client_drafts),
+        clients=tuple(Client(c.name, c.public_key, c.wg_ip, c.expires, c.hub_key) for c in client_drafts),
         client_warn_days=warn_days,
         paths=paths,
         domain=domain,
@@ -974,6 +975,7 @@ class _ClientDraft:
     wg_ip: Any
     wg_ip_node: Node | None
     expires: Any
+    hub_key: Any
 
 
 def _expires(ck: Checker, m: dict[str, Node], path: str) -> Any:
@@ -1071,7 +1073,8 @@ def _client_drafts(ck: Checker, node: Node | None, hosts: list[_Draft]) -> list[
             else:
                 wg_ip = addr
         expires = _expires(ck, m, f"{path}.expires")
-        out.append(_ClientDraft(path, item, name, key, wg_ip, m.get("wg_ip"), expires))
+        hub_key = ck.matching(m, "hub_key", f"{path}.hub_key", hub_key_error)
+        out.append(_ClientDraft(path, item, name, key, wg_ip, m.get("wg_ip"), expires, hub_key))
     return out
 
 

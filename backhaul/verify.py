@@ -405,6 +405,8 @@ def client_checks(net: Network, health: dict, today, report: Report) -> None:
     No handshake is expected: a laptop is off as often as not."""
     hub = health.get(net.hub.name)
     notes = {name: (status, why) for name, status, why in clientmod.expiry(net, today)}
+    hub_key = ((hub or {}).get("wireguard") or {}).get("public_key")
+    stale = {c.name for c in clientmod.stale(net, hub_key)} if hub_key else set()
     for c in net.clients:
         status, why = notes.get(c.name, (OK, "no expiry" if c.expires is None else f"expires on {c.expires}"))
         if hub is not None:
@@ -413,6 +415,9 @@ def client_checks(net: Network, health: dict, today, report: Report) -> None:
                 why += "; still a peer of the hub: run inv deploy"
             elif status != FAIL and (peer is None or c.wg_cidr not in peer["allowed_ips"]):
                 status, why = FAIL, f"the hub has no peer for {c.name} ({c.wg_cidr}): run inv deploy"
+        if status != FAIL and c.name in stale:
+            why = clientmod.stale_why(c) + (f"; {why}" if status == WARN else "")
+            status = WARN
         report.add("client", c.name, status, why)
 
 
