@@ -133,6 +133,30 @@ def test_the_direct_path_survives_the_hub(lab):
     lab.wait_healthy()
 
 
+def test_with_paths_hub_the_flow_passes_the_hub_which_forwards_only_that_port(lab):
+    wg = _wg(lab)
+    pinger = Pinger(lab.files / "ssh_config", "proxy", wg["backend-3"]).start()
+    text = lab.network.read_text()
+    lab.network.write_text(text.replace("network:\n", "network:\n  paths: hub\n", 1))
+    try:
+        lab.inv("deploy")
+        assert pinger.stop().lost == 0
+        # no direct peer any more: backend-1's hub peer carries db's address
+        peers = lab.ssh("backend-1", "wg show wg0 allowed-ips").stdout
+        assert f"10.50.0.1/32 {wg['backend-2']}/32" in peers
+        assert _get(lab, "backend-1", "http://db.internal:5432/") == "200"
+        # the hub forwards that port only (backend-2's SSH answers every address, but not
+        # through the hub), and nothing for backend-3
+        assert not _opens(lab, "backend-1", wg["backend-2"], 22)
+        assert not _opens(lab, "backend-3", wg["backend-2"], 5432)
+        report = lab.wait_healthy()
+        grant = [c["detail"] for c in report["checks"] if c["check"] == "grant"]
+        assert grant == [f"backend-1 -> db.internal ({wg['backend-2']}:5432, through the hub)"]
+    finally:
+        lab.network.write_text(text)
+    lab.inv("deploy")  # back to the direct path
+
+
 def test_revoking_closes_it_in_one_deploy_and_no_other_tunnel_loses_a_packet(lab):
     wg = _wg(lab)
     pingers = [Pinger(lab.files / "ssh_config", "proxy", wg[b]).start() for b in ("backend-3", "backend-1")]
