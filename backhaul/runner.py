@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +61,35 @@ class Run:
         return f"{state}. Fix the cause (or wait for the hosts to come back) and run {again} again."
 
 
-# "    [backend-2] Could not connect (...)" / "    [proxy] Error: ..." / "[proxy] ERROR: ..."
-_FAILED = re.compile(r"^\s*\[([^\]]+)\]\s+(Could not connect.*|SSH error.*|Error.*|ERROR.*)$")
+# "    [backend-2] Could not connect (...)" / "    [proxy] Error: ..." / "[proxy] ERROR: ..." /
+# "    [backend-1] Command socket/SSH error: LostConnection('the SSH connection to ...',)"
+_FAILED = re.compile(
+    r"^\s*\[([^\]]+)\]\s+(Could not connect.*|SSH error.*|Command socket/SSH error.*|Error.*|ERROR.*)$"
+)
+# a connection that died mid-run (backhaul/connection.py): its own message says it all
+_LOST = re.compile(r"LostConnection\(['\"](.*)['\"],?\)")
+# what pyinfra writes into its working directory (here: the project) on an internal error
+DEBUG_LOG = "pyinfra-debug.log"
+
+
+def _reason(text: str) -> str:
+    m = _LOST.search(text)
+    return m.group(1) if m else text
+
+
+def _move_debug_log(since: float) -> None:
+    """pyinfra's traceback file, written into the project folder by this run: moved to the
+    temp folder (the user's folder keeps no trace of a run) and named."""
+    log = ROOT / DEBUG_LOG
+    try:
+        if log.stat().st_mtime < since:
+            return  # not this run's
+    except FileNotFoundError:
+        return
+    fd, kept = tempfile.mkstemp(prefix="backhaul-pyinfra-debug-", suffix=".log")
+    os.close(fd)
+    os.replace(log, kept)
+    print(f"backhaul: pyinfra's full traceback is in {kept}", flush=True)
 
 
 def run_pyinfra(
@@ -89,6 +117,7 @@ def run_pyinfra(
         cmd += ["--limit", name]  # one flag per host: a comma list is one (unmatched) pattern
     if dry:
         cmd += ["--dry", "--diff"]
+    started = time.time()
     try:
         proc = subprocess.Popen(
             cmd,
@@ -106,13 +135,14 @@ def run_pyinfra(
             lines.append(line)
         rc = proc.wait()
         sys.stdout.flush()
+        _move_debug_log(started)
         if rc == 0:
             print(plan_summary(lines) if dry else summary(lines), flush=True)
         failed: dict[str, str] = {}
         for line in lines:
             m = _FAILED.match(line.rstrip())
             if m:
-                failed.setdefault(m.group(1), m.group(2))
+                failed.setdefault(m.group(1), _reason(m.group(2)))
         refused = next((m.group(1) for m in map(_REFUSED.match, lines) if m), None)
         return Run(rc, pending.read(pending_file), failed, refused)
     finally:
