@@ -100,14 +100,15 @@ def run_pyinfra(
     extra_env: dict | None = None,
 ) -> Run:
     """Run the pinned pyinfra CLI (the stable interface) and stream its output."""
-    with tempfile.NamedTemporaryFile(prefix="backhaul-pending-", delete=False) as tmp:
-        pending_file = tmp.name
+    # what the run could not finish comes back through a file without a name (pending.py)
+    sink = tempfile.TemporaryFile(prefix="backhaul-pending-")
+    pending_env, pending_fds = pending.child_env(sink)
     # the child runs under this process's lock of the network (it inherits the locked file)
     lock_env, lock_fds = lock.child_env(network)
     env = dict(
         os.environ,
         BACKHAUL_NETWORK=str(Path(network).resolve()),
-        **{pending.ENV: pending_file},
+        **pending_env,
         **lock_env,
         **(extra_env or {}),
     )
@@ -127,7 +128,7 @@ def run_pyinfra(
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-            pass_fds=lock_fds,
+            pass_fds=[*lock_fds, *pending_fds],
         )
         lines = []
         for line in proc.stdout:  # stream pyinfra's progress as it comes
@@ -144,9 +145,9 @@ def run_pyinfra(
             if m:
                 failed.setdefault(m.group(1), _reason(m.group(2)))
         refused = next((m.group(1) for m in map(_REFUSED.match, lines) if m), None)
-        return Run(rc, pending.read(pending_file), failed, refused)
+        return Run(rc, pending.read(sink), failed, refused)
     finally:
-        os.unlink(pending_file)
+        sink.close()
 
 
 # "--> pyinfra error in deploys/site.py line 20: <the DeployError's message>"
