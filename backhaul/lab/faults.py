@@ -52,6 +52,14 @@ def reboot(lab: Lab, name: str, timeout: float = 120.0) -> float:
     t0 = time.monotonic()
     before = boot_id(lab, name)
     console(lab, name, "systemctl reboot")
+    wait_booted(lab, name, before, timeout)
+    return time.monotonic() - t0
+
+
+def wait_booted(lab: Lab, name: str, before: str | None, timeout: float = 120.0) -> None:
+    """Until the host runs a boot other than ``before`` (its boot_id then), done booting,
+    with sshd active."""
+    deadline = time.monotonic() + timeout
     while True:
         now = boot_id(lab, name)
         if now and now != before:
@@ -59,10 +67,20 @@ def reboot(lab: Lab, name: str, timeout: float = 120.0) -> float:
                 lab, name, "systemctl is-system-running --wait >/dev/null; systemctl is-active ssh"
             )
             if done.returncode == 0:
-                return time.monotonic() - t0
-        if time.monotonic() - t0 > timeout:
+                return
+        if time.monotonic() > deadline:
             raise LabError(f"{name} did not come back from a reboot within {timeout:.0f} s")
         time.sleep(0.3)
+
+
+def stop_ssh(lab: Lab, name: str) -> None:
+    """sshd stopped (no new session gets in) and every session it had cut."""
+    console(lab, name, "systemctl stop ssh; systemctl stop ssh.socket 2>/dev/null; true")
+    cut_ssh(lab, name)
+
+
+def start_ssh(lab: Lab, name: str) -> None:
+    console(lab, name, "systemctl start ssh")
 
 
 def cut_ssh(lab: Lab, name: str) -> None:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from backhaul.lab import faults
+from backhaul.lab import chaos, faults
 from backhaul.lab import lab as labmod
 from backhaul.lab.hosts import HostRunner
 from backhaul.lab.image import rootfs
@@ -18,6 +18,7 @@ from backhaul.lab.image import rootfs
 from .labkit import ROOT, files_containing
 
 OUTPUTS: list[str] = []
+CHAOS_FAULTS = 3  # a few minutes of the suite's budget; `inv lab.chaos` runs more
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +236,19 @@ def test_the_hub_reboots_and_everything_comes_back(net):
         time.sleep(1)
     report = lab.wait_healthy(timeout=60)
     assert report["ok"], [c for c in report["checks"] if c["status"] not in ("ok", "warn")]
+
+
+def test_flows_cut_at_random_points_each_heal_with_one_deploy(net):
+    """`inv lab.chaos` in small: a few faults of a fixed seed on this module's lab (the long
+    run is `inv lab.chaos --faults 100`). Each checks every invariant; it raises on the first
+    one broken, naming the fault and how to replay it."""
+    lab = net
+    outcomes = chaos.run(lab.lab, count=CHAOS_FAULTS, seed=26, say=lambda line: OUTPUTS.append(line))
+    assert len(outcomes) == CHAOS_FAULTS and all(o.healed and not o.broken for o in outcomes)
+    # leave the lab as the other modules expect it: the spare out of the file
+    spare = next(h.name for h in lab.hosts if h.role == "spare")
+    if spare in lab.network.read_text():
+        lab.inv("remove-backend", "--name", spare)
 
 
 def test_no_key_material_in_any_output_or_file(net):
