@@ -310,3 +310,22 @@ def lab_dns(c, ip, name=None):
 
 
 ns.add_collection(Collection("lab", lab_up, lab_down, lab_status, lab_demo, lab_destroy, lab_dns))
+
+
+@task(
+    name="chaos",
+    help={
+        "name": LAB_HELP,
+        "faults": "how many flows to cut (each healed and checked before the next)",
+        "seed": "the random generator's seed: the same seed replays the same flows, points, faults",
+    },
+)
+@_friendly
+def lab_chaos(c, faults=10, seed=1, name=None):
+    """Cut flows at random points with random faults; heal each with one deploy; check the invariants."""
+    from backhaul.lab import chaos
+
+    chaos.run(_lab(name), int(faults), int(seed))
+
+
+ns.collections["lab"].add_task(lab_chaos)

@@ -33,8 +33,32 @@ def deploy(network_file: str, limit: str | None = None, dry: bool = False) -> No
                     flush=True,
                 )
         run = _converge(network_file, net, hosts, dry)
-    targets = hosts or [h.name for h in net.hosts]
+        targets = hosts or [h.name for h in net.hosts]
+        if not dry and run.rc == 0 and not run.pending:  # under the lock: no add starts meanwhile
+            _end_interrupted_add(network_file, net, targets)
     run.check("the plan" if dry else "the deploy", run.advice(targets, bool(hosts), dry))
+
+
+def _add_journal(network_file: str) -> Path:
+    """The add-backend in progress, beside the file a symlink resolves to (one for both)."""
+    real = Path(os.path.realpath(network_file))
+    return real.with_name(f".{real.name}.adding")
+
+
+def _end_interrupted_add(network_file: str, net, deployed: list[str]) -> None:
+    """After a deploy that completed: an add-backend cut short is over too. Its backend, if the
+    add wrote it into the file, was just deployed with the rest (a re-run of the add would
+    only verify it); if the add never wrote it, there is nothing to finish."""
+    journal = _add_journal(network_file)
+    try:
+        address = journal.read_text().strip()
+    except FileNotFoundError:
+        return
+    host = next((b for b in net.backends if address in {str(ip) for ip in b.public_ips}), None)
+    if host is None or host.name in deployed:
+        journal.unlink(missing_ok=True)
+        what = f"{host.name} is deployed" if host else "it never reached the file"
+        print(f"backhaul: the interrupted add-backend of {address} is over ({what})", flush=True)
 
 
 # --- ssh.via hub: which way each backend is reached (backhaul/sshpath.py) -----------------------
@@ -189,8 +213,7 @@ def add_backend(
     Re-running after an interruption finishes the job: a journal next to the network file
     names the add in progress, so the backend it already wrote is taken as is (and a backend
     that is simply a duplicate is still refused)."""
-    real = Path(os.path.realpath(network_file))  # one journal for a symlink and its target
-    journal = real.with_name(f".{real.name}.adding")
+    journal = _add_journal(network_file)
     with network_lock(network_file, wait=0):
         net = netmod.load(network_file, write_back=True)
         resuming = journal.exists() and journal.read_text().strip() == public_ip

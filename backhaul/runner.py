@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,8 +71,35 @@ class Run:
         return f"{state}. Fix the cause (or wait for the hosts to come back) and run {again} again."
 
 
-# "    [backend-2] Could not connect (...)" / "    [proxy] Error: ..." / "[proxy] ERROR: ..."
-_FAILED = re.compile(r"^\s*\[([^\]]+)\]\s+(Could not connect.*|SSH error.*|Error.*|ERROR.*)$")
+# "    [backend-2] Could not connect (...)" / "    [proxy] Error: ..." / "[proxy] ERROR: ..." /
+# "    [backend-1] Command socket/SSH error: LostConnection('the SSH connection to ...',)"
+_FAILED = re.compile(
+    r"^\s*\[([^\]]+)\]\s+(Could not connect.*|SSH error.*|Command socket/SSH error.*|Error.*|ERROR.*)$"
+)
+# a connection that died mid-run (backhaul/connection.py): its own message says it all
+_LOST = re.compile(r"LostConnection\(['\"](.*)['\"],?\)")
+# what pyinfra writes into its working directory (here: the project) on an internal error
+DEBUG_LOG = "pyinfra-debug.log"
+
+
+def _reason(text: str) -> str:
+    m = _LOST.search(text)
+    return m.group(1) if m else text
+
+
+def _move_debug_log(since: float) -> None:
+    """pyinfra's traceback file, written into the project folder by this run: moved to the
+    temp folder (the user's folder keeps no trace of a run) and named."""
+    log = ROOT / DEBUG_LOG
+    try:
+        if log.stat().st_mtime < since:
+            return  # not this run's
+    except FileNotFoundError:
+        return
+    fd, kept = tempfile.mkstemp(prefix="backhaul-pyinfra-debug-", suffix=".log")
+    os.close(fd)
+    os.replace(log, kept)
+    print(f"backhaul: pyinfra's full traceback is in {kept}", flush=True)
 
 
 def run_pyinfra(
@@ -84,14 +112,15 @@ def run_pyinfra(
 ) -> Run:
     """Run the pinned pyinfra CLI (the stable interface) and stream its output; with
     ``summarize``, say what it did (a flow of several runs says it once, for them all)."""
+    # what the run could not finish comes back through a file without a name (pending.py)
+    sink = tempfile.TemporaryFile(prefix="backhaul-pending-")
+    pending_env, pending_fds = pending.child_env(sink)
     # the child runs under this process's lock of the network (it inherits the locked file)
     lock_env, lock_fds = lock.child_env(network)
-    with tempfile.NamedTemporaryFile(prefix="backhaul-pending-", delete=False) as tmp:
-        pending_file = tmp.name  # removed by the finally below
     env = dict(
         os.environ,
         BACKHAUL_NETWORK=str(Path(network).resolve()),
-        **{pending.ENV: pending_file},
+        **pending_env,
         **lock_env,
         **(extra_env or {}),
     )
@@ -101,6 +130,7 @@ def run_pyinfra(
         cmd += ["--limit", name]  # one flag per host: a comma list is one (unmatched) pattern
     if dry:
         cmd += ["--dry", "--diff"]
+    started = time.time()
     try:
         proc = subprocess.Popen(
             cmd,
@@ -110,7 +140,7 @@ def run_pyinfra(
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-            pass_fds=lock_fds,
+            pass_fds=[*lock_fds, *pending_fds],
         )
         lines = []
         for line in proc.stdout:  # stream pyinfra's progress as it comes
@@ -118,19 +148,20 @@ def run_pyinfra(
             lines.append(line)
         rc = proc.wait()
         sys.stdout.flush()
+        _move_debug_log(started)
         failed: dict[str, str] = {}
         for line in lines:
             m = _FAILED.match(line.rstrip())
             if m:
-                failed.setdefault(m.group(1), m.group(2))
+                failed.setdefault(m.group(1), _reason(m.group(2)))
         refused = next((m.group(1) for m in map(_REFUSED.match, lines) if m), None)
         ops, changed, errors = totals(lines)
-        run = Run(rc, pending.read(pending_file), failed, refused, ops, changed, errors, planned(lines))
+        run = Run(rc, pending.read(sink), failed, refused, ops, changed, errors, planned(lines))
         if rc == 0 and summarize:
             print(run.summary(dry), flush=True)
         return run
     finally:
-        os.unlink(pending_file)
+        sink.close()
 
 
 # "--> pyinfra error in deploys/site.py line 20: <the DeployError's message>"

@@ -7,10 +7,13 @@ firewall and the isolation guard, services bound to the tunnel, nginx.
 from pyinfra import host, local
 from pyinfra.api.exceptions import DeployError
 
-from backhaul import software
+from backhaul import connection, software
 from backhaul.facts import snapshot
 from backhaul.facts.system import SudoAccess, sudo_problem
 from backhaul.network import load_current
+
+# a host whose SSH connection dies mid-run (a reboot) fails alone, named (backhaul/connection.py)
+connection.fail_alone_when_lost(host)
 
 if host.data.get("_sudo"):
     # A non-root SSH user: before any fact or command runs through sudo, make sure sudo asks

@@ -22,7 +22,7 @@ from pyinfra.api import StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import server
 
-from backhaul import clients, pending, plan, software
+from backhaul import clients, connection, pending, plan, software
 from backhaul.facts import other_hosts, snapshot
 from backhaul.facts.wireguard import (
     WireguardConfigPeers,
@@ -36,13 +36,16 @@ from backhaul.render import render
 from backhaul.wgcommands import read_psk_command
 
 
-def _public_key(name: str, interface: str) -> str | None:
-    """A host's public key, read from that host now; None if it has none or cannot be reached."""
+def _public_key(name: str, interface: str, asker: str) -> str | None:
+    """A host's public key, read from that host now; None if it has none or cannot be reached.
+
+    ``asker`` names the host whose conf needs the key: the hub asks in greenlets of its own,
+    where pyinfra's ``host`` is not set (reading it there raised instead of warning)."""
     try:
         # by the time configs are written every key pair exists: read each host's once
         state = other_hosts.read(name, WireguardState, memo=True, interface=interface) or {}
     except (PyinfraError, OSError) as e:
-        logger.warning(f"{host.name}: cannot read {name}'s public key ({e})")
+        logger.warning(f"{asker}: cannot read {name}'s public key ({e})")
         return None
     return state.get("public_key") or state.get("public_key_file")
 
@@ -132,7 +135,7 @@ def _kept_peers(interface: str) -> dict[str, str]:
 def _hub_conf(net: Network, psk_in_use: bool) -> str:
     iface = net.interface
     # every backend at once: one round trip for the lot, not one per backend
-    jobs = {b.name: gevent.spawn(_public_key, b.name, iface) for b in net.backends}
+    jobs = {b.name: gevent.spawn(_public_key, b.name, iface, host.name) for b in net.backends}
     gevent.joinall(list(jobs.values()))
     keys = {name: job.value for name, job in jobs.items()}
     unread = [name for name, key in keys.items() if not key]
@@ -166,7 +169,7 @@ def _hub_conf(net: Network, psk_in_use: bool) -> str:
 
 def _backend_conf(net: Network, name: str, psk_in_use: bool) -> str:
     iface = net.interface
-    hub_key = _public_key(net.hub.name, iface)
+    hub_key = _public_key(net.hub.name, iface, name)
     if not hub_key:
         # Never drop the hub for want of its key: keep the peer this backend has (a hub that
         # does not answer SSH still forwards every tunnel).
@@ -194,7 +197,7 @@ def _direct_peers(net: Network, name: str) -> list[plan.Peer]:
     partners = plan.direct_partners(net, me)
     if not partners:
         return []
-    jobs = {p.name: gevent.spawn(_public_key, p.name, net.interface) for p in partners}
+    jobs = {p.name: gevent.spawn(_public_key, p.name, net.interface, name) for p in partners}
     gevent.joinall(list(jobs.values()))
     kept = _kept_peers(net.interface)
     peers = []
@@ -272,4 +275,5 @@ def wireguard_network(packages_installed: bool):
         wireguard.preshared_keys_pruned(name="preshared keys no longer used", keep=keep, interface=iface)
 
 
+connection.fail_alone_when_lost(host)  # run alone too (rotate-keys): see site.py
 wireguard_network(software.installed_by_site())

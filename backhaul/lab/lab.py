@@ -84,6 +84,13 @@ def _record(lab: Lab) -> Path:
     return lab.state_dir / "lab.json"
 
 
+def as_recorded(lab: Lab) -> Lab:
+    """The lab as its last `up` recorded it (size, spares, release), else ``lab`` as given:
+    for the tasks that act on a lab that is up without repeating its options."""
+    rec = _record(lab)
+    return _recorded(json.loads(rec.read_text()), lab) if rec.exists() else lab
+
+
 def _recorded(old: dict, lab: Lab) -> Lab:
     """The lab as lab.json recorded it (its subnet and size decide what to tear down; labs
     recorded before the suite was are Debian 12 labs)."""
