@@ -29,6 +29,8 @@ def without_block(text: str) -> list[str]:
 def with_names(text: str, names: list[tuple[str, str]]) -> str:
     """``text`` (the file as it is) with backhaul's block holding ``names`` ((address, name)
     pairs), at the end; no block at all when there is no name."""
+    if not names and BEGIN not in text.splitlines():
+        return text  # nothing of backhaul's, nothing to add: the file stays byte for byte
     lines = without_block(text)
     if names:
         lines += [BEGIN, *(f"{ip}\t{name}" for ip, name in names), END]

@@ -106,6 +106,7 @@ def test_the_matrix_is_exactly_what_the_file_grants(lab):
 
 def test_app_and_db_peer_directly_and_the_hub_carries_none_of_it(lab):
     wg = _wg(lab)
+    assert "backhaul: no changes" in lab.inv("deploy").stdout  # grants, names and all
     peers = lab.ssh("backend-1", "wg show wg0 allowed-ips").stdout
     assert f"{wg['backend-2']}/32" in peers
     assert f"{wg['backend-3']}/32" not in peers  # granted nothing: no peer either way

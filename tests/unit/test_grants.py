@@ -5,6 +5,8 @@ Pure: the model and the plan. The lab (tests/lab/test_grants.py) proves the matr
 
 from __future__ import annotations
 
+import base64
+
 from backhaul import etchosts, plan
 from backhaul import network as netmod
 from backhaul.render import render
@@ -147,3 +149,16 @@ def test_backend_to_backend_keeps_its_meaning(tmp_path):
         "10.50.0.254/32",
     ]
     assert len(plan.names(net, net.host("b3"))) == 1 + 1  # app and db
+
+
+def test_etc_hosts_is_read_byte_for_byte_and_left_alone_without_grants():
+    from backhaul.facts.resolver import EtcHosts
+
+    text = "127.0.0.1 localhost  \n\n# IPv6\n::1 localhost"  # blank line, trailing spaces, no final newline
+    wire = base64.b64encode(text.encode()).decode()
+    assert EtcHosts().process([wire]) == text
+    assert EtcHosts().process([""]) == ""
+    assert etchosts.with_names(text, []) == text  # no grant, no block: not a byte changes
+    named = etchosts.with_names(text, [("10.50.0.3", "db.internal")])
+    assert named.startswith("127.0.0.1 localhost  \n\n# IPv6\n::1 localhost\n# BEGIN backhaul")
+    assert etchosts.with_names(named, []) == "127.0.0.1 localhost  \n\n# IPv6\n::1 localhost\n"
