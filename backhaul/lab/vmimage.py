@@ -34,7 +34,7 @@ INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "virtio_net"]
 
 def recipe_hash(suite: str = DEFAULT_SUITE) -> str:
     h = hashlib.sha256()
-    for part in (image.recipe_hash(suite), *VM_PACKAGES, *INITRAMFS_MODULES, "vm1"):
+    for part in (image.recipe_hash(suite), *VM_PACKAGES, *INITRAMFS_MODULES, "vm2"):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:12]
 
@@ -95,9 +95,9 @@ def _build(suite: str, base: Path, root: Path, log) -> float:
         f"apt-get install -y -q --no-install-recommends {' '.join(VM_PACKAGES)} && apt-get clean'"
     )
     _run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], "install the kernel")
-    # the lists fetched here are the outer machine's view; hosts fetch their own via the cache
-    for lists in (tmp / "var/lib/apt/lists").glob("*_dists_*"):
-        lists.unlink()
+    # The apt lists stay, as in the container image: a deploy reads nginx's candidate version
+    # from them before it installs nginx (without them the first deploy writes a config for an
+    # unknown nginx and the second rewrites it: not the no-op a container host shows).
     tmp.rename(root / "rootfs")
     (root / "complete").write_text(f"{time.time()}\n")
     return time.monotonic() - start
