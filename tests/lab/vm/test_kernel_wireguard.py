@@ -29,8 +29,13 @@ def vm_lab():
         yield handle
 
 
+# A first deploy under emulation: 31.7 min measured on a busy machine (the hub's apt install
+# alone 22 min), more than labkit's default of 15 min.
+DEPLOY_TIMEOUT = 3600
+
+
 def test_a_deploy_on_vm_hosts_runs_kernel_wireguard_and_verifies_green(vm_lab):
-    vm_lab.inv("deploy")
+    vm_lab.inv("deploy", timeout=DEPLOY_TIMEOUT)
     report = vm_lab.wait_healthy(timeout=60)
     assert report["ok"], [c for c in report["checks"] if c["status"] != "ok"]
     for h in vm_lab.lab.network_hosts:
@@ -47,5 +52,5 @@ def test_a_deploy_on_vm_hosts_runs_kernel_wireguard_and_verifies_green(vm_lab):
 
 
 def test_a_second_deploy_changes_nothing(vm_lab):
-    again = vm_lab.inv("deploy")
+    again = vm_lab.inv("deploy", timeout=DEPLOY_TIMEOUT)
     assert "backhaul: no changes" in again.stdout, again.stdout[-3000:]
