@@ -204,12 +204,22 @@ def client_config(c, name, network=None):
 LAB_HELP = "lab name: 1-6 lowercase letters/digits (default: demo; its files go to .lab/)"
 
 
-def _lab(name, backends=2, subnet=None, spares=0, suite=None, backend_suite=None, ipv6=False, v6_only=None):
+def _lab(
+    name,
+    backends=2,
+    subnet=None,
+    spares=0,
+    suite=None,
+    backend_suite=None,
+    ipv6=False,
+    v6_only=None,
+    vm=False,
+):
     from backhaul.lab.layout import Lab
 
     only = [n.strip() for n in (v6_only or "").split(",") if n.strip()]
     return Lab.make(
-        name or "demo", int(backends), subnet, os.getcwd(), int(spares), suite, backend_suite, ipv6, only
+        name or "demo", int(backends), subnet, os.getcwd(), int(spares), suite, backend_suite, ipv6, only, vm
     )
 
 
@@ -225,6 +235,7 @@ def _lab(name, backends=2, subnet=None, spares=0, suite=None, backend_suite=None
         "backend-suite": "a mixed fleet: the backends (and spares) on this release instead",
         "ipv6": "dual-stack network.yml: every host's IPv6 address as public_ip6",
         "v6-only": "these backends (comma-separated) get no IPv4 address at all (implies --ipv6)",
+        "vm": "QEMU VMs on Debian's own cloud kernel (kernel WireGuard; emulated, slow), not containers",
     },
 )
 @_friendly
@@ -239,11 +250,12 @@ def lab_up(
     backend_suite=None,
     ipv6=False,
     v6_only=None,
+    vm=False,
 ):
     """Boot the lab: 1 hub + N backends (real Debian 13 or 12, systemd, SSH), apt cache, ACME."""
     from backhaul.lab import lab
 
-    lab.up(_lab(name, backends, subnet, spares, suite, backend_suite, ipv6, v6_only), fresh=fresh)
+    lab.up(_lab(name, backends, subnet, spares, suite, backend_suite, ipv6, v6_only, vm), fresh=fresh)
 
 
 @task(name="down", help={"name": LAB_HELP, "purge": "also delete the hosts' disks"})

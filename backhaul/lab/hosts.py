@@ -23,6 +23,8 @@ class HostRunner:
         self.merged = self.dir / "merged"
         self.pidfile = self.dir / "launcher.pid"
 
+    network_match = "Name=host0"  # nspawn's name for the host's end of its veth
+
     # --- state ------------------------------------------------------------------------------
     @property
     def pid(self) -> int | None:
@@ -96,7 +98,9 @@ class HostRunner:
         (m / "etc/hosts").write_text(
             f"127.0.0.1 localhost\n127.0.1.1 {self.host.name}\n::1 localhost ip6-localhost\n"
         )
-        (m / "etc/systemd/network/10-host0.network").write_text(host_network(self.lab, self.host))
+        (m / "etc/systemd/network/10-host0.network").write_text(
+            host_network(self.lab, self.host, self.network_match)
+        )
         for home, uid, gid in _login_homes(m):
             ssh = m / home.lstrip("/") / ".ssh"
             ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -156,14 +160,15 @@ class HostRunner:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def host_network(lab: Lab, host: LabHost) -> str:
+def host_network(lab: Lab, host: LabHost, match: str = "Name=host0") -> str:
     """host0's networkd file: static addresses and gateways, IPv4 unless the host is IPv6-only,
     IPv6 always. No link-local addressing or router advertisements: the addresses are the lab's
     to give; no duplicate address detection either (nothing else on the bridge takes them, and
-    a tentative address would refuse SSH for a second after boot)."""
+    a tentative address would refuse SSH for a second after boot). A VM's interface is matched
+    by its MAC address instead (``match``): udev names it after its PCI slot."""
     v4 = "" if host.v6_only else (f"Address={host.ip}/{lab.subnet.prefixlen}\nGateway={lab.gateway}\n")
     return (
-        "[Match]\nName=host0\n\n[Network]\n"
+        f"[Match]\n{match}\n\n[Network]\n"
         + v4
         + f"Address={host.ip6}/{lab.subnet6.prefixlen}\nGateway={lab.gateway6}\n"
         "LinkLocalAddressing=no\nIPv6AcceptRA=no\nIPv6DuplicateAddressDetection=0\n"

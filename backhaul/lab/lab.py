@@ -10,9 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from backhaul.errors import LabError
-from backhaul.lab import cgroups, demo, files, guard, image, neighbour, services, system
+from backhaul.lab import cgroups, demo, files, guard, image, neighbour, services, system, vmimage
 from backhaul.lab.hosts import HostRunner, ssh_ready
 from backhaul.lab.layout import STATE_ROOT, Lab, LabHost
+from backhaul.lab.vmhosts import VmRunner, is_vm_dir
 
 REQUIRED_TOOLS = {
     "systemd-nspawn": "systemd-container",
@@ -26,9 +27,13 @@ REQUIRED_TOOLS = {
     "ip": "iproute2",
 }
 INSTALL_HINT = "apt-get install -y --no-install-recommends"
+VM_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "mkfs.ext4": "e2fsprogs"}
+# Emulated (TCG) VMs boot to SSH in about 3 minutes on a busy machine (181 s at load 10), and
+# took over 7 on one at load 50-80 (seen: 300 s was not enough).
+VM_BOOT_TIMEOUT = 900.0
 
 
-def preflight() -> None:
+def preflight(vm: bool = False) -> None:
     """Everything the lab needs from this machine, reported all at once."""
     problems = []
     if os.geteuid() != 0:
@@ -36,7 +41,7 @@ def preflight() -> None:
     missing = sorted(
         {
             pkg
-            for tool, pkg in REQUIRED_TOOLS.items()
+            for tool, pkg in (REQUIRED_TOOLS | (VM_TOOLS if vm else {})).items()
             if not shutil.which(tool) and not Path("/usr/sbin", tool).exists()
         }
     )
@@ -51,8 +56,13 @@ def preflight() -> None:
         raise LabError(f"the lab cannot start on this machine:\n{listed}")
 
 
+def runner(lab: Lab, host: LabHost, rootfs: Path, pubkey: str) -> HostRunner:
+    """The host's runner: a VM's or a container's, as the lab is."""
+    return (VmRunner if lab.vm else HostRunner)(lab, host, rootfs, pubkey)
+
+
 def _runners(lab: Lab, rootfs: dict[str, Path], pubkey: str) -> list[HostRunner]:
-    return [HostRunner(lab, h, rootfs[h.suite], pubkey) for h in lab.hosts]
+    return [runner(lab, h, rootfs[h.suite], pubkey) for h in lab.hosts]
 
 
 def _raise_inotify_limit() -> None:
@@ -104,6 +114,7 @@ def _recorded(old: dict, lab: Lab) -> Lab:
         old.get("backend_suite"),
         old.get("ipv6", False),
         old.get("v6_only", ()),
+        old.get("vm", False),
     )
 
 
@@ -129,7 +140,7 @@ def _subnet_taken(lab: Lab) -> None:
 
 def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     """Bring the lab to ``lab.backends`` running backends; quick and changeless when it is up."""
-    preflight()
+    preflight(lab.vm)
     t0 = time.monotonic()
     _subnet_taken(lab)
     rec = _record(lab)
@@ -138,11 +149,12 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
         was = _recorded(old, lab)
         # a host's disk is an overlay on its release's image: another release needs new disks;
         # a host's addresses are written before it boots: another address plan, new hosts
-        if (was.subnet, was.suite, was.backend_suite, was.v6_only) != (
+        if (was.subnet, was.suite, was.backend_suite, was.v6_only, was.vm) != (
             lab.subnet,
             lab.suite,
             lab.backend_suite,
             lab.v6_only,
+            lab.vm,
         ) or fresh:
             down(was, purge=True, log=log)
     lab.state_dir.mkdir(parents=True, exist_ok=True)
@@ -157,12 +169,13 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
                 "backend_suite": lab.backend_suite,
                 "ipv6": lab.ipv6,
                 "v6_only": sorted(lab.v6_only),
+                "vm": lab.vm,
             }
         )
     )
     rootfs, built = {}, 0.0
     for suite in lab.suites:
-        rootfs[suite], took = image.ensure_built(suite, log=log)
+        rootfs[suite], took = (vmimage if lab.vm else image).ensure_built(suite, log=log)
         built += took or 0.0
     _raise_inotify_limit()
     key, pubkey = files.ensure_ssh_key(lab)
@@ -178,7 +191,8 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     known_hosts = files.write_known_hosts(lab, {r.host.name: r.host_key() for r in runners})
     files.write_ssh_config(lab)
     with ThreadPoolExecutor(max_workers=min(32, len(runners))) as pool:
-        answers = pool.map(lambda r: ssh_ready(lab, r.host.address, key, known_hosts), runners)
+        wait = VM_BOOT_TIMEOUT if lab.vm else 90.0
+        answers = pool.map(lambda r: ssh_ready(lab, r.host.address, key, known_hosts, wait), runners)
         states = dict(zip((r.host.name for r in runners), answers, strict=True))
     bad = {n: s for n, s in states.items() if s != "running"}
     if bad:
@@ -213,7 +227,14 @@ def _orphan_runner(lab: Lab, d: Path) -> HostRunner:
     """A runner for a host dir the current lab size does not include (or any, at down).
 
     Only stop/purge are called on it: the machine name (its cgroups) comes from the launcher
-    spec the host was started with; its address is never used."""
+    spec the host was started with; its address is never used. A VM host is known by its
+    files (its tap's name comes from vm.json)."""
+    if is_vm_dir(d):
+        machine = f"{lab.name}-x"
+        spec = d / "vm.json"
+        if spec.exists():
+            machine = json.loads(spec.read_text())["tap"].removeprefix("vt-")
+        return VmRunner(lab, LabHost(d.name, machine, lab.gateway, "backend"), Path("/"), "")
     spec = d / "launcher.json"
     machine = f"{lab.name}-x"
     if spec.exists():
@@ -243,7 +264,7 @@ def down(lab: Lab, purge: bool = False, log=print) -> dict:
     for path in system.mounts_under(lab.state_dir):
         system.umount(path)
     for link in Path("/sys/class/net").iterdir():
-        if link.name.startswith(f"vb-{lab.name}-"):
+        if link.name.startswith((f"vb-{lab.name}-", f"vt-{lab.name}-")):
             system.run(["ip", "link", "del", link.name], check=False)
     if system.link_exists(lab.bridge):
         system.run(["ip", "link", "del", lab.bridge])
@@ -287,7 +308,7 @@ def status(lab: Lab) -> list[dict]:
         lab = _recorded(old, lab)
     rows = []
     for h in lab.hosts:
-        r = HostRunner(lab, h, image.rootfs(h.suite), "")
+        r = runner(lab, h, Path("/"), "")
         try:
             guard.require(lab, h.address)
         except LabError:
@@ -303,7 +324,7 @@ def status(lab: Lab) -> list[dict]:
                 "host": h.name,
                 "ip": h.address,
                 "machine": h.machine,
-                "suite": h.suite,
+                "suite": h.suite + (" vm" if lab.vm else ""),
                 "running": r.is_running(),
                 "ssh": ssh,
             }

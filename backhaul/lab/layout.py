@@ -60,6 +60,8 @@ class Lab:
     # on the wire either way); the hosts named in v6_only get no IPv4 address at all
     ipv6: bool = False
     v6_only: frozenset[str] = frozenset()
+    # QEMU VMs on Debian's own kernel (kernel WireGuard) instead of containers (vmhosts.py)
+    vm: bool = False
 
     @classmethod
     def make(
@@ -73,6 +75,7 @@ class Lab:
         backend_suite: str | None = None,
         ipv6: bool = False,
         v6_only: frozenset[str] | tuple[str, ...] | list[str] = (),
+        vm: bool = False,
     ) -> Lab:
         if not NAME_RE.match(name):
             raise LabError(
@@ -115,6 +118,7 @@ class Lab:
             backend_suite=None if backend_suite == suite else backend_suite,
             ipv6=ipv6 or bool(v6_only),
             v6_only=v6_only,
+            vm=vm,
         )
 
     @property

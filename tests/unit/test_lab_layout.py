@@ -103,3 +103,52 @@ def test_the_status_table_keeps_its_columns_with_ipv6_addresses():
     assert (
         len({line.index("suite") for line in lines[:1]} | {line.index("trixie") for line in lines[1:]}) == 1
     )
+
+
+def test_a_vm_host_matches_its_interface_by_mac_and_plugs_a_tap_of_the_labs_name():
+    """A VM's interface is named by udev after its PCI slot (ens2), not host0: networkd must
+    find it by the MAC QEMU gives it; the tap carries the lab's name, so down finds it."""
+    from backhaul.lab.hosts import host_network
+    from backhaul.lab.vmhosts import VmRunner, mac_address, tap_name
+
+    lab = Lab.make("kd", 2, vm=True)
+    hub, b1, b2 = lab.hosts
+    macs = {mac_address(h) for h in lab.hosts}
+    assert len(macs) == 3 and all(m.startswith("52:54:00:") for m in macs)
+    runner = VmRunner(lab, b1, image.rootfs(), "")
+    text = host_network(lab, b1, runner.network_match)
+    assert f"[Match]\nMACAddress={mac_address(b1)}\n" in text and "host0" not in text
+    assert tap_name(b2) == "vt-kd-2" and len(tap_name(b2)) <= 15
+    assert all(len(tap_name(h)) <= 15 for h in Lab.make("abcdef", 40, vm=True).hosts)
+
+
+def test_a_vm_host_boots_the_images_kernel_emulated_on_one_cpu(tmp_path, monkeypatch):
+    from backhaul.lab import vmimage
+    from backhaul.lab.vmhosts import VmRunner
+
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    for f in ("vmlinuz-6.12.1-cloud-amd64", "initrd.img-6.12.1-cloud-amd64"):
+        (boot / f).touch()
+    monkeypatch.setattr(vmimage, "rootfs", lambda suite="trixie": tmp_path)
+    lab = Lab.make("kd", 1, vm=True)
+    cmd = VmRunner(lab, lab.hosts[1], tmp_path, "")._qemu_command()
+    assert cmd[cmd.index("-kernel") + 1] == str(boot / "vmlinuz-6.12.1-cloud-amd64")
+    assert cmd[cmd.index("-initrd") + 1] == str(boot / "initrd.img-6.12.1-cloud-amd64")
+    assert cmd[cmd.index("-accel") + 1] == "tcg" and cmd[cmd.index("-smp") + 1] == "1"
+    assert "-enable-kvm" not in cmd  # nested KVM hangs on this machine
+
+
+def test_the_vm_image_is_the_base_recipe_plus_its_own():
+    from backhaul.lab import vmimage
+
+    assert vmimage.recipe_hash("trixie") != vmimage.recipe_hash("bookworm")
+    assert vmimage.vm_dir("trixie") != image.base_dir("trixie")
+    assert "kmod" in vmimage.VM_PACKAGES  # the kernel loads wireguard.ko through modprobe
+
+
+def test_a_vm_lab_is_recorded_as_one(tmp_path, monkeypatch):
+    monkeypatch.setattr("backhaul.lab.layout.STATE_ROOT", tmp_path)
+    lab = Lab.make("kd", 1, vm=True)
+    assert labmod._recorded({"name": "kd", "backends": 1, "subnet": str(lab.subnet), "vm": True}, lab).vm
+    assert not labmod._recorded({"name": "kd", "backends": 1, "subnet": str(lab.subnet)}, lab).vm
