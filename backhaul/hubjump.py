@@ -21,14 +21,23 @@ as an OpenSSH ProxyJump would (pyinfra's own SSH client reads them).
 
 from __future__ import annotations
 
-from gevent.lock import Semaphore
-from paramiko import Channel
+import functools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # (imported where used: `inv deploy`'s own process never loads paramiko)
+    from paramiko import Channel
 
 HUB_ALIAS = "backhaul-hub"  # the hub's name in the generated ssh_config
 CONNECT_TIMEOUT = 10  # seconds, for the hub and for each channel through it
 
 _hubs: dict[str, object] = {}  # ssh_config file -> the connected client, or why it failed
-_hub_lock = Semaphore()
+
+
+@functools.cache
+def _hub_lock():
+    from gevent.lock import Semaphore  # the backends connect in greenlets
+
+    return Semaphore()
 
 
 def _hub(config_file: str):
@@ -36,7 +45,7 @@ def _hub(config_file: str):
 
     A failure is kept and raised to every backend of the run: each would otherwise try the
     dead hub again, one after the other, a timeout each."""
-    with _hub_lock:
+    with _hub_lock():
         hub = _hubs.get(config_file)
         if hub is None:
             from pyinfra.connectors.sshuserclient.client import SSHClient
@@ -56,7 +65,7 @@ def _hub(config_file: str):
 
 def _forget(config_file: str, hub) -> None:
     """A hub connection that died mid-run: the next backend connects again."""
-    with _hub_lock:
+    with _hub_lock():
         if _hubs.get(config_file) is hub:
             del _hubs[config_file]
 
