@@ -22,6 +22,7 @@ as an OpenSSH ProxyJump would (pyinfra's own SSH client reads them).
 from __future__ import annotations
 
 import functools
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # (imported where used: `inv deploy`'s own process never loads paramiko)
@@ -30,7 +31,8 @@ if TYPE_CHECKING:  # (imported where used: `inv deploy`'s own process never load
 HUB_ALIAS = "backhaul-hub"  # the hub's name in the generated ssh_config
 CONNECT_TIMEOUT = 10  # seconds, for the hub and for each channel through it
 
-_hubs: dict[str, object] = {}  # ssh_config file -> the connected client, or why it failed
+_hubs: dict[str, object] = {}  # ssh_config file -> the connected client
+_failures: dict[str, tuple[float, Exception]] = {}  # ssh_config file -> (when, why) of the last try
 
 
 @functools.cache
@@ -43,24 +45,28 @@ def _hub_lock():
 def _hub(config_file: str):
     """This process's SSH connection to the hub (the first caller connects, the rest wait).
 
-    A failure is kept and raised to every backend of the run: each would otherwise try the
-    dead hub again, one after the other, a timeout each."""
+    A failed attempt is raised to every backend that was waiting for it (each would otherwise
+    try the dead hub again, one after the other, a timeout each); a connect that starts later
+    tries again (a flow that waits for the hub to come back, in one process)."""
+    asked = time.monotonic()
     with _hub_lock():
         hub = _hubs.get(config_file)
-        if hub is None:
-            from pyinfra.connectors.sshuserclient.client import SSHClient
+        if hub is not None:
+            return hub
+        failed = _failures.get(config_file)
+        if failed and failed[0] >= asked:
+            raise failed[1]
+        from pyinfra.connectors.sshuserclient.client import SSHClient
 
-            client = SSHClient()
-            try:
-                client.connect(HUB_ALIAS, _pyinfra_ssh_config_file=config_file, timeout=CONNECT_TIMEOUT)
-                hub = client
-            except Exception as e:  # noqa: BLE001 - handed to every backend's connect, as is
-                client.close()
-                hub = e
-            _hubs[config_file] = hub
-    if isinstance(hub, Exception):
-        raise hub
-    return hub
+        client = SSHClient()
+        try:
+            client.connect(HUB_ALIAS, _pyinfra_ssh_config_file=config_file, timeout=CONNECT_TIMEOUT)
+        except Exception as e:
+            client.close()
+            _failures[config_file] = (time.monotonic(), e)
+            raise
+        _hubs[config_file] = client
+        return client
 
 
 def _forget(config_file: str, hub) -> None:
