@@ -11,12 +11,28 @@ import functools
 import json as jsonlib
 import os
 
-from invoke import Collection, task
+from invoke import Collection, Task
+from invoke import task as _invoke_task
 from invoke.exceptions import Exit
 
 from backhaul.errors import BackhaulError
 
 NETWORK_HELP = "network file (default: $BACKHAUL_NETWORK or ./network.yml)"
+
+
+class _Task(Task):
+    """invoke's task with one meaning per short flag: invoke gives each option the first free
+    letter of its name, so `-n` was --network in some tasks and --name in others. Here
+    --network has no short flag, and `-n` is --name wherever a task has a name."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name == "network":
+            opts["names"] = ["network"]
+        return opts
+
+
+task = functools.partial(_invoke_task, klass=_Task)
 
 
 def _friendly(fn):
@@ -117,14 +133,20 @@ def remove_backend(c, name, force=False, network=None):
     flows.remove_backend(_network(network), name=name, force=force)
 
 
-@task(help={"host": "the new hub's public IP (a fresh server)", "network": NETWORK_HELP})
+@task(
+    help={
+        "host": "the new hub's public IP (a fresh server); its IPv4 one when --host6 is given",
+        "host6": "its IPv6 address: needed when the old hub had IPv4 and IPv6 (like add-backend)",
+        "network": NETWORK_HELP,
+    }
+)
 @_friendly
-def replace_hub(c, host, network=None):
+def replace_hub(c, host, host6=None, network=None):
     """Replace a dead hub: a new server built from the file, every backend re-pointed to it."""
     _in_process_pyinfra()
     from backhaul import flows
 
-    flows.replace_hub(_network(network), public_ip=host)
+    flows.replace_hub(_network(network), public_ip=host, public_ip6=host6)
 
 
 @task(help={"host": "rotate this host's key", "all": "rotate every host's key", "network": NETWORK_HELP})
@@ -243,11 +265,7 @@ def lab_status(c, name=None):
     rows = lab.status(the_lab)
     if rows and all(r["ssh"] == "lab down" for r in rows):
         print(f"lab '{the_lab.name}' is down (no bridge {the_lab.bridge}): no host was contacted")
-    print(f"{'host':<12} {'ip':<16} {'suite':<9} {'running':<8} ssh")
-    for r in rows:
-        print(
-            f"{r['host']:<12} {r['ip']:<16} {r['suite']:<9} {'yes' if r['running'] else 'no':<8} {r['ssh']}"
-        )
+    print(lab.status_table(rows))
 
 
 @task(name="demo", help={"name": LAB_HELP})
@@ -292,3 +310,22 @@ def lab_dns(c, ip, name=None):
 
 
 ns.add_collection(Collection("lab", lab_up, lab_down, lab_status, lab_demo, lab_destroy, lab_dns))
+
+
+@task(
+    name="chaos",
+    help={
+        "name": LAB_HELP,
+        "faults": "how many flows to cut (each healed and checked before the next)",
+        "seed": "the random generator's seed: the same seed replays the same flows, points, faults",
+    },
+)
+@_friendly
+def lab_chaos(c, faults=10, seed=1, name=None):
+    """Cut flows at random points with random faults; heal each with one deploy; check the invariants."""
+    from backhaul.lab import chaos
+
+    chaos.run(_lab(name), int(faults), int(seed))
+
+
+ns.collections["lab"].add_task(lab_chaos)

@@ -55,9 +55,15 @@ def config_text(net: Network, client: Client, hub_public_key: str, private_key: 
         hub=hub.name,
         hub_public_key=hub_public_key,
         endpoint=f"{endpoint}:{net.port}",
-        allowed_ips=hub.wg_cidr,
+        # the hub, and the backends of the tunnel-only services granted to this client
+        allowed_ips=", ".join(_client_allowed_ips(net, client)),
         keepalive=net.keepalive or 25,
     )
+
+
+def _client_allowed_ips(net: Network, client: Client) -> list[str]:
+    reached = [f.dst.wg_cidr for f in plan.flows(net) if f.client and f.src_name == client.name]
+    return list(dict.fromkeys([net.hub.wg_cidr, *reached]))
 
 
 def qr_text(text: str) -> str:
@@ -65,6 +71,9 @@ def qr_text(text: str) -> str:
     app scans it). Built in memory only."""
     import segno
 
+    # the comments are for a person reading the text; the app needs none of them, and each
+    # line left out makes the code smaller and easier to scan off a terminal
+    text = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
     out = io.StringIO()
     segno.make(text, error="L", micro=False).terminal(out=out, compact=True)
     return out.getvalue()
@@ -103,6 +112,34 @@ def expiry(net: Network, on: datetime.date) -> list[tuple[str, str, str]]:
                 (c.name, "warn", f"expires on {c.expires} (in {left} days): renew its expires: or remove it")
             )
     return out
+
+
+def stale(net: Network, hub_key: str | None) -> list[Client]:
+    """The clients whose config names another hub key than ``hub_key`` (the hub's, now; None:
+    a key no config has seen yet, a new hub's): the hub's key was rotated or the hub replaced
+    since, and those devices cannot handshake. A client with no recorded key (added before
+    backhaul kept it) counts: nothing says it is current. Expired clients are left out: they
+    are not meant to connect."""
+    active = set(plan.active_clients(net, today()))
+    return [c for c in net.clients if c in active and (hub_key is None or c.hub_key != hub_key)]
+
+
+def stale_why(c: Client) -> str:
+    """What is wrong with a stale client's config, and the command that fixes it."""
+    what = (
+        "names the hub's old key"
+        if c.hub_key
+        else "may name an old hub key (which one was not recorded: it predates hub_key)"
+    )
+    return f"its config {what}: run inv client-config {c.name} and load the new config on that device"
+
+
+def stale_advice(net: Network, hub_key: str | None) -> list[str]:
+    """The closing lines of rotate-keys and replace-hub: one per client to give a new config."""
+    return [
+        f"backhaul: client {c.name}'s config {stale_why(c).removeprefix('its config ')}"
+        for c in stale(net, hub_key)
+    ]
 
 
 def expired(net: Network, on: datetime.date) -> list[Client]:

@@ -197,6 +197,11 @@ def check_domain(value: str) -> str | None:
     return dns_error(value, single_label_ok=False)
 
 
+def check_name_domain(value: str) -> str | None:
+    """network.domain: the suffix of the granted services' names; one label is fine."""
+    return dns_error(value, single_label_ok=True)
+
+
 def check_ssh_host(value: str) -> str | None:
     addr, error = parse_ip(value)
     if addr is not None:
@@ -318,6 +323,19 @@ def controller_path(value: Any, base: Path) -> Path | None:
 SSH_VIA = ("direct", "hub")
 
 
+# network.paths: how two backends with a grant between them reach each other
+PATHS = ("direct", "hub")
+
+
+def check_paths(value: str) -> str | None:
+    if value not in PATHS:
+        return (
+            f"{_show(value)} is not a way for granted flows to go; write direct (the two "
+            "backends peer with each other) or hub (every flow through the hub)"
+        )
+    return None
+
+
 def check_ssh_via(value: str) -> str | None:
     if value not in SSH_VIA:
         return (
@@ -329,6 +347,17 @@ def check_ssh_via(value: str) -> str | None:
 
 def family_names(versions: set[int]) -> str:
     return " and ".join(f"IPv{v}" for v in sorted(versions))
+
+
+def hub_key_error(value: str) -> str | None:
+    """Why ``value`` is not the hub's public key as a client config names it."""
+    if public_key_error(value) is None:
+        return None
+    return (
+        f"{_show(value)} is not a WireGuard public key; this is the hub's public key the "
+        "client's config names, written by add-client and client-config: remove the line, "
+        "then run inv client-config for this client"
+    )
 
 
 def public_key_error(value: str) -> str | None:

@@ -33,8 +33,32 @@ def deploy(network_file: str, limit: str | None = None, dry: bool = False) -> No
                     flush=True,
                 )
         run = _converge(network_file, net, hosts, dry)
-    targets = hosts or [h.name for h in net.hosts]
+        targets = hosts or [h.name for h in net.hosts]
+        if not dry and run.rc == 0 and not run.pending:  # under the lock: no add starts meanwhile
+            _end_interrupted_add(network_file, net, targets)
     run.check("the plan" if dry else "the deploy", run.advice(targets, bool(hosts), dry))
+
+
+def _add_journal(network_file: str) -> Path:
+    """The add-backend in progress, beside the file a symlink resolves to (one for both)."""
+    real = Path(os.path.realpath(network_file))
+    return real.with_name(f".{real.name}.adding")
+
+
+def _end_interrupted_add(network_file: str, net, deployed: list[str]) -> None:
+    """After a deploy that completed: an add-backend cut short is over too. Its backend, if the
+    add wrote it into the file, was just deployed with the rest (a re-run of the add would
+    only verify it); if the add never wrote it, there is nothing to finish."""
+    journal = _add_journal(network_file)
+    try:
+        address = journal.read_text().strip()
+    except FileNotFoundError:
+        return
+    host = next((b for b in net.backends if address in {str(ip) for ip in b.public_ips}), None)
+    if host is None or host.name in deployed:
+        journal.unlink(missing_ok=True)
+        what = f"{host.name} is deployed" if host else "it never reached the file"
+        print(f"backhaul: the interrupted add-backend of {address} is over ({what})", flush=True)
 
 
 # --- ssh.via hub: which way each backend is reached (backhaul/sshpath.py) -----------------------
@@ -45,9 +69,45 @@ def _converge(network_file: str, net, hosts: list[str] | None, dry: bool = False
     goes only once SSH through the hub has worked."""
     scope = [b for b in net.backends if sshpath.via_hub(b) and (not hosts or b.name in hosts)]
     direct = sshpath.first_guess(network_file, net) & {b.name for b in scope}
-    run = run_pyinfra(network_file, limit=hosts, dry=dry, extra_env=_direct_env(direct))
-    if dry or not scope or net.hub.name in run.failed:
-        return run  # a plan, no via-hub backend, or the hub itself failed: the run says it all
+    run = run_pyinfra(network_file, limit=hosts, dry=dry, extra_env=_direct_env(direct), summarize=False)
+    if dry:
+        run = _plan_closing(network_file, run, sorted(n for n in direct if n not in run.failed))
+    elif scope and net.hub.name not in run.failed:  # else the hub itself failed: the run says it all
+        run = _reach_and_close(network_file, net, scope, direct, run)
+    if run.rc == 0:  # one statement for the flow's runs together (a failure is raised by check)
+        print(run.summary(dry), flush=True)
+    return run
+
+
+def _plan_closing(network_file: str, run: Run, closing: list[str]) -> Run:
+    """The plan of a deploy that would close these via-hub backends' public SSH after its site
+    run: that step's firewall changes, read dry over the hub (where the deploy makes them), or
+    a note where SSH through the hub does not work yet (the deploy then leaves it open)."""
+    if not closing:
+        return run
+    fw = run_pyinfra(
+        network_file, deploy_file="deploys/firewall.py", limit=closing, dry=True, summarize=False
+    )
+    for name in closing:
+        if _not_connected(fw, name):
+            run.changes.setdefault(name, []).append(
+                "its public SSH closes over the hub once SSH through the hub works (it does not "
+                "yet, so this plan cannot show those firewall changes)"
+            )
+        else:
+            # (from an ssh.allow_from address the site run already applies the closed rules:
+            # the same change, listed once)
+            ops = run.changes.setdefault(name, [])
+            ops += [
+                f"{op} (over the hub: closes public SSH)" for op in fw.changes.get(name, []) if op not in ops
+            ]
+    run.changes = {h: ops for h, ops in run.changes.items() if ops}
+    return run
+
+
+def _reach_and_close(network_file: str, net, scope: list, direct: set[str], run: Run) -> Run:
+    """After the site run: via-hub backends that did not connect tried the other way, then
+    public SSH closed over the hub on those reached directly."""
     unreached = [b.name for b in scope if _not_connected(run, b.name)]
     if unreached:
         # the other way: directly for those tried through the hub, and the reverse
@@ -58,7 +118,10 @@ def _converge(network_file: str, net, hosts: list[str] | None, dry: bool = False
             flush=True,
         )
         again = run_pyinfra(
-            network_file, limit=[net.hub.name, *unreached], extra_env=_direct_env(direct & set(unreached))
+            network_file,
+            limit=[net.hub.name, *unreached],
+            extra_env=_direct_env(direct & set(unreached)),
+            summarize=False,
         )
         run = _merged(run, again, [net.hub.name, *unreached])
         for n in unreached:
@@ -94,7 +157,7 @@ def close_public_ssh(network_file: str, names: list[str], timeout: float = 60.0)
     handshake or two first: retried while SSH through the hub does not connect yet)."""
     deadline = time.monotonic() + timeout
     while True:
-        run = run_pyinfra(network_file, deploy_file="deploys/firewall.py", limit=names)
+        run = run_pyinfra(network_file, deploy_file="deploys/firewall.py", limit=names, summarize=False)
         unreached = [n for n in names if _not_connected(run, n)]
         if not unreached or time.monotonic() > deadline:
             for n in unreached:
@@ -111,7 +174,16 @@ def _merged(first: Run, second: Run, redone: list[str]) -> Run:
     failed.update(second.failed)
     pending = [p for p in first.pending if p.split(":", 1)[0] not in redone] + second.pending
     rc = second.rc or (first.rc if failed else 0)
-    return Run(rc, pending, failed, second.refused)
+    # the operations of both runs count: the summary says what the whole flow changed
+    return Run(
+        rc,
+        pending,
+        failed,
+        second.refused,
+        first.ops + second.ops,
+        first.changed + second.changed,
+        second.errors + (first.errors if set(failed) - set(second.failed) else 0),
+    )
 
 
 def _limit(net, limit: str | None) -> list[str] | None:
@@ -141,8 +213,7 @@ def add_backend(
     Re-running after an interruption finishes the job: a journal next to the network file
     names the add in progress, so the backend it already wrote is taken as is (and a backend
     that is simply a duplicate is still refused)."""
-    real = Path(os.path.realpath(network_file))  # one journal for a symlink and its target
-    journal = real.with_name(f".{real.name}.adding")
+    journal = _add_journal(network_file)
     with network_lock(network_file, wait=0):
         net = netmod.load(network_file, write_back=True)
         resuming = journal.exists() and journal.read_text().strip() == public_ip
@@ -232,28 +303,27 @@ def remove_backend(network_file: str, name: str, force: bool = False, stop_tunne
         )
 
 
-def replace_hub(network_file: str, public_ip: str) -> None:
-    """A new server takes the dead hub's place: the file gets its address, a deploy builds it
-    from the file and re-points every backend (hub key, endpoint, firewall rule for
-    WireGuard), the certificates are issued again, and the network must verify.
+def replace_hub(network_file: str, public_ip: str, public_ip6: str | None = None) -> None:
+    """A new server takes the dead hub's place: the file gets its addresses (one of each
+    family the old hub had, or nothing changes), a deploy builds it from the file and re-points
+    every backend (hub key, endpoint of its tunnel's family, firewall rule for WireGuard), the
+    certificates are issued again, and the network must verify.
 
     Via-hub backends are reached through the new hub once it has their peers; until then
     directly, which needs this machine on ssh.allow_from (their public SSH stays closed)."""
     with network_lock(network_file, wait=0):
         old = netmod.load(network_file)
-        hub = netmod.set_hub_address(network_file, public_ip)
-        print(
-            f"backhaul: {hub.name} is now {hub.public_ip} in {network_file} (was {old.hub.public_ip})",
-            flush=True,
-        )
+        hub = netmod.set_hub_address(network_file, public_ip, public_ip6)  # refuses before any change
+        now, was = (", ".join(str(a) for a in h.public_ips) for h in (hub, old.hub))
+        print(f"backhaul: {hub.name} is now {now} in {network_file} (was {was})", flush=True)
         domains = sorted({d for s in old.services for d in s.domains})
         if domains:
             print(
-                f"backhaul: point these names at {hub.public_ip} (an A/AAAA record only you "
-                f"can change; ACME validates through it): {', '.join(domains)}",
+                f"backhaul: point these names at {_records(hub)} (records only you can change; "
+                f"ACME validates through them): {', '.join(domains)}",
                 flush=True,
             )
-        if hub.ssh_host != str(hub.public_ip):
+        if hub.ssh_host not in {str(a) for a in hub.public_ips}:
             print(f"backhaul: note: proxy.ssh_host is {hub.ssh_host}; SSH goes there", flush=True)
         net = netmod.load(network_file)
         _converge(network_file, net, None).check(
@@ -263,12 +333,33 @@ def replace_hub(network_file: str, public_ip: str) -> None:
         )
     report = _wait_verified(network_file, None, timeout=60)
     print(report.to_table())
+    _tell_stale_clients(net, None)  # a new server, a new key: no client config names it yet
     if not report.ok:
-        raise DeployError(
-            "the new hub is built but the network does not verify; see the table "
-            "above (a DNS name not yet pointing at the new hub fails its https "
-            "check until it does)"
+        raise DeployError(replace_hub_problem(net, report))
+
+
+def _records(hub) -> str:
+    return " and ".join(f"{a} ({'AAAA' if a.version == 6 else 'A'})" for a in hub.public_ips)
+
+
+def replace_hub_problem(net, report) -> str:
+    """What replace-hub's failed verify says is wrong: the failing checks by name, and the DNS
+    hint only when HTTPS checks fail (a name not yet at the new hub: no certificate)."""
+    from backhaul.verify import OK, WARN
+
+    failing = [c for c in report.checks if c.status not in (OK, WARN)]
+    https = [c for c in failing if c.check == "https"]
+    others = [c for c in failing if c.check != "https"]
+    lines = ["the new hub is built but the network does not verify (the table above):"]
+    lines += [f"  {c.check} {c.host}: {c.detail}" for c in others]
+    if https:
+        domains = sorted({d for s in net.services for d in s.domains})
+        lines.append(
+            f"  {len(https)} https check(s) fail: if {', '.join(domains) or 'the services names'} "
+            f"do not point at the new hub yet ({_records(net.hub)}), ACME cannot issue their "
+            "certificates: change the records, then run inv deploy"
         )
+    return "\n".join(lines)
 
 
 def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = False) -> None:
@@ -286,6 +377,7 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
         # alone. Touching only the pair keeps the flow's SSH and pyinfra work (CPU on the
         # hosts, where userspace WireGuard forwards every other tunnel) flat in the fleet size.
         pair = None if all_hosts or host == net.hub.name else [net.hub.name, host]
+        hub_key = None  # the hub's new key, when it is rotated: the clients' configs name the old
         with session.connect(net, pair) as hosts:
             if hosts.unreachable:
                 raise DeployError(
@@ -296,7 +388,7 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
                 what = "new key"
                 try:
                     if name == net.hub.name:
-                        rotation.rotate_hub(net, hosts)
+                        hub_key = rotation.rotate_hub(net, hosts)
                     else:
                         rotation.rotate_backend(net, hosts, net.host(name))
                 except DeployError as e:
@@ -315,8 +407,20 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
         )
     report = _wait_verified(network_file, None if all_hosts or host == net.hub.name else [host])
     print(report.to_table())
+    if hub_key:
+        _tell_stale_clients(net, hub_key)
     if not report.ok:
         raise DeployError("keys rotated but the network does not verify; see the table above")
+
+
+def _tell_stale_clients(net, hub_key: str | None) -> None:
+    """The end of a flow that changed the hub's key: each client that needs a new config."""
+    if not net.clients:
+        return  # clients.py loads pyinfra: only for a network that has clients
+    from backhaul import clients
+
+    for line in clients.stale_advice(net, hub_key):
+        print(line, flush=True)
 
 
 # --- clients (admins' devices) ----------------------------------------------------------------
@@ -337,6 +441,12 @@ def add_client(
         when = datetime.date.fromisoformat(expires) if expires else None
     except ValueError:
         raise BackhaulError(f"--expires {expires!r} is not a date; write YYYY-MM-DD") from None
+    if when is not None and when <= clients.today():
+        # expires: is the first day the hub drops the peer: a config shown now could never work
+        raise BackhaulError(
+            f"--expires {when} is past or today ({clients.today()} in UTC; the hub drops a client "
+            "from its expires: day on): give a later day, or none"
+        )
     with network_lock(network_file, wait=0):
         net = netmod.load(network_file, write_back=True)
         private = None
@@ -344,7 +454,8 @@ def add_client(
             private, public_key = clients.keypair()
         netmod.add_client(network_file, name, public_key, expires=when, check_only=True)
         hub_key = _hub_public_key(net)  # before any change: the config needs it
-        client = netmod.add_client(network_file, name, public_key, expires=when)  # unchanged on error
+        # unchanged on error; the hub key the config names recorded with it (verify: stale?)
+        client = netmod.add_client(network_file, name, public_key, expires=when, hub_key=hub_key)
         print(f"backhaul: added client {name} ({client.wg_ip}) to {network_file}", flush=True)
         net = netmod.load(network_file)
         text = clients.config_text(net, client, hub_key, private)
@@ -378,7 +489,12 @@ def client_config(network_file: str, name: str, show=print) -> None:
     except KeyError:
         known = ", ".join(c.name for c in net.clients) or "none"
         raise BackhaulError(f"there is no client {name!r} in {network_file} (clients: {known})") from None
-    show(clients.config_text(net, client, _hub_public_key(net), None))
+    hub_key = _hub_public_key(net)
+    show(clients.config_text(net, client, hub_key, None))
+    with network_lock(network_file, wait=0):
+        # what this config names: verify stops calling it stale (public data, in the file)
+        if netmod.set_client_hub_key(network_file, name, hub_key) != client:
+            print(f"backhaul: {network_file}: {name}'s hub_key is now the hub's current key", flush=True)
 
 
 def _hub_public_key(net) -> str:

@@ -65,10 +65,24 @@ class Service:
     # the client names (and `clients`) of allow:, whose addresses ``allow`` also holds. An
     # allow list of names that resolves to no address (no client yet) still denies everyone.
     allow_names: tuple[str, ...] = ()
+    # grants: the backends that may reach this service's port over the tunnel (named in allow:
+    # by backend name or by the name of a service they run), besides the hub
+    grants: tuple[str, ...] = ()
 
     @property
     def restricted(self) -> bool:
         return bool(self.allow or self.allow_names)
+
+    @property
+    def tunnel_only(self) -> bool:
+        """No domain: nginx does not serve it; only the tunnel reaches it."""
+        return not self.domains
+
+    @property
+    def client_grants(self) -> tuple[str, ...]:
+        """The client names (or `clients`) that reach a tunnel-only service through the hub;
+        a service with domains gives its clients nginx's list only."""
+        return self.allow_names if self.tunnel_only else ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,9 @@ class Client:
     public_key: str
     wg_ip: ipaddress.IPv4Address
     expires: datetime.date | None = None  # from this day (UTC) on, the hub drops its peer
+    # the hub's public key its config names (public): a config naming another key than the
+    # hub's is stale (the hub's key was rotated, or the hub replaced)
+    hub_key: str | None = None
 
     @property
     def wg_cidr(self) -> str:
@@ -126,6 +143,11 @@ class Network:
     tls: Tls
     clients: tuple[Client, ...] = ()
     client_warn_days: int = 14  # `inv verify` warns this many days before a client expires
+    # granted flows between two backends: "direct" (the two peer with each other) or "hub"
+    # (every flow through the hub: providers that block UDP between customers)
+    paths: str = "direct"
+    # the granted services' names on a backend: <service>.<domain> (backhaul/plan.py names)
+    domain: str = "internal"
 
     @property
     def hosts(self) -> tuple[Host, ...]:

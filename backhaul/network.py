@@ -301,37 +301,129 @@ def removal_problem(net: Network, name: str, with_services: bool = False) -> str
     return None
 
 
-def set_hub_address(path: str | os.PathLike[str], public_ip: str) -> Host:
-    """Give the hub a new ``proxy.public_ip`` (a replacement server) and return the new hub;
-    the file is unchanged on any problem. An ``ssh_host`` of the hub is left as it is (say
-    so: it may name the dead server)."""
+def set_hub_address(path: str | os.PathLike[str], public_ip: str, public_ip6: str | None = None) -> Host:
+    """Give the hub the addresses of a replacement server and return the new hub; the file is
+    unchanged on any problem. The new hub has an address of each family the old one had
+    (``public_ip6``: a dual-stack hub's IPv6 one, ``public_ip`` then its IPv4 one), else a
+    backend of that family would keep dialling the dead server. An ``ssh_host`` of the hub is
+    left as it is (say so: it may name the dead server)."""
     file = os.fspath(path)
     text = _read(file)
     net = _load_text(text, file, Path(file))
-    pub, error = fields.parse_ip(public_ip) if isinstance(public_ip, str) else (None, None)
-    owner = next((h for h in net.backends if h.public_ip == pub), None) if pub else None
-    if pub is None:
-        problem = error or f"{_show(public_ip)} is not an IP address; write e.g. 203.0.113.10"
-    elif why := fields.unroutable_reason(pub):
-        problem = f"{_show(public_ip)} is {why}; give the new hub's public address"
-    elif owner is not None:
-        problem = (
-            f"{_show(public_ip)} is the public_ip of backend {owner.name!r}; the hub "
-            "needs a server of its own"
-        )
-    else:
-        problem = None
-    if problem:
-        raise ConfigError([Problem(file, None, None, "proxy.public_ip", problem)])
+    old = net.hub
+    problems: list[Problem] = []
+
+    def address(value: str | None, flag: str, field: str, family: int | None) -> Any:
+        if value is None:
+            return None
+        pub, error = fields.parse_ip(value) if isinstance(value, str) else (None, None)
+        taken = {a: h for h in net.backends for a in h.public_ips}
+        if pub is None:
+            problem = error or f"{flag} {_show(value)} is not an IP address; write e.g. 203.0.113.10"
+        elif family and pub.version != family:
+            problem = (
+                f"{flag} {_show(value)} is not an IPv{family} address; give the new hub's IPv{family} one"
+            )
+        elif why := fields.unroutable_reason(pub):
+            problem = f"{flag} {_show(value)} is {why}; give the new hub's public address"
+        elif pub in taken:
+            h = taken[pub]
+            which = "public_ip" if h.public_ip == pub else "public_ip6"
+            problem = (
+                f"{flag} {_show(value)} is the {which} of backend {h.name!r}; "
+                "the hub needs a server of its own"
+            )
+        else:
+            return pub
+        problems.append(Problem(file, None, None, field, problem))
+        return None
+
+    pub = address(public_ip, "--host", "proxy.public_ip", 4 if public_ip6 is not None else None)
+    pub6 = address(public_ip6, "--host6", "proxy.public_ip6", 6)
+    if pub is not None and not problems:
+        families = {pub.version} | ({6} if pub6 is not None else set())
+        was = ", ".join(str(a) for a in old.public_ips)
+        if 6 in old.families and 6 not in families:
+            problems.append(
+                Problem(
+                    file,
+                    None,
+                    None,
+                    "proxy.public_ip6",
+                    f"the hub has an IPv6 address too ({was}): its backends over IPv6 need the "
+                    "new hub's; give it with --host6 (--host is then the IPv4 one), or first "
+                    "remove proxy.public_ip6 (and every backend that has only IPv6) if the new "
+                    "server has no IPv6",
+                )
+            )
+        if 4 in old.families and 4 not in families:
+            problems.append(
+                Problem(
+                    file,
+                    None,
+                    None,
+                    "proxy.public_ip",
+                    f"the hub has an IPv4 address ({was}): --host is its IPv4 address and "
+                    "--host6 the IPv6 one",
+                )
+            )
+        if problems and old.families == (6,):
+            problems = [
+                Problem(
+                    file,
+                    None,
+                    None,
+                    "proxy.public_ip",
+                    f"the hub is IPv6-only ({was}): give the new hub's IPv6 address with --host "
+                    "(with an IPv4 one too: --host IPv4 --host6 IPv6)",
+                )
+            ]
+    if problems:
+        raise ConfigError(problems)
     root = yaml.compose(text)
-    hub = next(v for k, v in root.value if k.value == "proxy")
-    node = next(v for k, v in hub.value if k.value == "public_ip")
-    new_text = yamledit.apply(
-        text, [yamledit.Edit(node.start_mark.index, node.end_mark.index, yamledit.scalar(str(pub)))]
-    )
+    hub = _find_key(root, "proxy")
+    edits = []
+    node = _find_key(hub, "public_ip")
+    edits.append(_replaced(node, str(pub)))
+    if pub6 is not None:
+        node6 = _find_key(hub, "public_ip6")
+        if node6 is None or yamledit.is_null(node6):
+            edits += yamledit.set_key(text, hub, "public_ip6", yamledit.scalar(str(pub6)))
+        else:
+            edits.append(_replaced(node6, str(pub6)))
+    new_text = yamledit.apply(text, edits)
     new_net = _load_text(new_text, f"{file} (after the new hub address)", Path(file))
     _write_atomic(file, text, new_text)
     return new_net.hub
+
+
+def _replaced(node, value: str) -> yamledit.Edit:
+    """An edit that gives a scalar node a new value, in the quotes it was written with."""
+    style = getattr(node, "style", None)
+    text = yamledit.quoted(value, style) if style in ("'", '"') else yamledit.scalar(value)
+    return yamledit.Edit(node.start_mark.index, node.end_mark.index, text)
+
+
+def set_client_hub_key(path: str | os.PathLike[str], name: str, hub_key: str) -> Client:
+    """Record in client ``name``'s entry the hub key its config was just shown with (public;
+    verify compares it with the hub's). Unchanged when it is already that key."""
+    file = os.fspath(path)
+    text = _read(file)
+    net = _load_text(text, file, Path(file))
+    index = next(i for i, c in enumerate(net.clients) if c.name == name)
+    if net.clients[index].hub_key == hub_key:
+        return net.clients[index]
+    entry = _find_key(yaml.compose(text), "clients").value[index]
+    node = _find_key(entry, "hub_key")
+    value = yamledit.scalar(hub_key)
+    if node is None or yamledit.is_null(node):
+        edits = yamledit.set_key(text, entry, "hub_key", value)
+    else:
+        edits = [yamledit.Edit(node.start_mark.index, node.end_mark.index, value)]
+    new_text = yamledit.apply(text, edits)
+    client = _load_text(new_text, f"{file} (after recording {name}'s hub key)", Path(file)).client(name)
+    _write_atomic(file, text, new_text)
+    return client
 
 
 def _read(file: str) -> str:
@@ -413,6 +505,7 @@ def add_client(
     wg_ip: str | None = None,
     expires: datetime.date | None = None,
     check_only: bool = False,
+    hub_key: str | None = None,
 ) -> Client | None:
     """Append a client (only its public key) to the file and return it; the file is unchanged
     on any problem. Its address is the highest free one unless ``wg_ip`` is given.
@@ -455,6 +548,8 @@ def add_client(
         entry.append(("wg_ip", yamledit.scalar(wg_ip)))
     if expires is not None:
         entry.append(("expires", expires.isoformat()))
+    if hub_key is not None:  # the hub's key the config shown for it names
+        entry.append(("hub_key", yamledit.scalar(hub_key)))
     new_text = yamledit.apply(text, yamledit.append_item(text, root, "clients", entry))
     result = schema.check(new_text, f"{file} (after adding {name})", Path(file))
     if result.problems:
@@ -482,19 +577,24 @@ def remove_client(path: str | os.PathLike[str], name: str) -> Client:
         raise ConfigError(
             [Problem(file, None, None, "name", f"there is no client {_show(name)}; clients: {known}")]
         )
-    users = [f"services[{i}].allow" for i, s in enumerate(net.services) if name in s.allow_names]
+    users = [(i, s) for i, s in enumerate(net.services) if name in s.allow_names]
     if users:
-        raise ConfigError(
-            [
+        services = _find_key(yaml.compose(text), "services")
+        problems = []
+        for i, s in users:
+            allow = _find_key(services.value[i], "allow") if services is not None else None
+            mark = allow.start_mark if allow is not None else None
+            problems.append(
                 Problem(
                     file,
-                    None,
-                    None,
-                    "name",
-                    f"{', '.join(users)} names {name!r}; remove it there first (or allow `clients`)",
+                    mark.line + 1 if mark else None,
+                    mark.column + 1 if mark else None,
+                    f"services[{i}].allow",
+                    f"service {s.name!r} allows {name!r} by name; remove the name there first "
+                    f"(or allow `clients`), then remove-client {name} again",
                 )
-            ]
-        )
+            )
+        raise ConfigError(problems)
     root = yaml.compose(text)
     new_text = yamledit.apply(text, yamledit.remove_item(text, root, "clients", index))
     new_net = _load_text(new_text, f"{file} (after removing {name})", Path(file))
@@ -502,3 +602,10 @@ def remove_client(path: str | os.PathLike[str], name: str) -> Client:
         raise AssertionError(f"bug: removing {name!r} did not remove exactly that client")
     _write_atomic(file, text, new_text)
     return net.clients[index]
+
+
+def _find_key(mapping, key: str):
+    """The value node under ``key`` in a YAML mapping node (None: absent or not a mapping)."""
+    if not isinstance(mapping, yaml.MappingNode):
+        return None
+    return next((v for k, v in mapping.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)

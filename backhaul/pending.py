@@ -3,23 +3,32 @@
 A peer whose public key cannot be read (its host unreachable and never deployed) is left out
 of the configs; the deploy records that here so that ``inv deploy`` ends non-zero naming it
 (pyinfra alone would call the run a success). A plain ``pyinfra`` run logs a warning.
+
+The messages go into a file without a name (``TemporaryFile``: unlinked as it is made) that the
+task hands its pyinfra child by descriptor: however either process ends, killed or not, no file
+is left in the temp folder.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import BinaryIO
 
-ENV = "BACKHAUL_PENDING_FILE"
+ENV = "BACKHAUL_PENDING_FD"
+
+
+def child_env(sink: BinaryIO) -> tuple[dict[str, str], list[int]]:
+    """Environment and descriptors that let a child process ``record`` into ``sink``."""
+    return {ENV: str(sink.fileno())}, [sink.fileno()]
 
 
 def record(message: str) -> None:
-    path = os.environ.get(ENV)
-    if path:
-        with open(path, "a") as f:
-            f.write(message.rstrip("\n") + "\n")
+    fd = os.environ.get(ENV)
+    if fd:
+        os.write(int(fd), (message.rstrip("\n") + "\n").encode())
 
 
-def read(path: str | Path) -> list[str]:
-    p = Path(path)
-    return p.read_text().splitlines() if p.exists() else []
+def read(sink: BinaryIO) -> list[str]:
+    """What the child recorded (call once it has ended)."""
+    sink.seek(0)
+    return sink.read().decode().splitlines()

@@ -11,7 +11,8 @@ import datetime
 from dataclasses import dataclass
 
 from backhaul import sshpath
-from backhaul.network import Client, Host, Network
+from backhaul.model import ALL_CLIENTS
+from backhaul.network import Client, Host, Network, Service
 
 
 @dataclass(frozen=True)
@@ -95,20 +96,24 @@ def hub_peers(
 def backend_hub_peer(
     net: Network, hub_key: str | None, psk_file: str | None = None, host: Host | None = None
 ) -> Peer | None:
-    """A backend's only peer: the hub. With backend_to_backend the whole subnet routes via it.
+    """A backend's peer the hub: the hub's address, and the addresses of the granted flows that
+    pass it (``via_hub``); with backend_to_backend the whole subnet routes via it.
 
     ``host``: the backend, whose tunnel family picks the hub's address to dial (None: the
     hub's public_ip, for networks of one family)."""
     if not hub_key:
         return None
-    allowed = str(net.subnet) if net.backend_to_backend else net.hub.wg_cidr
+    if net.backend_to_backend:
+        allowed: tuple[str, ...] = (str(net.subnet),)
+    else:
+        allowed = (net.hub.wg_cidr, *(via_hub(net, host) if host else ()))
     endpoint = _endpoint(net, host, net.hub) if host else _format(net.hub.public_ip, net.port)
-    return Peer(net.hub.name, hub_key, (allowed,), endpoint, net.keepalive, psk_file)
+    return Peer(net.hub.name, hub_key, allowed, endpoint, net.keepalive, psk_file)
 
 
 def hub_peer_ips(net: Network) -> tuple[str, ...]:
-    """The allowed IPs a backend may have given the hub: its address, or the whole subnet
-    (with backend_to_backend, which may have been switched since)."""
+    """The allowed IPs by which a backend's kept hub peer is found: the hub's address (always
+    among them), or the whole subnet (with backend_to_backend, which may have been switched)."""
     return (net.hub.wg_cidr, str(net.subnet))
 
 
@@ -128,6 +133,111 @@ def _endpoint(net: Network, backend: Host, dialed: Host) -> str:
 
 def _format(ip, port: int) -> str:
     return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+# -- grants: which backend (or client) may reach which service, and by which path -------------
+# A service's allow: list names the backends (by their name or a service they run) and, for a
+# tunnel-only service, the clients that may reach its port over the tunnel; nothing else may.
+# Two backends with a grant between them peer with each other (a direct path: one hop, and the
+# flow survives the hub) when network.paths is direct and they share an address family; other
+# flows, and every client's, pass the hub, which forwards exactly those.
+
+
+@dataclass(frozen=True)
+class Flow:
+    src_name: str  # a backend's or a client's name
+    src_cidr: str  # its WG address /32
+    service: Service
+    dst: Host  # the service's backend
+    direct: bool  # the two backends peer with each other
+    client: bool = False
+
+
+def flows(net: Network) -> list[Flow]:
+    """Every granted flow of the network file (backend_to_backend's blanket grant aside)."""
+    out = []
+    for s in net.services:
+        dst = net.host(s.backend)
+        for name in s.grants:
+            src = net.host(name)
+            out.append(Flow(name, src.wg_cidr, s, dst, direct(net, src, dst)))
+        for c in _granted_clients(net, s):
+            out.append(Flow(c.name, c.wg_cidr, s, dst, False, client=True))
+    return out
+
+
+def _granted_clients(net: Network, s: Service) -> list[Client]:
+    names = s.client_grants
+    return [c for c in net.clients if c.name in names or ALL_CLIENTS in names]
+
+
+def direct(net: Network, a: Host, b: Host) -> bool:
+    """Whether two backends peer with each other: paths direct and a family both have."""
+    return net.paths == "direct" and pair_family(a, b) is not None
+
+
+def pair_family(a: Host, b: Host) -> int | None:
+    """The family a direct pair's tunnel runs over: IPv4 when both have it, else IPv6."""
+    common = set(a.families) & set(b.families)
+    return 4 if 4 in common else 6 if 6 in common else None
+
+
+def direct_partners(net: Network, host: Host) -> list[Host]:
+    """The backends this backend peers with directly (a grant either way), in file order."""
+    names = {f.src_name for f in flows(net) if f.direct and f.dst.name == host.name}
+    names |= {f.dst.name for f in flows(net) if f.direct and f.src_name == host.name}
+    return [b for b in net.backends if b.name in names]
+
+
+def direct_peer(net: Network, host: Host, partner: Host, key: str) -> Peer:
+    """A backend's peer for a direct partner: its address only, dialled on its public address
+    (both ends dial, so whichever comes up first opens the path), kept alive like the hub's."""
+    ip = partner.public_address(pair_family(host, partner) or 4)
+    assert ip is not None, "direct() guarantees a family both have"
+    return Peer(partner.name, key, (partner.wg_cidr,), _format(ip, net.port), net.keepalive)
+
+
+def via_hub(net: Network, host: Host) -> tuple[str, ...]:
+    """The addresses this backend exchanges granted traffic with through the hub (its hub
+    peer's allowed IPs besides the hub's own): partners without a direct path, and clients."""
+    out: list[str] = []
+    for f in flows(net):
+        if f.direct:
+            continue
+        if f.src_name == host.name:
+            out.append(f.dst.wg_cidr)
+        elif f.dst.name == host.name:
+            out.append(f.src_cidr)
+    return tuple(dict.fromkeys(out))
+
+
+def hub_forwards(net: Network) -> bool:
+    """The hub forwards between tunnel addresses: backend_to_backend, or a flow through it."""
+    return net.backend_to_backend or any(not f.direct for f in flows(net))
+
+
+def service_sources(net: Network, s: Service) -> list[tuple[str, str]]:
+    """Who may reach a service's port over the tunnel: (address or CIDR, who) pairs."""
+    if net.backend_to_backend:
+        out = [(str(net.subnet), "the hub and every backend (backend_to_backend)")]
+    else:
+        out = [(str(net.hub.wg_ip), "the hub")]
+    out += [
+        (f.src_cidr, f.src_name)
+        for f in flows(net)
+        if f.service.name == s.name and (f.client or not net.backend_to_backend)
+    ]
+    return out
+
+
+def names(net: Network, host: Host) -> list[tuple[str, str]]:
+    """(WG address, name) of every service this backend may reach: ``<service>.<domain>``."""
+    granted = [
+        s
+        for s in net.services
+        if s.backend != host.name and (net.backend_to_backend or host.name in s.grants)
+    ]
+    return [(str(net.host(s.backend).wg_ip), f"{s.name}.{net.domain}") for s in granted]
 
 
 # -- preshared keys ----------------------------------------------------------------------------
@@ -176,6 +286,20 @@ def firewall_rules(net: Network, host: Host, ssh_closed: bool = False) -> list[R
         rules.append(Rule(80, "tcp", why="HTTP: ACME challenges and the redirect to HTTPS"))
         rules.append(Rule(443, "tcp", why="HTTPS for the services"))
         rules += client_rules(net)
+        rules += [
+            Rule(
+                f.service.port,
+                "tcp",
+                src=f.src_cidr,
+                dst=f.dst.wg_cidr,
+                interface=net.interface,
+                route=True,
+                out_interface=net.interface,
+                why=f"{f.src_name} -> {f.service.name} through the hub (granted)",
+            )
+            for f in flows(net)
+            if not f.direct and (f.client or not net.backend_to_backend)
+        ]
         if net.backend_to_backend:
             rules.append(
                 Rule(
@@ -198,18 +322,23 @@ def firewall_rules(net: Network, host: Host, ssh_closed: bool = False) -> list[R
             Rule(net.port, "udp", src=str(ip), why="WireGuard from the hub only")
             for ip in _shared_addresses(net.hub, host)
         ]
-        src = str(net.subnet) if net.backend_to_backend else str(net.hub.wg_ip)
+        for partner in direct_partners(net, host):
+            rules += [
+                Rule(net.port, "udp", src=str(ip), why=f"WireGuard from {partner.name} (a direct path)")
+                for ip in _shared_addresses(partner, host)
+            ]
         for s in net.services_on(host.name):
-            rules.append(
-                Rule(
-                    s.port,
-                    "tcp",
-                    src=src,
-                    dst=str(host.wg_ip),
-                    interface=net.interface,
-                    why=f"service {s.name} from the hub over the tunnel",
+            for src, who in service_sources(net, s):
+                rules.append(
+                    Rule(
+                        s.port,
+                        "tcp",
+                        src=src,
+                        dst=str(host.wg_ip),
+                        interface=net.interface,
+                        why=f"service {s.name} from {who} over the tunnel",
+                    )
                 )
-            )
     return rules
 
 
@@ -269,15 +398,36 @@ class Isolation:
     forward_into_tunnel_only_from_tunnel: bool
     docker_allow: tuple[DockerAllow, ...]
     # the hub: the clients' addresses, to and from which nothing is forwarded (a client
-    # reaches the hub, never a backend through it)
+    # reaches the hub, never a backend through it) but the flows granted to them
     no_forward: tuple[str, ...] = ()
+    client_flows: tuple[ClientFlow, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClientFlow:
+    """A client granted a tunnel-only service: the hub forwards that port, and only that."""
+
+    src: str  # the client's WG address /32
+    dst: str  # the service's backend's WG address
+    port: int
+    why: str = ""
 
 
 def isolation(net: Network, host: Host) -> Isolation:
     if host.role == "hub":
-        return Isolation(net.interface, str(host.wg_ip), True, (), tuple(c.wg_cidr for c in net.clients))
-    src = str(net.subnet) if net.backend_to_backend else f"{net.hub.wg_ip}/32"
-    allow = tuple(DockerAllow(src, s.port, f"service {s.name}") for s in net.services_on(host.name))
+        granted = tuple(
+            ClientFlow(f.src_cidr, str(f.dst.wg_ip), f.service.port, f"{f.src_name} -> {f.service.name}")
+            for f in flows(net)
+            if f.client
+        )
+        return Isolation(
+            net.interface, str(host.wg_ip), True, (), tuple(c.wg_cidr for c in net.clients), granted
+        )
+    allow = tuple(
+        DockerAllow(src if "/" in src else f"{src}/32", s.port, f"service {s.name} from {who}")
+        for s in net.services_on(host.name)
+        for src, who in service_sources(net, s)
+    )
     return Isolation(net.interface, str(host.wg_ip), False, allow)
 
 

@@ -7,7 +7,8 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from backhaul import lock, pending
@@ -27,6 +28,16 @@ class Run:
     # a deploy file refused while the run was prepared (e.g. a sudo that asks for a password):
     # pyinfra stops before any operation, so no host was changed
     refused: str | None = None
+    # pyinfra's totals (its "Grand total" row): operations run, of them changed, failed
+    ops: int = 0
+    changed: int = 0
+    errors: int = 0
+    # a dry run: host -> the operations that would change something
+    changes: dict[str, list[str]] = field(default_factory=dict)
+
+    def summary(self, dry: bool = False) -> str:
+        """What the run (or the runs of a flow, merged) did, or would do: one statement."""
+        return plan_summary(self.changes) if dry else summary(self.ops, self.changed, self.errors)
 
     def check(self, what: str, advice: str) -> None:
         """Raise a DeployError naming the failed hosts (and what is pending), if any."""
@@ -60,8 +71,35 @@ class Run:
         return f"{state}. Fix the cause (or wait for the hosts to come back) and run {again} again."
 
 
-# "    [backend-2] Could not connect (...)" / "    [proxy] Error: ..." / "[proxy] ERROR: ..."
-_FAILED = re.compile(r"^\s*\[([^\]]+)\]\s+(Could not connect.*|SSH error.*|Error.*|ERROR.*)$")
+# "    [backend-2] Could not connect (...)" / "    [proxy] Error: ..." / "[proxy] ERROR: ..." /
+# "    [backend-1] Command socket/SSH error: LostConnection('the SSH connection to ...',)"
+_FAILED = re.compile(
+    r"^\s*\[([^\]]+)\]\s+(Could not connect.*|SSH error.*|Command socket/SSH error.*|Error.*|ERROR.*)$"
+)
+# a connection that died mid-run (backhaul/connection.py): its own message says it all
+_LOST = re.compile(r"LostConnection\(['\"](.*)['\"],?\)")
+# what pyinfra writes into its working directory (here: the project) on an internal error
+DEBUG_LOG = "pyinfra-debug.log"
+
+
+def _reason(text: str) -> str:
+    m = _LOST.search(text)
+    return m.group(1) if m else text
+
+
+def _move_debug_log(since: float) -> None:
+    """pyinfra's traceback file, written into the project folder by this run: moved to the
+    temp folder (the user's folder keeps no trace of a run) and named."""
+    log = ROOT / DEBUG_LOG
+    try:
+        if log.stat().st_mtime < since:
+            return  # not this run's
+    except FileNotFoundError:
+        return
+    fd, kept = tempfile.mkstemp(prefix="backhaul-pyinfra-debug-", suffix=".log")
+    os.close(fd)
+    os.replace(log, kept)
+    print(f"backhaul: pyinfra's full traceback is in {kept}", flush=True)
 
 
 def run_pyinfra(
@@ -70,16 +108,19 @@ def run_pyinfra(
     limit: list[str] | None = None,
     dry: bool = False,
     extra_env: dict | None = None,
+    summarize: bool = True,
 ) -> Run:
-    """Run the pinned pyinfra CLI (the stable interface) and stream its output."""
-    with tempfile.NamedTemporaryFile(prefix="backhaul-pending-", delete=False) as tmp:
-        pending_file = tmp.name
+    """Run the pinned pyinfra CLI (the stable interface) and stream its output; with
+    ``summarize``, say what it did (a flow of several runs says it once, for them all)."""
+    # what the run could not finish comes back through a file without a name (pending.py)
+    sink = tempfile.TemporaryFile(prefix="backhaul-pending-")
+    pending_env, pending_fds = pending.child_env(sink)
     # the child runs under this process's lock of the network (it inherits the locked file)
     lock_env, lock_fds = lock.child_env(network)
     env = dict(
         os.environ,
         BACKHAUL_NETWORK=str(Path(network).resolve()),
-        **{pending.ENV: pending_file},
+        **pending_env,
         **lock_env,
         **(extra_env or {}),
     )
@@ -89,6 +130,7 @@ def run_pyinfra(
         cmd += ["--limit", name]  # one flag per host: a comma list is one (unmatched) pattern
     if dry:
         cmd += ["--dry", "--diff"]
+    started = time.time()
     try:
         proc = subprocess.Popen(
             cmd,
@@ -98,7 +140,7 @@ def run_pyinfra(
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-            pass_fds=lock_fds,
+            pass_fds=[*lock_fds, *pending_fds],
         )
         lines = []
         for line in proc.stdout:  # stream pyinfra's progress as it comes
@@ -106,35 +148,42 @@ def run_pyinfra(
             lines.append(line)
         rc = proc.wait()
         sys.stdout.flush()
-        if rc == 0:
-            print(plan_summary(lines) if dry else summary(lines), flush=True)
+        _move_debug_log(started)
         failed: dict[str, str] = {}
         for line in lines:
             m = _FAILED.match(line.rstrip())
             if m:
-                failed.setdefault(m.group(1), m.group(2))
+                failed.setdefault(m.group(1), _reason(m.group(2)))
         refused = next((m.group(1) for m in map(_REFUSED.match, lines) if m), None)
-        return Run(rc, pending.read(pending_file), failed, refused)
+        ops, changed, errors = totals(lines)
+        run = Run(rc, pending.read(sink), failed, refused, ops, changed, errors, planned(lines))
+        if rc == 0 and summarize:
+            print(run.summary(dry), flush=True)
+        return run
     finally:
-        os.unlink(pending_file)
+        sink.close()
 
 
 # "--> pyinfra error in deploys/site.py line 20: <the DeployError's message>"
 _REFUSED = re.compile(r"^--> pyinfra error in \S+ line \d+: (.*)$")
 
 
-def summary(lines: list[str]) -> str:
-    """One line from pyinfra's "Grand total  ops  success  error  no-change" row."""
-    totals = next((ln for ln in reversed(lines) if ln.strip().startswith("Grand total")), "")
-    nums = [int(c) if c.isdigit() else 0 for c in totals.split()[2:]]
+def totals(lines: list[str]) -> tuple[int, int, int]:
+    """(operations, changed, failed) from pyinfra's "Grand total  ops  success  error  no-change" row."""
+    row = next((ln for ln in reversed(lines) if ln.strip().startswith("Grand total")), "")
+    nums = [int(c) if c.isdigit() else 0 for c in row.split()[2:]]
     ops, changed, errors = (nums + [0, 0, 0])[:3]
+    return ops, changed, errors
+
+
+def summary(ops: int, changed: int, errors: int) -> str:
     if changed == 0 and errors == 0:
         return f"backhaul: no changes ({ops} operations checked, all hosts as described)"
     return f"backhaul: {changed} of {ops} operations changed something, {errors} failed"
 
 
-def plan_summary(lines: list[str]) -> str:
-    """Per host, what `inv deploy` would change (from pyinfra's "Detected changes" table)."""
+def planned(lines: list[str]) -> dict[str, list[str]]:
+    """Per host, the operations a --dry run would change (pyinfra's "Detected changes" table)."""
     per_host: dict[str, list[str]] = {}
     in_table = False
     for line in lines:
@@ -151,6 +200,11 @@ def plan_summary(lines: list[str]) -> str:
             m = re.match(r"\d+ \((.*)\)", cell)
             for name in m.group(1).split(", ") if m else []:
                 per_host.setdefault(name.strip(), []).append(op)
+    return per_host
+
+
+def plan_summary(per_host: dict[str, list[str]]) -> str:
+    """Per host, what `inv deploy` would change."""
     if not per_host:
         return "backhaul: plan: no changes: every host is as the network file describes"
     out = [f"backhaul: plan: changes on {len(per_host)} host(s) (nothing was changed):"]

@@ -38,6 +38,8 @@ from backhaul.fields import (
     check_host_name,
     check_interface,
     check_mode,
+    check_name_domain,
+    check_paths,
     check_service_name,
     check_ssh_host,
     check_ssh_via,
@@ -46,6 +48,7 @@ from backhaul.fields import (
     controller_file,
     controller_path,
     family_names,
+    hub_key_error,
     hub_path,
     parse_ip,
     public_key_error,
@@ -75,6 +78,8 @@ _EXAMPLES = {
     "name": "backend-1",
     "backend": "backend-1",
     "port": "8080",
+    # a client's: `wg pubkey` of the key pair made on the device (or `inv add-client`)
+    "public_key": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=",
 }
 
 
@@ -90,6 +95,8 @@ _NETWORK_KEYS = (
     "preshared_keys",
     "key_max_age_days",
     "client_warn_days",
+    "paths",
+    "domain",
 )
 
 
@@ -112,7 +119,7 @@ _SERVICE_KEYS = (
 )
 
 
-_CLIENT_KEYS = ("name", "public_key", "wg_ip", "expires")
+_CLIENT_KEYS = ("name", "public_key", "wg_ip", "expires", "hub_key")
 
 
 _TLS_KEYS = ("mode", "acme_server", "email", "acme_ca_bundle", "verify_ca_bundle", "cert", "key")
@@ -239,6 +246,9 @@ def _check_network(
         "use days, e.g. 14 (0 = no warning before a client expires)",
     )
 
+    paths = ck.matching(nm, "paths", "network.paths", check_paths) or "direct"
+    domain = ck.matching(nm, "domain", "network.domain", check_name_domain) or "internal"
+
     # ssh:
     sm = ck.mapping(top.get("ssh"), "ssh", _SSH_KEYS) or {}
     ssh_user = ck.matching(sm, "user", "ssh.user", check_user) or "root"
@@ -280,6 +290,7 @@ def _check_network(
 
     # services:
     services = _services(ck, top.get("services"), backend_names, hub_name, ssh_port, client_names)
+    _check_client_names_not_services(ck, client_drafts, services)
 
     # tls:
     tls = _tls(ck, top.get("tls"), doc, base)
@@ -329,8 +340,10 @@ def _check_network(
             allow_from,
         ),
         tls=tls,
-        clients=tuple(Client(c.name, c.public_key, c.wg_ip, c.expires) for c in client_drafts),
+        clients=tuple(Client(c.name, c.public_key, c.wg_ip, c.expires, c.hub_key) for c in client_drafts),
         client_warn_days=warn_days,
+        paths=paths,
+        domain=domain,
     )
     clients = {c.name: c for c in network.clients}
     network = dataclasses.replace(
@@ -710,6 +723,8 @@ def _services(
     names: dict[str, str] = {}
     domains: dict[str, str] = {}
     ports: dict[tuple[str, int], str] = {}
+    # allow: entries that name a backend or a service, resolved once every service is read
+    wanted: dict[str, list[tuple[Node, str]]] = {}
     for i, item in enumerate(ck.items(node, "services", "services")):
         path = f"services[{i}]"
         m = ck.mapping(
@@ -797,13 +812,10 @@ def _services(
                 allow_names.append(anode.value)  # resolved to addresses by _resolve_allow
                 continue
             error = allow_error(anode.value)
-            if error and clients is not None and HOST_NAME_RE.fullmatch(anode.value):
-                known = ", ".join(sorted(clients)) or "none yet"
-                error = (
-                    f"{_show(anode.value)} is neither an IP address or CIDR nor a client "
-                    f"name (clients: {known}); write e.g. 198.51.100.7, a client's name, "
-                    f"or {ALL_CLIENTS} for all of them"
-                )
+            if error and HOST_NAME_RE.fullmatch(anode.value):
+                # a backend's or a service's name (a grant): checked once all services are read
+                wanted.setdefault(name if isinstance(name, str) else path, []).append((anode, apath))
+                continue
             if error:
                 ck.add(anode, apath, error)
                 ok = False
@@ -829,7 +841,74 @@ def _services(
                     tuple(allow_names),
                 )
             )
-    return out
+    return _grants(ck, out, wanted, backends, hub_name, clients or set())
+
+
+def _grants(
+    ck: Checker,
+    services: list[Service],
+    wanted: dict[str, list[tuple[Node, str]]],
+    backends: set[str],
+    hub_name: Any,
+    clients: set[str],
+) -> list[Service]:
+    """Each service with the backends its allow: list grants (by backend or service name).
+
+    ``wanted``: service name (or path, for a service whose name is bad) -> its allow: entries
+    that are names; each is checked, whether its service passed its other checks or not."""
+    runs = {s.name: s.backend for s in services}
+    granted: dict[str, list[str]] = {}
+    for owner, entries in wanted.items():
+        own_backend = runs.get(owner)
+        for anode, apath in entries:
+            value = anode.value
+            backend = value if value in backends else runs.get(value)
+            error = None
+            if value == hub_name:
+                error = (
+                    f"{_show(value)} is the hub, which reaches every service already; "
+                    "remove it (allow: names backends, services and clients)"
+                )
+            elif backend is None:
+                error = (
+                    f"{_show(value)} is neither an IP address or CIDR nor a name of this network "
+                    f"(backends: {_names(backends)}; services: {_names(runs)}; clients: "
+                    f"{_names(clients)}); write e.g. 198.51.100.7, a backend's, service's or "
+                    f"client's name, or {ALL_CLIENTS} for every client"
+                )
+            elif backend == own_backend:
+                what = (
+                    "the service itself"
+                    if value == owner
+                    else f"its own backend {backend!r}"
+                    if value == backend
+                    else f"another service on its backend {backend!r}"
+                )
+                error = f"{_show(value)} is {what}: a service needs no grant on its own backend; remove it"
+            if error:
+                ck.add(anode, apath, error)
+            elif backend not in granted.setdefault(owner, []):
+                granted[owner].append(backend)
+    return [dataclasses.replace(s, grants=tuple(granted.get(s.name, ()))) for s in services]
+
+
+def _names(names: Any) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def _check_client_names_not_services(
+    ck: Checker, clients: list[_ClientDraft], services: list[Service]
+) -> None:
+    """allow: lists name clients and services alike: one name may mean one thing only."""
+    names = {s.name for s in services}
+    for c in clients:
+        if isinstance(c.name, str) and c.name in names:
+            ck.add(
+                c.node,
+                f"{c.path}.name",
+                f"{_show(c.name)} is also a service's name, and allow lists name both; "
+                "give this client another name",
+            )
 
 
 def _tls(ck: Checker, node: Node | None, doc: MappingNode, base: Path) -> Any:
@@ -896,6 +975,7 @@ class _ClientDraft:
     wg_ip: Any
     wg_ip_node: Node | None
     expires: Any
+    hub_key: Any
 
 
 def _expires(ck: Checker, m: dict[str, Node], path: str) -> Any:
@@ -993,7 +1073,8 @@ def _client_drafts(ck: Checker, node: Node | None, hosts: list[_Draft]) -> list[
             else:
                 wg_ip = addr
         expires = _expires(ck, m, f"{path}.expires")
-        out.append(_ClientDraft(path, item, name, key, wg_ip, m.get("wg_ip"), expires))
+        hub_key = ck.matching(m, "hub_key", f"{path}.hub_key", hub_key_error)
+        out.append(_ClientDraft(path, item, name, key, wg_ip, m.get("wg_ip"), expires, hub_key))
     return out
 
 

@@ -133,7 +133,48 @@ def connection_data(net: Network, host: Host, direct: set[str] | None = None) ->
         # run's one connection to the hub
         data["ssh_config_file"] = config
         data["ssh_paramiko_connect_kwargs"] = {"sock": Jump(config, str(host.wg_ip), net.ssh.port)}
+        pin_tunnel_key(net, host)
     return data
+
+
+# -- host keys: a via-hub backend's key, learnt once ------------------------------------------
+def known_hosts_path(net: Network) -> Path:
+    """Where backhaul's SSH keeps host keys: ``ssh.known_hosts``, else the user's own."""
+    return net.ssh.known_hosts or Path("~/.ssh/known_hosts").expanduser()
+
+
+def _key_name(net: Network, address: str) -> str:
+    # as OpenSSH and paramiko name a host in known_hosts: [address]:port off port 22
+    return address if net.ssh.port == 22 else f"[{address}]:{net.ssh.port}"
+
+
+def pin_tunnel_key(net: Network, host: Host) -> None:
+    """Through the hub a backend is reached at its WireGuard address, a name its host key is
+    not known by. Its key is learnt at its public address (its first deploy, or the operator
+    writing it into ``ssh.known_hosts``): written here under the tunnel address as well, so the
+    first jump is checked against that key instead of accepting whatever answers (accept-new).
+    A key the file already has for the tunnel address is left alone: a different one fails."""
+    import paramiko
+
+    path = known_hosts_path(net)
+    try:
+        keys = paramiko.HostKeys(str(path))
+    except FileNotFoundError:
+        return  # nothing learnt yet: its first deploy (directly) learns it
+    tunnel = _key_name(net, str(host.wg_ip))
+    if keys.lookup(tunnel):
+        return
+    learnt = keys.lookup(_key_name(net, host.ssh_host))
+    if not learnt:
+        return
+    lines = [f"{tunnel} {kind} {key.get_base64()}\n" for kind, key in learnt.items()]
+    with open(path, "a+") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell():  # a file whose last line has no newline yet
+            f.seek(f.tell() - 1)
+            if f.read(1) != "\n":
+                lines.insert(0, "\n")
+        f.writelines(lines)
 
 
 # -- the firewall's SSH rules (plan.firewall_rules asks here) ----------------------------------

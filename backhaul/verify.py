@@ -108,6 +108,7 @@ def run(network_path: str, names: list[str] | None = None) -> Report:
                 wanted[b.name] = (HostHealth, _probe_args(net, b, backends))
             health = {n: h for n, h in conn.facts(wanted).items() if isinstance(h, dict)}
         _tunnel_checks(net, backends, health, report)
+        grant_checks(net, backends, health, report)
         client_checks(net, health, clientmod.today(), report)
         _service_checks(net, backends, health, report)
         knocked = early.result()
@@ -134,7 +135,10 @@ def _probe_args(net: Network, host: Host, backends: list[Host]) -> dict:
             if s.backend in {b.name for b in backends}
         )
     else:
-        ping, tcp = (str(net.hub.wg_ip),), ()
+        # the grant matrix from this backend: every other backend's services and address
+        others = [b for b in backends if b.name != host.name]
+        ping = (str(net.hub.wg_ip), *(str(b.wg_ip) for b in others))
+        tcp = tuple(f"{b.wg_ip}:{s.port}" for b in others for s in net.services_on(b.name))
     return {"interface": net.interface, "ping": ping, "tcp": tcp}
 
 
@@ -248,6 +252,67 @@ def _key_age(net: Network, h: Host, wg: dict, now: int | None, report: Report) -
     )
 
 
+# --- grants: from each backend, exactly what the file grants answers -------------------------
+def grant_checks(net: Network, backends: list[Host], health: dict, report: Report) -> None:
+    """One row per granted flow (it answers, and a direct path has a live handshake), and one
+    per backend for the rest (no other service's port and no other backend answers it)."""
+    flows = {(f.src_name, f.service.name): f for f in plan.flows(net) if not f.client}
+    for src in backends:
+        mine = health.get(src.name)
+        if not mine:
+            continue
+        wrong: list[str] = []
+        closed = 0
+        for dst in backends:
+            if dst.name == src.name:
+                continue
+            for s in net.services_on(dst.name):
+                target = f"{dst.wg_ip}:{s.port}"
+                flow = flows.get((src.name, s.name))
+                granted = net.backend_to_backend or flow is not None
+                up = mine["tcp"].get(target)
+                if flow:
+                    _grant_row(net, src, s, dst, flow.direct, up, mine, report)
+                elif granted:
+                    continue  # backend_to_backend: the services' own checks cover them
+                elif up:
+                    wrong.append(f"{s.name} {target}")
+                else:
+                    closed += 1
+            # a pair with a grant either way answers pings (ufw lets ICMP echo in, and through
+            # the hub); a pair without one has no route to the other at all
+            talks = net.backend_to_backend or any(
+                {f.src_name, f.dst.name} == {src.name, dst.name} for f in flows.values()
+            )
+            if mine["ping"].get(str(dst.wg_ip)) and not talks:
+                wrong.append(f"{dst.name} {dst.wg_ip} (ping)")
+        if wrong:
+            report.add(
+                "grants", src.name, FAIL, f"answers without a grant: {', '.join(wrong)}: run inv deploy"
+            )
+        elif not net.backend_to_backend and len(backends) > 1:
+            report.add(
+                "grants", src.name, OK, f"nothing else answers ({closed} ports of other backends closed)"
+            )
+
+
+def _grant_row(net, src: Host, s, dst: Host, direct: bool, up: bool | None, mine: dict, report) -> None:
+    name = f"{s.name}.{net.domain}"
+    path = "direct" if direct else "through the hub"
+    where = f"{src.name} -> {name} ({dst.wg_ip}:{s.port}, {path})"
+    if not up:
+        report.add("grant", src.name, FAIL, f"{where}: no answer")
+        return
+    if direct:
+        peer = next((p for p in mine["peers"].values() if dst.wg_cidr in p["allowed_ips"]), None)
+        seen = peer and peer.get("latest_handshake")
+        age = (mine.get("now") or int(time.time())) - seen if seen else None
+        if age is None or age > HANDSHAKE_MAX_AGE:
+            report.add("grant", src.name, FAIL, f"{where}: answers, but no recent handshake with {dst.name}")
+            return
+    report.add("grant", src.name, OK, where)
+
+
 # --- services ------------------------------------------------------------------------------
 def _service_checks(net: Network, backends: list[Host], health: dict, report: Report) -> None:
     hub = health.get(net.hub.name)
@@ -340,6 +405,8 @@ def client_checks(net: Network, health: dict, today, report: Report) -> None:
     No handshake is expected: a laptop is off as often as not."""
     hub = health.get(net.hub.name)
     notes = {name: (status, why) for name, status, why in clientmod.expiry(net, today)}
+    hub_key = ((hub or {}).get("wireguard") or {}).get("public_key")
+    stale = {c.name for c in clientmod.stale(net, hub_key)} if hub_key else set()
     for c in net.clients:
         status, why = notes.get(c.name, (OK, "no expiry" if c.expires is None else f"expires on {c.expires}"))
         if hub is not None:
@@ -348,6 +415,9 @@ def client_checks(net: Network, health: dict, today, report: Report) -> None:
                 why += "; still a peer of the hub: run inv deploy"
             elif status != FAIL and (peer is None or c.wg_cidr not in peer["allowed_ips"]):
                 status, why = FAIL, f"the hub has no peer for {c.name} ({c.wg_cidr}): run inv deploy"
+        if status != FAIL and c.name in stale:
+            why = clientmod.stale_why(c) + (f"; {why}" if status == WARN else "")
+            status = WARN
         report.add("client", c.name, status, why)
 
 

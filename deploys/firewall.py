@@ -13,7 +13,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 
-from backhaul import plan, software, sshpath
+from backhaul import connection, plan, software, sshpath
 from backhaul.facts import snapshot
 from backhaul.facts.system import SshSession
 from backhaul.facts.ufw import UfwState
@@ -58,4 +58,5 @@ def firewall(packages_installed: bool):
     )
 
 
+connection.fail_alone_when_lost(host)  # run alone too (ssh.via hub): see site.py
 firewall(software.installed_by_site())

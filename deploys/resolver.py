@@ -1,6 +1,7 @@
-"""DNS for clients on the tunnel: the hub answers the services' domains with its WireGuard
-address (dnsmasq from dnsmasq-base, bound to that address only). Runs on the hub when the
-network file has clients.
+"""Names. On the hub, DNS for clients on the tunnel: it answers the services' domains with its
+WireGuard address (dnsmasq from dnsmasq-base, bound to that address only), when the network
+file has clients. On a backend, the services it is granted by name (`db.internal`) in its
+/etc/hosts (why there: backhaul/etchosts.py).
 
     pyinfra inventory.py deploys/resolver.py
 
@@ -14,7 +15,7 @@ every address at install and bring a config of their own that can clash with sys
 from pyinfra import host
 from pyinfra.api import deploy
 
-from backhaul import clients, software
+from backhaul import clients, plan, software
 from backhaul.network import load_current
 from backhaul.operations import packages
 from backhaul.operations import resolver as ops
@@ -32,5 +33,16 @@ def resolver(packages_installed: bool):
     )
 
 
+@deploy("Names of the granted services")
+def granted_names():
+    net = load_current()
+    ops.names(
+        name="names of the granted services (/etc/hosts)",
+        names=plan.names(net, net.host(host.name)),
+    )
+
+
 if host.data.get("backhaul_role") == "hub" and load_current().clients:
     resolver(software.installed_by_site())
+elif host.data.get("backhaul_role") == "backend":
+    granted_names()

@@ -22,7 +22,7 @@ from pyinfra.api import StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import server
 
-from backhaul import clients, pending, plan, software
+from backhaul import clients, connection, pending, plan, software
 from backhaul.facts import other_hosts, snapshot
 from backhaul.facts.wireguard import (
     WireguardConfigPeers,
@@ -36,13 +36,16 @@ from backhaul.render import render
 from backhaul.wgcommands import read_psk_command
 
 
-def _public_key(name: str, interface: str) -> str | None:
-    """A host's public key, read from that host now; None if it has none or cannot be reached."""
+def _public_key(name: str, interface: str, asker: str) -> str | None:
+    """A host's public key, read from that host now; None if it has none or cannot be reached.
+
+    ``asker`` names the host whose conf needs the key: the hub asks in greenlets of its own,
+    where pyinfra's ``host`` is not set (reading it there raised instead of warning)."""
     try:
         # by the time configs are written every key pair exists: read each host's once
         state = other_hosts.read(name, WireguardState, memo=True, interface=interface) or {}
     except (PyinfraError, OSError) as e:
-        logger.warning(f"{host.name}: cannot read {name}'s public key ({e})")
+        logger.warning(f"{asker}: cannot read {name}'s public key ({e})")
         return None
     return state.get("public_key") or state.get("public_key_file")
 
@@ -132,7 +135,7 @@ def _kept_peers(interface: str) -> dict[str, str]:
 def _hub_conf(net: Network, psk_in_use: bool) -> str:
     iface = net.interface
     # every backend at once: one round trip for the lot, not one per backend
-    jobs = {b.name: gevent.spawn(_public_key, b.name, iface) for b in net.backends}
+    jobs = {b.name: gevent.spawn(_public_key, b.name, iface, host.name) for b in net.backends}
     gevent.joinall(list(jobs.values()))
     keys = {name: job.value for name, job in jobs.items()}
     unread = [name for name, key in keys.items() if not key]
@@ -166,7 +169,7 @@ def _hub_conf(net: Network, psk_in_use: bool) -> str:
 
 def _backend_conf(net: Network, name: str, psk_in_use: bool) -> str:
     iface = net.interface
-    hub_key = _public_key(net.hub.name, iface)
+    hub_key = _public_key(net.hub.name, iface, name)
     if not hub_key:
         # Never drop the hub for want of its key: keep the peer this backend has (a hub that
         # does not answer SSH still forwards every tunnel).
@@ -183,7 +186,30 @@ def _backend_conf(net: Network, name: str, psk_in_use: bool) -> str:
         hub=plan.backend_hub_peer(
             net, hub_key, _backend_psk_file(net, name) if psk_in_use else None, net.host(name)
         ),
+        direct=_direct_peers(net, name),
     )
+
+
+def _direct_peers(net: Network, name: str) -> list[plan.Peer]:
+    """This backend's direct partners (grants), each with the key read from it now; one that
+    cannot be read keeps the peer this backend has for its address (never a dropped path)."""
+    me = net.host(name)
+    partners = plan.direct_partners(net, me)
+    if not partners:
+        return []
+    jobs = {p.name: gevent.spawn(_public_key, p.name, net.interface, name) for p in partners}
+    gevent.joinall(list(jobs.values()))
+    kept = _kept_peers(net.interface)
+    peers = []
+    for p in partners:
+        key = jobs[p.name].value or kept.get(p.wg_cidr)
+        if key:
+            peers.append(plan.direct_peer(net, me, p, key))
+        else:
+            msg = f"{name}: no public key for its direct partner {p.name} (unreachable, never deployed)"
+            pending.record(msg)
+            logger.warning(f"{msg}: the path waits for a deploy that reaches it")
+    return peers
 
 
 @deploy("WireGuard")
@@ -197,11 +223,11 @@ def wireguard_network(packages_installed: bool):
     if not packages_installed:
         packages.installed(name="WireGuard packages", packages=software.wireguard(state.get("kernel_module")))
     wireguard.keypair(name="WireGuard key pair (made on the host)", interface=iface)
-    if me.role == "hub" and net.backend_to_backend:
-        # Only ever turned on: other software on the hub (Docker) may rely on it, and with
-        # backend_to_backend off ufw's routed policy (deny) already stops the forwarding.
+    if me.role == "hub" and plan.hub_forwards(net):
+        # Only ever turned on: other software on the hub (Docker) may rely on it, and ufw's
+        # routed policy (deny) already stops every flow that no rule grants.
         server.sysctl(
-            name="IP forwarding (backend to backend through the hub)",
+            name="IP forwarding (granted flows through the hub)",
             key="net.ipv4.ip_forward",
             value=1,
             persist=True,
@@ -249,4 +275,5 @@ def wireguard_network(packages_installed: bool):
         wireguard.preshared_keys_pruned(name="preshared keys no longer used", keep=keep, interface=iface)
 
 
+connection.fail_alone_when_lost(host)  # run alone too (rotate-keys): see site.py
 wireguard_network(software.installed_by_site())

@@ -84,6 +84,13 @@ def _record(lab: Lab) -> Path:
     return lab.state_dir / "lab.json"
 
 
+def as_recorded(lab: Lab) -> Lab:
+    """The lab as its last `up` recorded it (size, spares, release), else ``lab`` as given:
+    for the tasks that act on a lab that is up without repeating its options."""
+    rec = _record(lab)
+    return _recorded(json.loads(rec.read_text()), lab) if rec.exists() else lab
+
+
 def _recorded(old: dict, lab: Lab) -> Lab:
     """The lab as lab.json recorded it (its subnet and size decide what to tear down; labs
     recorded before the suite was are Debian 12 labs)."""
@@ -257,8 +264,13 @@ def destroy(lab: Lab, host: str, log=print) -> None:
         lab = _recorded(json.loads(rec.read_text()), lab)
     d = lab.state_dir / "hosts" / host
     if not d.exists():
-        known = ", ".join(h.name for h in lab.hosts)
-        raise LabError(f"lab '{lab.name}' has no host {host!r} (hosts: {known})")
+        known = [h.name for h in lab.hosts]
+        if host in known:  # a host of the lab whose disk is gone: destroyed before
+            raise LabError(
+                f"lab '{lab.name}': {host} is already destroyed (no disk at {d}); "
+                f"inv lab.up --name {lab.name} makes it afresh"
+            )
+        raise LabError(f"lab '{lab.name}' has no host {host!r} (hosts: {', '.join(known)})")
     _orphan_runner(lab, d).purge()
     log(f"lab '{lab.name}': {host} destroyed (powered off, disk deleted)")
 
@@ -297,6 +309,18 @@ def status(lab: Lab) -> list[dict]:
             }
         )
     return rows
+
+
+def status_table(rows: list[dict]) -> str:
+    """``status``'s rows as a table whose columns are as wide as their widest cell (an IPv6
+    address is wider than an IPv4 one)."""
+    cells = [["host", "ip", "suite", "running", "ssh"]] + [
+        [r["host"], r["ip"], r["suite"], "yes" if r["running"] else "no", r["ssh"]] for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(4)]
+    return "\n".join(
+        " ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + " " + row[4] for row in cells
+    )
 
 
 def all_labs() -> list[str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import operation
 
-from backhaul import ownunit
+from backhaul import etchosts, ownunit
 from backhaul.facts import snapshot
-from backhaul.facts.resolver import FILES, UNIT, ResolverState
+from backhaul.facts.resolver import FILES, UNIT, EtcHosts, ResolverState
 from backhaul.operations import hostfile
 
 
@@ -34,3 +34,26 @@ def resolver(conf: str, unit: str):
         yield from hostfile.joined(steps)
     else:
         host.noop("the resolver answers the clients on the tunnel")
+
+
+@operation()
+def names(names: list[tuple[str, str]]):
+    """
+    The granted services' names in /etc/hosts, in backhaul's block (and no block when there is
+    none); the host's own lines are left as they are, and a file edited meanwhile fails the run
+    rather than being overwritten.
+
+    + names: ``(WireGuard address, name)`` pairs, e.g. ``[("10.50.0.3", "db.internal")]``
+
+    **Example:**
+
+    .. code:: python
+
+        resolver.names(name="names of the granted services", names=[("10.50.0.3", "db.internal")])
+    """
+    current = snapshot.get(EtcHosts) or ""
+    wanted = etchosts.with_names(current, names)
+    if wanted == current:
+        host.noop(f"/etc/hosts names {len(names)} granted service(s)")
+        return
+    yield from hostfile.write(etchosts.PATH, wanted, expect=current)

@@ -141,3 +141,32 @@ def test_an_interrupted_add_backend_is_finished_by_running_it_again(lab, net):
     again = lab.inv("add-backend", "--host", str(net.ip))
     assert "finishing the interrupted add" in again.stdout and "healthy" in again.stdout
     assert _backends(lab) == [*before, net.name]
+
+
+def test_an_interrupted_add_backend_is_ended_by_one_deploy(lab, net):
+    """The other way to heal a cut add-backend: one `inv deploy`. It deploys the backend the
+    add wrote into the file and ends the add (issue 26: its journal was left behind)."""
+    if net.name in _backends(lab):
+        lab.inv("remove-backend", "--name", net.name)
+    journal = lab.network.with_name(f".{lab.network.name}.adding")
+    cmd = [sys.executable, "-m", "invoke", "add-backend", "--host", str(net.ip)]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=lab.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while net.name not in _backends(lab):  # killed right after the file write
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert journal.exists()
+    healed = lab.inv("deploy")
+    assert "interrupted add-backend" in healed.stdout
+    assert not journal.exists()
+    assert net.name in _backends(lab)
+    assert lab.wait_healthy()["ok"]

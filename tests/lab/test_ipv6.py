@@ -4,7 +4,9 @@ One lab covers the issue's three topologies: (a) every dual-stack host deploys, 
 answers over both families; (b) the IPv6-only backend's tunnel runs over IPv6; (c) a client that
 reaches the hub over IPv6 only gets HTTPS with a valid certificate, and pebble's HTTP-01
 validation reached the hub over IPv6. And the firewall: a scan over IPv6 finds exactly what a
-scan over IPv4 finds, Docker-published ports included.
+scan over IPv4 finds, Docker-published ports included. Last, the hub dies: `inv replace-hub
+--host --host6` puts the spare in its place and every backend, the IPv6-only one included,
+follows it to a green verify.
 """
 
 from __future__ import annotations
@@ -161,3 +163,26 @@ def test_a_scan_over_ipv6_finds_exactly_what_a_scan_over_ipv4_finds(dual):
 def test_wireguard_is_open_only_to_the_backends_addresses_of_either_family(dual):
     b1, b2 = _host(dual, "backend-1"), _host(dual, V6_ONLY)
     assert _wireguard_rule_sources(dual) == sorted([str(b1.ip), str(b1.ip6), str(b2.ip6)])
+
+
+def test_a_dead_dual_stack_hub_is_replaced_and_every_backend_follows(dual):
+    """replace-hub on a dual-stack hub with an IPv6-only backend: without the new hub's IPv6
+    address it is refused before anything changes; with --host and --host6 the spare takes
+    the dead hub's place and the network verifies green with that one command (plus the DNS
+    change); the IPv6-only backend dials the new hub's IPv6 address. Last: the hub is gone."""
+    for name in ("proxy", "backend-1"):  # the scans' strays, which verify rightly flags
+        dual.ssh(name, "systemctl stop stray", check=False)
+    dual.ssh(V6_ONLY, "docker rm -f stray >/dev/null 2>&1; docker network rm stray >/dev/null 2>&1; true")
+    spare = next(h for h in dual.hosts if h.role == "spare")
+    before = dual.network.read_text()
+    refused = dual.inv("replace-hub", "--host", str(spare.ip), check=False)
+    assert refused.returncode != 0 and "--host6" in refused.stderr, refused.stderr
+    assert dual.network.read_text() == before
+    dual.inv("lab.destroy", "--name", dual.lab.name, "--host", "proxy")
+    dual.inv("lab.dns", "--name", dual.lab.name, "--ip", str(spare.ip))  # the operator's DNS change
+    out = dual.inv("replace-hub", "--host", str(spare.ip), "--host6", str(spare.ip6)).stdout
+    assert f"point these names at {spare.ip} (A) and {spare.ip6} (AAAA)" in out, out[-3000:]
+    report = dual.wait_healthy(timeout=60)
+    assert report["ok"], [c for c in report["checks"] if c["status"] != "ok"]
+    assert f"[{spare.ip6}]:51820" in dual.ssh(V6_ONLY, "wg show wg0 endpoints").stdout
+    assert f"{spare.ip}:51820" in dual.ssh("backend-1", "wg show wg0 endpoints").stdout

@@ -115,8 +115,11 @@ def test_add_and_remove_client_edit_only_their_entry(tmp_path):
 def test_remove_client_refuses_while_an_allow_list_names_it(tmp_path):
     p = write(tmp_path, BASE % "[laptop]" + f"clients:\n  - {{name: laptop, public_key: {K1}}}\n")
     before = p.read_text()
-    with pytest.raises(ConfigError, match=r"services\[0\]\.allow names 'laptop'"):
+    with pytest.raises(ConfigError) as e:
         netmod.remove_client(p, "laptop")
+    # the service by its name, located at its allow list in the file
+    assert (e.value.problems[0].line, e.value.problems[0].field) == (6, "services[0].allow")
+    assert "service 'admin' allows 'laptop' by name" in str(e.value)
     assert p.read_text() == before
 
 
@@ -210,13 +213,13 @@ def test_the_client_config_peers_with_the_hub_only_and_names_its_resolver(tmp_pa
     priv, pub = clients.keypair()
     assert len(priv) == 44 and fields.public_key_error(pub) is None and priv != pub
     text = clients.config_text(net, net.client("laptop"), "HUBKEY=", priv)
-    assert text.splitlines()[1:6] == [
-        "[Interface]",
-        f"PrivateKey = {priv}",
-        "Address = 10.50.0.254/32",
-        "DNS = 10.50.0.1",
-        "",
-    ]
+    lines = text.splitlines()
+    assert lines[1:4] == ["[Interface]", f"PrivateKey = {priv}", "Address = 10.50.0.254/32"]
+    assert lines[lines.index("DNS = 10.50.0.1") + 1] == ""
+    # a stock Debian client has no resolvconf, which wg-quick needs for DNS =: the config
+    # itself says what to install (or what to do instead), right above the line
+    note = "\n".join(lines[4 : lines.index("DNS = 10.50.0.1")])
+    assert note.startswith("# ") and "apt install openresolv" in note and "nameserver 10.50.0.1" in note
     assert "Endpoint = 203.0.113.10:51820\n" in text and "AllowedIPs = 10.50.0.1/32\n" in text
     mine = clients.config_text(net, net.client("laptop"), "HUBKEY=", None)
     assert "PrivateKey" not in mine.replace("# PrivateKey", "") and "# PrivateKey" in mine
@@ -295,6 +298,9 @@ def test_verify_checks_the_hubs_client_peers_and_expiry(tmp_path):
         ({"name": "backend-1"}, "is a host"),
         ({"name": "Laptop"}, "not a valid client name"),
         ({"name": "laptop", "expires": "31/01/2030"}, "not a date"),
+        # the day the hub drops it has come: a config shown now could never work
+        ({"name": "laptop", "expires": "2020-01-31"}, "2020-01-31 is past"),
+        ({"name": "laptop", "expires": "today"}, "not a date"),
     ],
 )
 def test_add_client_refuses_bad_input_before_any_host_or_file_change(tmp_path, kwargs, message, monkeypatch):
@@ -335,3 +341,79 @@ def test_client_config_of_an_unknown_client_contacts_no_host(tmp_path, monkeypat
     )
     with pytest.raises(BackhaulError, match="no client 'laptop'.*clients: none"):
         flows.client_config(str(write(tmp_path, BASE % "[]")), "laptop")
+
+
+# -- which hub key a client's config names (after a hub key rotation or replace-hub) ----------
+HUB_OLD = "SFdNeDpx0RMMlAsw5kT2K+oweYGOlUgYSRO4nsPV1RE="
+
+
+def test_verify_warns_for_every_client_whose_config_names_another_hub_key(tmp_path):
+    from backhaul.verify import Report, client_checks
+
+    text = TWO.replace(f"public_key: {K1}}}", f"public_key: {K1}, hub_key: '{HUB_OLD}'}}")
+    net = netmod.load(write(tmp_path, text))
+    assert net.client("laptop").hub_key == HUB_OLD and net.client("phone").hub_key is None
+    peers = {
+        K1: {"allowed_ips": ["10.50.0.254/32"], "latest_handshake": 0},
+        K2: {"allowed_ips": ["10.50.0.253/32"], "latest_handshake": 0},
+    }
+    report = Report("n")
+    client_checks(
+        net,
+        {"proxy": {"peers": peers, "wireguard": {"public_key": HUB_OLD}}},
+        BEFORE - datetime.timedelta(days=30),
+        report,
+    )
+    assert [(c.host, c.status) for c in report.checks] == [("laptop", "ok"), ("phone", "warn")]
+    assert "inv client-config phone" in report.checks[1].detail
+    # the hub's key changed (rotate-keys, replace-hub): every config naming the old one is stale
+    report = Report("n")
+    client_checks(
+        net,
+        {"proxy": {"peers": peers, "wireguard": {"public_key": K2}}},
+        BEFORE - datetime.timedelta(days=30),
+        report,
+    )
+    assert [(c.host, c.status) for c in report.checks] == [("laptop", "warn"), ("phone", "warn")]
+    assert "names the hub's old key" in report.checks[0].detail
+    assert "inv client-config laptop" in report.checks[0].detail
+
+
+def test_add_client_and_client_config_record_the_hub_key_they_show(tmp_path, monkeypatch):
+    from backhaul import flows
+
+    p = write(tmp_path, BASE % "[]")
+    monkeypatch.setattr(flows, "_hub_public_key", lambda net: HUB_OLD)
+    monkeypatch.setattr(flows, "run_pyinfra", lambda *a, **k: flows.Run(0, [], {}))
+    shown = []
+    flows.add_client(str(p), "laptop", public_key=K1, show=shown.append)
+    assert netmod.load(p).client("laptop").hub_key == HUB_OLD
+    assert f"PublicKey = {HUB_OLD}" in shown[0]
+    monkeypatch.setattr(flows, "_hub_public_key", lambda net: K2)  # the hub's key rotated
+    flows.client_config(str(p), "laptop", show=shown.append)
+    assert f"PublicKey = {K2}" in shown[1]
+    assert netmod.load(p).client("laptop").hub_key == K2
+    assert "hub_key:" in p.read_text()
+
+
+def test_the_clients_to_give_a_new_config_after_a_hub_change(tmp_path):
+    from backhaul import clients
+
+    text = TWO.replace(f"public_key: {K1}}}", f"public_key: {K1}, hub_key: '{HUB_OLD}'}}")
+    net = netmod.load(write(tmp_path, text))
+    assert [c.name for c in clients.stale(net, HUB_OLD)] == ["phone"]
+    assert [c.name for c in clients.stale(net, K2)] == ["laptop", "phone"]
+    assert clients.stale_advice(net, K2) == [
+        "backhaul: client laptop's config names the hub's old key: run inv client-config laptop "
+        "and load the new config on that device",
+        "backhaul: client phone's config may name an old hub key (which one was not recorded: "
+        "it predates hub_key): run inv client-config phone and load the new config on that device",
+    ]
+
+
+def test_a_new_hub_makes_every_active_clients_config_stale(tmp_path):
+    from backhaul import clients
+
+    text = TWO.replace(f"public_key: {K1}}}", f"public_key: {K1}, hub_key: '{HUB_OLD}'}}")
+    net = netmod.load(write(tmp_path, text))
+    assert [c.name for c in clients.stale(net, None)] == ["laptop", "phone"]

@@ -176,3 +176,80 @@ def test_verify_scans_every_family_and_flags_a_port_open_over_ipv6_only(tmp_path
     assert got["proxy"][0] == verify.FAIL and "the families differ" in got["proxy"][1]
     assert got["b2"] == (verify.OK, "from outside only [22] answer over IPv6 (2 ports tried)")
     assert got["b3"][0] == verify.OK
+
+
+# -- replace-hub on every hub shape: the new hub's addresses of each family the old one had ---
+V6_HUB = """\
+network: {subnet: 10.50.0.0/24}
+proxy: {public_ip: "2001:db8::10"}
+backends:
+  - {name: b2, public_ip: "2001:db8::12"}
+tls: {mode: self-signed}
+"""
+
+
+def test_replace_hub_on_a_dual_stack_hub_takes_both_new_addresses(tmp_path):
+    net = _load(tmp_path, DUAL)
+    hub = network.set_hub_address(net.path, "198.51.100.20", public_ip6="2001:db8::20")
+    assert [str(a) for a in hub.public_ips] == ["198.51.100.20", "2001:db8::20"]
+    net = network.load(net.path)
+    assert plan.backend_hub_peer(net, "H=", host=net.host("b2")).endpoint == "[2001:db8::20]:51820"
+    assert 'proxy: {public_ip: 198.51.100.20, public_ip6: "2001:db8::20"}' in net.path.read_text()
+
+
+@pytest.mark.parametrize(
+    "text, ip, ip6, message",
+    [
+        # the old hub had IPv6 too: the IPv6-only backend b2 would keep dialling the dead one
+        (DUAL, "198.51.100.20", None, r"proxy.public_ip6: the hub has an IPv6 address too.*--host6"),
+        (DUAL, "2001:db8::20", None, r"--host is its IPv4 address.*--host6"),
+        (DUAL, "198.51.100.20", "198.51.100.21", r"--host6 '198.51.100.21' is not an IPv6 address"),
+        (DUAL, "198.51.100.20", "2001:db8::11", r"the public_ip6 of backend 'b1'"),
+        (V6_HUB, "198.51.100.20", None, r"proxy.public_ip: the hub is IPv6-only.*IPv6 address"),
+    ],
+)
+def test_replace_hub_refuses_a_missing_family_before_any_change(tmp_path, text, ip, ip6, message):
+    net = _load(tmp_path, text)
+    before = net.path.read_bytes()
+    with pytest.raises(ConfigError, match=message):
+        network.set_hub_address(net.path, ip, public_ip6=ip6)
+    assert net.path.read_bytes() == before
+
+
+def test_replace_hub_on_an_ipv6_only_hub_takes_an_ipv6_address(tmp_path):
+    net = _load(tmp_path, V6_HUB)
+    hub = network.set_hub_address(net.path, "2001:db8::20")
+    assert [str(a) for a in hub.public_ips] == ["2001:db8::20"]
+
+
+def test_the_replace_hub_flow_refuses_a_missing_family_before_any_host(tmp_path, monkeypatch):
+    from backhaul import flows
+
+    def no_host(*a, **k):
+        raise AssertionError("a host was contacted")
+
+    monkeypatch.setattr(flows, "run_pyinfra", no_host)
+    net = _load(tmp_path, DUAL)
+    with pytest.raises(ConfigError, match="--host6"):
+        flows.replace_hub(str(net.path), "198.51.100.20")
+
+
+def test_the_closing_hint_names_what_is_really_wrong(tmp_path):
+    from backhaul.flows import replace_hub_problem
+    from backhaul.verify import Report
+
+    net = _load(
+        tmp_path,
+        DUAL.replace(
+            "tls:", "services:\n  - {name: app, backend: b1, port: 8080, domains: [app.example.com]}\ntls:"
+        ),
+    )
+    report = Report("n")
+    report.add("handshake", "b2", "fail", "no handshake with the hub for 200 s")
+    report.add("https", "app", "fail", "certificate for app.example.com not valid")
+    hint = replace_hub_problem(net, report)
+    assert "handshake b2: no handshake with the hub" in hint
+    assert "app.example.com" in hint and "198.51.100.10" in hint and "2001:db8::10" in hint
+    report = Report("n")
+    report.add("handshake", "b2", "fail", "no handshake with the hub for 200 s")
+    assert "DNS" not in replace_hub_problem(net, report)

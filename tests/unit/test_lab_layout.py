@@ -78,3 +78,28 @@ def test_v6_only_is_for_backends_the_lab_has():
         Lab.make("demo", v6_only=["proxy"])
     with pytest.raises(LabError, match="backend-9"):
         Lab.make("demo", v6_only=["backend-9"])
+
+
+def test_destroying_a_host_already_destroyed_says_so(tmp_path, monkeypatch):
+    from backhaul.lab import layout
+
+    monkeypatch.setattr(layout, "STATE_ROOT", tmp_path)
+    lab = Lab.make("dx", 2)
+    (tmp_path / "dx" / "hosts" / "backend-1").mkdir(parents=True)
+    with pytest.raises(LabError) as e:
+        labmod.destroy(lab, "proxy", log=lambda *a: None)
+    assert "proxy is already destroyed" in str(e.value) and "lab.up" in str(e.value)
+    with pytest.raises(LabError, match="no host 'hub' .hosts: proxy, backend-1, backend-2"):
+        labmod.destroy(lab, "hub", log=lambda *a: None)
+
+
+def test_the_status_table_keeps_its_columns_with_ipv6_addresses():
+    rows = [
+        {"host": "proxy", "ip": "198.51.100.10", "suite": "trixie", "running": True, "ssh": "open"},
+        {"host": "backend-2", "ip": "2001:db8:51:100::12", "suite": "trixie", "running": True, "ssh": "open"},
+    ]
+    lines = labmod.status_table(rows).splitlines()
+    assert len({line.index("trixie") for line in lines[1:]}) == 1
+    assert (
+        len({line.index("suite") for line in lines[:1]} | {line.index("trixie") for line in lines[1:]}) == 1
+    )

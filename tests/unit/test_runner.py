@@ -3,8 +3,11 @@ port on loopback: pyinfra's connection is refused at once, no lab needed)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +103,65 @@ def test_the_advice_says_what_is_true_of_the_hosts(failed, pending, limited, dry
     assert run.advice(targets, limited, dry) == (
         f"{expected}Fix the cause (or wait for the hosts to come back) and run {again} again."
     )
+
+
+def test_a_killed_deploy_leaves_nothing_in_the_temp_folder(tmp_path: Path) -> None:
+    """`inv deploy` killed (SIGKILL: no `finally` runs) while its pyinfra runs: the temp folder
+    keeps nothing of the run (issue 26: an empty backhaul-pending-* file was left)."""
+    from backhaul.lab.faults import children
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    code = f"from backhaul import flows\nflows.deploy({str(network_file(tmp_path))!r})\n"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "TMPDIR": str(temp)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not children(proc.pid):  # its pyinfra is running
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    (pyinfra,) = children(proc.pid)
+    proc.kill()
+    proc.wait()
+    os.kill(pyinfra, signal.SIGKILL)  # a killed `inv` takes its pyinfra with it (its group)
+    left = [p.name for p in temp.iterdir() if p.name.startswith("backhaul-") and "ssh" not in p.name]
+    assert left == []
+
+
+def test_the_work_left_pending_reaches_the_task_without_a_file(tmp_path: Path) -> None:
+    """The pyinfra child's records come back through the descriptor it inherits."""
+    import tempfile
+
+    from backhaul import pending
+
+    with tempfile.TemporaryFile(dir=tmp_path) as sink:
+        env, fds = pending.child_env(sink)
+        code = "from backhaul import pending\npending.record('b1: no key')\npending.record('b2: no key\\n')\n"
+        subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env={**os.environ, **env}, pass_fds=fds, check=True
+        )
+        assert pending.read(sink) == ["b1: no key", "b2: no key"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "line, host, why",
+    [
+        (
+            "    [backend-1] Command socket/SSH error: LostConnection('the SSH connection to "
+            "backend-1 was lost during the run: run inv deploy again once it answers',)",
+            "backend-1",
+            "the SSH connection to backend-1 was lost during the run: run inv deploy again once it answers",
+        ),
+        ("    [backend-2] Could not connect (timed out)", "backend-2", "Could not connect (timed out)"),
+    ],
+)
+def test_a_host_that_failed_is_named_with_its_reason(line, host, why):
+    from backhaul.runner import _FAILED, _reason
+
+    m = _FAILED.match(line)
+    assert m and m.group(1) == host and _reason(m.group(2)) == why

@@ -142,7 +142,7 @@ def _fake_runs(monkeypatch, fail_when):
 
     calls = []
 
-    def fake(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None):
+    def fake(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, summarize=True):
         call = (deploy_file.split("/")[-1], tuple(limit or ()), (extra_env or {}).get(sshpath.DIRECT_ENV, ""))
         calls.append(call)
         failed = {n: "Could not connect (timeout)" for n in fail_when(call)}
@@ -208,3 +208,117 @@ def test_another_hosts_failure_does_not_hold_a_backends_public_ssh_open(tmp_path
         flows._converge(str(net.path), net, None).check("deploy", "")
     assert calls[-1] == ("firewall.py", ("backend-1",), "")
     assert sshpath.proven(net.path) == {"backend-1": "203.0.113.10"}
+
+
+# -- what a deploy says it did, and what a plan says it would do ------------------------------
+def _fake_totals(monkeypatch, firewall_changes):
+    """run_pyinfra that changes nothing in a site run and, in a firewall run over the hub,
+    ``firewall_changes`` per host (as pyinfra's totals and --dry table would say)."""
+    from backhaul import flows
+    from backhaul.runner import Run
+
+    calls = []
+
+    def fake(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, summarize=True):
+        assert not summarize, "each run of a flow printed its own summary"
+        calls.append((deploy_file.split("/")[-1], tuple(limit or ()), dry))
+        if deploy_file.endswith("firewall.py"):
+            changes = {h: ops for h, ops in firewall_changes.items() if h in (limit or ())}
+            return Run(0, [], {}, ops=len(limit), changed=len(changes), changes=changes if dry else {})
+        return Run(0, [], {}, ops=30, changed=0)
+
+    monkeypatch.setattr(flows, "run_pyinfra", fake)
+    return flows, calls
+
+
+def test_a_deploy_that_closes_public_ssh_never_says_no_changes(tmp_path, monkeypatch, capsys):
+    net = _net(tmp_path)
+    flows, calls = _fake_totals(monkeypatch, {"backend-1": ["ufw rules, defaults (deny in), enabled"]})
+    flows._converge(str(net.path), net, None).check("deploy", "")
+    out = capsys.readouterr().out
+    assert "no changes" not in out
+    assert "backhaul: 1 of 31 operations changed something, 0 failed" in out.splitlines()
+
+
+def test_the_plan_after_switching_to_via_hub_shows_public_ssh_closing(tmp_path, monkeypatch, capsys):
+    net = _net(tmp_path)
+    flows, calls = _fake_totals(monkeypatch, {"backend-1": ["ufw rules, defaults (deny in), enabled"]})
+    flows._converge(str(net.path), net, None, dry=True)
+    # the deploy's own steps, dry: the site run (backend-1 directly), then its firewall over the hub
+    assert calls == [("site.py", (), True), ("firewall.py", ("backend-1",), True)]
+    out = capsys.readouterr().out
+    assert "no changes" not in out
+    assert "  backend-1: ufw rules, defaults (deny in), enabled (over the hub: closes public SSH)" in out
+    assert sshpath.proven(net.path) == {}  # a plan remembers nothing
+
+
+def test_a_plan_says_when_it_cannot_see_public_ssh_closing(tmp_path, monkeypatch, capsys):
+    from backhaul.runner import Run
+
+    net = _net(tmp_path)
+    flows, calls = _fake_totals(monkeypatch, {})
+
+    def unreached(
+        network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, summarize=True
+    ):
+        if deploy_file.endswith("firewall.py"):
+            return Run(1, [], {"backend-1": "Could not connect (timeout)"})
+        return Run(0, [], {}, ops=30, changed=3, changes={"backend-1": ["wg0.conf"]})
+
+    monkeypatch.setattr(flows, "run_pyinfra", unreached)
+    flows._converge(str(net.path), net, None, dry=True).check("the plan", "")
+    out = capsys.readouterr().out
+    assert "backend-1: wg0.conf" in out
+    assert "backend-1: wg0.conf; its public SSH closes over the hub once SSH through the hub works" in out
+
+
+# -- host keys of via-hub backends: where ssh.known_hosts says, checked against the key learnt --
+ED = "AAAAC3NzaC1lZDI1NTE5AAAAIGl7s2h4m0bq0u0b6h1yq1kq8b3J0rj6vC3o2a8pQ1mB"
+ED_OTHER = "AAAAC3NzaC1lZDI1NTE5AAAAIHh9bZ7Xc1e2S3oWqk8Yq6nq8V4m3pG0zK2Jr5nT8aQd"
+
+
+def test_through_the_hub_a_backend_is_checked_against_the_key_learnt_at_its_public_address(tmp_path):
+    net = _net(tmp_path)
+    kh = tmp_path / "kh"
+    kh.write_text(f"203.0.113.21 ssh-ed25519 {ED}\n203.0.113.10 ssh-ed25519 {ED_OTHER}\n")
+    data = host_data(net, net.host("backend-1"), direct=set())
+    assert data["ssh_known_hosts_file"] == str(kh) and data["ssh_strict_host_key_checking"] == "accept-new"
+    # its WireGuard address names the same key before the first jump: no accept-new through the hub
+    assert f"10.50.0.2 ssh-ed25519 {ED}\n" in kh.read_text()
+    host_data(net, net.host("backend-1"), direct=set())
+    assert kh.read_text().count("10.50.0.2 ") == 1  # once
+    # a key the file already has for the tunnel address is never replaced (a changed key fails)
+    kh.write_text(f"203.0.113.21 ssh-ed25519 {ED}\n10.50.0.2 ssh-ed25519 {ED_OTHER}\n")
+    host_data(net, net.host("backend-1"), direct=set())
+    assert kh.read_text() == f"203.0.113.21 ssh-ed25519 {ED}\n10.50.0.2 ssh-ed25519 {ED_OTHER}\n"
+
+
+def test_a_backend_not_learnt_yet_is_left_to_its_first_deploy(tmp_path):
+    net = _net(tmp_path)
+    host_data(net, net.host("backend-1"), direct=set())
+    assert (tmp_path / "kh").read_text() == ""
+
+
+def test_the_pinned_key_starts_a_line_of_its_own(tmp_path):
+    net = _net(tmp_path)
+    (tmp_path / "kh").write_text(f"203.0.113.21 ssh-ed25519 {ED}")  # no newline at the end
+    host_data(net, net.host("backend-1"), direct=set())
+    assert (tmp_path / "kh").read_text().splitlines()[1] == f"10.50.0.2 ssh-ed25519 {ED}"
+
+
+def test_a_plan_lists_the_closing_once_when_the_direct_run_already_closes(tmp_path, monkeypatch, capsys):
+    """From an ssh.allow_from address the direct run applies the closed rules itself (seen in
+    the lab: the same firewall change was listed twice, once per run)."""
+    from backhaul.runner import Run
+
+    net = _net(tmp_path)
+    op = "ufw rules, defaults (deny in), enabled"
+
+    def both(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, summarize=True):
+        return Run(0, [], {}, ops=30, changes={"backend-1": [op]})
+
+    from backhaul import flows
+
+    monkeypatch.setattr(flows, "run_pyinfra", both)
+    flows._converge(str(net.path), net, None, dry=True)
+    assert f"  backend-1: {op}\n" in capsys.readouterr().out

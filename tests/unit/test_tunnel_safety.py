@@ -55,6 +55,7 @@ def test_what_the_templates_render_passes_the_conf_check(net):
         address=plan.wg_address(net, net.host("backend-1")),
         listen_port=net.port,
         hub=plan.backend_hub_peer(net, HUB, "/etc/wireguard/psk/hub.psk"),
+        direct=[],
     )
     assert wgconf.check_content(backend) == backend
     assert "Endpoint = [2001:db8::10]:51820" in backend

@@ -113,3 +113,58 @@ def test_ubuntu_24_04s_socket_activated_sshd_is_ssh_not_an_exposure(tmp_path):
     _exposure(net, net.backends[0], health, report)
     [check] = report.checks
     assert check.status == "ok", check.detail
+
+
+GRANTS = """network: {subnet: 10.50.0.0/24}
+proxy: {name: proxy, public_ip: 203.0.113.10}
+backends:
+  - {name: b1, public_ip: 203.0.113.21, wg_ip: 10.50.0.2}
+  - {name: b2, public_ip: 203.0.113.22, wg_ip: 10.50.0.3}
+  - {name: b3, public_ip: 203.0.113.23, wg_ip: 10.50.0.4}
+services:
+  - {name: app, backend: b1, port: 8080}
+  - {name: db, backend: b2, port: 5432, allow: [app]}
+tls: {mode: self-signed}
+"""
+
+
+def _grant_health(tcp: dict[str, dict[str, bool]], ping: dict[str, dict[str, bool]], handshake_age=10):
+    now = 1_800_000_000
+    peers = {KEY: {"allowed_ips": ["10.50.0.3/32"], "latest_handshake": now - handshake_age}}
+    return {
+        b: {"now": now, "tcp": tcp.get(b, {}), "ping": ping.get(b, {}), "peers": peers if b == "b1" else {}}
+        for b in ("b1", "b2", "b3")
+    }
+
+
+def test_verify_reads_the_grant_matrix(tmp_path):
+    from backhaul.verify import grant_checks
+
+    p = tmp_path / "network.yml"
+    p.write_text(GRANTS)
+    net = netmod.load(p)
+    good = _grant_health(
+        {"b1": {"10.50.0.3:5432": True}}, {"b1": {"10.50.0.3": True}, "b2": {"10.50.0.2": True}}
+    )
+    report = Report("n")
+    grant_checks(net, list(net.backends), good, report)
+    assert [(c.check, c.host, c.status) for c in report.checks] == [
+        ("grant", "b1", "ok"),
+        ("grants", "b1", "ok"),
+        ("grants", "b2", "ok"),
+        ("grants", "b3", "ok"),
+    ]
+    # b3 reaching db, or pinging b1, is an answer without a grant; a stale direct path fails
+    bad = _grant_health(
+        {"b1": {"10.50.0.3:5432": True}, "b3": {"10.50.0.3:5432": True}},
+        {"b3": {"10.50.0.2": True}},
+        handshake_age=600,
+    )
+    report = Report("n")
+    grant_checks(net, list(net.backends), bad, report)
+    rows = {(c.check, c.host): (c.status, c.detail) for c in report.checks}
+    assert rows[("grant", "b1")][0] == "fail" and "no recent handshake" in rows[("grant", "b1")][1]
+    assert rows[("grants", "b3")] == (
+        "fail",
+        "answers without a grant: b1 10.50.0.2 (ping), db 10.50.0.3:5432: run inv deploy",
+    )
