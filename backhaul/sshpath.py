@@ -3,10 +3,10 @@
 ``ssh.via: hub`` (network-wide, or ``ssh_via:`` per backend) closes a backend's last public
 port: its SSH answers only the hub over the tunnel and the admin addresses of
 ``ssh.allow_from`` (the way in that does not depend on the hub). backhaul then reaches it with
-an SSH jump through the hub (OpenSSH's ProxyJump, which pyinfra's SSH connector follows from an
-ssh_config file): the controller needs nothing but SSH, no tunnel of its own, and a jump works
-from any machine the operator deploys from. A controller-side WireGuard client would need root
-and a peer per operator machine here; the jump costs one more SSH handshake per backend.
+an SSH jump through the hub (like OpenSSH's ProxyJump, but every backend of a run rides one
+connection to the hub: ``backhaul/hubjump.py``): the controller needs nothing but SSH, no tunnel
+of its own, and a jump works from any machine the operator deploys from. A controller-side
+WireGuard client would need root and a peer per operator machine here.
 
 A backend is on one of two routes in a run:
 
@@ -30,10 +30,10 @@ import shlex
 import tempfile
 from pathlib import Path
 
+from backhaul.hubjump import HUB_ALIAS, Jump
 from backhaul.network import Host, Network
 
 DIRECT_ENV = "BACKHAUL_SSH_DIRECT"  # comma-separated backends reached directly in this run
-HUB_ALIAS = "backhaul-hub"  # the jump host's name in the generated ssh_config
 
 
 def via_hub(host: Host) -> bool:
@@ -88,10 +88,8 @@ def route(host: Host, direct: set[str] | None = None) -> str:
 
 
 def jump_config(net: Network) -> str:
-    """The ssh_config that makes a via-hub backend's WireGuard address a jump through the hub.
-
-    pyinfra reads the hop's user, port, key and known hosts from here (the target's own come
-    from host data)."""
+    """The ssh_config of the jump host: how ``hubjump`` reaches the hub (user, port, key, known
+    hosts; the backends' own come from host data)."""
     hub = [
         f"Host {HUB_ALIAS}",
         f"  HostName {net.hub.ssh_host}",
@@ -105,10 +103,8 @@ def jump_config(net: Network) -> str:
         hub.append(f"  IdentityFile {net.ssh.key}")
     if net.ssh.known_hosts:
         hub.append(f"  UserKnownHostsFile {net.ssh.known_hosts}")
+    # (no ProxyJump for the backends: pyinfra would open a connection to the hub for each)
     lines = ["# written by backhaul (backhaul/sshpath.py): via-hub backends jump through the hub", *hub, ""]
-    for b in net.backends:
-        if via_hub(b):
-            lines += [f"Host {b.wg_ip}", f"  ProxyJump {HUB_ALIAS}", "  ConnectTimeout 10", ""]
     return "\n".join(lines)
 
 
@@ -132,7 +128,11 @@ def connection_data(net: Network, host: Host, direct: set[str] | None = None) ->
     data = {"backhaul_ssh_route": r}
     if r == "hub":
         data["ssh_hostname"] = str(host.wg_ip)
-        data["ssh_config_file"] = jump_config_file(net)
+        config = jump_config_file(net)
+        # this file (not ~/.ssh/config) for the backend too, and its socket: a channel of the
+        # run's one connection to the hub
+        data["ssh_config_file"] = config
+        data["ssh_paramiko_connect_kwargs"] = {"sock": Jump(config, str(host.wg_ip), net.ssh.port)}
         pin_tunnel_key(net, host)
     return data
 

@@ -4,14 +4,18 @@ firewall and the isolation guard, services bound to the tunnel, nginx.
     pyinfra inventory.py deploys/site.py      (what `inv deploy` runs)
 """
 
+from pathlib import Path
+
 from pyinfra import host, local
 from pyinfra.api.exceptions import DeployError
 
-from backhaul import connection, software
+from backhaul import connection, deployfiles, software
 from backhaul.facts import snapshot
 from backhaul.facts.system import SudoAccess, sudo_problem
 from backhaul.network import load_current
 
+# pyinfra reads the call stack for each operation: let it find our files in inspect's cache
+deployfiles.name_as_modules(Path(__file__).parent)
 # a host whose SSH connection dies mid-run (a reboot) fails alone, named (backhaul/connection.py)
 connection.fail_alone_when_lost(host)
 

@@ -55,14 +55,28 @@ def _jumped(lab: LabHandle, backend: str, hub_wg: str = "10.50.0.1") -> bool:
     return f"from {hub_wg} " in log.stdout
 
 
+def _hub_logins(lab: LabHandle) -> int:
+    """SSH logins the hub accepted from the controller so far (this query's own included)."""
+    log = lab.ssh(
+        "proxy",
+        f"journalctl --no-pager -o cat | grep -c 'Accepted publickey.* from {lab.lab.gateway} ' || true",
+    )
+    return int(log.stdout.strip() or 0)
+
+
 def test_a_via_hub_network_shows_a_stranger_no_open_port_on_a_backend(via):
     lab, net = via
     lab.inv("deploy", network=net)  # a first deploy: directly, then closed over the hub
     report = lab.wait_healthy(net)
     assert _ok(report), _failing(report)
+    before = _hub_logins(lab)
     again = lab.inv("deploy", network=net)
     assert "backhaul: no changes" in again.stdout, again.stdout[-3000:]
     assert _jumped(lab, "backend-1") and _jumped(lab, "backend-2")
+    # every jump of a run rides one SSH connection to the hub, beside pyinfra's own to the hub
+    # (a connection per backend made the hub's sshd drop some at scale: MaxStartups)
+    logins = _hub_logins(lab) - before - 1  # (minus the second query's own login)
+    assert logins == 2, f"a no-op deploy through the hub logged in to the hub {logins} times"
     neighbour.up(lab.lab)
     with ThreadPoolExecutor(2) as pool:
         backend, hub = pool.map(lambda h: neighbour.scan(lab.lab, lab.ip(h)), ["backend-1", "proxy"])

@@ -6,6 +6,7 @@ import pytest
 
 from backhaul import plan, sshpath
 from backhaul.errors import ConfigError, DeployError
+from backhaul.hubjump import Jump
 from backhaul.inventory import host_data
 from backhaul.network import load
 from backhaul.verify import _expected_open
@@ -68,8 +69,11 @@ def test_a_via_hub_backend_is_reached_on_its_tunnel_address_by_a_jump_through_th
     data = host_data(net, net.host("backend-1"), direct=set())
     assert data["ssh_hostname"] == "10.50.0.2" and data["backhaul_ssh_route"] == "hub"
     conf = open(data["ssh_config_file"]).read()
-    assert "Host 10.50.0.2\n  ProxyJump backhaul-hub" in conf
-    assert "HostName 203.0.113.10" in conf and f"IdentityFile {tmp_path / 'id'}" in conf
+    # its socket is a channel through the hub, not a ProxyJump (a connection to the hub each)
+    assert "ProxyJump" not in conf
+    jump = data["ssh_paramiko_connect_kwargs"]["sock"]
+    assert isinstance(jump, Jump) and "10.50.0.2:22" in repr(jump)
+    assert "Host backhaul-hub\n  HostName 203.0.113.10" in conf and f"IdentityFile {tmp_path / 'id'}" in conf
     assert f"UserKnownHostsFile {tmp_path / 'kh'}" in conf and "10.50.0.3" not in conf
     # the hub and a direct backend: their public address, as before
     assert host_data(net, net.hub)["ssh_hostname"] == "203.0.113.10"
