@@ -37,10 +37,9 @@ class HostRunner:
         return cgroups.host_cgroup_dirs(self.lab.cgroup_name, self.host.machine)
 
     # --- start ------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Mount, personalise and boot the host (after clearing what a dead run left)."""
-        self.stop()  # no-op when clean; recovers a half-torn or dead host
-        for d in ("upper", "work", "merged", "docker"):
+    def _mount_overlay(self, *extra_dirs: str) -> None:
+        """The base image with this host's own writable layer on top, at ``merged``."""
+        for d in ("upper", "work", "merged", *extra_dirs):
             (self.dir / d).mkdir(parents=True, exist_ok=True)
         system.run(
             [
@@ -53,6 +52,11 @@ class HostRunner:
                 str(self.merged),
             ]
         )
+
+    def start(self) -> None:
+        """Mount, personalise and boot the host (after clearing what a dead run left)."""
+        self.stop()  # no-op when clean; recovers a half-torn or dead host
+        self._mount_overlay("docker")
         self._write_identity()
         spec = {
             "cgroups": [str(d) for d in cgroups.create(self.lab.cgroup_name, self.host.machine)],

@@ -128,11 +128,12 @@ def _build(suite: str, build_root: Path, log) -> float:
     return time.monotonic() - start
 
 
-def _run(cmd: list[str], what: str) -> None:
+def _run(cmd: list[str], what: str, image: str = "the base image") -> None:
+    """One step of building an image; a failure names the step and shows its last lines."""
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise LabError(f"building the base image failed at '{what}' (exit {proc.returncode}):\n{tail}")
+        raise LabError(f"building {image} failed at '{what}' (exit {proc.returncode}):\n{tail}")
 
 
 if __name__ == "__main__":  # python -m backhaul.lab.image [SUITE]: build only

@@ -78,19 +78,7 @@ class VmRunner(HostRunner):
     def _make_disk(self) -> None:
         """The VM image with this host's identity, written into a new ext4 disk image (no
         loop mount: `mkfs.ext4 -d` copies a directory tree in)."""
-        for d in ("upper", "work", "merged"):
-            (self.dir / d).mkdir(parents=True, exist_ok=True)
-        system.run(
-            [
-                "mount",
-                "-t",
-                "overlay",
-                "overlay",
-                "-o",
-                f"lowerdir={self.rootfs},upperdir={self.dir}/upper,workdir={self.dir}/work",
-                str(self.merged),
-            ]
-        )
+        self._mount_overlay()
         try:
             self._write_identity()
             pub = (self.merged / "etc/ssh/ssh_host_ed25519_key.pub").read_text()

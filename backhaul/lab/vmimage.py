@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -104,10 +103,7 @@ def _build(suite: str, base: Path, root: Path, log) -> float:
 
 
 def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise LabError(f"building the VM image failed at '{what}' (exit {proc.returncode}):\n{tail}")
+    image._run(cmd, what, "the VM image")
 
 
 if __name__ == "__main__":  # python -m backhaul.lab.vmimage [SUITE]: build only
