@@ -121,8 +121,7 @@ def test_remove_backend_refuses_while_services_use_it(lab, net, tmp_path):
     assert variant.read_text() == text
 
 
-def test_an_interrupted_add_backend_is_finished_by_running_it_again(lab, net):
-    before = _backends(lab)
+def _add_backend_killed_after_the_file_write(lab, net) -> None:
     cmd = [sys.executable, "-m", "invoke", "add-backend", "--host", str(net.ip)]
     proc = subprocess.Popen(
         cmd,
@@ -138,6 +137,11 @@ def test_an_interrupted_add_backend_is_finished_by_running_it_again(lab, net):
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def test_an_interrupted_add_backend_is_finished_by_running_it_again(lab, net):
+    before = _backends(lab)
+    _add_backend_killed_after_the_file_write(lab, net)
     again = lab.inv("add-backend", "--host", str(net.ip))
     assert "finishing the interrupted add" in again.stdout and "healthy" in again.stdout
     assert _backends(lab) == [*before, net.name]
@@ -149,21 +153,7 @@ def test_an_interrupted_add_backend_is_ended_by_one_deploy(lab, net):
     if net.name in _backends(lab):
         lab.inv("remove-backend", "--name", net.name)
     journal = lab.network.with_name(f".{lab.network.name}.adding")
-    cmd = [sys.executable, "-m", "invoke", "add-backend", "--host", str(net.ip)]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=lab.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while net.name not in _backends(lab):  # killed right after the file write
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _add_backend_killed_after_the_file_write(lab, net)
     assert journal.exists()
     healed = lab.inv("deploy")
     assert "interrupted add-backend" in healed.stdout
