@@ -75,8 +75,11 @@ def fresh_lab(name: str, **kw) -> Iterator[LabHandle]:
 
 
 def own_lab_name(suffix: str) -> str:
-    """A module's own lab: the session lab's name (cut to fit 6 characters) + ``suffix``."""
-    return _name()[: 6 - len(suffix)] + suffix
+    """A module's own lab: the run's stem (tests/lanes.py: the same whichever lane runs the
+    module, so its apt cache stays warm; else the session lab's name), cut to fit 6
+    characters, + ``suffix``."""
+    stem = os.environ.get("BACKHAUL_TEST_STEM") or _name()
+    return stem[: 6 - len(suffix)] + suffix
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +87,7 @@ def lab() -> Iterator[LabHandle]:
     backends = int(os.environ.get("BACKHAUL_TEST_BACKENDS", "2"))
     spares = int(os.environ.get("BACKHAUL_TEST_SPARES", "1"))  # for add-backend
     with fresh_lab(_name(), backends=backends, spares=spares, suite=SUITE) as handle:
+        handle.trace_suite = SUITE
         yield handle
 
 
