@@ -150,19 +150,7 @@ def _split_colons(spec: str) -> list[str]:
             cur.append("$$")
             i += 2
         elif spec.startswith("${", i):
-            depth, j = 0, i
-            while j < len(spec):
-                if spec.startswith("${", j):
-                    depth += 1
-                    j += 2
-                    continue
-                if spec[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        break
-                j += 1
-            if depth:
-                raise ValueError("a '${' is not closed by '}'")
+            j = _closing_brace(spec, i)
             cur.append(spec[i : j + 1])
             i = j + 1
         elif spec[i] == "[":
@@ -180,6 +168,22 @@ def _split_colons(spec: str) -> list[str]:
             i += 1
     parts.append("".join(cur))
     return parts
+
+
+def _closing_brace(spec: str, start: int) -> int:
+    """The index of the '}' that closes the ``${`` at ``start`` (variables nest: ``${A:-${B}}``)."""
+    depth, j = 0, start
+    while j < len(spec):
+        if spec.startswith("${", j):
+            depth += 1
+            j += 2
+            continue
+        if spec[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+        j += 1
+    raise ValueError("a '${' is not closed by '}'")
 
 
 def _has_var(s: str) -> bool:
