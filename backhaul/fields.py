@@ -1,6 +1,6 @@
 """Checks of one value each (names, addresses, paths, domains, keys): each returns the message
 that says what is wrong and how to fix it, or None when the value is fine. The file-level rules
-(``backhaul/schema.py``) and the day-2 commands' arguments (``backhaul/network.py``) use them,
+(``backhaul/schema/``) and the day-2 commands' arguments (``backhaul/network.py``) use them,
 so a value is judged the same way wherever it comes from.
 
 Every string that may later reach a template, a config file or a shell on a host is checked

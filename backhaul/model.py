@@ -1,6 +1,6 @@
 """The model of a network: what backhaul knows about hosts, services, clients, SSH and TLS.
 
-Frozen dataclasses, built only by the schema (``backhaul/schema.py``) from a network file that
+Frozen dataclasses, built only by the schema (``backhaul/schema/``) from a network file that
 passed every check, read through ``backhaul.network.load``. Nothing here reads a file or
 contacts a host.
 """

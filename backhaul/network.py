@@ -1,7 +1,7 @@
 """The network file: read it into the validated model, and write allocated addresses and the
 day-2 edits (add or remove a backend or a client, a new hub address) back into it.
 
-The file is read whole and checked by ``backhaul/schema.py`` (every problem at once, as one
+The file is read whole and checked by ``backhaul/schema/`` (every problem at once, as one
 :class:`~backhaul.errors.ConfigError`); the model it builds is ``backhaul/model.py``, whose
 names this module re-exports (``from backhaul.network import Network, Host``). Edits keep the
 file's comments and layout (``backhaul/yamledit.py``) and are checked as a whole file before

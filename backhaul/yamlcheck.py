@@ -1,7 +1,7 @@
 """A checker for a YAML node tree that collects every problem with its line and column.
 
 Generic: it knows YAML's shapes (mappings, strings, numbers, booleans, lists), not backhaul's
-rules, which live in ``backhaul/schema.py`` and hand it the examples its messages quote.
+rules, which live in ``backhaul/schema/`` and hand it the examples its messages quote.
 """
 
 from __future__ import annotations

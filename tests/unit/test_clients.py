@@ -131,7 +131,7 @@ def test_the_example_file_shows_every_client_field(tmp_path, monkeypatch):
     net = netmod.load(example)
     assert [(c.name, str(c.wg_ip)) for c in net.clients] == [("laptop", "10.50.0.254")]
     text = example.read_text()
-    for key in (*schema._CLIENT_KEYS, "client_warn_days"):
+    for key in (*schema.keys.CLIENT_KEYS, "client_warn_days"):
         assert f"{key}:" in text
 
 

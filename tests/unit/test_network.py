@@ -119,12 +119,12 @@ def test_example_file_is_valid_and_covers_every_field(
     assert net.ssh.key == Path("~/.ssh/id_ed25519").expanduser()
     text = (REPO / "network.example.yml").read_text()
     for keys in (
-        schema._NETWORK_KEYS,
-        schema._SSH_KEYS,
-        schema._HOST_KEYS,
-        schema._SERVICE_KEYS,
-        schema._TLS_KEYS,
-        schema._TOP_KEYS,
+        schema.keys.NETWORK_KEYS,
+        schema.keys.SSH_KEYS,
+        schema.keys.HOST_KEYS,
+        schema.keys.SERVICE_KEYS,
+        schema.keys.TLS_KEYS,
+        schema.keys.TOP_KEYS,
     ):
         for key in keys:
             assert f"{key}:" in text, f"network.example.yml does not show {key}"
