@@ -78,12 +78,14 @@ _EXAMPLES = {
     "name": "backend-1",
     "backend": "backend-1",
     "port": "8080",
+    # a hub of proxies: names its tunnel address (a free one of network.subnet)
+    "wg_ip": "10.50.0.3",
     # a client's: `wg pubkey` of the key pair made on the device (or `inv add-client`)
     "public_key": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=",
 }
 
 
-_TOP_KEYS = ("network", "ssh", "proxy", "backends", "services", "tls", "clients")
+_TOP_KEYS = ("network", "ssh", "proxy", "proxies", "backends", "services", "tls", "clients")
 
 
 _NETWORK_KEYS = (
@@ -272,24 +274,26 @@ def _check_network(
         hub = _host(ck, hub_node, "proxy", "hub")
         if hub is not None:
             drafts.append(hub)
+    drafts += _other_hubs(ck, top.get("proxies"))
     backends_node = top.get("backends")
     for i, item in enumerate(ck.items(backends_node, "backends", "backends")):
         draft = _host(ck, item, f"backends[{i}]", "backend")
         if draft is not None:
             drafts.append(draft)
     backend_names = {d.name for d in drafts if d.role == "backend" and isinstance(d.name, str)}
-    hub_name = next((d.name for d in drafts if d.role == "hub"), None)
+    hub_names = {d.name for d in drafts if d.role == "hub" and isinstance(d.name, str)}
     _check_unique(ck, drafts, "name", "names")
     _check_unique(ck, drafts, "public_ip", "public IPs")
     _check_unique(ck, drafts, "public_ip6", "public IPs")
     _check_public_ip6_not_a_public_ip(ck, drafts)
+    _check_hub_families(ck, drafts)
 
     # clients: (their addresses after the hosts')
     client_drafts = _client_drafts(ck, top.get("clients"), drafts)
     client_names = {c.name for c in client_drafts if isinstance(c.name, str)}
 
     # services:
-    services = _services(ck, top.get("services"), backend_names, hub_name, ssh_port, client_names)
+    services = _services(ck, top.get("services"), backend_names, hub_names, ssh_port, client_names)
     _check_client_names_not_services(ck, client_drafts, services)
 
     # tls:
@@ -329,7 +333,8 @@ def _check_network(
         preshared_keys=psk,
         key_max_age_days=max_age,
         hub=hosts[0],
-        backends=tuple(hosts[1:]),
+        backends=tuple(h for h in hosts if h.role == "backend"),
+        other_hubs=tuple(h for h in hosts[1:] if h.role == "hub"),
         services=tuple(services),
         ssh=Ssh(
             ssh_user,
@@ -424,9 +429,14 @@ def _subnet(ck: Checker, nm: dict[str, Node]) -> Any:
     return loose
 
 
-def _host(ck: Checker, node: Node, path: str, role: str) -> _Draft | None:
-    required = ("name", "public_ip") if role == "backend" else ("public_ip",)
+def _host(
+    ck: Checker, node: Node, path: str, role: str, required: tuple[str, ...] | None = None
+) -> _Draft | None:
+    if required is None:
+        required = ("name", "public_ip") if role == "backend" else ("public_ip",)
     what = "a mapping with name and public_ip" if role == "backend" else "a mapping"
+    if role == "hub" and "wg_ip" in required:
+        what = "a mapping with name, public_ip and wg_ip"
     m = ck.mapping(node, path, _HOST_KEYS, required=required, what=what)
     if m is None:
         return None
@@ -486,6 +496,37 @@ def _host(ck: Checker, node: Node, path: str, role: str) -> _Draft | None:
         public_ip6=public_ip6,
         public_ip6_node=m.get("public_ip6"),
     )
+
+
+def _other_hubs(ck: Checker, node: Node | None) -> list[_Draft]:
+    """``proxies:``, the hubs beside ``proxy:`` (each serves every service: two or more hubs
+    keep the sites up when one dies). Each names its own tunnel address: an allocated one would
+    be written back, and a hub's address is what every backend's peer for it carries."""
+    out = []
+    for i, item in enumerate(ck.items(node, "proxies", "hubs")):
+        draft = _host(ck, item, f"proxies[{i}]", "hub", required=("name", "public_ip", "wg_ip"))
+        if draft is not None:
+            out.append(draft)
+    return out
+
+
+def _check_hub_families(ck: Checker, drafts: list[_Draft]) -> None:
+    """Every hub has the first hub's address families, so each backend's tunnel runs over the
+    same family to every hub (the first hub's, checked against each backend)."""
+    hubs = [d for d in drafts if d.role == "hub" and isinstance(d.public_ip, ADDRESS_TYPES)]
+    if len(hubs) < 2 or hubs[0].path != "proxy" or hubs[0].public_ip6 is BAD:
+        return
+    want = hubs[0].families()
+    for d in hubs[1:]:
+        if d.public_ip6 is not BAD and d.families() != want:
+            ck.add(
+                d.public_ip_node,
+                f"{d.path}.public_ip",
+                f"{_show(str(d.public_ip))}: this hub has {family_names(d.families())} and the "
+                f"first hub (proxy:) {family_names(want)}; every hub needs the same address "
+                "families, so each backend reaches every hub the same way: give it an address "
+                "of each family the first hub has (public_ip, public_ip6)",
+            )
 
 
 def _public_ip6(ck: Checker, m: dict[str, Node], path: str, public_ip: Any) -> Any:
@@ -679,7 +720,7 @@ def _addresses(
             )
         elif addr in owner:
             other = owner[addr]
-            if other.role == "hub":
+            if other.path == "proxy":
                 which = (
                     "proxy.wg_ip"
                     if other.wg_ip_node
@@ -688,8 +729,7 @@ def _addresses(
                 ck.add(
                     d.wg_ip_node,
                     field,
-                    f"{_show(str(addr))} is the hub's address ({which}); "
-                    "remove this wg_ip to get a free one allocated",
+                    f"{_show(str(addr))} is the hub's address ({which}); " + _free_address_hint(d),
                 )
             else:
                 assert other.wg_ip_node is not None
@@ -711,11 +751,22 @@ def _addresses(
     return wg, allocated
 
 
+def _free_address_hint(d: _Draft) -> str:
+    """A further hub names its own wg_ip (``_other_hubs``): it cannot be allocated one."""
+    if d.role == "hub":
+        return "write a free address of network.subnet, e.g. 10.50.0.3"
+    return "remove this wg_ip to get a free one allocated"
+
+
+def _a_hub(hub_names: set[str]) -> str:
+    return "the hub" if len(hub_names) == 1 else "a hub"
+
+
 def _services(
     ck: Checker,
     node: Node | None,
     backends: set[str],
-    hub_name: Any,
+    hub_names: set[str],
     ssh_port: Any,
     clients: set[str] | None = None,
 ) -> list[Service]:
@@ -750,8 +801,8 @@ def _services(
         backend = ck.text(m, "backend", f"{path}.backend")
         if isinstance(backend, str) and backend not in backends:
             known = ", ".join(sorted(backends)) or "none yet"
-            if backend == hub_name:
-                msg = f"{_show(backend)} is the hub; services run on backends (known: {known})"
+            if backend in hub_names:
+                msg = f"{_show(backend)} is {_a_hub(hub_names)}; services run on backends (known: {known})"
             else:
                 close = difflib.get_close_matches(backend, sorted(backends), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]!r}? " if close else ""
@@ -841,7 +892,7 @@ def _services(
                     tuple(allow_names),
                 )
             )
-    return _grants(ck, out, wanted, backends, hub_name, clients or set())
+    return _grants(ck, out, wanted, backends, hub_names, clients or set())
 
 
 def _grants(
@@ -849,7 +900,7 @@ def _grants(
     services: list[Service],
     wanted: dict[str, list[tuple[Node, str]]],
     backends: set[str],
-    hub_name: Any,
+    hub_names: set[str],
     clients: set[str],
 ) -> list[Service]:
     """Each service with the backends its allow: list grants (by backend or service name).
@@ -864,9 +915,9 @@ def _grants(
             value = anode.value
             backend = value if value in backends else runs.get(value)
             error = None
-            if value == hub_name:
+            if value in hub_names:
                 error = (
-                    f"{_show(value)} is the hub, which reaches every service already; "
+                    f"{_show(value)} is {_a_hub(hub_names)}, which reaches every service already; "
                     "remove it (allow: names backends, services and clients)"
                 )
             elif backend is None:
