@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from backhaul import plan
 from backhaul.network import load
+from backhaul.render import render
 
 TWO_HUBS = """\
 network:
@@ -61,3 +64,86 @@ def test_one_hub_file_has_one_hub(tmp_path: Path) -> None:
     path.write_text(TWO_HUBS.split("proxies:")[0] + "backends: []\ntls:\n  mode: self-signed\n")
     n = load(path)
     assert n.hubs == (n.hub,) and n.other_hubs == ()
+
+
+# -- WireGuard: every backend peers with every hub, the hubs with each other ------------------
+
+KEYS = {"hub-a": "A" * 43 + "=", "hub-b": "B" * 43 + "=", "web": "W" * 43 + "=", "db": "D" * 43 + "="}
+
+
+def test_each_hub_peers_with_every_backend_and_the_other_hubs(net) -> None:
+    for me, other in (("hub-a", "hub-b"), ("hub-b", "hub-a")):
+        peers, missing = plan.hub_peers(net, KEYS, hub=net.host(me))
+        assert missing == []
+        got = {p.name: (p.public_key, p.allowed_ips, p.endpoint) for p in peers}
+        assert got == {
+            "web": (KEYS["web"], ("10.50.0.2/32",), "203.0.113.21:51820"),
+            "db": (KEYS["db"], ("10.50.0.4/32",), "203.0.113.22:51820"),
+            other: (KEYS[other], (net.host(other).wg_cidr,), f"{net.host(other).public_ip}:51820"),
+        }
+
+
+def test_a_hub_whose_key_is_unreadable_keeps_its_peer(net) -> None:
+    keys = dict(KEYS, **{"hub-b": None})
+    peers, missing = plan.hub_peers(net, keys, {"10.50.0.3/32": "K" * 43 + "="}, hub=net.host("hub-a"))
+    assert [p.public_key for p in peers if p.name == "hub-b"] == ["K" * 43 + "="]
+    peers, missing = plan.hub_peers(net, keys, hub=net.host("hub-a"))
+    assert missing == ["hub-b"]
+
+
+def test_a_backend_peers_with_every_hub_each_carrying_its_own_address(net) -> None:
+    web = net.host("web")
+    first = plan.backend_hub_peer(net, KEYS["hub-a"], host=web)
+    more = plan.other_hub_peers(net, {"hub-b": KEYS["hub-b"]}, web)
+    assert first.allowed_ips == ("10.50.0.1/32",)
+    assert [(p.name, p.allowed_ips, p.endpoint) for p in more] == [
+        ("hub-b", ("10.50.0.3/32",), "203.0.113.11:51820")
+    ]
+    conf = render(
+        "wg-backend.conf.j2",
+        interface="wg0",
+        address="10.50.0.2/24",
+        listen_port=51820,
+        hub=first,
+        more_hubs=more,
+        direct=[],
+    )
+    assert conf.count("[Peer]") == 2
+    assert "# hub-b (a hub)\n[Peer]\nPublicKey = " + KEYS["hub-b"] in conf
+    # AllowedIPs never overlap between the two peers
+    assert conf.count("AllowedIPs = 10.50.0.1/32") == 1 and conf.count("AllowedIPs = 10.50.0.3/32") == 1
+
+
+def test_backend_to_backend_routes_the_subnet_through_the_first_hub(net) -> None:
+    b2b = dataclasses.replace(net, backend_to_backend=True)
+    web = b2b.host("web")
+    assert plan.backend_hub_peer(b2b, KEYS["hub-a"], host=web).allowed_ips == ("10.50.0.0/24",)
+    # the second hub's /32 is longer than the subnet: its own traffic goes to it
+    assert plan.other_hub_peers(b2b, {"hub-b": KEYS["hub-b"]}, web)[0].allowed_ips == ("10.50.0.3/32",)
+
+
+# -- firewall ----------------------------------------------------------------------------------
+
+
+def _rules(net, name):
+    return {(r.port, r.proto, r.src, r.dst) for r in plan.firewall_rules(net, net.host(name))}
+
+
+def test_a_backend_lets_in_wireguard_and_its_services_from_every_hub(net) -> None:
+    rules = _rules(net, "web")
+    assert (51820, "udp", "203.0.113.10", "any") in rules
+    assert (51820, "udp", "203.0.113.11", "any") in rules
+    assert (8080, "tcp", "10.50.0.1", "10.50.0.2") in rules
+    assert (8080, "tcp", "10.50.0.3", "10.50.0.2") in rules
+
+
+def test_each_hub_lets_in_wireguard_from_the_backends_and_the_other_hubs(net) -> None:
+    for me, other in (("hub-a", "203.0.113.11"), ("hub-b", "203.0.113.10")):
+        rules = _rules(net, me)
+        assert {(51820, "udp", ip, "any") for ip in ("203.0.113.21", "203.0.113.22", other)} <= rules
+        assert (80, "tcp", "any", "any") in rules and (443, "tcp", "any", "any") in rules
+
+
+def test_the_isolation_guard_lets_every_hub_reach_a_published_port(net) -> None:
+    allow = plan.isolation(net, net.host("web")).docker_allow
+    assert {(a.src, a.port) for a in allow} == {("10.50.0.1/32", 8080), ("10.50.0.3/32", 8080)}
