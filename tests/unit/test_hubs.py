@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backhaul import plan
+from backhaul import nginxconf, plan, tls
 from backhaul.network import load
 from backhaul.render import render
 
@@ -147,3 +147,45 @@ def test_each_hub_lets_in_wireguard_from_the_backends_and_the_other_hubs(net) ->
 def test_the_isolation_guard_lets_every_hub_reach_a_published_port(net) -> None:
     allow = plan.isolation(net, net.host("web")).docker_allow
     assert {(a.src, a.port) for a in allow} == {("10.50.0.1/32", 8080), ("10.50.0.3/32", 8080)}
+
+
+# -- nginx: every service on every hub; a challenge another hub's certbot wrote is fetched from it
+
+
+NGINX_DEFAULTS = {
+    "nginx_keepalive": 0,
+    "nginx_keepalive_timeout": "60s",
+    "nginx_connect_timeout": "5s",
+    "nginx_read_timeout": "60s",
+    "nginx_websocket_timeout": "1h",
+    "nginx_client_max_body_size": "16m",
+}
+
+
+def _nginx(net, hub):
+    net = dataclasses.replace(net, tls=dataclasses.replace(net.tls, mode="acme"))
+    certs = tls.certificates(net)
+    settings = nginxconf.ProxySettings.from_data(NGINX_DEFAULTS)
+    return nginxconf.nginx_files(net, {c.name: c.final for c in certs}, settings, (1, 26, 3), False, hub=hub)
+
+
+def test_every_hub_serves_every_service_and_forwards_challenges_it_lacks_to_the_others(net) -> None:
+    a, b = (_nginx(net, net.host(n)) for n in ("hub-a", "hub-b"))
+    assert a.keys() == b.keys() and nginxconf.site_file("app") in a
+    assert a[nginxconf.site_file("app")] == b[nginxconf.site_file("app")]
+    shared_a, shared_b = a[nginxconf.SHARED_CONF], b[nginxconf.SHARED_CONF]
+    assert "upstream backhaul_acme_peers {\n    server 10.50.0.3:80;\n" in shared_a
+    assert "upstream backhaul_acme_peers {\n    server 10.50.0.1:80;\n" in shared_b
+    assert "try_files $uri @backhaul_acme_peers;" in shared_a
+    # a forwarded request is never forwarded again (no loop between two hubs lacking it)
+    assert "if ($http_x_backhaul_acme_forwarded) {\n            return 404;" in shared_a
+
+
+def test_one_hub_forwards_no_challenge(tmp_path) -> None:
+    path = tmp_path / "network.yml"
+    path.write_text(
+        TWO_HUBS.replace("proxies:\n  - name: hub-b\n    public_ip: 203.0.113.11\n    wg_ip: 10.50.0.3\n", "")
+    )
+    one = load(path)
+    shared = _nginx(one, one.hub)[nginxconf.SHARED_CONF]
+    assert "acme_peers" not in shared and "try_files $uri =404;" in shared
