@@ -115,6 +115,7 @@ def _recorded(old: dict, lab: Lab) -> Lab:
         old.get("ipv6", False),
         old.get("v6_only", ()),
         old.get("vm", False),
+        old.get("hubs", 1),
     )
 
 
@@ -170,6 +171,7 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
                 "ipv6": lab.ipv6,
                 "v6_only": sorted(lab.v6_only),
                 "vm": lab.vm,
+                "hubs": lab.hubs,
             }
         )
     )
@@ -205,6 +207,8 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     text = files.network_yaml(lab, services.acme_directory(lab), services=demo.network_services(lab))
     if not network.exists() or network.read_text() != text:
         network.write_text(text)
+    if lab.hubs > 1:
+        services.name_every_hub(lab, _domains(network))
     took = time.monotonic() - t0
     suites = "/".join(lab.suites)
     log(
@@ -212,6 +216,13 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
         + (f" (base image built in {built:.0f}s)" if built else "")
     )
     return {"hosts": len(runners), "booted": len(started), "seconds": took}
+
+
+def _domains(network: Path) -> list[str]:
+    """The service domains of the lab's network file (as a user may have edited it)."""
+    from backhaul.network import load
+
+    return sorted({d for s in load(network).services for d in s.domains})
 
 
 def _stop_extra_hosts(lab: Lab, wanted: set[str]) -> None:

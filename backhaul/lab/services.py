@@ -268,6 +268,27 @@ def point_names_at(lab: Lab, ip: str) -> None:
             r.read()
 
 
+def name_every_hub(lab: Lab, domains: list[str]) -> None:
+    """With more hubs, the lab's DNS answers each service domain with every hub's address (A
+    and AAAA), as a user's DNS would: pebble validates through any, clients try each in turn.
+    Names not listed keep the default answer (the first hub)."""
+    hubs = [h for h in lab.hosts if h.role == "hub"]
+    guard.require(lab, str(lab.gateway))
+    for domain in domains:
+        for kind, addresses in (
+            ("a", [str(h.ip) for h in hubs if not h.v6_only]),
+            ("aaaa", [str(h.ip6) for h in hubs if h.ip6]),
+        ):
+            body = {"host": domain.rstrip(".") + ".", "addresses": addresses}
+            req = urllib.request.Request(
+                f"http://{lab.gateway}:{DNS_MGMT_PORT}/add-{kind}",
+                data=json.dumps(body).encode(),
+                method="POST",
+            )
+            with urllib.request.urlopen(req, timeout=5) as r:
+                r.read()
+
+
 def acme_directory(lab: Lab) -> str:
     return f"https://{lab.gateway}:{ACME_PORT}/dir"
 
