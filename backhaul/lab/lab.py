@@ -208,7 +208,7 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     if not network.exists() or network.read_text() != text:
         network.write_text(text)
     if lab.hubs > 1:
-        services.name_every_hub(lab, _domains(network))
+        services.name_every_hub(lab, network)
     took = time.monotonic() - t0
     suites = "/".join(lab.suites)
     log(
@@ -216,13 +216,6 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
         + (f" (base image built in {built:.0f}s)" if built else "")
     )
     return {"hosts": len(runners), "booted": len(started), "seconds": took}
-
-
-def _domains(network: Path) -> list[str]:
-    """The service domains of the lab's network file (as a user may have edited it)."""
-    from backhaul.network import load
-
-    return sorted({d for s in load(network).services for d in s.domains})
 
 
 def _stop_extra_hosts(lab: Lab, wanted: set[str]) -> None:

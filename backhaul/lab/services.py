@@ -268,10 +268,14 @@ def point_names_at(lab: Lab, ip: str) -> None:
             r.read()
 
 
-def name_every_hub(lab: Lab, domains: list[str]) -> None:
-    """With more hubs, the lab's DNS answers each service domain with every hub's address (A
-    and AAAA), as a user's DNS would: pebble validates through any, clients try each in turn.
-    Names not listed keep the default answer (the first hub)."""
+def name_every_hub(lab: Lab, network: Path) -> None:
+    """With more hubs, the lab's DNS answers each service domain of ``network`` (the lab's
+    file, as a user may have edited it) with every hub's address (A and AAAA), as a user's DNS
+    would: pebble validates through any, clients try each in turn. Other names keep the
+    default answer (the first hub)."""
+    from backhaul.network import load
+
+    domains = sorted({d for s in load(network).services for d in s.domains})
     hubs = [h for h in lab.hosts if h.role == "hub"]
     guard.require(lab, str(lab.gateway))
     for domain in domains:
