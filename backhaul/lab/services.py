@@ -11,6 +11,7 @@ import json
 import shutil
 import socket
 import ssl
+import struct
 import time
 import urllib.request
 from pathlib import Path
@@ -291,6 +292,40 @@ def name_every_hub(lab: Lab, network: Path) -> None:
             )
             with urllib.request.urlopen(req, timeout=5) as r:
                 r.read()
+
+
+def lookup(lab: Lab, name: str, family: int = 4) -> list[str]:
+    """What the lab's DNS answers for ``name`` (A, or AAAA for family 6), in its order: what
+    a client of the lab resolves (pebble asks the same server)."""
+    qtype = 1 if family == 4 else 28
+    query = struct.pack(">HHHHHH", 0x6268, 0x0100, 1, 0, 0, 0)
+    query += b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
+    query += struct.pack(">HH", qtype, 1)
+    guard.require(lab, str(lab.gateway))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(query, (str(lab.gateway), DNS_PORT))
+        data = sock.recv(4096)
+    count, i, out = struct.unpack(">H", data[6:8])[0], len(query), []
+    for _ in range(count):
+        i = _skip_name(data, i)
+        rtype, _cls, _ttl, size = struct.unpack(">HHIH", data[i : i + 10])
+        i += 10
+        if rtype == qtype:
+            out.append(
+                socket.inet_ntop(socket.AF_INET if family == 4 else socket.AF_INET6, data[i : i + size])
+            )
+        i += size
+    return out
+
+
+def _skip_name(data: bytes, i: int) -> int:
+    """The offset after a DNS name at ``i`` (labels, or a compression pointer)."""
+    while data[i]:
+        if data[i] >= 0xC0:
+            return i + 2
+        i += data[i] + 1
+    return i + 1
 
 
 def acme_directory(lab: Lab) -> str:

@@ -1,0 +1,132 @@
+"""Two hubs (`proxies:`): no single server carries the front door.
+
+One lab of its own, small: two hubs and one backend (the demo's `app`). Both hubs get their own
+certificate by HTTP-01 while the lab's DNS names both (a challenge that lands on the other hub
+is fetched from it over the tunnel); a second deploy changes nothing; then the hub DNS lists
+first dies while a client keeps sending requests through the name, and every request is
+answered through the other hub; `inv verify` names the dead hub and still checks the other.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+
+from backhaul.lab import lab as labmod
+from backhaul.lab import services
+
+from .conftest import fresh_lab, own_lab_name
+
+pytestmark = pytest.mark.fleet
+
+APP = "app"  # the demo's service on backend-1
+CONNECT_TIMEOUT = 2  # curl --connect-timeout: with two addresses curl gives the first a share
+
+
+@pytest.fixture(scope="module")
+def hubs():
+    with fresh_lab(own_lab_name("h"), backends=1, spares=0, hubs=2) as lab:
+        lab.inv("lab.demo", "--name", lab.lab.name)
+        lab.inv("deploy")
+        yield lab
+
+
+def _domain(lab) -> str:
+    return f"{APP}.{lab.lab.domain}"
+
+
+def _curl(lab, addresses: list[str], max_time: float = 10) -> tuple[int, float]:
+    """(status, seconds) of one GET through the name, resolved to ``addresses`` in that order
+    (curl tries them in turn, as it does with a DNS answer)."""
+    for a in addresses:
+        lab.guard(a)
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--connect-timeout",
+            str(CONNECT_TIMEOUT),
+            "--max-time",
+            str(max_time),
+            "--cacert",
+            str(lab.files / "acme-root.pem"),
+            "--resolve",
+            f"{_domain(lab)}:443:{','.join(addresses)}",
+            f"https://{_domain(lab)}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=max_time + 5,
+    )
+    status = int(proc.stdout or 0) if proc.returncode == 0 else 0
+    return status, time.monotonic() - t0
+
+
+def test_the_dns_names_both_hubs_and_each_serves_with_its_own_valid_certificate(hubs):
+    lab = hubs
+    both = [lab.ip("proxy"), lab.ip("proxy-2")]
+    assert services.lookup(lab.lab, _domain(lab)) == both
+    for hub in both:
+        assert _curl(lab, [hub])[0] == 200, hub  # pebble's root: a valid certificate
+    # each hub made its own key: the two certificates differ
+    keys = {
+        lab.ssh(h, f"openssl pkey -pubout -in /etc/letsencrypt/live/{APP}/privkey.pem | sha256sum").stdout
+        for h in ("proxy", "proxy-2")
+    }
+    assert len(keys) == 2
+
+
+def test_a_second_deploy_with_two_hubs_changes_nothing(hubs):
+    again = hubs.inv("deploy")
+    assert "backhaul: no changes" in again.stdout, again.stdout[-3000:]
+    report = hubs.wait_healthy()
+    assert report["ok"], [c for c in report["checks"] if c["status"] != "ok"]
+
+
+def test_one_hub_dies_and_every_request_is_answered_through_the_other(hubs):
+    lab = hubs
+    addresses = services.lookup(lab.lab, _domain(lab))  # the first hub first, as DNS answers
+    results: list[tuple[float, int, float]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            status, took = _curl(lab, addresses)
+            results.append((time.monotonic(), status, took))
+            time.sleep(0.1)
+
+    worker = threading.Thread(target=client)
+    worker.start()
+    try:
+        time.sleep(3)
+        died = time.monotonic()
+        labmod.destroy(lab.lab, "proxy", log=lambda *_: None)  # powered off, its disk gone
+        time.sleep(10)
+    finally:
+        stop.set()
+        worker.join()
+    after = [r for r in results if r[0] > died]
+    failed = [r for r in results if r[1] != 200]
+    longest = max(r[2] for r in results)
+    print(
+        f"\nfailover: {len(results)} requests ({len(after)} after the hub died), "
+        f"{len(failed)} failed, longest {longest:.2f}s (curl --connect-timeout {CONNECT_TIMEOUT})"
+    )
+    assert after and not failed, failed
+    # the survivor's tunnel to the backend is intact
+    assert lab.ssh("backend-1", "ping -c1 -W2 10.50.0.202", check=False).returncode == 0
+    # verify fails, names the dead hub, and still checks the survivor
+    report = lab.verify()
+    assert not report["ok"]
+    rows = {(c["check"], c["host"]): c for c in report["checks"]}
+    assert rows[("hub", "proxy")]["status"] == "fail", report["checks"]
+    assert rows[("https", f"{APP} {_domain(lab)} via proxy-2")]["status"] == "ok"
+    assert rows[("wireguard", "proxy-2")]["status"] == "ok"
