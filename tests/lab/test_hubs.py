@@ -1,10 +1,11 @@
 """Two hubs (`proxies:`): no single server carries the front door.
 
-One lab of its own, small: two hubs and one backend (the demo's `app`). Both hubs get their own
-certificate by HTTP-01 while the lab's DNS names both (a challenge that lands on the other hub
-is fetched from it over the tunnel); a second deploy changes nothing; then the hub DNS lists
-first dies while a client keeps sending requests through the name, and every request is
-answered through the other hub; `inv verify` names the dead hub and still checks the other.
+One lab of its own, small: two hubs, one backend (the demo's `app`) and a spare. Both hubs get
+their own certificate by HTTP-01 while the lab's DNS names both (a challenge that lands on the
+other hub is fetched from it over the tunnel); a second deploy changes nothing; a backend's new
+key, an added and a removed backend reach both hubs; then the hub DNS lists first dies while a
+client keeps sending requests through the name, and every request is answered through the
+other hub; `inv verify` names the dead hub and still checks the other.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ CONNECT_TIMEOUT = 4
 
 @pytest.fixture(scope="module")
 def hubs():
-    with fresh_lab(own_lab_name("h"), backends=1, spares=0, hubs=2) as lab:
+    with fresh_lab(own_lab_name("h"), backends=1, spares=1, hubs=2) as lab:
         lab.inv("lab.demo", "--name", lab.lab.name)
         lab.inv("deploy")
         yield lab
@@ -92,6 +93,37 @@ def test_a_second_deploy_with_two_hubs_changes_nothing(hubs):
     assert "backhaul: no changes" in again.stdout, again.stdout[-3000:]
     report = hubs.wait_healthy()
     assert report["ok"], [c for c in report["checks"] if c["status"] != "ok"]
+
+
+def _peers(lab, hub: str) -> str:
+    """The hub's live peers: public key and allowed IPs, one per line."""
+    return lab.ssh(hub, "wg show wg0 allowed-ips").stdout
+
+
+def test_a_backends_new_key_reaches_both_hubs(hubs):
+    lab = hubs
+    old = lab.ssh("backend-1", "cat /etc/wireguard/wg0.pub").stdout.strip()
+    lab.inv("rotate-keys", "--host", "backend-1")
+    new = lab.ssh("backend-1", "cat /etc/wireguard/wg0.pub").stdout.strip()
+    assert new != old
+    for hub in ("proxy", "proxy-2"):
+        assert f"{new}\t10.50.0.2/32" in _peers(lab, hub), hub
+        assert old not in _peers(lab, hub), hub
+        assert lab.ssh(hub, "ping -c1 -W2 10.50.0.2", check=False).returncode == 0, hub
+
+
+def test_add_and_remove_backend_reach_both_hubs(hubs):
+    lab = hubs
+    spare = next(h for h in lab.hosts if h.role == "spare")
+    lab.inv("add-backend", "--host", str(spare.ip))
+    wg_ip = lab.ssh(spare.name, "ip -4 -br addr show wg0").stdout.split()[2].split("/")[0]
+    for hub in ("proxy", "proxy-2"):
+        assert f"{wg_ip}/32" in _peers(lab, hub), hub
+        assert lab.ssh(hub, f"ping -c1 -W2 {wg_ip}", check=False).returncode == 0, hub
+    lab.inv("remove-backend", "--name", spare.name)
+    for hub in ("proxy", "proxy-2"):
+        assert f"{wg_ip}/32" not in _peers(lab, hub), hub
+        assert str(spare.ip) not in lab.ssh(hub, "ufw status").stdout, hub
 
 
 def test_one_hub_dies_and_every_request_is_answered_through_the_other(hubs):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from backhaul import nginxconf, plan, tls
+from backhaul import flows, nginxconf, plan, session, tls
+from backhaul.errors import BackhaulError
 from backhaul.network import load
 from backhaul.render import render
 
@@ -189,3 +190,23 @@ def test_one_hub_forwards_no_challenge(tmp_path) -> None:
     one = load(path)
     shared = _nginx(one, one.hub)[nginxconf.SHARED_CONF]
     assert "acme_peers" not in shared and "try_files $uri =404;" in shared
+
+
+# -- day 2 on two hubs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [{"host": "hub-b"}, {"all_hosts": True}])
+def test_rotating_a_hub_beside_the_first_is_refused_before_any_host_is_touched(
+    net, args, monkeypatch
+) -> None:
+    def no_connection(*_a, **_k):  # the file's addresses are not ours to contact
+        raise AssertionError("rotate-keys connected before refusing")
+
+    monkeypatch.setattr(session, "connect", no_connection)
+    with pytest.raises(BackhaulError, match="hub-b") as info:
+        flows.rotate_keys(str(net.path), **args)
+    assert "not supported yet" in str(info.value)
+
+
+def test_a_backends_rotation_or_adding_touches_every_hub(net) -> None:
+    assert flows.hubs_and(net, "web") == ["hub-a", "hub-b", "web"]
