@@ -274,16 +274,24 @@ def name_every_hub(lab: Lab, network: Path) -> None:
     file, as a user may have edited it) with every hub's address (A and AAAA), as a user's DNS
     would: pebble validates through any, clients try each in turn. Other names keep the
     default answer (the first hub)."""
+    hubs = [h for h in lab.hosts if h.role == "hub"]
+    name_addresses(
+        lab,
+        network,
+        [str(h.ip) for h in hubs if not h.v6_only],
+        [str(h.ip6) for h in hubs if h.ip6],
+    )
+
+
+def name_addresses(lab: Lab, network: Path, v4: list[str], v6: list[str]) -> None:
+    """The lab's DNS answers each service domain of ``network`` with these addresses, in this
+    order (the operator's DNS change, e.g. a replaced hub's new address beside the others)."""
     from backhaul.network import load
 
     domains = sorted({d for s in load(network).services for d in s.domains})
-    hubs = [h for h in lab.hosts if h.role == "hub"]
     guard.require(lab, str(lab.gateway))
     for domain in domains:
-        for kind, addresses in (
-            ("a", [str(h.ip) for h in hubs if not h.v6_only]),
-            ("aaaa", [str(h.ip6) for h in hubs if h.ip6]),
-        ):
+        for kind, addresses in (("a", v4), ("aaaa", v6)):
             body = {"host": domain.rstrip(".") + ".", "addresses": addresses}
             req = urllib.request.Request(
                 f"http://{lab.gateway}:{DNS_MGMT_PORT}/add-{kind}",

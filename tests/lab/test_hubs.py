@@ -5,7 +5,8 @@ their own certificate by HTTP-01 while the lab's DNS names both (a challenge tha
 other hub is fetched from it over the tunnel); a second deploy changes nothing; a backend's new
 key, an added and a removed backend reach both hubs; then the hub DNS lists first dies while a
 client keeps sending requests through the name, and every request is answered through the
-other hub; `inv verify` names the dead hub and still checks the other.
+other hub; `inv verify` names the dead hub and still checks the other; `inv replace-hub` puts
+the spare in its place and the network verifies green.
 """
 
 from __future__ import annotations
@@ -165,3 +166,18 @@ def test_one_hub_dies_and_every_request_is_answered_through_the_other(hubs):
     assert rows[("hub", "proxy")]["status"] == "fail", report["checks"]
     assert rows[("https", f"{APP} {_domain(lab)} via proxy-2")]["status"] == "ok"
     assert rows[("wireguard", "proxy-2")]["status"] == "ok"
+
+
+def test_the_dead_hub_is_replaced_by_a_new_server_and_the_network_is_green(hubs):
+    """`inv replace-hub` with a second hub alive: the spare (a bare-ish server now) takes the
+    dead first hub's place; DNS names it beside proxy-2 first, as the operator would."""
+    lab = hubs
+    spare = next(h for h in lab.hosts if h.role == "spare")
+    second = next(h for h in lab.hosts if h.name == "proxy-2")
+    services.name_addresses(
+        lab.lab, lab.network, [str(spare.ip), str(second.ip)], [str(spare.ip6), str(second.ip6)]
+    )
+    proc = lab.inv("replace-hub", "--host", str(spare.ip))
+    assert "healthy" in proc.stdout, proc.stdout[-3000:]
+    assert _curl(lab, [str(spare.ip)])[0] == 200
+    assert _curl(lab, [lab.ip("proxy-2")])[0] == 200
