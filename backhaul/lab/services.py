@@ -291,15 +291,20 @@ def name_addresses(lab: Lab, network: Path, v4: list[str], v6: list[str]) -> Non
     domains = sorted({d for s in load(network).services for d in s.domains})
     guard.require(lab, str(lab.gateway))
     for domain in domains:
+        host = domain.rstrip(".") + "."
         for kind, addresses in (("a", v4), ("aaaa", v6)):
-            body = {"host": domain.rstrip(".") + ".", "addresses": addresses}
-            req = urllib.request.Request(
-                f"http://{lab.gateway}:{DNS_MGMT_PORT}/add-{kind}",
-                data=json.dumps(body).encode(),
-                method="POST",
-            )
-            with urllib.request.urlopen(req, timeout=5) as r:
-                r.read()
+            # challtestsrv's add-* appends to what the name has: clear it first
+            _dns_call(lab, f"clear-{kind}", {"host": host})
+            if addresses:
+                _dns_call(lab, f"add-{kind}", {"host": host, "addresses": addresses})
+
+
+def _dns_call(lab: Lab, path: str, body: dict) -> None:
+    req = urllib.request.Request(
+        f"http://{lab.gateway}:{DNS_MGMT_PORT}/{path}", data=json.dumps(body).encode(), method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        r.read()
 
 
 def lookup(lab: Lab, name: str, family: int = 4) -> list[str]:
