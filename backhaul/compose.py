@@ -34,7 +34,6 @@ _SHORT_SYNTAX = '"[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]"'
 _PORT_RE = re.compile(r"(\d+)(?:-(\d+))?")
 _PROTOCOLS = ("tcp", "udp", "sctp")
 _TRUE = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON", "y", "Y"}
-_STR_TAG = yamledit.TAG + "str"
 # Drivers that publish ports through the bridge code (and so honour HOST_BINDING_OPT).
 _BRIDGE_DRIVERS = {"", "bridge"}
 
@@ -73,7 +72,7 @@ def rewrite_compose(text: str, bind_ip: str) -> RewriteResult:
     ip = _check_bind_ip(bind_ip)
     plan = _Planner(text, ip)
     plan.run()
-    new_text = yamledit.apply(text, plan.edits)
+    new_text = yamledit.apply(text, plan.out.edits)
     if new_text != text:
         # Cheap insurance that the edits are right: the result must parse and need no edit.
         again = _Planner(new_text, ip)
@@ -81,8 +80,10 @@ def rewrite_compose(text: str, bind_ip: str) -> RewriteResult:
             again.run()
         except ComposeError as exc:
             raise AssertionError(f"compose rewrite broke the file (a bug in backhaul): {exc}") from exc
-        if again.edits:
-            raise AssertionError(f"compose rewrite is not idempotent (a bug in backhaul): {again.edits[:3]}")
+        if again.out.edits:
+            raise AssertionError(
+                f"compose rewrite is not idempotent (a bug in backhaul): {again.out.edits[:3]}"
+            )
     return RewriteResult(text=new_text, changed=new_text != text, ports=plan.ports, warnings=plan.warnings)
 
 
@@ -150,19 +151,7 @@ def _split_colons(spec: str) -> list[str]:
             cur.append("$$")
             i += 2
         elif spec.startswith("${", i):
-            depth, j = 0, i
-            while j < len(spec):
-                if spec.startswith("${", j):
-                    depth += 1
-                    j += 2
-                    continue
-                if spec[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        break
-                j += 1
-            if depth:
-                raise ValueError("a '${' is not closed by '}'")
+            j = _closing_brace(spec, i)
             cur.append(spec[i : j + 1])
             i = j + 1
         elif spec[i] == "[":
@@ -180,6 +169,22 @@ def _split_colons(spec: str) -> list[str]:
             i += 1
     parts.append("".join(cur))
     return parts
+
+
+def _closing_brace(spec: str, start: int) -> int:
+    """The index of the '}' that closes the ``${`` at ``start`` (variables nest: ``${A:-${B}}``)."""
+    depth, j = 0, start
+    while j < len(spec):
+        if spec.startswith("${", j):
+            depth += 1
+            j += 2
+            continue
+        if spec[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+        j += 1
+    raise ValueError("a '${' is not closed by '}'")
 
 
 def _has_var(s: str) -> bool:
@@ -252,16 +257,9 @@ class _Planner:
     def __init__(self, text: str, bind_ip: str):
         self.text = text
         self.bind_ip = bind_ip
-        self.edits: list[yamledit.Edit] = []
+        self.out = yamledit.TextEdits(text)  # the edits, each in the file's own style
         self.ports: list[PublishedPort] = []
         self.warnings: list[str] = []
-        self.unit = 2  # indentation step of the file, learnt from `services:`
-        self.newline = yamledit.newline_of(text)
-
-    # edits
-
-    def _edit(self, start: int, end: int, new: str) -> None:
-        self.edits.append(yamledit.Edit(start, end, new))
 
     # entry point
 
@@ -293,7 +291,7 @@ class _Planner:
                 "indented `name:` per service"
             )
         if services.value and not services.flow_style:
-            self.unit = max(1, services.value[0][0].start_mark.column - skey.start_mark.column)
+            self.out.unit = max(1, services.value[0][0].start_mark.column - skey.start_mark.column)
 
         uses_default = False
         for name_node, svc in services.value:
@@ -380,7 +378,7 @@ class _Planner:
             ip_out = new_ip
             new = f"{new_ip}:{spec.host or ''}:{spec.container}{spec.proto}"
             start = yamledit.text_start(self.text, node)
-            self._edit(start, node.end_mark.index, self._scalar(new, node, flow))
+            self.out.add(start, node.end_mark.index, self.out.scalar(new, node, flow))
         self.ports.append(PublishedPort(name, ip_out, spec.host or None, spec.container, protocol))
 
     def _long(self, name: str, where: str, node: yaml.MappingNode, flow: bool) -> None:
@@ -406,7 +404,7 @@ class _Planner:
         host_ip = values.get("host_ip")
         if host_ip is None:
             new_ip = self.bind_ip
-            self._insert_entry(node, "host_ip", self.bind_ip, flow=flow)
+            self.out.insert_entry(node, "host_ip", self.bind_ip, flow=flow)
         elif not isinstance(host_ip, yaml.ScalarNode):
             raise ComposeError(
                 f"{where}: host_ip must be an address, found {_describe(host_ip)}; "
@@ -414,17 +412,17 @@ class _Planner:
             )
         elif _is_null(host_ip):
             new_ip = self.bind_ip
-            self._replace_value(host_ip, self.bind_ip, flow=flow)
+            self.out.replace_value(host_ip, self.bind_ip, flow=flow)
         else:
             try:
                 new_ip = self._decide_ip(name, label, host_ip.value)
             except ValueError as exc:
                 raise ComposeError(f"{where}: {exc}; write host_ip: {self.bind_ip}") from None
             if new_ip is not None:
-                self._edit(
+                self.out.add(
                     yamledit.text_start(self.text, host_ip),
                     host_ip.end_mark.index,
-                    self._scalar(new_ip, host_ip, flow),
+                    self.out.scalar(new_ip, host_ip, flow),
                 )
         ip_out = new_ip if new_ip is not None else _unbracket(host_ip.value)
         short = f"{ip_out}:{pub or ''}:{target.value}"
@@ -470,12 +468,12 @@ class _Planner:
         opts = {HOST_BINDING_OPT: f'"{self.bind_ip}"'}
         if networks is None:
             if uses_default:
-                self._insert_entry(root, "networks", {"default": {"driver_opts": opts}})
+                self.out.insert_entry(root, "networks", {"default": {"driver_opts": opts}})
             return
         key, nets = networks
         if _is_null(nets):
             if uses_default:
-                self._fill_null(key, nets, {"default": {"driver_opts": opts}}, flow=False)
+                self.out.fill_null(key, nets, {"default": {"driver_opts": opts}}, flow=False)
             return
         if not isinstance(nets, yaml.MappingNode):
             raise ComposeError(
@@ -486,12 +484,12 @@ class _Planner:
             if isinstance(knode, yaml.ScalarNode):
                 self._network(knode, net, opts, flow=bool(nets.flow_style))
         if uses_default and "default" not in _own_keys(nets):
-            self._insert_entry(nets, "default", {"driver_opts": opts}, flow=bool(nets.flow_style))
+            self.out.insert_entry(nets, "default", {"driver_opts": opts}, flow=bool(nets.flow_style))
 
     def _network(self, key: yaml.ScalarNode, net: yaml.Node, opts: dict, flow: bool) -> None:
         name = key.value
         if _is_null(net):
-            self._fill_null(key, net, {"driver_opts": opts}, flow=flow)
+            self.out.fill_null(key, net, {"driver_opts": opts}, flow=flow)
             return
         if not isinstance(net, yaml.MappingNode):
             raise ComposeError(
@@ -515,10 +513,10 @@ class _Planner:
             return
         dopts = values.get("driver_opts")
         if dopts is None:
-            self._insert_entry(net, "driver_opts", opts, flow=flow)
+            self.out.insert_entry(net, "driver_opts", opts, flow=flow)
         elif _is_null(dopts):
             dkey = _entries(net)["driver_opts"][0]
-            self._fill_null(dkey, dopts, opts, flow=flow)
+            self.out.fill_null(dkey, dopts, opts, flow=flow)
         elif not isinstance(dopts, yaml.MappingNode):
             raise ComposeError(
                 f"network {name!r}: driver_opts must be a mapping, found {_describe(dopts)} "
@@ -528,80 +526,10 @@ class _Planner:
             dflow = flow or bool(dopts.flow_style)
             current = {k: v for k, (_, v) in _entries(dopts).items()}.get(HOST_BINDING_OPT)
             if current is None:
-                self._insert_entry(dopts, HOST_BINDING_OPT, opts[HOST_BINDING_OPT], flow=dflow)
+                self.out.insert_entry(dopts, HOST_BINDING_OPT, opts[HOST_BINDING_OPT], flow=dflow)
             elif getattr(current, "value", None) != self.bind_ip:
                 self.warnings.append(
                     f"network {name!r}: {HOST_BINDING_OPT} was "
                     f"{getattr(current, 'value', '?')!r}; set to {self.bind_ip}"
                 )
-                self._replace_value(current, self.bind_ip, flow=dflow)
-
-    # text edits
-
-    def _scalar(self, value: str, node: yaml.ScalarNode, flow: bool) -> str:
-        """``value`` written in ``node``'s quoting style (plain stays plain when it can)."""
-        quote = "'" if node.style == "'" else '"'
-        if node.style in ("'", '"') or node.tag != _STR_TAG:
-            # Also quote what YAML had read as a number (8080, or 22:22 as base 60).
-            return yamledit.quoted(value, quote)
-        return yamledit.scalar(value, flow, quote)
-
-    def _replace_value(self, node: yaml.Node, value: str, flow: bool) -> None:
-        if isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG:
-            new = self._scalar(value, node, flow)
-        else:
-            new = yamledit.scalar(value, flow, quote='"')
-        start, end = yamledit.text_start(self.text, node), node.end_mark.index
-        if start == end:  # `key:` with nothing after the colon
-            new = " " + new
-        self._edit(start, end, new)
-
-    def _fill_null(self, key: yaml.Node, null: yaml.Node, tree: dict, flow: bool) -> None:
-        """Give ``key:`` (empty, ``~`` or ``null``) the mapping ``tree`` as its value."""
-        start, end = null.start_mark.index, null.end_mark.index
-        if flow:
-            self._edit(start, end, (" " if start == end else "") + _flow(tree))
-            return
-        if start != end:  # drop `~` / `null` and the blanks before it
-            while start > 0 and self.text[start - 1] in " \t":
-                start -= 1
-            self._edit(start, end, "")
-        indent = key.start_mark.column + self.unit
-        pos = yamledit.line_after(self.text, key.end_mark.index)
-        self._edit(pos, pos, self._nl(_block(tree, indent, self.unit)))
-
-    def _insert_entry(
-        self, mapping: yaml.MappingNode, key: str, value: dict | str, flow: bool = False
-    ) -> None:
-        if flow or mapping.flow_style:
-            item = f"{key}: {_flow(value)}"
-            if mapping.value:
-                pos = max(n.end_mark.index for n in mapping.value[-1])
-                self._edit(pos, pos, ", " + item)
-            else:
-                pos = self.text.rindex("}", 0, mapping.end_mark.index)
-                self._edit(pos, pos, item)
-            return
-        indent = mapping.value[0][0].start_mark.column
-        pos = yamledit.end_of(self.text, mapping)
-        prefix = "\n" if pos == len(self.text) and not self.text.endswith("\n") else ""
-        self._edit(pos, pos, self._nl(prefix + _block({key: value}, indent, self.unit)))
-
-    def _nl(self, block: str) -> str:
-        return block.replace("\n", self.newline)
-
-
-def _block(tree: dict | str, indent: int, unit: int) -> str:
-    lines = []
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            lines.append(f"{' ' * indent}{key}:\n{_block(value, indent + unit, unit)}")
-        else:
-            lines.append(f"{' ' * indent}{key}: {value}\n")
-    return "".join(lines)
-
-
-def _flow(tree: dict | str) -> str:
-    if isinstance(tree, dict):
-        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in tree.items()) + "}"
-    return tree
+                self.out.replace_value(current, self.bind_ip, flow=dflow)

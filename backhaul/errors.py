@@ -56,9 +56,3 @@ class DeployError(BackhaulError):
     """A deploy step failed on one or more hosts."""
 
     exit_code = 1
-
-
-class VerifyError(BackhaulError):
-    """Verification could not run at all (as opposed to finding problems)."""
-
-    exit_code = 2

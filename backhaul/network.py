@@ -181,26 +181,7 @@ def add_backend(
                 f"{_show(public_ip6)} is a second IPv6 address, but public_ip {pub} is IPv6 "
                 "already: give the backend's IPv4 address as public_ip, or leave public_ip6 out",
             )
-    if wg_ip is None:
-        wg = next_free_wg_ip(net)
-    else:
-        wg, error = fields.parse_ip(wg_ip, v4_only=True) if isinstance(wg_ip, str) else (None, None)
-        if wg is None:
-            bad("wg_ip", error or f"{_show(wg_ip)} is not an IPv4 address; write e.g. 10.50.0.9")
-        else:
-            owner = next((h for h in net.hosts if h.wg_ip == wg), None)
-            if owner is not None:
-                bad(
-                    "wg_ip",
-                    f"{_show(str(wg))} is already the wg_ip of {owner.name!r}; "
-                    f"omit it to get {next_free_wg_ip(net)}",
-                )
-            elif wg not in net.subnet or wg in (net.subnet.network_address, net.subnet.broadcast_address):
-                bad(
-                    "wg_ip",
-                    f"{_show(str(wg))} is not a host address of network.subnet "
-                    f"{net.subnet}; omit it to get {next_free_wg_ip(net)}",
-                )
+    wg = next_free_wg_ip(net) if wg_ip is None else _new_wg_ip(net, wg_ip, bad)
     if problems:
         raise ConfigError(problems)
     root = yaml.compose(text)
@@ -215,6 +196,29 @@ def add_backend(
     host = new_net.host(name)
     _write_atomic(file, text, new_text)
     return host
+
+
+def _new_wg_ip(net: Network, value: Any, bad: Callable[[str, str], None]) -> Any:
+    """``value`` as a new backend's wg_ip, or None after ``bad("wg_ip", why)``: an IPv4 host
+    address of the subnet that no host has."""
+    wg, error = fields.parse_ip(value, v4_only=True) if isinstance(value, str) else (None, None)
+    owner = next((h for h in net.hosts if h.wg_ip == wg), None) if wg is not None else None
+    if wg is None:
+        bad("wg_ip", error or f"{_show(value)} is not an IPv4 address; write e.g. 10.50.0.9")
+    elif owner is not None:
+        bad(
+            "wg_ip",
+            f"{_show(str(wg))} is already the wg_ip of {owner.name!r}; omit it to get {next_free_wg_ip(net)}",
+        )
+    elif wg not in net.subnet or wg in (net.subnet.network_address, net.subnet.broadcast_address):
+        bad(
+            "wg_ip",
+            f"{_show(str(wg))} is not a host address of network.subnet "
+            f"{net.subnet}; omit it to get {next_free_wg_ip(net)}",
+        )
+    else:
+        return wg
+    return None
 
 
 def _new_public_ip(net: Network, value: Any, field: str, bad: Callable[[str, str], None]) -> Any:
@@ -518,26 +522,8 @@ def add_client(
     def bad(field: str, message: str) -> None:
         problems.append(Problem(file, None, None, field, message))
 
-    if not isinstance(name, str) or not fields.HOST_NAME_RE.fullmatch(name):
-        bad("name", f"{_show(name)} is not a valid client name; {fields.NAME_HELP}")
-    elif name == ALL_CLIENTS or name in {h.name for h in net.hosts}:
-        bad("name", f"{_show(name)} is a host or means every client; choose another name")
-    elif name in {c.name for c in net.clients}:
-        bad(
-            "name",
-            f"{_show(name)} is already a client in {file}; remove it first "
-            f"(inv remove-client {name}) or choose another name",
-        )
-    error = fields.public_key_error(public_key) if isinstance(public_key, str) else "missing"
-    if error:
-        bad("public_key", error)
-    else:
-        owner = next((c for c in net.clients if c.public_key == public_key), None)
-        if owner is not None:
-            bad(
-                "public_key",
-                f"is already the public key of {owner.name!r}; each client has a key pair of its own",
-            )
+    _check_client_name(net, name, bad)
+    _check_client_key(net, public_key, bad)
     if problems:
         raise ConfigError(problems)
     if check_only:
@@ -562,6 +548,32 @@ def add_client(
     client = _load_text(final, f"{file} (after adding {name})", Path(file)).client(name)
     _write_atomic(file, text, final)
     return client
+
+
+def _check_client_name(net: Network, name: Any, bad: Callable[[str, str], None]) -> None:
+    if not isinstance(name, str) or not fields.HOST_NAME_RE.fullmatch(name):
+        bad("name", f"{_show(name)} is not a valid client name; {fields.NAME_HELP}")
+    elif name == ALL_CLIENTS or name in {h.name for h in net.hosts}:
+        bad("name", f"{_show(name)} is a host or means every client; choose another name")
+    elif name in {c.name for c in net.clients}:
+        bad(
+            "name",
+            f"{_show(name)} is already a client in {net.path}; remove it first "
+            f"(inv remove-client {name}) or choose another name",
+        )
+
+
+def _check_client_key(net: Network, public_key: Any, bad: Callable[[str, str], None]) -> None:
+    error = fields.public_key_error(public_key) if isinstance(public_key, str) else "missing"
+    if error:
+        bad("public_key", error)
+        return
+    owner = next((c for c in net.clients if c.public_key == public_key), None)
+    if owner is not None:
+        bad(
+            "public_key",
+            f"is already the public key of {owner.name!r}; each client has a key pair of its own",
+        )
 
 
 def remove_client(path: str | os.PathLike[str], name: str) -> Client:

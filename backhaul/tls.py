@@ -29,7 +29,6 @@ from backhaul.network import Network, Service
 
 WEBROOT = "/var/www/backhaul-acme"
 LIVE_DIR = "/etc/letsencrypt/live"
-RENEWAL_DIR = "/etc/letsencrypt/renewal"
 SELF_SIGNED_DIR = "/etc/backhaul/tls"
 CA_BUNDLE = "/etc/backhaul/acme-ca.pem"
 # certbot runs every executable here after each renewal (not after `certonly`).

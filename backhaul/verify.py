@@ -311,7 +311,7 @@ def _key_age(net: Network, h: Host, wg: dict, now: int | None, report: Report) -
 def grant_checks(net: Network, backends: list[Host], health: dict, report: Report) -> None:
     """One row per granted flow (it answers, and a direct path has a live handshake), and one
     per backend for the rest (no other service's port and no other backend answers it)."""
-    flows = {(f.src_name, f.service.name): f for f in plan.flows(net) if not f.client}
+    matrix = _Matrix(net)
     for src in backends:
         mine = health.get(src.name)
         if not mine:
@@ -319,28 +319,10 @@ def grant_checks(net: Network, backends: list[Host], health: dict, report: Repor
         wrong: list[str] = []
         closed = 0
         for dst in backends:
-            if dst.name == src.name:
-                continue
-            for s in net.services_on(dst.name):
-                target = f"{dst.wg_ip}:{s.port}"
-                flow = flows.get((src.name, s.name))
-                granted = net.backend_to_backend or flow is not None
-                up = mine["tcp"].get(target)
-                if flow:
-                    _grant_row(net, src, s, dst, flow.direct, up, mine, report)
-                elif granted:
-                    continue  # backend_to_backend: the services' own checks cover them
-                elif up:
-                    wrong.append(f"{s.name} {target}")
-                else:
-                    closed += 1
-            # a pair with a grant either way answers pings (ufw lets ICMP echo in, and through
-            # the hub); a pair without one has no route to the other at all
-            talks = net.backend_to_backend or any(
-                {f.src_name, f.dst.name} == {src.name, dst.name} for f in flows.values()
-            )
-            if mine["ping"].get(str(dst.wg_ip)) and not talks:
-                wrong.append(f"{dst.name} {dst.wg_ip} (ping)")
+            if dst.name != src.name:
+                answered, silent = matrix.judge(src, dst, mine, report)
+                wrong += answered
+                closed += silent
         if wrong:
             report.add(
                 "grants", src.name, FAIL, f"answers without a grant: {', '.join(wrong)}: run inv deploy"
@@ -349,6 +331,39 @@ def grant_checks(net: Network, backends: list[Host], health: dict, report: Repor
             report.add(
                 "grants", src.name, OK, f"nothing else answers ({closed} ports of other backends closed)"
             )
+
+
+class _Matrix:
+    """What the file grants between backends, to judge what one backend's probes found."""
+
+    def __init__(self, net: Network) -> None:
+        self.net = net
+        self.flows = {(f.src_name, f.service.name): f for f in plan.flows(net) if not f.client}
+        self.pairs = {frozenset((f.src_name, f.dst.name)) for f in self.flows.values()}
+
+    def judge(self, src: Host, dst: Host, mine: dict, report: Report) -> tuple[list[str], int]:
+        """A ``grant`` row for each flow src -> dst; returns what answered src without a grant,
+        and how many ungranted ports stayed closed."""
+        wrong: list[str] = []
+        closed = 0
+        for s in self.net.services_on(dst.name):
+            target = f"{dst.wg_ip}:{s.port}"
+            flow = self.flows.get((src.name, s.name))
+            up = mine["tcp"].get(target)
+            if flow:
+                _grant_row(self.net, src, s, dst, flow.direct, up, mine, report)
+            elif self.net.backend_to_backend:
+                continue  # the services' own checks cover them
+            elif up:
+                wrong.append(f"{s.name} {target}")
+            else:
+                closed += 1
+        # a pair with a grant either way answers pings (ufw lets ICMP echo in, and through the
+        # hub); a pair without one has no route to the other at all
+        talks = self.net.backend_to_backend or frozenset((src.name, dst.name)) in self.pairs
+        if mine["ping"].get(str(dst.wg_ip)) and not talks:
+            wrong.append(f"{dst.name} {dst.wg_ip} (ping)")
+        return wrong, closed
 
 
 def _grant_row(net, src: Host, s, dst: Host, direct: bool, up: bool | None, mine: dict, report) -> None:

@@ -67,8 +67,7 @@ class Checker:
         if node is None:  # an absent section: the parent reported it if it is required
             return {}
         if _is_null(node):
-            for key in required:
-                self.add(node, join(path, key), f"missing; add {self.example(key)}")
+            self._missing(node, path, required, have=set())
             return {}
         if not isinstance(node, MappingNode):
             self.add(node, path, f"expected {what} (key: value lines), got {_describe(node)}")
@@ -92,10 +91,7 @@ class Checker:
                 continue
             seen[key] = knode
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
-                suggested.update(close)
-                self.add(knode, field, f"unknown key {_show(key)}; {hint}")
+                suggested.update(self._unknown(knode, field, known))
                 continue
             if key in required and _is_null(vnode):
                 what = (
@@ -106,10 +102,21 @@ class Checker:
                 self.add(vnode, field, f"is empty; add {what}")
                 continue
             out[key] = vnode
-        for key in required:
-            if key not in out and key not in seen and key not in suggested:
-                self.add(node, join(path, key), f"missing; add {self.example(key)}")
+        # a misspelt key was reported with its likely name: not missing as well
+        self._missing(node, path, required, have={*out, *seen, *suggested})
         return out
+
+    def _unknown(self, knode: ScalarNode, field: str, known: tuple[str, ...]) -> list[str]:
+        """Report an unknown key; returns the known key it likely misspells (if any)."""
+        close = difflib.get_close_matches(knode.value, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
+        self.add(knode, field, f"unknown key {_show(knode.value)}; {hint}")
+        return close
+
+    def _missing(self, node: Node, path: str, required: tuple[str, ...], have: set[str]) -> None:
+        for key in required:
+            if key not in have:
+                self.add(node, join(path, key), f"missing; add {self.example(key)}")
 
     def items(self, node: Node | None, path: str, what: str) -> list[Node]:
         """A list's item nodes; null or absent is an empty list."""

@@ -216,6 +216,89 @@ def remove_item(text: str, root: MappingNode, key: str, index: int) -> list[Edit
     return edits
 
 
+class TextEdits:
+    """Edits of one YAML text, collected in order and written in the file's own style: its
+    newline, its indentation step (``unit``, learnt by the caller), a scalar's quoting, block or
+    flow. The compose rewrite's engine; the network file's edits are the functions above."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.edits: list[Edit] = []
+        self.unit = 2
+        self.newline = newline_of(text)
+
+    def add(self, start: int, end: int, new: str) -> None:
+        self.edits.append(Edit(start, end, new))
+
+    def scalar(self, value: str, node: ScalarNode, flow: bool) -> str:
+        """``value`` written in ``node``'s quoting style (plain stays plain when it can)."""
+        quote = "'" if node.style == "'" else '"'
+        if node.style in ("'", '"') or node.tag != TAG + "str":
+            # Also quote what YAML had read as a number (8080, or 22:22 as base 60).
+            return quoted(value, quote)
+        return scalar(value, flow, quote)
+
+    def replace_value(self, node: Node, value: str, flow: bool) -> None:
+        if isinstance(node, ScalarNode) and node.tag == TAG + "str":
+            new = self.scalar(value, node, flow)
+        else:
+            new = scalar(value, flow, quote='"')
+        start, end = text_start(self.text, node), node.end_mark.index
+        if start == end:  # `key:` with nothing after the colon
+            new = " " + new
+        self.add(start, end, new)
+
+    def fill_null(self, key: Node, null: Node, tree: dict, flow: bool) -> None:
+        """Give ``key:`` (empty, ``~`` or ``null``) the mapping ``tree`` as its value."""
+        start, end = null.start_mark.index, null.end_mark.index
+        if flow:
+            self.add(start, end, (" " if start == end else "") + _flow_tree(tree))
+            return
+        if start != end:  # drop `~` / `null` and the blanks before it
+            while start > 0 and self.text[start - 1] in " \t":
+                start -= 1
+            self.add(start, end, "")
+        indent = key.start_mark.column + self.unit
+        pos = line_after(self.text, key.end_mark.index)
+        self.add(pos, pos, self._nl(_block_tree(tree, indent, self.unit)))
+
+    def insert_entry(self, mapping: MappingNode, key: str, value: dict | str, flow: bool = False) -> None:
+        """A new ``key: value`` after the mapping's last entry; a dict value becomes a nested
+        mapping (block or flow like its parent)."""
+        if flow or mapping.flow_style:
+            item = f"{key}: {_flow_tree(value)}"
+            if mapping.value:
+                pos = max(n.end_mark.index for n in mapping.value[-1])
+                self.add(pos, pos, ", " + item)
+            else:
+                pos = self.text.rindex("}", 0, mapping.end_mark.index)
+                self.add(pos, pos, item)
+            return
+        indent = mapping.value[0][0].start_mark.column
+        pos = end_of(self.text, mapping)
+        prefix = "\n" if pos == len(self.text) and not self.text.endswith("\n") else ""
+        self.add(pos, pos, self._nl(prefix + _block_tree({key: value}, indent, self.unit)))
+
+    def _nl(self, block: str) -> str:
+        return block.replace("\n", self.newline)
+
+
+def _block_tree(tree: dict | str, indent: int, unit: int) -> str:
+    lines = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            lines.append(f"{' ' * indent}{key}:\n{_block_tree(value, indent + unit, unit)}")
+        else:
+            lines.append(f"{' ' * indent}{key}: {value}\n")
+    return "".join(lines)
+
+
+def _flow_tree(tree: dict | str) -> str:
+    if isinstance(tree, dict):
+        return "{" + ", ".join(f"{k}: {_flow_tree(v)}" for k, v in tree.items()) + "}"
+    return tree
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 

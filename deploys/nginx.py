@@ -102,6 +102,50 @@ def _roots(net) -> frozenset[str] | None:
     return roots
 
 
+def _tcp_retries() -> None:
+    """The hub's kernel gives up on unacknowledged data after ``hub_tcp_retries2``
+    retransmissions (None: the kernel's own setting)."""
+    retries = host.data.get("hub_tcp_retries2")
+    if retries is None:
+        return
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 3 <= retries <= 15:
+        raise DeployError(
+            f"{host.name}: bad host data hub_tcp_retries2={retries!r}: a number "
+            "from 3 to 15 (or None to leave the kernel's setting)"
+        )
+    kernel.settings(
+        name="TCP gives up on unacknowledged data sooner (a dead tunnel is a 502 soon)",
+        values={"net.ipv4.tcp_retries2": retries},
+        file=SYSCTL_FILE,
+        why="deploys/nginx.py (host data hub_tcp_retries2): a request sent on a kept-alive\n"
+        "upstream connection into a dead tunnel fails in seconds, not after nginx's read timeout",
+    )
+
+
+def _certificate_made_here(net, c: tls.Certificate, readable: dict) -> None:
+    """A self-signed certificate, or the stand-in an ACME one needs until its first issuance
+    (nginx does not start without a certificate); a provided one must be on the hub already."""
+    if c.mode == "self-signed":
+        certbot.self_signed(
+            name=f"Self-signed certificate for {c.name}",
+            cert=c.final.cert,
+            key=c.final.key,
+            domains=list(c.domains),
+        )
+    elif c.mode == "provided" and c.final.cert not in readable:
+        raise DeployError(
+            f"{host.name}: tls.cert {c.final.cert} (mode provided, {net.path}) is not a "
+            "readable certificate on the hub: copy it there, or fix the path"
+        )
+    elif c.stand_in and c.final.cert not in readable:
+        certbot.self_signed(
+            name=f"Temporary certificate for {c.name} (until its first ACME issuance)",
+            cert=c.stand_in.cert,
+            key=c.stand_in.key,
+            domains=list(c.domains),
+        )
+
+
 @deploy("nginx and TLS", data_defaults=DEFAULTS)
 def nginx_tls(packages_installed: bool):
     net = load_current()
@@ -122,20 +166,7 @@ def nginx_tls(packages_installed: bool):
     if not packages_installed:
         packages.installed(name="nginx and TLS packages", packages=software.nginx(net))
 
-    retries = host.data.get("hub_tcp_retries2")
-    if retries is not None:
-        if isinstance(retries, bool) or not isinstance(retries, int) or not 3 <= retries <= 15:
-            raise DeployError(
-                f"{host.name}: bad host data hub_tcp_retries2={retries!r}: a number "
-                "from 3 to 15 (or None to leave the kernel's setting)"
-            )
-        kernel.settings(
-            name="TCP gives up on unacknowledged data sooner (a dead tunnel is a 502 soon)",
-            values={"net.ipv4.tcp_retries2": retries},
-            file=SYSCTL_FILE,
-            why="deploys/nginx.py (host data hub_tcp_retries2): a request sent on a kept-alive\n"
-            "upstream connection into a dead tunnel fails in seconds, not after nginx's read timeout",
-        )
+    _tcp_retries()
 
     cert_files = sorted({c.final.cert for c in certs} | {c.stand_in.cert for c in certs if c.stand_in})
     lineages = [c.name for c in certs if c.mode == "acme"]
@@ -150,26 +181,7 @@ def nginx_tls(packages_installed: bool):
             dropin=render("nginx-certbot-dropin.conf.j2", ca_bundle=tls.CA_BUNDLE) if ca else None,
         )
     for c in certs:
-        if c.mode == "self-signed":
-            certbot.self_signed(
-                name=f"Self-signed certificate for {c.name}",
-                cert=c.final.cert,
-                key=c.final.key,
-                domains=list(c.domains),
-            )
-        elif c.mode == "provided" and c.final.cert not in cst["certs"]:
-            raise DeployError(
-                f"{host.name}: tls.cert {c.final.cert} (mode provided, {net.path}) is not a "
-                "readable certificate on the hub: copy it there, or fix the path"
-            )
-        elif c.stand_in and c.final.cert not in cst["certs"]:
-            certbot.self_signed(
-                name=f"Temporary certificate for {c.name} (until its first ACME issuance)",
-                cert=c.stand_in.cert,
-                key=c.stand_in.key,
-                domains=list(c.domains),
-            )
-
+        _certificate_made_here(net, c, cst["certs"])
     if not nginxconf.reject_handshake(version):
         # the :443 catch-all cannot refuse the handshake: it shows a certificate for no name
         paths = nginxconf.catch_all_paths()

@@ -23,6 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as `python tests/lanes.py`
+    sys.path.insert(0, str(ROOT))
+
+from tests import releases  # noqa: E402
+
 LAB_TESTS = ROOT / "tests" / "lab"
 
 
@@ -30,38 +35,47 @@ LAB_TESTS = ROOT / "tests" / "lab"
 class Lane:
     name: str
     suite: str  # trixie (Debian 13) | bookworm (Debian 12)
-    # The lab's name is the run's stem ($BACKHAUL_TEST_LAB, default ci) + this suffix: it names
-    # the session lab and is the stem of the modules' own labs (+ cl, 6, ...: cicl, ci6). Two
-    # lanes may share one only when at most one of them runs a module on the session lab
-    # (conftest locks a lab's name while a run uses it).
+    # The lane's session lab is the run's stem ($BACKHAUL_TEST_LAB, default ci) + this suffix;
+    # the `fleet` modules' own labs are named after the stem (+ m, gr, cl, 6, ...: cim, ci6),
+    # whichever lane runs them, so that each keeps its warm apt cache.
     lab_suffix: str
-    # test_*.py under tests/lab; () = every module that no other lane of the suite names
+    # test_*.py under tests/lab: the session lab's modules and fleet modules (labs of their
+    # own, Debian 13 lanes only)
     modules: tuple[str, ...] = ()
-    fleet: bool = False  # the modules marked `fleet` (labs of their own), not the session lab's
+    rest: bool = False  # and every session module of its release that no other lane names
     env: dict[str, str] = field(default_factory=dict)
 
-    def env_for_run(self) -> dict[str, str]:
+    def env_for_run(self, trace_dir: Path | None = None) -> dict[str, str]:
+        stem = os.environ.get("BACKHAUL_TEST_LAB", "ci")[:4]
         return {
             **os.environ,
             "BACKHAUL_TEST_SUITE": self.suite,
-            "BACKHAUL_TEST_LAB": os.environ.get("BACKHAUL_TEST_LAB", "ci")[:4] + self.lab_suffix,
+            "BACKHAUL_TEST_LAB": stem + self.lab_suffix,
+            "BACKHAUL_TEST_STEM": stem,
             # the fleet's in-place upgrade of a backend 12 -> 13 (minutes of apt): on unless 0
             "BACKHAUL_TEST_UPGRADE": os.environ.get("BACKHAUL_TEST_UPGRADE", "1"),
+            **({releases.TRACE_DIR_ENV: str(trace_dir)} if trace_dir else {}),
             **self.env,
         }
 
 
-# Three lanes of about the same length (measured, one at a time: the Debian 13 modules on the
-# session lab 801 s, the fleet modules 826 s before their scan was cut to 13 s, the Debian 12
-# pass about 780 s). The fleet modules (labs of their own: a mixed fleet, cloud-image users, a
-# laptop, IPv6, ssh.via) run once, on 13, beside the session lab of the same stem.
+# The session modules that cut backhaul's own flows at chosen points: they test the
+# controller's sequencing of commands that the other modules prove on both releases, and run
+# on Debian 13 only while the two releases' deploys are shown identical (tests/releases.py,
+# checked at the end of every run). Together about 700 s of a lane.
+ON_13_ONLY = ("test_day2.py", "test_faults.py", "test_tunnel_safety.py")
+
+# Five lanes of about the same length (measured one at a time, seconds of wall): the flows on
+# 13's session lab (ci: about 700) with the sudo users' fleet (170); the other session modules
+# on a second 13 lab (cin: about 640) with the grants' fleet (260); the same on 12 (ci12: about
+# 700); the mixed fleet and its in-place upgrade (410) with the clients (260); ssh.via (380) with
+# IPv6 (290) and two hubs (230-360: a lab of its own, 2 hubs + 1 backend + a spare).
 LANES = (
-    Lane("debian13", "trixie", ""),
-    # the fleet modules in two lanes: with grants, clients' hub keys and the IPv6 replace-hub
-    # drill they grew past the other lanes (about 1550 s in one)
-    Lane("fleet", "trixie", "", fleet=True, modules=("test_fleet.py", "test_sudo.py", "test_grants.py")),
-    Lane("fleet2", "trixie", "", fleet=True),
-    Lane("debian12", "bookworm", "12"),
+    Lane("flows13", "trixie", "", modules=(*ON_13_ONLY, "test_sudo.py")),
+    Lane("debian13", "trixie", "n", modules=("test_grants.py",), rest=True),
+    Lane("debian12", "bookworm", "12", rest=True),
+    Lane("fleet", "trixie", "f", modules=("test_fleet.py", "test_clients.py")),
+    Lane("fleet2", "trixie", "f2", modules=("test_sshvia.py", "test_ipv6.py", "test_hubs.py")),
 )
 
 
@@ -74,19 +88,22 @@ def fleet(module: str) -> bool:
     return "pytestmark = pytest.mark.fleet" in (LAB_TESTS / module).read_text()
 
 
+def releases_of(module: str) -> set[str]:
+    """The releases a module runs on."""
+    return {"trixie"} if fleet(module) or module in ON_13_ONLY else {"trixie", "bookworm"}
+
+
 def plan() -> list[tuple[Lane, list[str]]]:
-    """Each lane with the modules it runs."""
+    """Each lane with the modules it runs: those it names, and the rest of its release's
+    session modules for the lane that takes them."""
     out = []
     for lane in LANES:
-        same = [other for other in LANES if other.suite == lane.suite]
-        # the fleet modules run on Debian 13 only, in the lane that asks for them
-        wanted = [m for m in modules() if fleet(m) == lane.fleet and (lane.suite == "trixie" or not fleet(m))]
-        if lane.modules:
-            mine = [m for m in wanted if m in lane.modules]
-        else:
-            named = {m for other in same if other is not lane for m in other.modules}
-            mine = [m for m in wanted if m not in named]
-        out.append((lane, mine))
+        wanted = [m for m in modules() if lane.suite in releases_of(m)]
+        named = {m for other in LANES if other.suite == lane.suite for m in other.modules}
+        mine = [m for m in wanted if m in lane.modules]
+        if lane.rest:
+            mine += [m for m in wanted if not fleet(m) and m not in named]
+        out.append((lane, sorted(mine)))
     return out
 
 
@@ -105,13 +122,23 @@ def _commands(reports: Path, extra: list[str]) -> list[tuple[str, str, list[str]
     out = [("unit", "the unit tests", [*pytest, "-m", "not lab", "-q"], dict(os.environ))]
     for lane, mods in plan():
         cmd = [*pytest, *[str(LAB_TESTS / m) for m in mods], *extra]
-        out.append((lane.name, f"Debian {_release(lane.suite)}: {' '.join(mods)}", cmd, lane.env_for_run()))
+        out.append(
+            (lane.name, f"Debian {_release(lane.suite)}: {' '.join(mods)}", cmd, lane.env_for_run(reports))
+        )
     return [(n, what, [*cmd, f"--junitxml={reports / n}.xml"], env) for n, what, cmd, env in out]
+
+
+def machine_cpu() -> float:
+    """Seconds of CPU this machine spent (user + system, every process) since it booted: the
+    run's difference is its whole cost, lab hosts included, on a machine that runs nothing else."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system = (int(v) for v in fields[:3])
+    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
 
 
 def run(extra: list[str]) -> int:
     reports = Path(tempfile.mkdtemp(prefix="backhaul-lanes-"))
-    started = time.monotonic()
+    started, cpu0 = time.monotonic(), machine_cpu()
     procs = {}
     for name, what, cmd, env in _commands(reports, extra):
         with open(reports / f"{name}.log", "w") as log:
@@ -134,7 +161,15 @@ def run(extra: list[str]) -> int:
         sys.stdout.write((reports / f"{name}.log").read_text(errors="replace"))
         for k, v in _counts(reports / f"{name}.xml").items():
             total[k] += v
-    print(f"\n==> every lane ended after {time.monotonic() - started:.0f}s")
+    held, line = releases.check(reports)
+    print(f"\n==> {line}")
+    rc |= not held and not extra  # a run of chosen tests (pytest arguments) may skip a deploy
+    wall, cpu = time.monotonic() - started, machine_cpu() - cpu0
+    cores = os.cpu_count() or 1
+    print(
+        f"==> every lane ended after {wall:.0f}s; this machine's CPU meanwhile {cpu / 60:.1f} min "
+        f"(user + system, {cpu / (wall * cores):.0%} of {cores} cores; anything else running counts too)"
+    )
     print(f"all: {_line(total)}")
     return rc
 

@@ -26,6 +26,24 @@ def check_path(path: str) -> str:
     return path
 
 
+def _read_lines(output: list[str], listed: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """The ``key=value`` lines of a fact's command: ``file=<sha256>=<path>`` lines as
+    ``{path: sha256}``, the ``<listed>=...`` lines as a list, every other key as ``{key: value}``."""
+    raw: dict[str, str] = {}
+    files: dict[str, str] = {}
+    values: list[str] = []
+    for line in output:
+        key, _, value = line.partition("=")
+        if key == "file":
+            digest, _, path = value.partition("=")
+            files[path] = digest
+        elif key == listed:
+            values.append(value)
+        else:
+            raw[key] = value.strip()
+    return raw, files, values
+
+
 class NginxState(FactBase[dict[str, Any]]):
     """
     Returns what a backhaul nginx change needs to know, in one command.
@@ -70,18 +88,7 @@ class NginxState(FactBase[dict[str, Any]]):
         )
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        raw: dict[str, str] = {}
-        files: dict[str, str] = {}
-        default80: list[str] = []
-        for line in output:
-            key, _, value = line.partition("=")
-            if key == "file":
-                digest, _, path = value.partition("=")
-                files[path] = digest
-            elif key == "default80":
-                default80.append(value)
-            else:
-                raw[key] = value.strip()
+        raw, files, default80 = _read_lines(output, listed="default80")
         candidate = raw.get("candidate")
         return {
             "version": raw.get("version") or None,
@@ -267,18 +274,7 @@ class CertbotState(FactBase[dict[str, Any]]):
         return "; ".join(parts) + "; true"
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        raw: dict[str, str] = {}
-        files: dict[str, str] = {}
-        dirs: list[str] = []
-        for line in output:
-            key, _, value = line.partition("=")
-            if key == "file":
-                digest, _, path = value.partition("=")
-                files[path] = digest
-            elif key == "dir":
-                dirs.append(value)
-            else:
-                raw[key] = value.strip()
+        raw, files, dirs = _read_lines(output, listed="dir")
         return {
             "certbot": raw.get("certbot") or None,
             "timer_enabled": raw.get("timer_enabled") in ("enabled", "enabled-runtime", "static"),

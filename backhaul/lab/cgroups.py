@@ -45,6 +45,15 @@ def group_dirs(group: str) -> list[Path]:
     return [mount / parent.lstrip("/") / group for mount, parent in hierarchies()]
 
 
+def cpu_seconds(group: str) -> float:
+    """CPU the group's processes have used (the cpuacct hierarchy's count; 0 when it is gone)."""
+    for d in group_dirs(group):
+        usage = d / "cpuacct.usage"
+        if usage.exists():
+            return int(usage.read_text()) / 1e9
+    return 0.0
+
+
 def create(group: str, machine: str) -> list[Path]:
     dirs = host_cgroup_dirs(group, machine)
     for d in dirs:

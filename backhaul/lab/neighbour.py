@@ -71,10 +71,6 @@ def route(lab: Lab, destination: str, via: str, source: str | None = None) -> No
     system.run([*inside, "route", "replace", destination, "via", via, *extra])
 
 
-def unroute(lab: Lab, destination: str) -> None:
-    system.run(["ip", "netns", "exec", netns(lab), "ip", "route", "del", destination], check=False)
-
-
 def knock(lab: Lab, targets: list[tuple[str, int | None]]) -> dict[str, str]:
     """From the neighbour: every ``(ip, port)`` (TCP) and ``(ip, None)`` (ping) at once.
     Returns ``{"ip:port" | "ip:ping": "open" | "refused" | "silent" | "unreachable"}``."""

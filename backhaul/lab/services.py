@@ -105,42 +105,14 @@ def _make_api_cert(lab: Lab, tls_dir: Path) -> None:
     ca_key, ca, key, csr, cert = (
         tls_dir / n for n in ("api-ca.key", "api-ca.pem", "api.key", "api.csr", "api-cert.pem")
     )
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]  # P-256, unencrypted
+    subject = f"/CN=backhaul lab {lab.name} ACME API CA"
     system.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            str(ca_key),
-            "-out",
-            str(ca),
-            "-days",
-            "3650",
-            "-subj",
-            f"/CN=backhaul lab {lab.name} ACME API CA",
-        ]
+        ["openssl", "req", "-x509", *new_key, "-keyout", str(ca_key), "-out", str(ca)]
+        + ["-days", "3650", "-subj", subject]
     )
     system.run(
-        [
-            "openssl",
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(csr),
-            "-subj",
-            f"/CN={lab.gateway}",
-        ]
+        ["openssl", "req", *new_key, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={lab.gateway}"]
     )
     ext = tls_dir / "san.ext"
     ext.write_text(f"subjectAltName=IP:{lab.gateway}\n")

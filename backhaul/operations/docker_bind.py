@@ -29,7 +29,7 @@ import yaml
 from pyinfra import host, logger
 from pyinfra.api import OperationError, operation
 
-from backhaul.compose import ComposeError, rewrite_compose
+from backhaul.compose import ComposeError, RewriteResult, rewrite_compose
 from backhaul.facts import snapshot
 from backhaul.facts.docker import (
     BACKUP_SUFFIX,
@@ -221,6 +221,53 @@ def changed(*ops: Any) -> Callable[[], bool]:
     return check
 
 
+def _compose_tool(path: str, st: dict[str, Any]) -> ComposeTool:
+    """The compose command of a project whose file backhaul can read, or a refusal that says
+    what to fix."""
+    if not st["exists"]:
+        raise OperationError(
+            f"{path} does not exist on {host.name} (or is not a regular file): put the compose "
+            "file there, or fix the service's `compose:` in the network file"
+        )
+    if st["unreadable"]:
+        raise OperationError(f"{path} on {host.name} is not UTF-8 text; fix the file")
+    tool = compose_tool(st)
+    if tool is None:
+        raise OperationError(
+            f"neither `docker compose` (v2) nor `docker-compose` is installed on "
+            f"{host.name}: {install_hint(snapshot.get(DockerDaemon))}"
+        )
+    return tool
+
+
+def _rewritten(path: str, content: str, bind_ip: str, tool: ComposeTool) -> RewriteResult:
+    """The compose file bound to ``bind_ip``, refused before anything is written when the
+    host's compose could not read it (that would take the running project down)."""
+    try:
+        result = rewrite_compose(content, bind_ip)
+    except ComposeError as exc:
+        raise OperationError(f"{path} on {host.name}: {exc}") from None
+    if not tool.v2 and long_syntax_ports(result.text):
+        raise OperationError(
+            f"{path} on {host.name}: docker-compose 1.x rejects `host_ip:` in long-syntax ports "
+            f"(services: {', '.join(long_syntax_ports(result.text))}), so they cannot be bound to "
+            f'{bind_ip}; write them in the short form "{bind_ip}:PUBLISHED:TARGET", or install '
+            "compose v2 (`docker compose`)"
+        )
+    return result
+
+
+def _warn(path: str, result: RewriteResult, tool: ComposeTool) -> None:
+    for warning in result.warnings:
+        if not (tool.v2 and "docker-compose 1.x" in warning):
+            logger.warning(f"{host.name}: {path}: {warning}")
+    for name in without_restart_policy(result.text):
+        logger.warning(
+            f"{host.name}: {path}: service {name!r} has no restart policy: Docker will not start "
+            "it again after a reboot; add `restart: unless-stopped`"
+        )
+
+
 # --- operations -------------------------------------------------------------------------------
 
 
@@ -247,36 +294,13 @@ def daemon(bind_ip: str, interface: str = "wg0", dropin: str = ""):
         docker_bind.daemon(name="Docker", bind_ip="10.50.0.2", dropin=rendered_dropin)
     """
     st = snapshot.get(DockerDaemon)
-    if not st["installed"]:
-        raise OperationError(
-            f"Docker is not installed on {host.name}, which runs compose services in the "
-            f"network file: install it ({install_hint(st)}) or remove their `compose:`"
-        )
+    _refuse_a_docker_it_cannot_bind(st)
+    new_json = _daemon_json(st, bind_ip)
     changes = []
     if not st["cli"]:
         # backhaul reads the containers' states with `docker ps`; compose v2 needs it too
-        if not st["cli_package"]:
-            raise OperationError(
-                f"the `docker` command is missing on {host.name} (dockerd is installed): "
-                "install the package that has it, then run again"
-            )
         yield from packages.installed._inner(packages=[CLI_PACKAGE])
         changes.append(CLI_PACKAGE)
-    if st["enabled"] == "masked":
-        raise OperationError(
-            f"docker.service is masked on {host.name}: unmask it (systemctl unmask docker) or "
-            "remove `compose:` from its services"
-        )
-    if st["daemon_json_unreadable"]:
-        raise OperationError(f"{DAEMON_JSON} on {host.name} is not UTF-8 text: fix the file")
-    try:
-        new_json = merge_daemon_json(st["daemon_json"], bind_ip)
-    except ValueError as exc:
-        raise OperationError(
-            f"{DAEMON_JSON} on {host.name} is {exc}; fix it (Docker itself will not start "
-            f'with it), then run again: backhaul adds "ip": "{bind_ip}" to it'
-        ) from None
-
     if dropin and st["dropin"] != dropin:
         yield from hostfile.write(DOCKER_DROPIN, dropin, mkdir=True)
         yield "systemctl daemon-reload"
@@ -296,6 +320,37 @@ def daemon(bind_ip: str, interface: str = "wg0", dropin: str = ""):
         yield "systemctl reset-failed docker.service 2>/dev/null; systemctl start docker.service"
     elif not changes:
         host.noop(f"Docker binds {bind_ip} by default and starts after wg-quick@{interface}")
+
+
+def _refuse_a_docker_it_cannot_bind(st: dict[str, Any]) -> None:
+    if not st["installed"]:
+        raise OperationError(
+            f"Docker is not installed on {host.name}, which runs compose services in the "
+            f"network file: install it ({install_hint(st)}) or remove their `compose:`"
+        )
+    if not st["cli"] and not st["cli_package"]:
+        raise OperationError(
+            f"the `docker` command is missing on {host.name} (dockerd is installed): "
+            "install the package that has it, then run again"
+        )
+    if st["enabled"] == "masked":
+        raise OperationError(
+            f"docker.service is masked on {host.name}: unmask it (systemctl unmask docker) or "
+            "remove `compose:` from its services"
+        )
+    if st["daemon_json_unreadable"]:
+        raise OperationError(f"{DAEMON_JSON} on {host.name} is not UTF-8 text: fix the file")
+
+
+def _daemon_json(st: dict[str, Any], bind_ip: str) -> str | None:
+    """daemon.json with ``"ip"`` set, or None when it has it already."""
+    try:
+        return merge_daemon_json(st["daemon_json"], bind_ip)
+    except ValueError as exc:
+        raise OperationError(
+            f"{DAEMON_JSON} on {host.name} is {exc}; fix it (Docker itself will not start "
+            f'with it), then run again: backhaul adds "ip": "{bind_ip}" to it'
+        ) from None
 
 
 @operation()
@@ -328,41 +383,11 @@ def compose(path: str, bind_ip: str, force_up: bool | Callable[[], bool] = False
     if not path.startswith("/"):
         raise OperationError(f"compose file {path!r} must be an absolute path on the host")
     st = snapshot.get(ComposeProject, path=path)
-    if not st["exists"]:
-        raise OperationError(
-            f"{path} does not exist on {host.name} (or is not a regular file): put the compose "
-            "file there, or fix the service's `compose:` in the network file"
-        )
-    if st["unreadable"]:
-        raise OperationError(f"{path} on {host.name} is not UTF-8 text; fix the file")
-    tool = compose_tool(st)
-    if tool is None:
-        raise OperationError(
-            f"neither `docker compose` (v2) nor `docker-compose` is installed on "
-            f"{host.name}: {install_hint(snapshot.get(DockerDaemon))}"
-        )
+    tool = _compose_tool(path, st)
     cmd = tool.command
-    try:
-        result = rewrite_compose(st["content"], bind_ip)
-    except ComposeError as exc:
-        raise OperationError(f"{path} on {host.name}: {exc}") from None
+    result = _rewritten(path, st["content"], bind_ip, tool)
     text = result.text
-    if not tool.v2 and long_syntax_ports(text):
-        # Checked before writing: a file v1 cannot read would take the running project down.
-        raise OperationError(
-            f"{path} on {host.name}: docker-compose 1.x rejects `host_ip:` in long-syntax ports "
-            f"(services: {', '.join(long_syntax_ports(text))}), so they cannot be bound to "
-            f'{bind_ip}; write them in the short form "{bind_ip}:PUBLISHED:TARGET", or install '
-            "compose v2 (`docker compose`)"
-        )
-    for warning in result.warnings:
-        if not (tool.v2 and "docker-compose 1.x" in warning):
-            logger.warning(f"{host.name}: {path}: {warning}")
-    for name in without_restart_policy(text):
-        logger.warning(
-            f"{host.name}: {path}: service {name!r} has no restart policy: Docker will not start "
-            "it again after a reboot; add `restart: unless-stopped`"
-        )
+    _warn(path, result, tool)
 
     if result.changed:
         yield from hostfile.write(path, text, expect=st["content"], backup=path + BACKUP_SUFFIX)

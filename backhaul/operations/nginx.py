@@ -95,6 +95,22 @@ def _dirname(path: str) -> str:
     return path.rsplit("/", 1)[0] or "/"
 
 
+def _check_paths(files: dict[str, str], patterns: list[str]) -> None:
+    """Refuse a path nginx.config must never write or remove (before any fact is read)."""
+    for path in [*files, *patterns]:
+        try:
+            check_path(path)
+        except ValueError as e:
+            raise OperationValueError(f"nginx.config: {e}") from None
+    for path in files:
+        if "*" in path:
+            raise OperationValueError(f"nginx.config: {path!r} in files is a pattern, not a path")
+
+
+def _stale(path: str, prune: list[str], remove: list[str]) -> bool:
+    return path in remove or any(fnmatch.fnmatchcase(path, g) for g in prune)
+
+
 @operation()
 def config(files: dict[str, str], prune: list[str] | None = None, remove: list[str] | None = None):
     """
@@ -124,21 +140,12 @@ def config(files: dict[str, str], prune: list[str] | None = None, remove: list[s
         )
     """
     prune, remove = list(prune or []), list(remove or [])
-    for path in [*files, *prune, *remove]:
-        try:
-            check_path(path)
-        except ValueError as e:
-            raise OperationValueError(f"nginx.config: {e}") from None
-    for path in files:
-        if "*" in path:
-            raise OperationValueError(f"nginx.config: {path!r} in files is a pattern, not a path")
+    _check_paths(files, [*prune, *remove])
     st = snapshot.get(NginxState, paths=sorted({*files, *prune, *remove}))
     have: dict[str, str] = st.get("files", {})
 
     writes = sorted(p for p, content in files.items() if have.get(p) != hostfile.sha256(content))
-    removes = sorted(
-        p for p in have if p not in files and (p in remove or any(fnmatch.fnmatchcase(p, g) for g in prune))
-    )
+    removes = sorted(p for p in have if p not in files and _stale(p, prune, remove))
 
     if writes or removes:
         if writes:

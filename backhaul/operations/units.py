@@ -75,9 +75,23 @@ def tunnel_bound(
     """
     units = list(dict.fromkeys(units))
     st = snapshot.get(TunnelUnits, units=units, interface=interface)
+    _refuse_units_that_cannot_run(units, st["units"])
+    reload = yield from _dropins(units, st, interface, dropin, tunnel_dropin_content)
+    if reload or any(st["units"][u].get("NeedDaemonReload") == "yes" for u in units):
+        yield "systemctl daemon-reload"
+    started = _enable_and_start(units, st["units"])
+    yield from started
+    if not (reload or started):
+        if units:
+            which = ", ".join(units)
+            host.noop(f"bound to wg-quick@{interface}, enabled and running: {which}")
+        else:
+            host.noop(f"no service here is bound to wg-quick@{interface}; no drop-in left over")
+
+
+def _refuse_units_that_cannot_run(units: list[str], states: dict) -> None:
     for unit in units:
-        info = st["units"].get(unit, {})
-        load = info.get("LoadState", "not-found")
+        load = states.get(unit, {}).get("LoadState", "not-found")
         if load == "masked":
             raise OperationError(
                 f"{unit} is masked on {host.name}: unmask it (systemctl unmask {unit}) or remove "
@@ -89,40 +103,42 @@ def tunnel_bound(
                 "service there first, or fix its `unit:` in the network file"
             )
 
+
+def _dropins(units: list[str], st: dict, interface: str, dropin: str, tunnel_content: str):
+    """Yield what puts every unit's drop-in and the tunnel's in place and removes ours left from
+    units that are gone; return whether systemd must reload (any drop-in changed)."""
     reload = False
     want = hostfile.sha256(dropin)
-    ours = {unit_dropin(u) for u in units}
     for unit in units:
         path = unit_dropin(unit)
         if st["dropins"].get(path) != want:
             yield from hostfile.write(path, dropin, mkdir=True)
             reload = True
-    for path in sorted(set(st["dropins"]) - ours):
+    for path in sorted(set(st["dropins"]) - {unit_dropin(u) for u in units}):
         yield _remove(path)
         reload = True
     tpath = tunnel_dropin(interface)
-    if units and st["tunnel_dropin"] != hostfile.sha256(tunnel_dropin_content):
-        yield from hostfile.write(tpath, tunnel_dropin_content, mkdir=True)
+    if units and st["tunnel_dropin"] != hostfile.sha256(tunnel_content):
+        yield from hostfile.write(tpath, tunnel_content, mkdir=True)
         reload = True
     elif not units and st["tunnel_dropin"]:
         yield _remove(tpath)
         reload = True
-    if reload or any(st["units"][u].get("NeedDaemonReload") == "yes" for u in units):
-        yield "systemctl daemon-reload"
+    return reload
 
-    names = lambda us: " ".join(shlex.quote(u) for u in us)  # noqa: E731
-    to_enable = [u for u in units if st["units"][u].get("UnitFileState") == "disabled"]
-    if to_enable:
-        yield f"systemctl enable {names(to_enable)}"
-    failed = [u for u in units if st["units"][u].get("ActiveState") == "failed"]
-    if failed:
-        yield f"systemctl reset-failed {names(failed)}"
-    to_start = [u for u in units if st["units"][u].get("ActiveState") in _NOT_STARTED]
-    if to_start:
-        yield f"systemctl start {names(to_start)}"
-    if not (reload or to_enable or to_start):
-        if units:
-            which = ", ".join(units)
-            host.noop(f"bound to wg-quick@{interface}, enabled and running: {which}")
-        else:
-            host.noop(f"no service here is bound to wg-quick@{interface}; no drop-in left over")
+
+def _enable_and_start(units: list[str], states: dict) -> list[str]:
+    """The systemctl commands that leave every unit enabled and running; never a restart (a
+    failed unit is reset first: systemd may refuse to start it again otherwise)."""
+
+    def names(state: str, wanted) -> str:
+        return " ".join(shlex.quote(u) for u in units if states[u].get(state) in wanted)
+
+    commands = []
+    if to_enable := names("UnitFileState", {"disabled"}):
+        commands.append(f"systemctl enable {to_enable}")
+    if failed := names("ActiveState", {"failed"}):
+        commands.append(f"systemctl reset-failed {failed}")
+    if to_start := names("ActiveState", _NOT_STARTED):
+        commands.append(f"systemctl start {to_start}")
+    return commands

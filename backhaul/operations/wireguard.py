@@ -210,21 +210,11 @@ def config(interface: str, content: str | Callable[[], str]):
     live_drift = _live_drift(st, key, content)
 
     if changed:
-        upload = f"/etc/wireguard/.{interface}.conf.upload"
-        if not st.get("key_exists") and not st.get("config_exists"):
-            yield "umask 077 && mkdir -p /etc/wireguard"
-        yield hostfile.upload(content, upload)
-        yield embed_key_command(upload, paths["key"], paths["conf"]) + (f" && rm -f {shlex.quote(upload)}")
+        yield from _write_conf(st, interface, content)
 
     unit = shlex.quote(f"wg-quick@{interface}.service")
-    conf = paths["conf"]
     if not st.get("service_active"):
-        if st.get("link_exists"):
-            yield f"ip link delete dev {shlex.quote(interface)}"
-        if st.get("service_enabled"):
-            yield f"systemctl start {unit}"
-        else:
-            yield f"systemctl enable --now {unit}"
+        yield from _start(st, interface)
         return
 
     if not st.get("service_enabled"):
@@ -242,13 +232,44 @@ def config(interface: str, content: str | Callable[[], str]):
         if sync:
             yield sync
         return
-    clear = [pk for pk, has_psk in content_peers(content) if not has_psk and pk in live_psk]
+    clear = _clear_psks(interface, content, live_psk)
     if clear:
-        yield f"wg set {shlex.quote(interface)} " + " ".join(
-            f"peer {shlex.quote(pk)} preshared-key /dev/null" for pk in clear
-        )
+        yield clear
     elif st.get("service_enabled"):
-        host.noop(f"{conf} is up to date and wg-quick@{interface} is running")
+        host.noop(f"{paths['conf']} is up to date and wg-quick@{interface} is running")
+
+
+def _write_conf(st: dict[str, Any], interface: str, content: str):
+    """Upload the conf without its key; the host inserts the key from its key file."""
+    paths = wg_paths(interface)
+    upload = f"/etc/wireguard/.{interface}.conf.upload"
+    if not st.get("key_exists") and not st.get("config_exists"):
+        yield "umask 077 && mkdir -p /etc/wireguard"
+    yield hostfile.upload(content, upload)
+    yield embed_key_command(upload, paths["key"], paths["conf"]) + (f" && rm -f {shlex.quote(upload)}")
+
+
+def _start(st: dict[str, Any], interface: str):
+    """Start a tunnel whose service is not running (an interface brought up outside systemd
+    goes first: wg-quick would refuse to start over it)."""
+    unit = shlex.quote(f"wg-quick@{interface}.service")
+    if st.get("link_exists"):
+        yield f"ip link delete dev {shlex.quote(interface)}"
+    if st.get("service_enabled"):
+        yield f"systemctl start {unit}"
+    else:
+        yield f"systemctl enable --now {unit}"
+
+
+def _clear_psks(interface: str, content: str, live_psk: set[str]) -> str | None:
+    """The ``wg set`` that drops the preshared keys live peers have and the conf does not give
+    them (``wg syncconf`` would leave them); None when there are none."""
+    clear = [pk for pk, has_psk in content_peers(content) if not has_psk and pk in live_psk]
+    if not clear:
+        return None
+    return f"wg set {shlex.quote(interface)} " + " ".join(
+        f"peer {shlex.quote(pk)} preshared-key /dev/null" for pk in clear
+    )
 
 
 def _live_drift(st: dict[str, Any], key: str | None, content: str) -> bool:

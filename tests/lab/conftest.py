@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from backhaul.lab import cgroups
 from backhaul.lab import lab as labmod
 from backhaul.lab.layout import DEFAULT_SUITE, Lab
 
@@ -66,17 +67,23 @@ def fresh_lab(name: str, **kw) -> Iterator[LabHandle]:
     _need_root()
     the_lab = Lab.make(name, project_dir=ROOT, **kw)
     with _in_use(name):
+        _LIVE_LABS.add(the_lab.cgroup_name)
         labmod.up(the_lab, fresh=True)
         try:
             yield LabHandle(the_lab)
         finally:
+            _LIVE_LABS.discard(the_lab.cgroup_name)
+            _HOSTS_GONE[0] += cgroups.cpu_seconds(the_lab.cgroup_name)
             if os.environ.get("BACKHAUL_KEEP_LAB") != "1":
                 labmod.down(the_lab, purge=True)
 
 
 def own_lab_name(suffix: str) -> str:
-    """A module's own lab: the session lab's name (cut to fit 6 characters) + ``suffix``."""
-    return _name()[: 6 - len(suffix)] + suffix
+    """A module's own lab: the run's stem (tests/lanes.py: the same whichever lane runs the
+    module, so its apt cache stays warm; else the session lab's name), cut to fit 6
+    characters, + ``suffix``."""
+    stem = os.environ.get("BACKHAUL_TEST_STEM") or _name()
+    return stem[: 6 - len(suffix)] + suffix
 
 
 @pytest.fixture(scope="session")
@@ -84,14 +91,23 @@ def lab() -> Iterator[LabHandle]:
     backends = int(os.environ.get("BACKHAUL_TEST_BACKENDS", "2"))
     spares = int(os.environ.get("BACKHAUL_TEST_SPARES", "1"))  # for add-backend
     with fresh_lab(_name(), backends=backends, spares=spares, suite=SUITE) as handle:
+        handle.trace_suite = SUITE
         yield handle
 
 
-# --- what each module costs: wall time and this machine's CPU on the controller side -------
-# (pytest, inv, pyinfra, ssh, nmap: every process the tests start and wait for; the lab hosts'
-# own CPU is not in it). Printed at the end of the run: the suite's budget is read from it.
+# --- what each module costs: wall time, the controller's CPU and the lab hosts' ---------------
+# The controller: pytest, inv, pyinfra, ssh, nmap (every process the tests start and wait for;
+# a lab's launcher too, so part of a lab's CPU comes back here when it is torn down). The
+# hosts: the labs' cgroups (every process in every host of the labs this run brought up).
+# Printed at the end of the run: the suite's budget is read from it.
 _COST: dict[str, list[float]] = {}
 _CALLS: dict[str, collections.Counter] = {}
+_LIVE_LABS: set[str] = set()
+_HOSTS_GONE = [0.0]  # the hosts' CPU of the labs already torn down
+
+
+def _hosts_cpu() -> float:
+    return _HOSTS_GONE[0] + sum(cgroups.cpu_seconds(g) for g in _LIVE_LABS)
 
 
 def _cpu() -> float:
@@ -104,25 +120,26 @@ def pytest_runtest_protocol(item, nextitem):
     if "tests/lab/" not in str(item.fspath):  # this conftest also sees the unit tests
         yield
         return
-    wall, cpu, calls = time.monotonic(), _cpu(), collections.Counter(CALLS)
+    wall, cpu, hosts, calls = time.monotonic(), _cpu(), _hosts_cpu(), collections.Counter(CALLS)
     yield
     name = Path(str(item.fspath)).name
-    cost = _COST.setdefault(name, [0.0, 0.0])
+    cost = _COST.setdefault(name, [0.0, 0.0, 0.0])
     cost[0] += time.monotonic() - wall
     cost[1] += _cpu() - cpu
+    cost[2] += _hosts_cpu() - hosts
     _CALLS.setdefault(name, collections.Counter()).update(CALLS - calls)
 
 
 def pytest_terminal_summary(terminalreporter):
     if not _COST:
         return
-    terminalreporter.section("lab modules: wall time, controller CPU (a lab's own at its teardown), commands")
-    for name, (wall, cpu) in sorted(_COST.items(), key=lambda kv: -kv[1][0]):
+    terminalreporter.section("lab modules: wall time, CPU of the controller and of the lab hosts, commands")
+    for name, (wall, cpu, hosts) in sorted(_COST.items(), key=lambda kv: -kv[1][0]):
         n = _CALLS.get(name, collections.Counter())
         invs = sum(v for k, v in n.items() if k.startswith("inv "))
         terminalreporter.write_line(
-            f"{name:<28} {wall:7.1f} s wall {cpu:7.1f} s CPU  inv {invs:4} (verify {n['inv verify']:3}, "
-            f"deploy {n['inv deploy']:3})  ssh {n['ssh']:4}"
+            f"{name:<24} {wall:7.1f} s wall {cpu:6.1f} s CPU + hosts {hosts:6.1f} s  inv {invs:4} "
+            f"(verify {n['inv verify']:3}, deploy {n['inv deploy']:3})  ssh {n['ssh']:4}"
         )
-    wall, cpu = (sum(c[i] for c in _COST.values()) for i in (0, 1))
-    terminalreporter.write_line(f"{'all':<28} {wall:7.1f} s wall {cpu:7.1f} s CPU")
+    wall, cpu, hosts = (sum(c[i] for c in _COST.values()) for i in (0, 1, 2))
+    terminalreporter.write_line(f"{'all':<24} {wall:7.1f} s wall {cpu:6.1f} s CPU + hosts {hosts:6.1f} s")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from backhaul.lab import guard
 from backhaul.lab.layout import Lab
+from tests import releases
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +39,8 @@ CALLS: collections.Counter = collections.Counter()
 @dataclass
 class LabHandle:
     lab: Lab
+    # the session lab keeps its first deploy's trace (tests/releases.py: 12 and 13 compared)
+    trace_suite: str | None = None
 
     @property
     def files(self) -> Path:
@@ -105,6 +108,9 @@ class LabHandle:
             text=True,
             timeout=timeout,
         )
+        if self.trace_suite and args[0] == "deploy" and network is None and proc.returncode == 0:
+            releases.write(self.trace_suite, proc.stdout)
+            self.trace_suite = None  # the first deploy from bare hosts only
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"inv {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}"

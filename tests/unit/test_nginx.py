@@ -363,34 +363,43 @@ def test_certificate_fact_takes_paths_and_names_only():
         CertificateState().command(lineages=["app;reboot"])
 
 
+_EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _self_signed(key: Path, cert: Path, subject: str, *ext: str) -> Path:
+    """A new P-256 key and a self-signed certificate for it, valid 30 days."""
+    _openssl(
+        "req",
+        "-x509",
+        *_EC_KEY,
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+        "-days",
+        "30",
+        "-subj",
+        subject,
+        *ext,
+    )
+    return cert
+
+
+def _request(key: Path, csr: Path, subject: str, *ext: str) -> None:
+    """A new P-256 key and a certificate request for it."""
+    _openssl("req", *_EC_KEY, "-keyout", str(key), "-out", str(csr), "-subj", subject, *ext)
+
+
 def test_certificate_fact_command_run_for_real_reads_expiry_and_names(tmp_path):
     """The shell and openssl half of the fact, on this machine: several files read side by
     side, a file without names, an unreadable one and a missing one."""
 
     def make(name: str, *ext: str) -> None:
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                str(tmp_path / "k"),
-                "-out",
-                str(tmp_path / name),
-                "-days",
-                "30",
-                "-subj",
-                "/CN=x",
-                *ext,
-            ],
-            check=True,
-            capture_output=True,
-        )
+        _self_signed(tmp_path / "k", tmp_path / name, "/CN=x", *ext)
 
     make("a.pem", "-addext", "subjectAltName=DNS:a.example,IP:203.0.113.5,DNS:b.example")
     make("plain.pem")
@@ -629,50 +638,16 @@ def test_unknown_names_get_no_redirect_and_no_content(net_of):
             assert f"ssl_certificate {nginxconf.catch_all_paths().cert};" in default443
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
 def test_a_chain_from_another_ca_is_told_by_the_key_id_of_its_root(tmp_path):
     """The fact's shell half reads the chain's last certificate's issuer key id on the host;
     root_key_ids reads the configured bundle here; they must speak the same hex."""
 
     def ca(name: str) -> Path:
-        _openssl(
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            str(tmp_path / f"{name}.key"),
-            "-out",
-            str(tmp_path / f"{name}.pem"),
-            "-days",
-            "30",
-            "-subj",
-            f"/CN={name}",
-        )
-        return tmp_path / f"{name}.pem"
+        return _self_signed(tmp_path / f"{name}.key", tmp_path / f"{name}.pem", f"/CN={name}")
 
     root, other = ca("root"), ca("other-root")
     # an intermediate signed by root, and a leaf signed by it: the fullchain is leaf + intermediate
-    _openssl(
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        str(tmp_path / "int.key"),
-        "-out",
-        str(tmp_path / "int.csr"),
-        "-subj",
-        "/CN=int",
-    )
+    _request(tmp_path / "int.key", tmp_path / "int.csr", "/CN=int")
     (tmp_path / "ca.ext").write_text(
         "basicConstraints=critical,CA:TRUE\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
     )
@@ -693,18 +668,9 @@ def test_a_chain_from_another_ca_is_told_by_the_key_id_of_its_root(tmp_path):
         "-extfile",
         str(tmp_path / "ca.ext"),
     )
-    _openssl(
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        str(tmp_path / "leaf.key"),
-        "-out",
-        str(tmp_path / "leaf.csr"),
-        "-subj",
+    _request(
+        tmp_path / "leaf.key",
+        tmp_path / "leaf.csr",
         "/CN=app",
         "-addext",
         "subjectAltName=DNS:app.example.com",
