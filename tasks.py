@@ -214,12 +214,23 @@ def _lab(
     ipv6=False,
     v6_only=None,
     vm=False,
+    hubs=1,
 ):
     from backhaul.lab.layout import Lab
 
     only = [n.strip() for n in (v6_only or "").split(",") if n.strip()]
     return Lab.make(
-        name or "demo", int(backends), subnet, os.getcwd(), int(spares), suite, backend_suite, ipv6, only, vm
+        name or "demo",
+        int(backends),
+        subnet,
+        os.getcwd(),
+        int(spares),
+        suite,
+        backend_suite,
+        ipv6,
+        only,
+        vm,
+        int(hubs),
     )
 
 
@@ -236,6 +247,7 @@ def _lab(
         "ipv6": "dual-stack network.yml: every host's IPv6 address as public_ip6",
         "v6-only": "these backends (comma-separated) get no IPv4 address at all (implies --ipv6)",
         "vm": "QEMU VMs on Debian's own cloud kernel (kernel WireGuard; emulated, slow), not containers",
+        "hubs": "hubs in network.yml (default 1): proxy, proxy-2, ... each serving every service",
     },
 )
 @_friendly
@@ -251,11 +263,12 @@ def lab_up(
     ipv6=False,
     v6_only=None,
     vm=False,
+    hubs=1,
 ):
     """Boot the lab: 1 hub + N backends (real Debian 13 or 12, systemd, SSH), apt cache, ACME."""
     from backhaul.lab import lab
 
-    lab.up(_lab(name, backends, subnet, spares, suite, backend_suite, ipv6, v6_only, vm), fresh=fresh)
+    lab.up(_lab(name, backends, subnet, spares, suite, backend_suite, ipv6, v6_only, vm, hubs), fresh=fresh)
 
 
 @task(name="down", help={"name": LAB_HELP, "purge": "also delete the hosts' disks"})

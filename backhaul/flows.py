@@ -231,9 +231,9 @@ def add_backend(
             addresses = ", ".join(str(a) for a in (*host.public_ips, host.wg_ip))
             print(f"backhaul: added {host.name} ({addresses}) to {network_file}", flush=True)
         net = netmod.load(network_file)
-        # The new host fully; on the hub its peer (one live `wg set`) and firewall rule. Nothing else.
+        # The new host fully; on each hub its peer (one live `wg set`) and firewall rule. Nothing else.
         # (ssh.via hub: its first deploy goes over its public SSH, which is closed right after.)
-        _converge(network_file, net, [net.hub.name, host.name]).check(
+        _converge(network_file, net, hubs_and(net, host.name)).check(
             f"deploying {host.name}", "The file already has it: run the same add-backend again to finish."
         )
     report = _wait_verified(network_file, [host.name])
@@ -297,9 +297,10 @@ def remove_backend(network_file: str, name: str, force: bool = False, stop_tunne
             + f" from {network_file}",
             flush=True,
         )
-        run_pyinfra(network_file, limit=[net.hub.name]).check(
-            "updating the hub",
-            f"{name} is already out of the file: run `inv deploy --limit {net.hub.name}` to finish.",
+        run_pyinfra(network_file, limit=[h.name for h in net.hubs]).check(
+            "updating the hubs" if net.other_hubs else "updating the hub",
+            f"{name} is already out of the file: run `inv deploy --limit "
+            f"{','.join(h.name for h in net.hubs)}` to finish.",
         )
 
 
@@ -373,10 +374,11 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
                 f"there is no host {host!r} in {network_file} (hosts: {', '.join(h.name for h in net.hosts)})"
             )
         targets = [h.name for h in net.hosts] if all_hosts else [host]
+        _refuse_other_hubs(net, targets)
         # A backend's new key concerns its pair only: the other backends peer with the hub
         # alone. Touching only the pair keeps the flow's SSH and pyinfra work (CPU on the
         # hosts, where userspace WireGuard forwards every other tunnel) flat in the fleet size.
-        pair = None if all_hosts or host == net.hub.name else [net.hub.name, host]
+        pair = None if all_hosts or host == net.hub.name else hubs_and(net, host)
         hub_key = None  # the hub's new key, when it is rotated: the clients' configs name the old
         with session.connect(net, pair) as hosts:
             if hosts.unreachable:
@@ -411,6 +413,23 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
         _tell_stale_clients(net, hub_key)
     if not report.ok:
         raise DeployError("keys rotated but the network does not verify; see the table above")
+
+
+def hubs_and(net, backend: str) -> list[str]:
+    """The hosts a change of one backend concerns (its key, its adding): every hub (each has
+    a peer for it, and its service ports answer each), and the backend."""
+    return [*(h.name for h in net.hubs), backend]
+
+
+def _refuse_other_hubs(net, targets: list[str]) -> None:
+    """A hub of ``proxies:`` is a peer of every backend and of the other hubs: its rotation
+    is not written yet (``rotation.rotate_hub`` knows the first hub's peers only)."""
+    others = [h.name for h in net.other_hubs if h.name in targets]
+    if others:
+        raise BackhaulError(
+            f"rotate-keys: rotating {', '.join(others)} (a hub under proxies:) is not supported "
+            f"yet; rotate {net.hub.name} and the backends by --host, one at a time"
+        )
 
 
 def _tell_stale_clients(net, hub_key: str | None) -> None:

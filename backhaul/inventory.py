@@ -30,9 +30,9 @@ def host_data(net: Network, host: Host, direct: set[str] | None = None) -> dict:
 
 
 def groups(net: Network | None = None) -> tuple[list, list]:
-    """(hub, backends) lists of (name, data) as pyinfra inventory files expect (inventory.py
+    """(hubs, backends) lists of (name, data) as pyinfra inventory files expect (inventory.py
     names the hub's group ``proxy``, like the file's section)."""
     net = net or load_current()
-    hub = [(net.hub.name, host_data(net, net.hub))]
+    hub = [(h.name, host_data(net, h)) for h in net.hubs]
     backends = [(b.name, host_data(net, b)) for b in net.backends]
     return hub, backends

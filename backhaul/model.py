@@ -148,10 +148,17 @@ class Network:
     paths: str = "direct"
     # the granted services' names on a backend: <service>.<domain> (backhaul/plan.py names)
     domain: str = "internal"
+    # the hubs of `proxies:`, beside the first (``hub``): each serves every service
+    other_hubs: tuple[Host, ...] = ()
+
+    @property
+    def hubs(self) -> tuple[Host, ...]:
+        """Every hub, the first (``proxy:``, which clients and via-hub flows use) first."""
+        return (self.hub, *self.other_hubs)
 
     @property
     def hosts(self) -> tuple[Host, ...]:
-        return (self.hub, *self.backends)
+        return (*self.hubs, *self.backends)
 
     def host(self, name: str) -> Host:
         for h in self.hosts:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from backhaul.network import Network
+from backhaul.network import Host, Network
 from backhaul.render import render
 from backhaul.tls import WEBROOT, CertPaths, public_services
 
@@ -188,15 +188,25 @@ class ProxySettings:
         return cls(**values)
 
 
+def acme_peers(net: Network, hub: Host) -> list[str]:
+    """The other hubs' port 80 over the tunnel. DNS names every hub, so the CA may ask any of
+    them for a challenge one hub's certbot wrote: a hub that lacks it asks the others. Only the
+    challenge token travels; each hub keeps its own TLS key and certificate."""
+    return [f"{h.wg_ip}:80" for h in net.hubs if h.name != hub.name]
+
+
 def nginx_files(
     net: Network,
     paths: dict[str, CertPaths],
     settings: ProxySettings,
     version: tuple[int, ...] | None,
     ipv6: bool,
+    hub: Host | None = None,
 ) -> dict[str, str]:
     """Every nginx file backhaul owns on the hub, path -> content: the shared conf and one
-    vhost per public service. ``paths``: service name -> certificate nginx serves now."""
+    vhost per public service. ``paths``: service name -> certificate nginx serves now.
+    ``hub``: the hub these files are for (None: the first); with more hubs, it fetches an ACME
+    challenge it lacks from the others (``acme_peers``)."""
     vh = vhosts(net, paths)
     common = {
         "settings": settings,
@@ -214,6 +224,7 @@ def nginx_files(
             http_names=http_names,
             catch_all=catch_all_paths(),
             reject_handshake=reject_handshake(version),
+            acme_peers=acme_peers(net, hub or net.hub),
             **common,
         )
     }

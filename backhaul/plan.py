@@ -60,8 +60,9 @@ def hub_peers(
     keys: dict[str, str | None],
     current: dict[str, str] | None = None,
     psk_files: dict[str, str] | None = None,
+    hub: Host | None = None,
 ) -> tuple[list[Peer], list[str]]:
-    """The hub's [Peer] list, and the backends left out for want of a public key.
+    """A hub's [Peer] list, and the backends (and hubs) left out for want of a public key.
 
     ``keys``: backend name -> public key read from that backend (None: not readable now).
     ``current``: the hub's configured peers, allowed IP (e.g. "10.50.0.2/32") -> public key.
@@ -70,8 +71,11 @@ def hub_peers(
     Peers are only ever removed by removing the backend from the network file.
     ``psk_files``: backend name -> the pair's preshared key file on the hub, for the pairs
     that use one (see ``hub_uses_psk``).
+    ``hub``: the hub whose conf this is (None: the first); it peers with the other hubs too,
+    each by its own address (``keys`` holds theirs), so a hub can reach the others' nginx.
     """
     current, psk_files = current or {}, psk_files or {}
+    hub = hub or net.hub
     peers, missing = [], []
     for b in net.backends:
         key = keys.get(b.name) or current.get(b.wg_cidr)
@@ -90,6 +94,14 @@ def hub_peers(
             )
         else:
             missing.append(b.name)
+    for h in net.hubs:
+        key = keys.get(h.name) or current.get(h.wg_cidr)
+        if h.name == hub.name:
+            continue
+        if key:
+            peers.append(Peer(h.name, key, (h.wg_cidr,), _endpoint(net, h, h), net.keepalive))
+        else:
+            missing.append(h.name)
     return peers, missing
 
 
@@ -109,6 +121,19 @@ def backend_hub_peer(
         allowed = (net.hub.wg_cidr, *(via_hub(net, host) if host else ()))
     endpoint = _endpoint(net, host, net.hub) if host else _format(net.hub.public_ip, net.port)
     return Peer(net.hub.name, hub_key, allowed, endpoint, net.keepalive, psk_file)
+
+
+def other_hub_peers(net: Network, keys: dict[str, str | None], host: Host) -> list[Peer]:
+    """A backend's peers for the hubs beside the first: each carries only its hub's own address
+    (AllowedIPs never overlap between peers). Flows through a hub (clients, grants without a
+    direct path, backend_to_backend) stay with the first hub: cryptokey routing sends an
+    address to one peer only, and the first is the one a one-hub network already uses.
+    ``keys``: hub name -> its public key (read now, or kept; None: no peer for it yet)."""
+    return [
+        Peer(h.name, key, (h.wg_cidr,), _endpoint(net, host, h), net.keepalive)
+        for h in net.other_hubs
+        if (key := keys.get(h.name))
+    ]
 
 
 def hub_peer_ips(net: Network) -> tuple[str, ...]:
@@ -221,13 +246,17 @@ def service_sources(net: Network, s: Service) -> list[tuple[str, str]]:
     if net.backend_to_backend:
         out = [(str(net.subnet), "the hub and every backend (backend_to_backend)")]
     else:
-        out = [(str(net.hub.wg_ip), "the hub")]
+        out = [(str(h.wg_ip), _the_hub(net, h)) for h in net.hubs]
     out += [
         (f.src_cidr, f.src_name)
         for f in flows(net)
         if f.service.name == s.name and (f.client or not net.backend_to_backend)
     ]
     return out
+
+
+def _the_hub(net: Network, hub: Host) -> str:
+    return "the hub" if len(net.hubs) == 1 else f"the hub {hub.name}"
 
 
 def names(net: Network, host: Host) -> list[tuple[str, str]]:
@@ -278,13 +307,15 @@ def firewall_rules(net: Network, host: Host, ssh_closed: bool = False) -> list[R
     (``sshpath.closes_ssh`` decides per run)."""
     rules = ssh_rules(net, host, ssh_closed)
     if host.role == "hub":
-        for b in net.backends:
+        for b in (*net.backends, *(h for h in net.hubs if h.name != host.name)):
             rules += [
                 Rule(net.port, "udp", src=str(ip), why=f"WireGuard from {b.name} only")
                 for ip in _shared_addresses(b, host)
             ]
         rules.append(Rule(80, "tcp", why="HTTP: ACME challenges and the redirect to HTTPS"))
         rules.append(Rule(443, "tcp", why="HTTPS for the services"))
+        if host.name != net.hub.name:
+            return rules  # clients and flows through a hub: the first hub's (other_hub_peers)
         rules += client_rules(net)
         rules += [
             Rule(
@@ -319,8 +350,9 @@ def firewall_rules(net: Network, host: Host, ssh_closed: bool = False) -> list[R
         # WireGuard from the hub only (backends listen on the same fixed port): lets the hub
         # re-open a tunnel itself, e.g. right after it rebooted.
         rules += [
-            Rule(net.port, "udp", src=str(ip), why="WireGuard from the hub only")
-            for ip in _shared_addresses(net.hub, host)
+            Rule(net.port, "udp", src=str(ip), why=f"WireGuard from {_the_hub(net, h)} only")
+            for h in net.hubs
+            for ip in _shared_addresses(h, host)
         ]
         for partner in direct_partners(net, host):
             rules += [

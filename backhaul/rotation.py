@@ -99,14 +99,23 @@ def rotate_backend(net: Network, hosts: Hosts, backend: Host) -> str:
         # new key no command reaches the backend until it has switched. So the backend's
         # switch is scheduled first (answered over the old tunnel), the hub's follows.
         _run(hosts, backend.name, _later(backend_cmd + hello))
-        _run(hosts, hub, hub_cmd)
+        _on_every_hub(net, hosts, hub_cmd)
         gevent.sleep(SWITCH_DELAY + 0.5)
         return new_pub
-    # --- gap starts: the hub routes the backend's address to the new key ...
-    _run(hosts, hub, hub_cmd)
+    # --- gap starts: the hubs route the backend's address to the new key ...
+    _on_every_hub(net, hosts, hub_cmd)
     # ... and the backend switches to it, then says hello at once (no waiting for keepalive)
     _run(hosts, backend.name, backend_cmd + hello)
     return new_pub
+
+
+def _on_every_hub(net: Network, hosts: Hosts, command: str) -> None:
+    """The same peer swap on every hub, at once (each has a peer for the backend). Preshared
+    keys are refused with more than one hub (schema), so the first hub's command fits all."""
+    jobs = [gevent.spawn(_run, hosts, h.name, command) for h in net.hubs]
+    gevent.joinall(jobs)
+    for job in jobs:
+        job.get()  # re-raise a failed step
 
 
 # A via-hub backend's own switch runs this long after it was scheduled (see sshpath.later)

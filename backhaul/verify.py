@@ -8,6 +8,7 @@ Exit codes: 0 healthy, 1 problems found, 2 could not check (a host did not answe
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 import ssl
@@ -93,7 +94,7 @@ def run(network_path: str, names: list[str] | None = None) -> Report:
     net = netmod.load(network_path)
     report = Report(str(network_path))
     backends = [b for b in net.backends if names is None or b.name in names]
-    hosts = [net.hub, *backends]
+    hosts = [*net.hubs, *backends]
     with ThreadPoolExecutor(max_workers=1) as pool:
         # The neighbour's knock on what the file declares needs no fact: it runs while SSH
         # reads them. Ports only the facts show get their own knock, beside the external scan.
@@ -103,14 +104,18 @@ def run(network_path: str, names: list[str] | None = None) -> Report:
         with connect(net, [h.name for h in hosts]) as conn:
             for name in conn.unreachable:
                 report.add("ssh", name, UNKNOWN, "no SSH connection: nothing on it could be checked")
-            wanted = {net.hub.name: (HostHealth, _probe_args(net, net.hub, backends))}
+            wanted = {h.name: (HostHealth, _probe_args(net, h, backends)) for h in net.hubs}
             for b in backends:
                 wanted[b.name] = (HostHealth, _probe_args(net, b, backends))
             health = {n: h for n, h in conn.facts(wanted).items() if isinstance(h, dict)}
         _tunnel_checks(net, backends, health, report)
+        hub_checks(net, backends, health, report)
         grant_checks(net, backends, health, report)
         client_checks(net, health, clientmod.today(), report)
-        _service_checks(net, backends, health, report)
+        if not net.other_hubs:
+            _service_checks(net, backends, health, report)
+        for h in net.hubs if net.other_hubs else ():  # every service through each hub
+            _service_checks(dataclasses.replace(net, hub=h), backends, health, report, f" via {h.name}")
         knocked = early.result()
         undeclared = {
             h.name: t
@@ -137,7 +142,7 @@ def _probe_args(net: Network, host: Host, backends: list[Host]) -> dict:
     else:
         # the grant matrix from this backend: every other backend's services and address
         others = [b for b in backends if b.name != host.name]
-        ping = (str(net.hub.wg_ip), *(str(b.wg_ip) for b in others))
+        ping = (*(str(h.wg_ip) for h in net.hubs), *(str(b.wg_ip) for b in others))
         tcp = tuple(f"{b.wg_ip}:{s.port}" for b in others for s in net.services_on(b.name))
     return {"interface": net.interface, "ping": ping, "tcp": tcp}
 
@@ -207,6 +212,56 @@ def _tunnel_checks(net: Network, backends: list[Host], health: dict, report: Rep
         )
         _exposure(net, b, mine, report)
         _key_age(net, b, mine["wireguard"], mine.get("now"), report)
+
+
+def hub_checks(net: Network, backends: list[Host], health: dict, report: Report) -> None:
+    """With more than one hub: each backend's tunnel to each hub as the backend sees it, so a
+    dead hub is named by the backends even when SSH cannot reach it, while every other hub is
+    still checked; and the WireGuard of the hubs beside the first (``_tunnel_checks`` does the
+    first's)."""
+    for h in net.hubs if net.other_hubs else ():
+        mine = health.get(h.name) if h.name != net.hub.name else None
+        alive = bool(health.get(h.name))
+        heard = []
+        for b in backends:
+            theirs = health.get(b.name)
+            if not theirs:
+                continue
+            peer = next((p for p in theirs["peers"].values() if h.wg_cidr in p["allowed_ips"]), None)
+            seen = peer and peer.get("latest_handshake")
+            age = (theirs.get("now") or int(time.time())) - seen if seen else None
+            pinged = theirs["ping"].get(str(h.wg_ip))
+            if age is not None and age <= HANDSHAKE_MAX_AGE and pinged is not False:
+                heard.append(b.name)
+                report.add("hub-link", b.name, OK, f"hub {h.name} ({h.wg_ip}): latest handshake {age}s ago")
+            else:
+                why = (
+                    "no peer for it: run inv deploy"
+                    if peer is None
+                    else (f"no handshake for {age}s" if age is not None else "no handshake yet")
+                )
+                lost = ", ping LOST" if pinged is False else ""
+                report.add("hub-link", b.name, FAIL, f"hub {h.name} ({h.wg_ip}): {why}{lost}")
+        if mine:
+            wg = mine["wireguard"]
+            up = wg.get("service_active") and wg.get("link_up")
+            report.add(
+                "wireguard",
+                h.name,
+                OK if up else FAIL,
+                f"{net.interface} up, listening on {mine['listen_port']}/udp, {len(mine['peers'])} peers"
+                if up
+                else f"wg-quick@{net.interface} is {wg.get('service_state')}: run inv deploy",
+            )
+            _key_age(net, h, wg, mine.get("now"), report)
+        elif not heard and not alive:
+            report.add(
+                "hub",
+                h.name,
+                FAIL,
+                f"hub {h.name} ({h.public_ip}) is down: no SSH and no backend has a live tunnel to it; "
+                "the other hubs still serve (DNS still names it: replace it, or take it out of DNS)",
+            )
 
 
 def _exposure(net: Network, b: Host, health: dict, report: Report) -> None:
@@ -329,7 +384,8 @@ def _grant_row(net, src: Host, s, dst: Host, direct: bool, up: bool | None, mine
 
 
 # --- services ------------------------------------------------------------------------------
-def _service_checks(net: Network, backends: list[Host], health: dict, report: Report) -> None:
+def _service_checks(net: Network, backends: list[Host], health: dict, report: Report, via: str = "") -> None:
+    """Each service from ``net.hub`` (``via``: " via <hub>", for the hubs beside the first)."""
     hub = health.get(net.hub.name)
     names = {b.name for b in backends}
     for s in net.services:
@@ -340,7 +396,7 @@ def _service_checks(net: Network, backends: list[Host], health: dict, report: Re
             up = hub["tcp"].get(target)
             report.add(
                 "backend",
-                s.name,
+                s.name + via,
                 OK if up else FAIL,
                 f"hub reaches {target}"
                 if up
@@ -351,7 +407,7 @@ def _service_checks(net: Network, backends: list[Host], health: dict, report: Re
             for ip in net.hub.public_ips:
                 status, detail = https_check(net, s, domain, ip)
                 extra = "" if ip == net.hub.public_ip else f" over IPv{ip.version}"
-                report.add("https", f"{s.name} {domain}{extra}", status, detail)
+                report.add("https", f"{s.name} {domain}{extra}{via}", status, detail)
 
 
 def https_check(net: Network, service, domain: str, ip=None) -> tuple[str, str]:

@@ -193,9 +193,10 @@ def nginx_tls(packages_installed: bool):
         )
 
     ipv6 = st["ipv6"]
-    final = nginxconf.nginx_files(net, {c.name: c.final for c in certs}, settings, version, ipv6)
+    me = net.host(host.name)  # one of the hubs: each asks the others for challenges it lacks
+    final = nginxconf.nginx_files(net, {c.name: c.final for c in certs}, settings, version, ipv6, me)
     now = nginxconf.nginx_files(
-        net, {c.name: tls.serving_paths(c, cst) for c in certs}, settings, version, ipv6
+        net, {c.name: tls.serving_paths(c, cst) for c in certs}, settings, version, ipv6, me
     )
     roots = _roots(net)
     to_issue = [

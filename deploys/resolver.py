@@ -42,7 +42,7 @@ def granted_names():
     )
 
 
-if host.data.get("backhaul_role") == "hub" and load_current().clients:
+if host.name == load_current().hub.name and load_current().clients:  # clients: the first hub's
     resolver(software.installed_by_site())
 elif host.data.get("backhaul_role") == "backend":
     granted_names()

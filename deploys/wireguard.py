@@ -30,7 +30,7 @@ from backhaul.facts.wireguard import (
     WireguardState,
     psk_path,
 )
-from backhaul.network import Network, load_current
+from backhaul.network import Host, Network, load_current
 from backhaul.operations import packages, wireguard
 from backhaul.render import render
 from backhaul.wgcommands import read_psk_command
@@ -132,16 +132,17 @@ def _kept_peers(interface: str) -> dict[str, str]:
     return kept
 
 
-def _hub_conf(net: Network, psk_in_use: bool) -> str:
+def _hub_conf(net: Network, me: Host, psk_in_use: bool) -> str:
     iface = net.interface
-    # every backend at once: one round trip for the lot, not one per backend
-    jobs = {b.name: gevent.spawn(_public_key, b.name, iface, host.name) for b in net.backends}
+    # every backend (and other hub) at once: one round trip for the lot, not one per host
+    others = [h for h in net.hubs if h.name != me.name]
+    jobs = {b.name: gevent.spawn(_public_key, b.name, iface, host.name) for b in (*net.backends, *others)}
     gevent.joinall(list(jobs.values()))
     keys = {name: job.value for name, job in jobs.items()}
     unread = [name for name, key in keys.items() if not key]
     current = _kept_peers(iface) if unread else {}
     psk_files = _hub_psk_files(net) if psk_in_use else {}
-    peers, missing = plan.hub_peers(net, keys, current, psk_files)
+    peers, missing = plan.hub_peers(net, keys, current, psk_files, hub=me)
     kept = [n for n in unread if n not in missing]
     if kept:
         # Only a warning: a backend that does not answer fails its own part of the run (or is
@@ -153,15 +154,16 @@ def _hub_conf(net: Network, psk_in_use: bool) -> str:
         msg = f"{host.name}: no public key for {', '.join(missing)} (unreachable, never deployed)"
         pending.record(msg)
         logger.warning(f"{msg}: their peers wait for a deploy that reaches them")
-    # clients: peers of the hub only, dropped from the day they expire (deploy says so)
+    # clients: peers of the (first) hub only, dropped from the day they expire (deploy says so)
     today = clients.today()
-    peers += plan.client_peers(net, today)
-    for c in clients.expired(net, today):
-        logger.warning(f"{host.name}: client {c.name} expired on {c.expires}: no peer for it")
+    if me.name == net.hub.name:
+        peers += plan.client_peers(net, today)
+        for c in clients.expired(net, today):
+            logger.warning(f"{host.name}: client {c.name} expired on {c.expires}: no peer for it")
     return render(
         "wg-hub.conf.j2",
         interface=iface,
-        address=plan.wg_address(net, net.hub),
+        address=plan.wg_address(net, me),
         listen_port=net.port,
         peers=peers,
     )
@@ -186,8 +188,29 @@ def _backend_conf(net: Network, name: str, psk_in_use: bool) -> str:
         hub=plan.backend_hub_peer(
             net, hub_key, _backend_psk_file(net, name) if psk_in_use else None, net.host(name)
         ),
+        more_hubs=_other_hub_peers(net, name),
         direct=_direct_peers(net, name),
     )
+
+
+def _other_hub_peers(net: Network, name: str) -> list[plan.Peer]:
+    """This backend's peers for the hubs beside the first, each with the key read from it now;
+    a hub that cannot be read keeps the peer this backend has for its address (a dead hub's
+    peer stays, so its tunnel comes back by itself with the hub)."""
+    if not net.other_hubs:
+        return []
+    jobs = {h.name: gevent.spawn(_public_key, h.name, net.interface, name) for h in net.other_hubs}
+    gevent.joinall(list(jobs.values()))
+    kept = _kept_peers(net.interface)
+    keys = {}
+    for h in net.other_hubs:
+        keys[h.name] = jobs[h.name].value or kept.get(h.wg_cidr)
+        if not jobs[h.name].value:
+            what = "kept the peer it has" if keys[h.name] else "no peer for it yet (never deployed?)"
+            msg = f"{name}: cannot read the public key of the hub {h.name} (no answer): {what}"
+            pending.record(msg)
+            logger.warning(msg)
+    return plan.other_hub_peers(net, keys, net.host(name))
 
 
 def _direct_peers(net: Network, name: str) -> list[plan.Peer]:
@@ -259,7 +282,7 @@ def wireguard_network(packages_installed: bool):
         wireguard.config(
             name=f"hub {iface}.conf and wg-quick@{iface}",
             interface=iface,
-            content=lambda: _hub_conf(net, psk_in_use),
+            content=lambda: _hub_conf(net, me, psk_in_use),
         )
     else:
         wireguard.config(

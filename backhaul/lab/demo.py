@@ -88,6 +88,8 @@ def install(lab: Lab, log=print) -> dict:
     text = files.network_yaml(lab, services.acme_directory(lab), services=network_services(lab))
     if network.read_text() != text:
         network.write_text(text)
+    if lab.hubs > 1:
+        services.name_every_hub(lab, network)
     # the inventory group, not the names: pyinfra's --limit takes one pattern per flag
     rc = runner.run_pyinfra(network, deploy_file=DEPLOY, limit=["backends"]).rc
     if rc != 0:

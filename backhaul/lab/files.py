@@ -65,7 +65,8 @@ def _public_ips(lab: Lab, h: LabHost, indent: str) -> list[str]:
 
 def network_yaml(lab: Lab, acme_directory: str, services: str = "") -> str:
     """The network description of the lab, as a user would write it for real servers."""
-    hub, *backends = lab.network_hosts
+    hub, *more = [h for h in lab.network_hosts if h.role == "hub"]
+    backends = [h for h in lab.network_hosts if h.role == "backend"]
     d = lab.files_dir.resolve()
     lines = [
         f"# The lab '{lab.name}' (written by `inv lab.up`; edit freely, lab.up rewrites it).",
@@ -81,8 +82,13 @@ def network_yaml(lab: Lab, acme_directory: str, services: str = "") -> str:
         "proxy:",
         f"  name: {hub.name}",
         *_public_ips(lab, hub, "  "),
-        "backends:" if backends else "backends: []",
     ]
+    if more:
+        lines.append("proxies:")
+    for k, h in enumerate(more, start=2):
+        # out of the backends' way (they take .2, .3, ...): .202, .203, ...
+        lines += [f"  - name: {h.name}", *_public_ips(lab, h, "    "), f"    wg_ip: 10.50.0.{200 + k}"]
+    lines.append("backends:" if backends else "backends: []")
     for i, b in enumerate(backends, start=2):
         lines += [f"  - name: {b.name}", *_public_ips(lab, b, "    "), f"    wg_ip: 10.50.0.{i}"]
     lines += ["services:" if services else "services: []"]

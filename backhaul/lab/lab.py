@@ -115,6 +115,7 @@ def _recorded(old: dict, lab: Lab) -> Lab:
         old.get("ipv6", False),
         old.get("v6_only", ()),
         old.get("vm", False),
+        old.get("hubs", 1),
     )
 
 
@@ -170,6 +171,7 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
                 "ipv6": lab.ipv6,
                 "v6_only": sorted(lab.v6_only),
                 "vm": lab.vm,
+                "hubs": lab.hubs,
             }
         )
     )
@@ -205,6 +207,8 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     text = files.network_yaml(lab, services.acme_directory(lab), services=demo.network_services(lab))
     if not network.exists() or network.read_text() != text:
         network.write_text(text)
+    if lab.hubs > 1:
+        services.name_every_hub(lab, network)
     took = time.monotonic() - t0
     suites = "/".join(lab.suites)
     log(

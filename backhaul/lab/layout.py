@@ -28,6 +28,7 @@ SUITES = ("bookworm", "trixie")  # Debian 12, Debian 13
 DEFAULT_SUITE = "trixie"  # today's stable: what a user renting a VPS gets
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,5}$")
 MAX_BACKENDS = 40
+MAX_HUBS = 9  # proxy-2 .. proxy-9 at .62 .. .69
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class Lab:
     v6_only: frozenset[str] = frozenset()
     # QEMU VMs on Debian's own kernel (kernel WireGuard) instead of containers (vmhosts.py)
     vm: bool = False
+    # hubs in network.yml: proxy, then proxy-2, ... under proxies: (docs/two-hubs.md)
+    hubs: int = 1
 
     @classmethod
     def make(
@@ -76,6 +79,7 @@ class Lab:
         ipv6: bool = False,
         v6_only: frozenset[str] | tuple[str, ...] | list[str] = (),
         vm: bool = False,
+        hubs: int = 1,
     ) -> Lab:
         if not NAME_RE.match(name):
             raise LabError(
@@ -96,6 +100,8 @@ class Lab:
         for s in (suite, backend_suite):
             if s is not None and s not in SUITES:
                 raise LabError(f"suite {s!r} is not one the lab builds: use one of {', '.join(SUITES)}")
+        if not 1 <= hubs <= MAX_HUBS:
+            raise LabError(f"--hubs {hubs}: a lab has 1 to {MAX_HUBS} hubs")
         v6_only = frozenset(v6_only)
         names = {f"backend-{i}" for i in range(1, backends + spares + 1)}
         if "proxy" in v6_only:
@@ -119,6 +125,7 @@ class Lab:
             ipv6=ipv6 or bool(v6_only),
             v6_only=v6_only,
             vm=vm,
+            hubs=hubs,
         )
 
     @property
@@ -154,9 +161,14 @@ class Lab:
 
     @property
     def hosts(self) -> list[LabHost]:
-        """Every booted host: the hub, the backends, then the spares."""
+        """Every booted host: the hubs, the backends, then the spares."""
         base = self.subnet.network_address
         out = [LabHost("proxy", f"{self.name}-0", base + 10, "hub", self.suite, self._ip6(10))]
+        # further hubs at .62, .63, ... (after the backends' and spares' .11-.50)
+        out += [
+            LabHost(f"proxy-{k}", f"{self.name}-h{k}", base + 60 + k, "hub", self.suite, self._ip6(60 + k))
+            for k in range(2, self.hubs + 1)
+        ]
         for i in range(1, self.backends + self.spares + 1):
             role = "backend" if i <= self.backends else "spare"
             name = f"backend-{i}"

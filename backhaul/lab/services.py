@@ -11,6 +11,7 @@ import json
 import shutil
 import socket
 import ssl
+import struct
 import time
 import urllib.request
 from pathlib import Path
@@ -238,6 +239,78 @@ def point_names_at(lab: Lab, ip: str) -> None:
         )
         with urllib.request.urlopen(req, timeout=5) as r:
             r.read()
+
+
+def name_every_hub(lab: Lab, network: Path) -> None:
+    """With more hubs, the lab's DNS answers each service domain of ``network`` (the lab's
+    file, as a user may have edited it) with every hub's address (A and AAAA), as a user's DNS
+    would: pebble validates through any, clients try each in turn. Other names keep the
+    default answer (the first hub)."""
+    hubs = [h for h in lab.hosts if h.role == "hub"]
+    name_addresses(
+        lab,
+        network,
+        [str(h.ip) for h in hubs if not h.v6_only],
+        [str(h.ip6) for h in hubs if h.ip6],
+    )
+
+
+def name_addresses(lab: Lab, network: Path, v4: list[str], v6: list[str]) -> None:
+    """The lab's DNS answers each service domain of ``network`` with these addresses, in this
+    order (the operator's DNS change, e.g. a replaced hub's new address beside the others)."""
+    from backhaul.network import load
+
+    domains = sorted({d for s in load(network).services for d in s.domains})
+    guard.require(lab, str(lab.gateway))
+    for domain in domains:
+        host = domain.rstrip(".") + "."
+        for kind, addresses in (("a", v4), ("aaaa", v6)):
+            # challtestsrv's add-* appends to what the name has: clear it first
+            _dns_call(lab, f"clear-{kind}", {"host": host})
+            if addresses:
+                _dns_call(lab, f"add-{kind}", {"host": host, "addresses": addresses})
+
+
+def _dns_call(lab: Lab, path: str, body: dict) -> None:
+    req = urllib.request.Request(
+        f"http://{lab.gateway}:{DNS_MGMT_PORT}/{path}", data=json.dumps(body).encode(), method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        r.read()
+
+
+def lookup(lab: Lab, name: str, family: int = 4) -> list[str]:
+    """What the lab's DNS answers for ``name`` (A, or AAAA for family 6), in its order: what
+    a client of the lab resolves (pebble asks the same server)."""
+    qtype = 1 if family == 4 else 28
+    query = struct.pack(">HHHHHH", 0x6268, 0x0100, 1, 0, 0, 0)
+    query += b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
+    query += struct.pack(">HH", qtype, 1)
+    guard.require(lab, str(lab.gateway))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(query, (str(lab.gateway), DNS_PORT))
+        data = sock.recv(4096)
+    count, i, out = struct.unpack(">H", data[6:8])[0], len(query), []
+    for _ in range(count):
+        i = _skip_name(data, i)
+        rtype, _cls, _ttl, size = struct.unpack(">HHIH", data[i : i + 10])
+        i += 10
+        if rtype == qtype:
+            out.append(
+                socket.inet_ntop(socket.AF_INET if family == 4 else socket.AF_INET6, data[i : i + size])
+            )
+        i += size
+    return out
+
+
+def _skip_name(data: bytes, i: int) -> int:
+    """The offset after a DNS name at ``i`` (labels, or a compression pointer)."""
+    while data[i]:
+        if data[i] >= 0xC0:
+            return i + 2
+        i += data[i] + 1
+    return i + 1
 
 
 def acme_directory(lab: Lab) -> str:

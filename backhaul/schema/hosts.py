@@ -46,9 +46,14 @@ class Draft:
         return {a.version for a in (self.public_ip, self.public_ip6) if isinstance(a, ADDRESS_TYPES)}
 
 
-def read_host(ck: Checker, node: Node, path: str, role: str) -> Draft | None:
-    required = ("name", "public_ip") if role == "backend" else ("public_ip",)
+def read_host(
+    ck: Checker, node: Node, path: str, role: str, required: tuple[str, ...] | None = None
+) -> Draft | None:
+    if required is None:
+        required = ("name", "public_ip") if role == "backend" else ("public_ip",)
     what = "a mapping with name and public_ip" if role == "backend" else "a mapping"
+    if role == "hub" and "wg_ip" in required:
+        what = "a mapping with name, public_ip and wg_ip"
     m = ck.mapping(node, path, HOST_KEYS, required=required, what=what)
     if m is None:
         return None
@@ -108,6 +113,49 @@ def read_host(ck: Checker, node: Node, path: str, role: str) -> Draft | None:
         public_ip6=public_ip6,
         public_ip6_node=m.get("public_ip6"),
     )
+
+
+def read_other_hubs(ck: Checker, node: Node | None) -> list[Draft]:
+    """``proxies:``, the hubs beside ``proxy:`` (each serves every service: two or more hubs
+    keep the sites up when one dies). Each names its own tunnel address: an allocated one would
+    be written back, and a hub's address is what every backend's peer for it carries."""
+    out = []
+    for i, item in enumerate(ck.items(node, "proxies", "hubs")):
+        draft = read_host(ck, item, f"proxies[{i}]", "hub", required=("name", "public_ip", "wg_ip"))
+        if draft is not None:
+            out.append(draft)
+    return out
+
+
+def check_hub_families(ck: Checker, drafts: list[Draft]) -> None:
+    """Every hub has the first hub's address families, so each backend's tunnel runs over the
+    same family to every hub (the first hub's, checked against each backend)."""
+    hubs = [d for d in drafts if d.role == "hub" and isinstance(d.public_ip, ADDRESS_TYPES)]
+    if len(hubs) < 2 or hubs[0].path != "proxy" or hubs[0].public_ip6 is BAD:
+        return
+    want = hubs[0].families()
+    for d in hubs[1:]:
+        if d.public_ip6 is not BAD and d.families() != want:
+            ck.add(
+                d.public_ip_node,
+                f"{d.path}.public_ip",
+                f"{_show(str(d.public_ip))}: this hub has {family_names(d.families())} and the "
+                f"first hub (proxy:) {family_names(want)}; every hub needs the same address "
+                "families, so each backend reaches every hub the same way: give it an address "
+                "of each family the first hub has (public_ip, public_ip6)",
+            )
+
+
+def check_hubs_without_psk(ck: Checker, drafts: list[Draft], nm: dict[str, Node], psk: Any) -> None:
+    """Preshared keys are per hub<->backend pair, and a backend keeps one copy (``hub.psk``):
+    with two hubs that copy would have to be two. Not done yet: say so rather than half-work."""
+    if psk is True and sum(d.role == "hub" for d in drafts) > 1:
+        ck.add(
+            nm["preshared_keys"],
+            "network.preshared_keys",
+            "preshared keys do not work with more than one hub (proxies:) yet; "
+            "set preshared_keys: false, or keep one hub",
+        )
 
 
 def _public_ip6(ck: Checker, m: dict[str, Node], path: str, public_ip: Any) -> Any:
@@ -301,7 +349,7 @@ def allocate_addresses(
             )
         elif addr in owner:
             other = owner[addr]
-            if other.role == "hub":
+            if other.path == "proxy":
                 which = (
                     "proxy.wg_ip"
                     if other.wg_ip_node
@@ -310,8 +358,7 @@ def allocate_addresses(
                 ck.add(
                     d.wg_ip_node,
                     field,
-                    f"{_show(str(addr))} is the hub's address ({which}); "
-                    "remove this wg_ip to get a free one allocated",
+                    f"{_show(str(addr))} is the hub's address ({which}); " + _free_address_hint(d),
                 )
             else:
                 assert other.wg_ip_node is not None
@@ -331,6 +378,13 @@ def allocate_addresses(
             wg[i] = next(free)
             allocated.append((d.node, wg[i]))
     return wg, allocated
+
+
+def _free_address_hint(d: Draft) -> str:
+    """A further hub names its own wg_ip (``read_other_hubs``): it cannot be allocated one."""
+    if d.role == "hub":
+        return "write a free address of network.subnet, e.g. 10.50.0.3"
+    return "remove this wg_ip to get a free one allocated"
 
 
 def _host_ssh_via(ck: Checker, m: dict[str, Node], path: str, role: str) -> Any:

@@ -11,12 +11,14 @@ EXAMPLES = {
     "name": "backend-1",
     "backend": "backend-1",
     "port": "8080",
+    # a hub of proxies: names its tunnel address (a free one of network.subnet)
+    "wg_ip": "10.50.0.3",
     # a client's: `wg pubkey` of the key pair made on the device (or `inv add-client`)
     "public_key": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=",
 }
 
 
-TOP_KEYS = ("network", "ssh", "proxy", "backends", "services", "tls", "clients")
+TOP_KEYS = ("network", "ssh", "proxy", "proxies", "backends", "services", "tls", "clients")
 
 
 NETWORK_KEYS = (

@@ -32,10 +32,13 @@ from backhaul.schema.clients import allocate_client_addresses, read_clients, res
 from backhaul.schema.hosts import (
     Draft,
     allocate_addresses,
+    check_hub_families,
+    check_hubs_without_psk,
     check_public_ip6_not_a_public_ip,
     check_routes,
     check_unique,
     read_host,
+    read_other_hubs,
 )
 from backhaul.schema.keys import NETWORK_KEYS, SSH_KEYS, TOP_KEYS
 from backhaul.schema.services import check_client_names_not_services, read_services
@@ -99,24 +102,27 @@ def read_network(
         hub = read_host(ck, hub_node, "proxy", "hub")
         if hub is not None:
             drafts.append(hub)
+    drafts += read_other_hubs(ck, top.get("proxies"))
     backends_node = top.get("backends")
     for i, item in enumerate(ck.items(backends_node, "backends", "backends")):
         draft = read_host(ck, item, f"backends[{i}]", "backend")
         if draft is not None:
             drafts.append(draft)
     backend_names = {d.name for d in drafts if d.role == "backend" and isinstance(d.name, str)}
-    hub_name = next((d.name for d in drafts if d.role == "hub"), None)
+    hub_names = {d.name for d in drafts if d.role == "hub" and isinstance(d.name, str)}
     check_unique(ck, drafts, "name", "names")
     check_unique(ck, drafts, "public_ip", "public IPs")
     check_unique(ck, drafts, "public_ip6", "public IPs")
     check_public_ip6_not_a_public_ip(ck, drafts)
+    check_hub_families(ck, drafts)
+    check_hubs_without_psk(ck, drafts, nm, psk)
 
     # clients: (their addresses after the hosts')
     client_drafts = read_clients(ck, top.get("clients"), drafts)
     client_names = {c.name for c in client_drafts if isinstance(c.name, str)}
 
     # services:
-    services = read_services(ck, top.get("services"), backend_names, hub_name, ssh_port, client_names)
+    services = read_services(ck, top.get("services"), backend_names, hub_names, ssh_port, client_names)
     check_client_names_not_services(ck, client_drafts, services)
 
     # tls:
@@ -156,7 +162,8 @@ def read_network(
         preshared_keys=psk,
         key_max_age_days=max_age,
         hub=hosts[0],
-        backends=tuple(hosts[1:]),
+        backends=tuple(h for h in hosts if h.role == "backend"),
+        other_hubs=tuple(h for h in hosts[1:] if h.role == "hub"),
         services=tuple(services),
         ssh=Ssh(
             ssh_user,

@@ -28,11 +28,15 @@ from backhaul.yamledit import describe as _describe
 from backhaul.yamledit import show as _show
 
 
+def _a_hub(hub_names: set[str]) -> str:
+    return "the hub" if len(hub_names) == 1 else "a hub"
+
+
 def read_services(
     ck: Checker,
     node: Node | None,
     backends: set[str],
-    hub_name: Any,
+    hub_names: set[str],
     ssh_port: Any,
     clients: set[str] | None = None,
 ) -> list[Service]:
@@ -67,8 +71,8 @@ def read_services(
         backend = ck.text(m, "backend", f"{path}.backend")
         if isinstance(backend, str) and backend not in backends:
             known = ", ".join(sorted(backends)) or "none yet"
-            if backend == hub_name:
-                msg = f"{_show(backend)} is the hub; services run on backends (known: {known})"
+            if backend in hub_names:
+                msg = f"{_show(backend)} is {_a_hub(hub_names)}; services run on backends (known: {known})"
             else:
                 close = difflib.get_close_matches(backend, sorted(backends), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]!r}? " if close else ""
@@ -158,7 +162,7 @@ def read_services(
                     tuple(allow_names),
                 )
             )
-    return _grants(ck, out, wanted, backends, hub_name, clients or set())
+    return _grants(ck, out, wanted, backends, hub_names, clients or set())
 
 
 def _grants(
@@ -166,7 +170,7 @@ def _grants(
     services: list[Service],
     wanted: dict[str, list[tuple[Node, str]]],
     backends: set[str],
-    hub_name: Any,
+    hub_names: set[str],
     clients: set[str],
 ) -> list[Service]:
     """Each service with the backends its allow: list grants (by backend or service name).
@@ -181,9 +185,9 @@ def _grants(
             value = anode.value
             backend = value if value in backends else runs.get(value)
             error = None
-            if value == hub_name:
+            if value in hub_names:
                 error = (
-                    f"{_show(value)} is the hub, which reaches every service already; "
+                    f"{_show(value)} is {_a_hub(hub_names)}, which reaches every service already; "
                     "remove it (allow: names backends, services and clients)"
                 )
             elif backend is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backhaul import network as netmod
-from backhaul.verify import Report, _exposure, _tunnel_checks
+from backhaul.verify import Report, _exposure, _tunnel_checks, hub_checks
 
 NET = """network: {subnet: 10.50.0.0/24}
 proxy: {name: proxy, public_ip: 203.0.113.10}
@@ -168,3 +168,50 @@ def test_verify_reads_the_grant_matrix(tmp_path):
         "fail",
         "answers without a grant: b1 10.50.0.2 (ping), db 10.50.0.3:5432: run inv deploy",
     )
+
+
+TWO_HUBS = NET.replace(
+    "backends:", "proxies:\n  - {name: proxy-2, public_ip: 203.0.113.11, wg_ip: 10.50.0.202}\nbackends:"
+)
+
+
+def _two_hubs(tmp_path):
+    p = tmp_path / "network.yml"
+    p.write_text(TWO_HUBS)
+    return netmod.load(p)
+
+
+def _with_second_hub(health: dict, age_from_b1: int) -> dict:
+    now = health["b1"]["now"]
+
+    def peer(ip: str, age: int) -> dict:
+        return {"allowed_ips": [ip], "latest_handshake": now - age if age else 0}
+
+    health["b1"]["peers"] = {
+        "A" * 43 + "=": peer("10.50.0.1/32", 10),
+        "H" * 43 + "=": peer("10.50.0.202/32", age_from_b1),
+    }
+    return health
+
+
+def test_every_hub_is_checked_and_a_dead_one_is_named(tmp_path):
+    net = _two_hubs(tmp_path)
+    report = Report("n")
+    hub_checks(net, list(net.backends), _with_second_hub(_health(), 10), report)
+    assert [(c.check, c.host, c.status) for c in report.checks] == [("hub-link", "b1", "ok")] * 2
+    assert "hub proxy-2 (10.50.0.202)" in report.checks[1].detail
+    # proxy-2 is gone: no SSH (no health), and b1 has not heard from it for 10 minutes
+    health = _with_second_hub(_health(), 600)
+    report = Report("n")
+    hub_checks(net, list(net.backends), health, report)
+    rows = {(c.check, c.host): c for c in report.checks}  # the last row of each: proxy-2's
+    assert rows[("hub", "proxy-2")].status == "fail" and "proxy-2" in rows[("hub", "proxy-2")].detail
+    assert rows[("hub-link", "b1")].status == "fail" and "proxy-2" in rows[("hub-link", "b1")].detail
+    assert report.exit_code == 1
+
+
+def test_one_hub_has_no_hub_rows(tmp_path):
+    net = _net(tmp_path)
+    report = Report("n")
+    hub_checks(net, list(net.backends), _health(), report)
+    assert report.checks == []

@@ -1,0 +1,183 @@
+"""Two hubs (`proxies:`): no single server carries the front door.
+
+One lab of its own, small: two hubs, one backend (the demo's `app`) and a spare. Both hubs get
+their own certificate by HTTP-01 while the lab's DNS names both (a challenge that lands on the
+other hub is fetched from it over the tunnel); a second deploy changes nothing; a backend's new
+key, an added and a removed backend reach both hubs; then the hub DNS lists first dies while a
+client keeps sending requests through the name, and every request is answered through the
+other hub; `inv verify` names the dead hub and still checks the other; `inv replace-hub` puts
+the spare in its place and the network verifies green.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+
+from backhaul.lab import lab as labmod
+from backhaul.lab import services
+
+from .conftest import fresh_lab, own_lab_name
+
+pytestmark = pytest.mark.fleet
+
+APP = "app"  # the demo's service on backend-1
+# curl --connect-timeout. curl 7.88 tries a name's addresses in turn; with the first one dead
+# (no ARP answer) it moves on after about half of this plus 1 s, measured: 2 s -> every request
+# timed out, 3 s -> 2.5 s, 4 s -> 3.0 s, 6 s -> 4.0 s (docs/two-hubs.md)
+CONNECT_TIMEOUT = 4
+
+
+@pytest.fixture(scope="module")
+def hubs():
+    with fresh_lab(own_lab_name("h"), backends=1, spares=1, hubs=2) as lab:
+        lab.inv("lab.demo", "--name", lab.lab.name)
+        lab.inv("deploy")
+        yield lab
+
+
+def _domain(lab) -> str:
+    return f"{APP}.{lab.lab.domain}"
+
+
+def _curl(lab, addresses: list[str], max_time: float = 15) -> tuple[int, float]:
+    """(status, seconds) of one GET through the name, resolved to ``addresses`` in that order
+    (curl tries them in turn, as it does with a DNS answer)."""
+    for a in addresses:
+        lab.guard(a)
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--connect-timeout",
+            str(CONNECT_TIMEOUT),
+            "--max-time",
+            str(max_time),
+            "--cacert",
+            str(lab.files / "acme-root.pem"),
+            "--resolve",
+            f"{_domain(lab)}:443:{','.join(addresses)}",
+            f"https://{_domain(lab)}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=max_time + 5,
+    )
+    status = int(proc.stdout or 0) if proc.returncode == 0 else 0
+    return status, time.monotonic() - t0
+
+
+def test_the_dns_names_both_hubs_and_each_serves_with_its_own_valid_certificate(hubs):
+    lab = hubs
+    both = [lab.ip("proxy"), lab.ip("proxy-2")]
+    assert services.lookup(lab.lab, _domain(lab)) == both
+    for hub in both:
+        assert _curl(lab, [hub])[0] == 200, hub  # pebble's root: a valid certificate
+    # each hub made its own key: the two certificates differ
+    keys = {
+        lab.ssh(h, f"openssl pkey -pubout -in /etc/letsencrypt/live/{APP}/privkey.pem | sha256sum").stdout
+        for h in ("proxy", "proxy-2")
+    }
+    assert len(keys) == 2
+
+
+def test_a_second_deploy_with_two_hubs_changes_nothing(hubs):
+    again = hubs.inv("deploy")
+    assert "backhaul: no changes" in again.stdout, again.stdout[-3000:]
+    report = hubs.wait_healthy()
+    assert report["ok"], [c for c in report["checks"] if c["status"] != "ok"]
+
+
+def _peers(lab, hub: str) -> str:
+    """The hub's live peers: public key and allowed IPs, one per line."""
+    return lab.ssh(hub, "wg show wg0 allowed-ips").stdout
+
+
+def test_a_backends_new_key_reaches_both_hubs(hubs):
+    lab = hubs
+    old = lab.ssh("backend-1", "cat /etc/wireguard/wg0.pub").stdout.strip()
+    lab.inv("rotate-keys", "--host", "backend-1")
+    new = lab.ssh("backend-1", "cat /etc/wireguard/wg0.pub").stdout.strip()
+    assert new != old
+    for hub in ("proxy", "proxy-2"):
+        assert f"{new}\t10.50.0.2/32" in _peers(lab, hub), hub
+        assert old not in _peers(lab, hub), hub
+        assert lab.ssh(hub, "ping -c1 -W2 10.50.0.2", check=False).returncode == 0, hub
+
+
+def test_add_and_remove_backend_reach_both_hubs(hubs):
+    lab = hubs
+    spare = next(h for h in lab.hosts if h.role == "spare")
+    lab.inv("add-backend", "--host", str(spare.ip))
+    wg_ip = lab.ssh(spare.name, "ip -4 -br addr show wg0").stdout.split()[2].split("/")[0]
+    for hub in ("proxy", "proxy-2"):
+        assert f"{wg_ip}/32" in _peers(lab, hub), hub
+        assert lab.ssh(hub, f"ping -c1 -W2 {wg_ip}", check=False).returncode == 0, hub
+    lab.inv("remove-backend", "--name", spare.name)
+    for hub in ("proxy", "proxy-2"):
+        assert f"{wg_ip}/32" not in _peers(lab, hub), hub
+        assert str(spare.ip) not in lab.ssh(hub, "ufw status").stdout, hub
+
+
+def test_one_hub_dies_and_every_request_is_answered_through_the_other(hubs):
+    lab = hubs
+    addresses = services.lookup(lab.lab, _domain(lab))  # the first hub first, as DNS answers
+    results: list[tuple[float, int, float]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            status, took = _curl(lab, addresses)
+            results.append((time.monotonic(), status, took))
+            time.sleep(0.1)
+
+    worker = threading.Thread(target=client)
+    worker.start()
+    try:
+        time.sleep(3)
+        died = time.monotonic()
+        labmod.destroy(lab.lab, "proxy", log=lambda *_: None)  # powered off, its disk gone
+        time.sleep(10)
+    finally:
+        stop.set()
+        worker.join()
+    after = [r for r in results if r[0] > died]
+    failed = [r for r in results if r[1] != 200]
+    longest = max(r[2] for r in results)
+    print(
+        f"\nfailover: {len(results)} requests ({len(after)} after the hub died), "
+        f"{len(failed)} failed, longest {longest:.2f}s (curl --connect-timeout {CONNECT_TIMEOUT})"
+    )
+    assert after and not failed, failed
+    # the survivor's tunnel to the backend is intact
+    assert lab.ssh("backend-1", "ping -c1 -W2 10.50.0.202", check=False).returncode == 0
+    # verify fails, names the dead hub, and still checks the survivor
+    report = lab.verify()
+    assert not report["ok"]
+    rows = {(c["check"], c["host"]): c for c in report["checks"]}
+    assert rows[("hub", "proxy")]["status"] == "fail", report["checks"]
+    assert rows[("https", f"{APP} {_domain(lab)} via proxy-2")]["status"] == "ok"
+    assert rows[("wireguard", "proxy-2")]["status"] == "ok"
+
+
+def test_the_dead_hub_is_replaced_by_a_new_server_and_the_network_is_green(hubs):
+    """`inv replace-hub` with a second hub alive: the spare (a bare-ish server now) takes the
+    dead first hub's place; DNS names it beside proxy-2 first, as the operator would."""
+    lab = hubs
+    spare = next(h for h in lab.hosts if h.role == "spare")
+    second = next(h for h in lab.hosts if h.name == "proxy-2")
+    services.name_addresses(
+        lab.lab, lab.network, [str(spare.ip), str(second.ip)], [str(spare.ip6), str(second.ip6)]
+    )
+    proc = lab.inv("replace-hub", "--host", str(spare.ip))
+    assert "healthy" in proc.stdout, proc.stdout[-3000:]
+    assert _curl(lab, [str(spare.ip)])[0] == 200
+    assert _curl(lab, [lab.ip("proxy-2")])[0] == 200
