@@ -331,3 +331,40 @@ def disk_full(lab: Lab, name: str, dirs: tuple[str, ...] = FULL_DIRS) -> Iterato
         for d in reversed(done):
             _carry_down(Path(f"/proc/{pid}/root{d}"), runner.merged / d.lstrip("/"))
             console(lab, name, f"umount -l {shlex.quote(d)}")
+
+
+# --- a host's clock off -----------------------------------------------------------------------
+# The containers share this machine's kernel clock, and a time namespace cannot shift
+# CLOCK_REALTIME: setting a host's date would set this machine's. So the skew comes from
+# libfaketime (Debian's package, installed on the host when first needed), preloaded into
+# every program the host starts while the fault lasts (/etc/ld.so.preload, the offset in
+# /etc/faketimerc): every SSH session and what it runs (pyinfra's commands and facts, wg, apt,
+# certbot, date, python) sees the skewed time. Not skewed: processes already running (systemd,
+# sshd's listener, nginx's master) and programs that read the clock without libc (Go's
+# wireguard-go). A process started during the fault keeps the skew until it exits.
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+_SKEW_ON = f"""set -e
+export DEBIAN_FRONTEND=noninteractive
+[ -e {FAKETIME_LIB} ] || apt-get install -y -q --no-install-recommends libfaketime >/dev/null
+echo '{{offset}}' > /etc/faketimerc
+echo {FAKETIME_LIB} > /etc/ld.so.preload
+"""
+
+
+def clock_offset(lab: Lab, name: str) -> float:
+    """Seconds the host's clock (as a program it starts sees it) is ahead of this machine's."""
+    before = time.time()
+    seen = float(console(lab, name, "date +%s.%N").stdout.strip())
+    return seen - (before + time.time()) / 2
+
+
+@contextlib.contextmanager
+def clock_off(lab: Lab, name: str, seconds: int = 600) -> Iterator[None]:
+    """The host's clock ``seconds`` ahead (or behind, if negative) for the block; see above."""
+    proc = console(lab, name, _SKEW_ON.format(offset=f"{seconds:+d}"))
+    try:
+        if proc.returncode != 0:
+            raise LabError(f"{name}: could not skew its clock: {proc.stderr.strip()[-300:]}")
+        yield
+    finally:
+        console(lab, name, "rm -f /etc/ld.so.preload /etc/faketimerc")
