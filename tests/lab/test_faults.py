@@ -246,7 +246,7 @@ def test_the_hub_reboots_and_everything_comes_back(net):
 
 def _ping(lab, host: str, to: str, count: int = 5) -> tuple[int, float]:
     """(packets received of ``count``, average round trip in ms) from ``host`` to ``to``."""
-    out = lab.console(host, f"ping -q -n -c {count} -i 0.2 -W 1 {to}").stdout
+    out = lab.console(host, f"ping -q -n -c {count} -i 0.1 -W 1 {to}").stdout
     received = int(re.search(r"(\d+) received", out).group(1))
     rtt = re.search(r"= [\d.]+/([\d.]+)/", out)
     return received, float(rtt.group(1)) if rtt else float("inf")
@@ -256,19 +256,18 @@ class Boom(Exception):
     """What a flow under a fault may end with: the fault must be undone all the same."""
 
 
-def test_a_frozen_host_stops_until_thawed_by_its_timer_or_the_blocks_end(net):
+def test_a_frozen_host_stops_until_thawed_by_the_blocks_end_or_its_timer(net):
     lab = net
-    with faults.host_frozen(lab.lab, "backend-2", seconds=2.0):
+    with pytest.raises(Boom), faults.host_frozen(lab.lab, "backend-2"):
         assert faults.is_frozen(lab.lab, "backend-2")
         assert _ping(lab, "proxy", "10.50.0.3", 3)[0] == 0  # its wireguard-go is stopped too
+        raise Boom
+    assert not faults.is_frozen(lab.lab, "backend-2")
+    with faults.host_frozen(lab.lab, "backend-2", seconds=0.5):
         deadline = time.monotonic() + 10
         while faults.is_frozen(lab.lab, "backend-2"):  # the timer thaws it, the block goes on
             assert time.monotonic() < deadline, "the timer did not thaw backend-2"
             time.sleep(0.1)
-    with pytest.raises(Boom), faults.host_frozen(lab.lab, "backend-2"):
-        assert faults.is_frozen(lab.lab, "backend-2")
-        raise Boom
-    assert not faults.is_frozen(lab.lab, "backend-2")
     assert _ping(lab, "proxy", "10.50.0.3", 3)[0] == 3
 
 
@@ -277,8 +276,8 @@ def test_a_lossy_link_drops_packets_and_is_whole_again_after(net):
     backend = lab.ip("backend-2")
     with pytest.raises(Boom), faults.link_lossy(lab.lab, "backend-2", loss=0.5):
         assert len(faults.chaos_rules(lab.lab, "backend-2")) == 2
-        received, _ = _ping(lab, "proxy", backend, 30)
-        assert received < 27  # each echo and reply lost with 1/2: about 3/4 of them
+        received, _ = _ping(lab, "proxy", backend, 20)
+        assert received < 18  # each echo and reply lost with 1/2: about 3/4 of them
         raise Boom
     assert faults.chaos_rules(lab.lab, "backend-2") == []
     assert _ping(lab, "proxy", backend, 5)[0] == 5
@@ -326,18 +325,16 @@ def test_the_hubs_disk_full_fails_a_deploy_clearly_keeps_the_tunnels_and_the_nex
     assert lab.wait_healthy()["ok"]
 
 
-def test_a_hosts_clock_off_is_seen_by_what_it_runs_and_a_deploy_still_converges(net):
+def test_a_hosts_clock_off_is_seen_by_what_it_runs_and_is_right_again_after(net):
+    """(Flows under a skewed clock run in `inv lab.chaos`: a deploy here would cost 15 s.)"""
     lab = net
-    lab.ssh("backend-2", "echo '# drift' >> /etc/wireguard/wg0.conf")
     with pytest.raises(Boom), faults.clock_off(lab.lab, "backend-2", seconds=-600):
         assert abs(faults.clock_offset(lab.lab, "backend-2") + 600) < 5
         skewed = float(lab.ssh("backend-2", "date +%s").stdout) - time.time()
         assert abs(skewed + 600) < 5  # what pyinfra runs over SSH sees it too
-        OUTPUTS.append(lab.inv("deploy").stdout)
         raise Boom
     assert abs(faults.clock_offset(lab.lab, "backend-2")) < 5
-    assert "# drift" not in lab.ssh("backend-2", "cat /etc/wireguard/wg0.conf").stdout
-    assert lab.wait_healthy()["ok"]
+    assert abs(float(lab.ssh("backend-2", "date +%s").stdout) - time.time()) < 5
 
 
 @pytest.mark.skipif(
