@@ -312,6 +312,11 @@ def test_the_hubs_disk_full_fails_a_deploy_clearly_keeps_the_tunnels_and_the_nex
         assert "disk" in proc.stderr.split("failed on proxy")[1], proc.stderr  # what to do
         assert lab.ssh("proxy", "wg show wg0 public-key; wg show wg0 peers | sort").stdout == before
         assert _ping(lab, "proxy", "10.50.0.2", 3)[0] == 3  # no tunnel dropped
+        rotation = lab.inv("rotate-keys", "--host", "proxy", check=False)
+        OUTPUTS.append(rotation.stdout + rotation.stderr)
+        assert rotation.returncode == 1 and "the disk is full" in rotation.stderr, rotation.stderr
+        assert ".next" not in lab.ssh("proxy", "ls -A /etc/wireguard").stdout  # no empty key staged
+        assert lab.ssh("proxy", "wg show wg0 public-key; wg show wg0 peers | sort").stdout == before
     assert not faults.is_full(lab.lab, "proxy", "/etc")
     assert "tmpfs" not in lab.console("proxy", "findmnt -n -o FSTYPE /etc").stdout
     OUTPUTS.append(lab.inv("deploy").stdout)
