@@ -22,6 +22,6 @@ def test_a_write_to_a_full_disk_says_so_and_leaves_nothing(tmp_path):
     said = [line for line in proc.stderr.splitlines() if line.startswith("backhaul:")]
     assert said == [
         f"backhaul: could not write {tmp_path}/conf: 0 KiB free where it goes, the disk is full "
-        f"(df -h {tmp_path}): free some space, run the deploy again"
+        f"(df -h {tmp_path}): free some space and run it again"
     ]
     assert proc.stdout.split() == ["exit", "1", "fill"]  # failed, and no conf.backhaul-new left
