@@ -20,6 +20,8 @@ the run's facts still show as done; the run's picture of it is stale, so the ope
 from __future__ import annotations
 
 import functools
+import posixpath
+import re
 
 # what the host's connector does over SSH; each may be the first to meet the dead connection
 _METHODS = ("run_shell_command", "put_file", "get_file")
@@ -27,6 +29,24 @@ _METHODS = ("run_shell_command", "put_file", "get_file")
 
 class LostConnection(ConnectionResetError):
     """The SSH connection to a host went away during the run."""
+
+
+class DiskFull(OSError):
+    """An upload to a host stopped short: its disk is full where the file goes."""
+
+
+# paramiko's check after an SFTP put: the file on the host is shorter than what was sent
+# (the server's writes failed with ENOSPC, which its pipelined writes do not report one by one)
+_SHORT = re.compile(r"size mismatch in put!\s*(\d+) != (\d+)")
+
+
+def disk_full_message(name: str, remote: str, written: str, sent: str) -> str:
+    where = posixpath.dirname(remote) or "/"
+    return (
+        f"the upload of {remote} to {name} stopped short ({written} of {sent} bytes written): "
+        f"its disk is full where {where} is (df -h {where} on {name}): free some space there and "
+        "run inv deploy again"
+    )
 
 
 def lost_message(name: str) -> str:
@@ -60,9 +80,12 @@ def _translated(connector, method, name: str):
     def call(*args, **kwargs):
         try:
             return method(*args, **kwargs)
-        except LostConnection:
+        except (LostConnection, DiskFull):
             raise
         except Exception as e:
+            short = _SHORT.search(str(e)) if method.__name__ == "put_file" else None
+            if short and len(args) > 1:  # put_file(filename_or_io, remote_filename, ...)
+                raise DiskFull(disk_full_message(name, str(args[1]), *short.groups())) from e
             # EOFError: paramiko, the transport's socket closed under it; anything else only
             # when the transport is gone (else it is some other error: left as it is)
             if isinstance(e, EOFError) or _gone(connector):

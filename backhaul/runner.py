@@ -76,8 +76,12 @@ class Run:
 _FAILED = re.compile(
     r"^\s*\[([^\]]+)\]\s+(Could not connect.*|SSH error.*|Command socket/SSH error.*|Error.*|ERROR.*)$"
 )
-# a connection that died mid-run (backhaul/connection.py): its own message says it all
-_LOST = re.compile(r"LostConnection\(['\"](.*)['\"],?\)")
+# a connection that died mid-run, an upload that stopped short (backhaul/connection.py): the
+# error's own message says it all
+_LOST = re.compile(r"(?:LostConnection|DiskFull)\(['\"](.*)['\"],?\)")
+# what a command of ours says on stderr when it fails ("backhaul: could not write ..."): the
+# cause, where pyinfra's own line for the host is "Error: executed 0 commands"
+_OWN = re.compile(r"^\s*\[([^\]]+)\]\s+backhaul: (.*)$")
 # what pyinfra writes into its working directory (here: the project) on an internal error
 DEBUG_LOG = "pyinfra-debug.log"
 
@@ -85,6 +89,20 @@ DEBUG_LOG = "pyinfra-debug.log"
 def _reason(text: str) -> str:
     m = _LOST.search(text)
     return m.group(1) if m else text
+
+
+def failures(lines: list[str]) -> dict[str, str]:
+    """Each failed host's first error line pyinfra printed, or what a command of ours said of
+    its cause, if one did."""
+    failed: dict[str, str] = {}
+    own: dict[str, str] = {}
+    for line in lines:
+        line = line.rstrip()
+        if m := _FAILED.match(line):
+            failed.setdefault(m.group(1), _reason(m.group(2)))
+        elif m := _OWN.match(line):
+            own.setdefault(m.group(1), m.group(2))
+    return {host: own.get(host, why) for host, why in failed.items()}
 
 
 def _move_debug_log(since: float) -> None:
@@ -149,11 +167,7 @@ def run_pyinfra(
         rc = proc.wait()
         sys.stdout.flush()
         _move_debug_log(started)
-        failed: dict[str, str] = {}
-        for line in lines:
-            m = _FAILED.match(line.rstrip())
-            if m:
-                failed.setdefault(m.group(1), _reason(m.group(2)))
+        failed = failures(lines)
         refused = next((m.group(1) for m in map(_REFUSED.match, lines) if m), None)
         ops, changed, errors = totals(lines)
         run = Run(rc, pending.read(sink), failed, refused, ops, changed, errors, planned(lines))

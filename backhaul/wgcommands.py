@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 
 from backhaul.facts.wireguard import KEY_RE, PSK_DIR, WG_DIR, wg_paths
+from backhaul.operations.hostfile import cannot_write
 from backhaul.wgconf import AWK_EMBED_KEY, Peer
 
 
@@ -58,13 +59,18 @@ def read_psk_command(path: str) -> str:
 
 
 def stage_key_command(interface: str) -> str:
-    """Make ``<if>.key.next`` and print ONLY its public key (the private key stays on the host)."""
+    """Make ``<if>.key.next`` (and ``.pub.next``) and print ONLY its public key (the private
+    key stays on the host). Both are checked whole before either is staged: ``wg genkey`` into
+    a full disk exits 0 with nothing written, and an empty staged key is no key."""
     paths = wg_paths(interface)
-    key, pub = shlex.quote(paths["key"] + ".next"), shlex.quote(paths["pub"] + ".next")
-    return (
-        f"umask 077 && wg genkey > {key}.tmp && mv -f {key}.tmp {key} "
-        f"&& wg pubkey < {key} > {pub} && cat {pub}"
+    key, pub = paths["key"] + ".next", paths["pub"] + ".next"
+    k, p, valid = shlex.quote(key), shlex.quote(pub), shlex.quote(KEY_RE)
+    made = (
+        f"wg genkey > {k}.tmp && grep -q -x -E {valid} {k}.tmp"
+        f" && wg pubkey < {k}.tmp > {p}.tmp && grep -q -x -E {valid} {p}.tmp"
     )
+    failed = cannot_write(key, 1, [f"{key}.tmp", f"{pub}.tmp"])
+    return f"umask 077 && {{ {made} || {failed}; }} && mv -f {k}.tmp {k} && mv -f {p}.tmp {p} && cat {p}"
 
 
 def stage_psk_command(path: str) -> str:

@@ -4,13 +4,16 @@ For each of N faults, drawn from one seeded random generator (the same seed repl
 flows, points and faults): a flow runs as an operator would run it (`inv deploy` with a change
 on a host, `add-backend` / `remove-backend` of the lab's spare, `rotate-keys` of a backend or
 the hub); when its output reaches a random line, a fault strikes (the controller killed, a
-host's SSH cut, a host rebooted); whatever is left of the flow ends; one `inv deploy` heals;
-then the invariants are checked (see :func:`_broken`). Pings run from the hub over every tunnel
-the flow and the fault do not touch, for the whole of it: not one may be lost.
+host's SSH cut, a host rebooted; or, for the rest of the flow, a host frozen (thawed after
+30 s), its link lossy or slow, its clock 10 minutes off, the hub's disk full); whatever is left
+of the flow ends; the lasting faults end with it; one `inv deploy` heals; then the invariants
+are checked (see :func:`_broken`). Pings run from the hub over every tunnel the flow and the
+fault do not touch, for the whole of it: not one may be lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -33,7 +36,27 @@ from backhaul.lab.layout import Lab
 from backhaul.lab.pinger import Pinger
 
 FLOWS = ("deploy", "add-backend", "remove-backend", "rotate-backend", "rotate-hub")
-FAULTS = ("SIGKILL", "SIGTERM", "SIGINT", "ssh-cut", "reboot")
+FAULTS = (
+    "SIGKILL",
+    "SIGTERM",
+    "SIGINT",
+    "ssh-cut",
+    "reboot",
+    "freeze",
+    "loss",
+    "delay",
+    "disk-full",
+    "clock",
+)
+# faults that last from their strike to the flow's end (frozen: at most FREEZE_SECONDS), then
+# are undone before the healing deploy: a flow that ended first meets none of them
+LASTING = ("freeze", "loss", "delay", "disk-full", "clock")
+# faults on a host that leave its tunnels alone: pings over the victim's tunnels go on
+TUNNELS_KEPT = ("disk-full", "clock")
+FREEZE_SECONDS = 30.0
+LOSS = 0.1  # of the packets in each direction on the victim's link
+DELAY_MS = 200.0  # on each packet leaving the victim's link
+SKEW_SECONDS = 600  # ahead or behind, drawn
 # a point is "when the flow printed line k", k in 1..MAX_LINE; a flow that ends before has its
 # host fault strike after its end (a controller's fault then has nothing left to cut)
 MAX_LINE = 80
@@ -50,6 +73,11 @@ class Fault:
     line: int
     fault: str
     victim: str  # the host the fault strikes (for the controller's faults: the flow's target)
+    skew: int = 0  # the clock's: seconds ahead (behind if negative)
+
+    @property
+    def label(self) -> str:
+        return f"clock{self.skew // 60:+d}m" if self.fault == "clock" else self.fault
 
 
 @dataclass
@@ -63,8 +91,9 @@ class Outcome:
 
 
 class Chaos:
-    def __init__(self, lab: Lab, seed: int, say=print):
+    def __init__(self, lab: Lab, seed: int, say=print, freeze_seconds: float = FREEZE_SECONDS):
         self.lab, self.seed, self.say = lab, seed, say
+        self.freeze_seconds = freeze_seconds
         self.rng = random.Random(seed)
         self.files = lab.files_dir
         self.network = self.files / "network.yml"
@@ -99,9 +128,16 @@ class Chaos:
         }[flow]
         line = self.rng.randint(1, MAX_LINE)
         fault = self.rng.choice(FAULTS)
-        # a host fault strikes the flow's host or the hub (the two every flow talks to)
-        victim = target if fault.startswith("SIG") else self.rng.choice(sorted({target, self.hub}))
-        return Fault(flow, target, line, fault, victim)
+        # a host fault strikes the flow's host or the hub (the two every flow talks to); the
+        # disk that fills is the hub's (its files are the ones every flow rewrites)
+        if fault.startswith("SIG"):
+            victim = target
+        elif fault == "disk-full":
+            victim = self.hub
+        else:
+            victim = self.rng.choice(sorted({target, self.hub}))
+        skew = self.rng.choice((-SKEW_SECONDS, SKEW_SECONDS)) if fault == "clock" else 0
+        return Fault(flow, target, line, fault, victim, skew)
 
     # --- running one --------------------------------------------------------------------------
     def _inv(self, *args: str, capture: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -138,29 +174,32 @@ class Chaos:
         out = Outcome(f)
         before_files = _stray_candidates(self.lab, self.temp)
         names_before = set(self._backends())
-        touched = {f.target, f.victim}
+        touched = {f.target} if f.fault in TUNNELS_KEPT else {f.target, f.victim}
         untouched = [] if self.hub in touched else sorted(set(self._backends()) - touched)
         wg = self._backends()
         pingers = {n: Pinger(self.ssh_config, self.hub, wg[n]).start() for n in untouched}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "invoke", *self._flow_args(f)],
-            cwd=self.lab.project_dir,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # its own group: the controller's faults reach inv and pyinfra
-        )
-        lines, struck = 0, False
-        for _ in proc.stdout:
-            lines += 1
-            if lines == f.line:
-                self._strike(f, proc)
-                struck = True
-                break
-        _drain_and_end(proc)
+        with contextlib.ExitStack() as lasting:  # undone when the flow ended, whatever it did
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "invoke", *self._flow_args(f)],
+                cwd=self.lab.project_dir,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,  # its own group: the controller's faults reach inv and pyinfra
+            )
+            lines, struck = 0, False
+            try:
+                for _ in proc.stdout:
+                    lines += 1
+                    if lines == f.line:
+                        self._strike(f, proc, lasting)
+                        struck = True
+                        break
+            finally:
+                _drain_and_end(proc)
         out.cut_at = f"line {f.line}" if struck else f"end ({lines} lines)"
-        if not struck and not f.fault.startswith("SIG"):
+        if not struck and f.fault in ("ssh-cut", "reboot"):
             self._strike(f, proc)  # the flow ended first: the host's fault comes after it
             struck = True
         if struck:
@@ -186,14 +225,27 @@ class Chaos:
         out.seconds = time.monotonic() - t0
         return out
 
-    def _strike(self, f: Fault, proc: subprocess.Popen) -> None:
-        if f.fault.startswith("SIG"):
+    def _strike(self, f: Fault, proc: subprocess.Popen, lasting: contextlib.ExitStack | None = None) -> None:
+        if f.fault in LASTING:
+            lasting.enter_context(self._lasting(f))
+        elif f.fault.startswith("SIG"):
             os.killpg(proc.pid, getattr(signal, f.fault))
         elif f.fault == "ssh-cut":
             faults.stop_ssh(self.lab, f.victim)
         elif f.fault == "reboot":
             self._boot_before = faults.boot_id(self.lab, f.victim)
             faults.console(self.lab, f.victim, "systemctl reboot")
+
+    def _lasting(self, f: Fault) -> contextlib.AbstractContextManager:
+        """The fault's unit, undone when the flow has ended."""
+        lab, host = self.lab, f.victim
+        return {
+            "freeze": lambda: faults.host_frozen(lab, host, seconds=self.freeze_seconds),
+            "loss": lambda: faults.link_lossy(lab, host, LOSS),
+            "delay": lambda: faults.link_delayed(lab, host, DELAY_MS),
+            "disk-full": lambda: faults.disk_full(lab, host),
+            "clock": lambda: faults.clock_off(lab, host, f.skew),
+        }[f.fault]()
 
     def _recover(self, f: Fault) -> None:
         """What the operator's world does after the fault: sshd comes back, a rebooted host
@@ -269,7 +321,7 @@ class Chaos:
     def run(self, count: int) -> list[Outcome]:
         self.say(f"chaos on lab {self.lab.name}: {count} faults, seed {self.seed}")
         self.say(
-            f"{'#':>3}  {'flow':<15} {'target':<10} {'point':<16} {'fault':<8} {'on':<10} healed  lost     s"
+            f"{'#':>3}  {'flow':<15} {'target':<10} {'point':<16} {'fault':<9} {'on':<10} healed  lost     s"
         )
         done: list[Outcome] = []
         for i in range(1, count + 1):
@@ -277,13 +329,13 @@ class Chaos:
             o = self.run_one(i, f)
             done.append(o)
             self.say(
-                f"{i:>3}  {f.flow:<15} {f.target or '-':<10} {o.cut_at:<16} {f.fault:<8} {f.victim:<10} "
+                f"{i:>3}  {f.flow:<15} {f.target or '-':<10} {o.cut_at:<16} {f.label:<9} {f.victim:<10} "
                 f"{'yes' if o.healed else 'NO':<7} {o.lost:<8} {o.seconds:4.0f}"
             )
             if o.broken:
                 raise LabError(
                     f"fault {i} of seed {self.seed} ({f.flow} of {f.target}, cut at {o.cut_at} by "
-                    f"{f.fault} on {f.victim}) broke:\n  "
+                    f"{f.label} on {f.victim}) broke:\n  "
                     + "\n  ".join(o.broken)
                     + f"\nreplay: inv lab.chaos --name {self.lab.name} --faults {i} --seed {self.seed}"
                 )
@@ -327,7 +379,7 @@ def _stray_candidates(lab: Lab, temp: Path) -> set[str]:
     return found
 
 
-def run(lab: Lab, count: int, seed: int, say=print) -> list[Outcome]:
+def run(lab: Lab, count: int, seed: int, say=print, freeze_seconds: float = FREEZE_SECONDS) -> list[Outcome]:
     """``count`` faults on the lab (which is up, deployed and healthy), drawn from ``seed``;
     raises LabError naming the first fault that broke an invariant, and how to replay it."""
     from backhaul.lab.lab import as_recorded
@@ -335,7 +387,7 @@ def run(lab: Lab, count: int, seed: int, say=print) -> list[Outcome]:
     lab = as_recorded(lab)
     if not lab.files_dir.joinpath("network.yml").exists():
         raise LabError(f"lab {lab.name} has no network.yml: bring it up first (inv lab.up --name {lab.name})")
-    chaos = Chaos(lab, seed, say)
+    chaos = Chaos(lab, seed, say, freeze_seconds)
     try:
         return chaos.run(count)
     finally:

@@ -70,7 +70,7 @@ class HostRunner:
             [sys.executable, "-m", "backhaul.lab.launcher", str(spec_path)],
             log=self.dir / "console.log",
             pidfile=self.pidfile,
-            env=_pythonpath_env(),
+            env=pythonpath_env(),
         )
 
     def _nspawn_command(self) -> list[str]:
@@ -202,7 +202,8 @@ def _login_homes(root: Path) -> list[tuple[str, int, int]]:
     return out
 
 
-def _pythonpath_env() -> dict:
+def pythonpath_env() -> dict:
+    """This environment with the project importable (for our own helpers run in a host's namespaces)."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

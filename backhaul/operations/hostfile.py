@@ -56,7 +56,8 @@ def write(
     tmp = path + NEW_SUFFIX
     steps = [f"mkdir -p {q(posixpath.dirname(path))}"] if mkdir else []
     if _inline(content, mode):
-        steps.append(f"printf '%s' {q(content)} > {q(tmp)}")
+        need = len(content.encode()) // 1024 + 4  # KiB: the content, rounded up to whole blocks
+        steps.append(f"{{ printf '%s' {q(content)} > {q(tmp)} || {cannot_write(path, need, [tmp])}; }}")
     else:
         yield from joined(steps)
         steps = []
@@ -77,6 +78,22 @@ def write(
         f" && mv -f {q(tmp)} {q(path)}"
     )
     yield from joined(steps)
+
+
+def cannot_write(path: str, need_kib: int, remove: list[str]) -> str:
+    """Shell, after a write to ``path`` failed: the half-written files (``remove``) gone, and
+    the cause said, which neither the shell (dash's printf says "I/O error" for a full disk,
+    ``wg genkey`` says nothing) nor pyinfra ("Error: executed 0 commands") names: a disk with
+    less than ``need_kib`` free where the file goes is full, said with what to do. Exits 1."""
+    q = shlex.quote
+    where = posixpath.dirname(path) or "/"
+    said = q(f"backhaul: could not write {path}: ")
+    full = q(f" KiB free where it goes, the disk is full (df -h {where}): free some space and run it again")
+    return (
+        f"{{ rm -f {' '.join(q(r) for r in remove)}; free=$(df -Pk {q(where)} | awk 'NR==2 {{print $4}}'); "
+        f'if [ "${{free:-0}}" -lt {need_kib} ]; then echo {said}"$free"{full}; '
+        f"else echo {said}{q('see the error above')}; fi >&2; exit 1; }}"
+    )
 
 
 def _inline(content: str, mode: str) -> bool:

@@ -3,6 +3,7 @@ change that would lock the operator out. Each must end boring: clear errors, not
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -237,6 +238,108 @@ def test_the_hub_reboots_and_everything_comes_back(net):
         time.sleep(1)
     report = lab.wait_healthy(timeout=60)
     assert report["ok"], [c for c in report["checks"] if c["status"] not in ("ok", "warn")]
+
+
+# --- each fault of `inv lab.chaos` on its own: it really happens, and it is undone afterwards,
+# also when what ran under it failed (a few seconds each on this module's lab)
+
+
+def _ping(lab, host: str, to: str, count: int = 5) -> tuple[int, float]:
+    """(packets received of ``count``, average round trip in ms) from ``host`` to ``to``."""
+    out = lab.console(host, f"ping -q -n -c {count} -i 0.1 -W 1 {to}").stdout
+    received = int(re.search(r"(\d+) received", out).group(1))
+    rtt = re.search(r"= [\d.]+/([\d.]+)/", out)
+    return received, float(rtt.group(1)) if rtt else float("inf")
+
+
+class Boom(Exception):
+    """What a flow under a fault may end with: the fault must be undone all the same."""
+
+
+def test_a_frozen_host_stops_until_thawed_by_the_blocks_end_or_its_timer(net):
+    lab = net
+    with pytest.raises(Boom), faults.host_frozen(lab.lab, "backend-2"):
+        assert faults.is_frozen(lab.lab, "backend-2")
+        assert _ping(lab, "proxy", "10.50.0.3", 3)[0] == 0  # its wireguard-go is stopped too
+        raise Boom
+    assert not faults.is_frozen(lab.lab, "backend-2")
+    with faults.host_frozen(lab.lab, "backend-2", seconds=0.5):
+        deadline = time.monotonic() + 10
+        while faults.is_frozen(lab.lab, "backend-2"):  # the timer thaws it, the block goes on
+            assert time.monotonic() < deadline, "the timer did not thaw backend-2"
+            time.sleep(0.1)
+    assert _ping(lab, "proxy", "10.50.0.3", 3)[0] == 3
+
+
+def test_a_lossy_link_drops_packets_and_is_whole_again_after(net):
+    lab = net
+    backend = lab.ip("backend-2")
+    with pytest.raises(Boom), faults.link_lossy(lab.lab, "backend-2", loss=0.5):
+        assert len(faults.chaos_rules(lab.lab, "backend-2")) == 2
+        received, _ = _ping(lab, "proxy", backend, 20)
+        assert received < 18  # each echo and reply lost with 1/2: about 3/4 of them
+        raise Boom
+    assert faults.chaos_rules(lab.lab, "backend-2") == []
+    assert _ping(lab, "proxy", backend, 5)[0] == 5
+
+
+def test_a_delayed_link_holds_every_packet_and_is_quick_again_after(net):
+    lab = net
+    with pytest.raises(Boom), faults.link_delayed(lab.lab, "backend-2", ms=150):
+        for to in (lab.ip("backend-2"), "10.50.0.3"):  # its link, and the tunnel over it
+            received, rtt = _ping(lab, "proxy", to, 5)
+            assert received == 5 and 150 <= rtt < 400, (to, received, rtt)
+        raise Boom
+    assert faults.chaos_rules(lab.lab, "backend-2") == []
+    received, rtt = _ping(lab, "proxy", "10.50.0.3", 5)
+    assert received == 5 and rtt < 50
+    assert (
+        "backhaul.lab.delayer"
+        not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    )
+
+
+def test_the_hubs_disk_full_fails_a_deploy_clearly_keeps_the_tunnels_and_the_next_heals(net):
+    lab = net
+    lab.ssh("proxy", "echo '# drift' >> /etc/wireguard/wg0.conf")  # the deploy must write
+    before = lab.ssh("proxy", "wg show wg0 public-key; wg show wg0 peers | sort").stdout
+    with faults.disk_full(lab.lab, "proxy"):
+        assert faults.is_full(lab.lab, "proxy", "/etc")
+        proc = lab.inv("deploy", check=False)
+        OUTPUTS.append(proc.stdout + proc.stderr)
+        assert proc.returncode == 1
+        assert "failed on proxy" in proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+        assert "disk" in proc.stderr.split("failed on proxy")[1], proc.stderr  # what to do
+        assert lab.ssh("proxy", "wg show wg0 public-key; wg show wg0 peers | sort").stdout == before
+        assert _ping(lab, "proxy", "10.50.0.2", 3)[0] == 3  # no tunnel dropped
+        rotation = lab.inv("rotate-keys", "--host", "proxy", check=False)
+        OUTPUTS.append(rotation.stdout + rotation.stderr)
+        assert rotation.returncode == 1 and "the disk is full" in rotation.stderr, rotation.stderr
+        assert ".next" not in lab.ssh("proxy", "ls -A /etc/wireguard").stdout  # no empty key staged
+        assert lab.ssh("proxy", "wg show wg0 public-key; wg show wg0 peers | sort").stdout == before
+    assert not faults.is_full(lab.lab, "proxy", "/etc")
+    assert "tmpfs" not in lab.console("proxy", "findmnt -n -o FSTYPE /etc").stdout
+    OUTPUTS.append(lab.inv("deploy").stdout)
+    assert "# drift" not in lab.ssh("proxy", "cat /etc/wireguard/wg0.conf").stdout
+    assert lab.ssh("proxy", "ls -A /etc/wireguard").stdout.split() == [
+        "wg0.conf",
+        "wg0.key",
+        "wg0.key.created",
+        "wg0.pub",
+    ]  # nothing half-written left beside them
+    assert lab.wait_healthy()["ok"]
+
+
+def test_a_hosts_clock_off_is_seen_by_what_it_runs_and_is_right_again_after(net):
+    """(Flows under a skewed clock run in `inv lab.chaos`: a deploy here would cost 15 s.)"""
+    lab = net
+    with pytest.raises(Boom), faults.clock_off(lab.lab, "backend-2", seconds=-600):
+        assert abs(faults.clock_offset(lab.lab, "backend-2") + 600) < 5
+        skewed = float(lab.ssh("backend-2", "date +%s").stdout) - time.time()
+        assert abs(skewed + 600) < 5  # what pyinfra runs over SSH sees it too
+        raise Boom
+    assert abs(faults.clock_offset(lab.lab, "backend-2")) < 5
+    assert abs(float(lab.ssh("backend-2", "date +%s").stdout) - time.time()) < 5
 
 
 @pytest.mark.skipif(

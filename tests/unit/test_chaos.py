@@ -45,5 +45,9 @@ def test_every_draw_fits_the_lab(tmp_path):
             assert d.target in ("backend-1", "backend-2")
         if d.fault.startswith("SIG"):
             assert d.victim == d.target
+        elif d.fault == "disk-full":
+            assert d.victim == "proxy"  # the hub's disk
         else:
             assert d.victim in (d.target, "proxy")
+        assert d.skew in ((-600, 600) if d.fault == "clock" else (0,))
+    assert {d.label for d in draws if d.fault == "clock"} == {"clock-10m", "clock+10m"}

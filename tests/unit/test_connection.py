@@ -75,3 +75,26 @@ def test_an_error_on_a_live_connection_stays_what_it_is():
     connection.fail_alone_when_lost(host)
     with pytest.raises(ConnectError):
         host.connector.put_file("x", "/y")
+
+
+class ShortUploadConnector:
+    """What pyinfra's SSH connector does when the host's disk is full where a file goes: the
+    SFTP writes fail unreported and paramiko finds the file short afterwards."""
+
+    def __init__(self):
+        self.client = Client(True)
+
+    def put_file(self, filename_or_io, remote_filename, *args, **kwargs):
+        raise OSError("size mismatch in put!  0 != 602")
+
+
+def test_an_upload_that_stopped_short_names_the_full_disk_and_what_to_do():
+    host = Host("proxy", active=True)
+    host.connector = ShortUploadConnector()
+    connection.fail_alone_when_lost(host)
+    with pytest.raises(OSError) as info:  # pyinfra fails the host on OSError
+        host.connector.put_file("x", "/etc/wireguard/.wg0.conf.upload")
+    assert isinstance(info.value, connection.DiskFull)
+    message = str(info.value)
+    assert "proxy" in message and "0 of 602 bytes" in message
+    assert "disk is full where /etc/wireguard is" in message and "inv deploy again" in message

@@ -158,6 +158,13 @@ def test_the_work_left_pending_reaches_the_task_without_a_file(tmp_path: Path) -
             "the SSH connection to backend-1 was lost during the run: run inv deploy again once it answers",
         ),
         ("    [backend-2] Could not connect (timed out)", "backend-2", "Could not connect (timed out)"),
+        (
+            "    [proxy] Command socket/SSH error: DiskFull('the upload of /etc/x to proxy stopped short "
+            "(0 of 602 bytes written): its disk is full where /etc is',)",
+            "proxy",
+            "the upload of /etc/x to proxy stopped short (0 of 602 bytes written): "
+            "its disk is full where /etc is",
+        ),
     ],
 )
 def test_a_host_that_failed_is_named_with_its_reason(line, host, why):
@@ -165,3 +172,21 @@ def test_a_host_that_failed_is_named_with_its_reason(line, host, why):
 
     m = _FAILED.match(line)
     assert m and m.group(1) == host and _reason(m.group(2)) == why
+
+
+def test_a_hosts_own_message_is_its_reason_over_pyinfras_generic_error():
+    """A command of ours that fails says why on stderr ("backhaul: ..."); pyinfra then adds
+    "Error: executed 0 commands", which names no cause."""
+    from backhaul.runner import failures
+
+    lines = [
+        "    [backend-1] Success\n",
+        "    [proxy]     sh: 1: printf: printf: I/O error\n",
+        "    [proxy]     backhaul: could not write /etc/hosts: the disk is full there (0 KiB free)\n",
+        "    [proxy]     Error: executed 0 commands\n",
+        "    [backend-2] Could not connect (timed out)\n",
+    ]
+    assert failures(lines) == {
+        "proxy": "could not write /etc/hosts: the disk is full there (0 KiB free)",
+        "backend-2": "Could not connect (timed out)",
+    }
