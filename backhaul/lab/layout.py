@@ -81,21 +81,10 @@ class Lab:
         vm: bool = False,
         hubs: int = 1,
     ) -> Lab:
-        if not NAME_RE.match(name):
-            raise LabError(
-                f"lab name {name!r} is not valid: use 1-6 lowercase letters/digits starting "
-                "with a letter (it becomes part of interface names limited to 15 characters)"
-            )
+        _check_name(name)
         if not 0 <= backends <= MAX_BACKENDS or not 0 <= spares <= MAX_BACKENDS - backends:
             raise LabError(f"--backends {backends} --spares {spares}: at most {MAX_BACKENDS} in all")
-        if subnet is None:
-            subnet = DEFAULT_SUBNETS.get(name) or _derived_subnet(name)
-        try:
-            net = ipaddress.IPv4Network(subnet)
-        except ValueError as e:
-            raise LabError(f"lab subnet {subnet!r} is not an IPv4 network: {e}") from None
-        if net.num_addresses < backends + spares + 16:
-            raise LabError(f"lab subnet {net} is too small for {backends + spares} backends")
+        net = _subnet(subnet or DEFAULT_SUBNETS.get(name) or _derived_subnet(name), backends + spares)
         suite = suite or DEFAULT_SUITE
         for s in (suite, backend_suite):
             if s is not None and s not in SUITES:
@@ -103,17 +92,7 @@ class Lab:
         if not 1 <= hubs <= MAX_HUBS:
             raise LabError(f"--hubs {hubs}: a lab has 1 to {MAX_HUBS} hubs")
         v6_only = frozenset(v6_only)
-        names = {f"backend-{i}" for i in range(1, backends + spares + 1)}
-        if "proxy" in v6_only:
-            raise LabError(
-                "--v6-only proxy: the hub reaches the lab's ACME server (pebble) over "
-                "IPv4; make backends IPv6-only, e.g. --v6-only backend-2"
-            )
-        if v6_only - names:
-            raise LabError(
-                f"--v6-only {','.join(sorted(v6_only - names))}: no such backend or "
-                f"spare in this lab (it has backend-1..backend-{backends + spares})"
-            )
+        _check_v6_only(v6_only, backends + spares)
         return cls(
             name=name,
             subnet=net,
@@ -221,3 +200,35 @@ def _derived_subnet(name: str) -> str:
     # Stable per name, inside 198.18.0.0/15, away from the explicit defaults above.
     n = sum((i + 1) * ord(c) for i, c in enumerate(name))
     return f"198.{18 + (n // 200) % 2}.{20 + n % 200}.0/24"
+
+
+def _check_name(name: str) -> None:
+    if not NAME_RE.match(name):
+        raise LabError(
+            f"lab name {name!r} is not valid: use 1-6 lowercase letters/digits starting "
+            "with a letter (it becomes part of interface names limited to 15 characters)"
+        )
+
+
+def _subnet(subnet: str, backends: int) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.IPv4Network(subnet)
+    except ValueError as e:
+        raise LabError(f"lab subnet {subnet!r} is not an IPv4 network: {e}") from None
+    if net.num_addresses < backends + 16:
+        raise LabError(f"lab subnet {net} is too small for {backends} backends")
+    return net
+
+
+def _check_v6_only(v6_only: frozenset[str], backends: int) -> None:
+    if "proxy" in v6_only:
+        raise LabError(
+            "--v6-only proxy: the hub reaches the lab's ACME server (pebble) over "
+            "IPv4; make backends IPv6-only, e.g. --v6-only backend-2"
+        )
+    names = {f"backend-{i}" for i in range(1, backends + 1)}
+    if v6_only - names:
+        raise LabError(
+            f"--v6-only {','.join(sorted(v6_only - names))}: no such backend or "
+            f"spare in this lab (it has backend-1..backend-{backends})"
+        )
