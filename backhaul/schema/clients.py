@@ -15,7 +15,6 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from backhaul.fields import (
     check_host_name,
     hub_key_error,
-    parse_ip,
     public_key_error,
 )
 from backhaul.model import (
@@ -23,7 +22,7 @@ from backhaul.model import (
     Client,
     Service,
 )
-from backhaul.schema.hosts import Draft
+from backhaul.schema.hosts import Draft, read_wg_ip
 from backhaul.schema.keys import CLIENT_KEYS
 from backhaul.yamlcheck import BAD, Checker
 from backhaul.yamledit import TAG as _TAG
@@ -123,20 +122,7 @@ def read_clients(ck: Checker, node: Node | None, hosts: list[Draft]) -> list[Cli
                 key = BAD
             else:
                 keys[key] = path
-        wg_ip = ck.text(m, "wg_ip", f"{path}.wg_ip", ip_like=True)
-        if isinstance(wg_ip, str):
-            addr, error = parse_ip(wg_ip, v4_only=True)
-            if addr is None:
-                ck.add(
-                    m["wg_ip"],
-                    f"{path}.wg_ip",
-                    error
-                    or f"{_show(wg_ip)} is not an IPv4 "
-                    "address; write e.g. 10.50.0.254, or remove this wg_ip to get one",
-                )
-                wg_ip = BAD
-            else:
-                wg_ip = addr
+        wg_ip = read_wg_ip(ck, m, path, "10.50.0.254", "remove this wg_ip to get one")
         expires = _expires(ck, m, f"{path}.expires")
         hub_key = ck.matching(m, "hub_key", f"{path}.hub_key", hub_key_error)
         out.append(ClientDraft(path, item, name, key, wg_ip, m.get("wg_ip"), expires, hub_key))

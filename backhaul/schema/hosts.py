@@ -81,20 +81,7 @@ def read_host(
             public_ip = BAD
         else:
             public_ip = addr
-    wg_ip = ck.text(m, "wg_ip", f"{path}.wg_ip", ip_like=True)
-    if isinstance(wg_ip, str):
-        addr, error = parse_ip(wg_ip, v4_only=True)
-        if addr is None:
-            ck.add(
-                m["wg_ip"],
-                f"{path}.wg_ip",
-                error
-                or f"{_show(wg_ip)} is not an IPv4 "
-                "address; write e.g. 10.50.0.2, or remove this wg_ip to get one allocated",
-            )
-            wg_ip = BAD
-        else:
-            wg_ip = addr
+    wg_ip = read_wg_ip(ck, m, path, "10.50.0.2", "remove this wg_ip to get one allocated")
     ssh_host = ck.matching(m, "ssh_host", f"{path}.ssh_host", check_ssh_host)
     public_ip6 = _public_ip6(ck, m, path, public_ip)
     return Draft(
@@ -113,6 +100,22 @@ def read_host(
         public_ip6=public_ip6,
         public_ip6_node=m.get("public_ip6"),
     )
+
+
+def read_wg_ip(ck: Checker, m: dict[str, Node], path: str, example: str, hint: str) -> Any:
+    """A host's or a client's ``wg_ip``: an IPv4 address (the tunnel carries IPv4 only)."""
+    wg_ip = ck.text(m, "wg_ip", f"{path}.wg_ip", ip_like=True)
+    if not isinstance(wg_ip, str):
+        return wg_ip
+    addr, error = parse_ip(wg_ip, v4_only=True)
+    if addr is None:
+        ck.add(
+            m["wg_ip"],
+            f"{path}.wg_ip",
+            error or f"{_show(wg_ip)} is not an IPv4 address; write e.g. {example}, or {hint}",
+        )
+        return BAD
+    return addr
 
 
 def read_other_hubs(ck: Checker, node: Node | None) -> list[Draft]:
