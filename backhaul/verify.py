@@ -24,6 +24,12 @@ from backhaul.operations.isolation import differs, guard_files
 from backhaul.session import connect
 
 HANDSHAKE_MAX_AGE = 180  # seconds; WireGuard re-handshakes every 2 minutes on a live tunnel
+# A tunnel a deploy just (re)started may not have shaken hands yet: WireGuard tries again every
+# 5 s while it has a packet to send (a backend's keepalive is one), so a lost first try (after
+# add-backend the hub's ufw learns the new address only once the tunnel has started) costs up to
+# 5 s. Verify watches such a tunnel, both ends up, for this long before it fails it: two more
+# tries. A tunnel that truly cannot shake hands still fails, after the bound.
+SETTLE_SECONDS = 12
 OK, WARN, FAIL, UNKNOWN = "ok", "warn", "fail", "unknown"
 JSON_VERSION = 1
 
@@ -41,6 +47,10 @@ class Report:
     network: str
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
+    # what verify waited for (tunnels still settling), within which bound: see `settle`
+    settle: dict = field(
+        default_factory=lambda: {"bound_seconds": SETTLE_SECONDS, "waited_seconds": 0.0, "waited_for": []}
+    )
 
     def add(self, check: str, host: str, status: str, detail: str) -> None:
         self.checks.append(Check(check, host, status, detail))
@@ -66,6 +76,7 @@ class Report:
             "exit_code": self.exit_code,
             "seconds": round(self.seconds, 2),
             "summary": counts,
+            "settle": self.settle,
             "checks": [asdict(c) for c in self.checks],
         }
 
@@ -84,6 +95,11 @@ class Report:
             f"\n{verdict}: {j['ok']} ok, {j['warn']} warn, {j['fail']} fail, "
             f"{j['unknown']} unknown ({self.seconds:.1f}s)"
         )
+        if self.settle["waited_for"]:
+            lines.append(
+                f"waited {self.settle['waited_seconds']:.1f}s (at most {self.settle['bound_seconds']}s) "
+                f"for the tunnel of {', '.join(self.settle['waited_for'])} to shake hands"
+            )
         return "\n".join(lines)
 
 
@@ -107,7 +123,11 @@ def run(network_path: str, names: list[str] | None = None) -> Report:
             for b in backends:
                 wanted[b.name] = (HostHealth, _probe_args(net, b, backends))
             health = {n: h for n, h in conn.facts(wanted).items() if isinstance(h, dict)}
+            report.settle = settle(
+                lambda names: conn.facts({n: wanted[n] for n in names}), net, backends, health
+            )
         _tunnel_checks(net, backends, health, report)
+        _note_the_watch(report)
         grant_checks(net, backends, health, report)
         client_checks(net, health, clientmod.today(), report)
         _service_checks(net, backends, health, report)
@@ -124,6 +144,60 @@ def run(network_path: str, names: list[str] | None = None) -> Report:
         _isolation_checks(net, hosts, health, knocked, report)
     report.seconds = time.monotonic() - t0
     return report
+
+
+def unsettled(net: Network, backends: list[Host], health: dict) -> list[str]:
+    """Backends whose tunnel is configured and up at both ends, with the right key, but has no
+    live handshake or lost a ping: what a tunnel just (re)started looks like until it shakes
+    hands. (A missing peer, a wrong key or a stopped tunnel is no such thing: it fails at once.)"""
+    hub = health.get(net.hub.name)
+    if not hub or not (hub["wireguard"].get("service_active") and hub["wireguard"].get("link_up")):
+        return []
+    out = []
+    for b in backends:
+        mine = health.get(b.name)
+        if not mine or not mine["wireguard"].get("service_active"):
+            continue
+        pub = mine["wireguard"].get("public_key") or mine["wireguard"].get("public_key_file")
+        peer = hub["peers"].get(pub) if pub else None
+        if peer is None or b.wg_cidr not in peer["allowed_ips"]:
+            continue
+        seen = peer["latest_handshake"]
+        live = bool(seen) and (hub.get("now") or int(time.time())) - seen <= HANDSHAKE_MAX_AGE
+        pinged = hub["ping"].get(str(b.wg_ip)) and mine["ping"].get(str(net.hub.wg_ip))
+        if not (live and pinged):
+            out.append(b.name)
+    return out
+
+
+def settle(read, net: Network, backends: list[Host], health: dict, bound: float = SETTLE_SECONDS) -> dict:
+    """Read the hub and the backends whose tunnel is still settling again (``read(names)`` ->
+    {name: health}, into ``health``) until each has shaken hands or ``bound`` seconds have passed.
+    Each read pings over those tunnels, which gives WireGuard a packet to shake hands for; a
+    tunnel not up yet makes the read last its pings' one-second timeout, so the reads pace
+    themselves. Returns what was waited for, how long, and the bound (the report states them)."""
+    start = time.monotonic()
+    waited_for = pending = unsettled(net, backends, health)
+    while pending and time.monotonic() - start < bound:
+        began = time.monotonic()
+        fresh = read([net.hub.name, *pending])
+        health.update({n: h for n, h in fresh.items() if isinstance(h, dict)})
+        pending = unsettled(net, backends, health)
+        if pending:  # never faster than a read a second, whatever the pings did
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - began)))
+    return {
+        "bound_seconds": bound,
+        "waited_seconds": round(time.monotonic() - start, 2) if waited_for else 0.0,
+        "waited_for": waited_for,
+    }
+
+
+def _note_the_watch(report: Report) -> None:
+    """A tunnel that failed after verify watched it says so: it had the bound to settle."""
+    watched = set(report.settle["waited_for"])
+    for c in report.checks:
+        if c.host in watched and c.check in ("handshake", "ping") and c.status == FAIL:
+            c.detail += f" (still after watching it {report.settle['waited_seconds']:.0f}s)"
 
 
 def _probe_args(net: Network, host: Host, backends: list[Host]) -> dict:
