@@ -200,19 +200,6 @@ def test_partial_runs_never_drop_peers(lab, deployed):
     assert _wait_healthy(lab)["ok"]
 
 
-def test_no_private_key_ever_reaches_the_controller(lab, deployed):
-    """Read each host's private key here, in memory only, to look for it everywhere else."""
-    secrets = []
-    for h in lab.lab.network_hosts:
-        key = lab.ssh(h.name, "cat /etc/wireguard/wg0.key").stdout.strip()
-        assert len(key) == 44
-        secrets.append(key)
-    for text in OUTPUTS:
-        for key in secrets:
-            assert key not in text, "a private key appeared in a command's output"
-    assert files_containing(secrets, ROOT, lab.files) == []
-
-
 def test_verify_at_once_after_a_deploy_waits_for_a_restarted_tunnel(lab, deployed):
     """A deploy that (re)starts a backend's tunnel can end before the tunnel's first handshake:
     when its first tries are lost (add-backend: the hub's ufw learns the new address only after
@@ -246,3 +233,16 @@ def test_verify_at_once_after_a_deploy_waits_for_a_restarted_tunnel(lab, deploye
     assert report["ok"], _failed(report)
     settle = report["settle"]
     assert settle["bound_seconds"] >= 10 and settle["waited_for"] == ["backend-1"], settle
+
+
+def test_no_private_key_ever_reaches_the_controller(lab, deployed):
+    """Read each host's private key here, in memory only, to look for it everywhere else."""
+    secrets = []
+    for h in lab.lab.network_hosts:
+        key = lab.ssh(h.name, "cat /etc/wireguard/wg0.key").stdout.strip()
+        assert len(key) == 44
+        secrets.append(key)
+    for text in OUTPUTS:
+        for key in secrets:
+            assert key not in text, "a private key appeared in a command's output"
+    assert files_containing(secrets, ROOT, lab.files) == []
