@@ -9,11 +9,13 @@ pyinfra it runs): a second run at the same time refuses before touching any host
 
 import sys
 
-from backhaul import lock
+from backhaul import globalargs, lock
 from backhaul.errors import BackhaulError
 from backhaul.inventory import groups
 from backhaul.network import current_path
 
+# pyinfra works out its global arguments once per process, not per operation (see the module)
+globalargs.remember()
 try:
     lock.hold_for_process(current_path())
     proxy, backends = groups()

@@ -23,8 +23,8 @@ from backhaul.facts.health import HostHealth
 from backhaul.network import HUB_WEB_PORTS, Host, Network
 from backhaul.operations.isolation import differs, guard_files
 from backhaul.session import connect
+from backhaul.settle import HANDSHAKE_MAX_AGE, SETTLE_SECONDS, settle
 
-HANDSHAKE_MAX_AGE = 180  # seconds; WireGuard re-handshakes every 2 minutes on a live tunnel
 OK, WARN, FAIL, UNKNOWN = "ok", "warn", "fail", "unknown"
 JSON_VERSION = 1
 
@@ -42,6 +42,10 @@ class Report:
     network: str
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
+    # what verify waited for (tunnels still settling), within which bound: see `settle`
+    settle: dict = field(
+        default_factory=lambda: {"bound_seconds": SETTLE_SECONDS, "waited_seconds": 0.0, "waited_for": []}
+    )
 
     def add(self, check: str, host: str, status: str, detail: str) -> None:
         self.checks.append(Check(check, host, status, detail))
@@ -67,6 +71,7 @@ class Report:
             "exit_code": self.exit_code,
             "seconds": round(self.seconds, 2),
             "summary": counts,
+            "settle": self.settle,
             "checks": [asdict(c) for c in self.checks],
         }
 
@@ -85,6 +90,11 @@ class Report:
             f"\n{verdict}: {j['ok']} ok, {j['warn']} warn, {j['fail']} fail, "
             f"{j['unknown']} unknown ({self.seconds:.1f}s)"
         )
+        if self.settle["waited_for"]:
+            lines.append(
+                f"waited {self.settle['waited_seconds']:.1f}s (at most {self.settle['bound_seconds']}s) "
+                f"for the tunnel of {', '.join(self.settle['waited_for'])} to shake hands"
+            )
         return "\n".join(lines)
 
 
@@ -108,8 +118,12 @@ def run(network_path: str, names: list[str] | None = None) -> Report:
             for b in backends:
                 wanted[b.name] = (HostHealth, _probe_args(net, b, backends))
             health = {n: h for n, h in conn.facts(wanted).items() if isinstance(h, dict)}
+            report.settle = settle(
+                lambda names: conn.facts({n: wanted[n] for n in names}), net, backends, health
+            )
         _tunnel_checks(net, backends, health, report)
         hub_checks(net, backends, health, report)
+        _note_the_watch(report)
         grant_checks(net, backends, health, report)
         client_checks(net, health, clientmod.today(), report)
         if not net.other_hubs:
@@ -129,6 +143,14 @@ def run(network_path: str, names: list[str] | None = None) -> Report:
         _isolation_checks(net, hosts, health, knocked, report)
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _note_the_watch(report: Report) -> None:
+    """A tunnel that failed after verify watched it says so: it had the bound to settle."""
+    watched = set(report.settle["waited_for"])
+    for c in report.checks:
+        if c.host in watched and c.check in ("handshake", "ping") and c.status == FAIL:
+            c.detail += f" (still after watching it {report.settle['waited_seconds']:.0f}s)"
 
 
 def _probe_args(net: Network, host: Host, backends: list[Host]) -> dict:

@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -197,6 +198,41 @@ def test_partial_runs_never_drop_peers(lab, deployed):
     finally:
         lab.console("backend-2", "systemctl start ssh")  # SSH is back, via a shell without it
     assert _wait_healthy(lab)["ok"]
+
+
+def test_verify_at_once_after_a_deploy_waits_for_a_restarted_tunnel(lab, deployed):
+    """A deploy that (re)starts a backend's tunnel can end before the tunnel's first handshake:
+    when its first tries are lost (add-backend: the hub's ufw learns the new address only after
+    the tunnel started), WireGuard tries again 5 s later. Here the hub drops backend-1's
+    WireGuard packets while the deploy restarts that tunnel, and until verify (run at once, no
+    wait_healthy) has pinged backend-1: verify watches the tunnel, within the bound it states,
+    instead of failing it."""
+    drop = f"INPUT -p udp -s {lab.ip('backend-1')} --dport 51820 -j DROP"
+    seen = "OUTPUT -o wg0 -p icmp --icmp-type echo-request -d 10.50.0.2"  # counts, lets through
+    lab.ssh("backend-1", "systemctl stop wg-quick@wg0")
+    lab.ssh("proxy", f"iptables -I {drop}; iptables -I {seen}")
+    try:
+        assert "0 failed" in _run(lab, "deploy").stdout
+        lab.guard()
+        verify = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "verify", "--json"],
+            cwd=ROOT,
+            env=lab.env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        # the loss ends once verify's hub has pinged backend-1 (the iptables counter of `seen`)
+        deadline = time.monotonic() + 60
+        while int(lab.ssh("proxy", "iptables -nvxL OUTPUT 1").stdout.split()[0]) == 0:
+            assert time.monotonic() < deadline, "verify never pinged backend-1"
+    finally:
+        lab.ssh("proxy", f"iptables -D {drop}; iptables -D {seen}", check=False)
+    out, _ = verify.communicate(timeout=120)
+    OUTPUTS.append(out)
+    report = json.loads(out)
+    assert report["ok"], _failed(report)
+    settle = report["settle"]
+    assert settle["bound_seconds"] >= 10 and settle["waited_for"] == ["backend-1"], settle
 
 
 def test_no_private_key_ever_reaches_the_controller(lab, deployed):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from backhaul import network as netmod
+from backhaul.settle import settle, unsettled
 from backhaul.verify import Report, _exposure, _tunnel_checks, hub_checks
 
 NET = """network: {subnet: 10.50.0.0/24}
@@ -37,7 +38,7 @@ def _health(handshake_age=10, peer_key=KEY, sockets=(), ping=True):
         },
     }
     b1 = {
-        "wireguard": {"public_key": KEY},
+        "wireguard": {"public_key": KEY, "service_active": True},
         "listen_port": 51820,
         "now": now,
         "ping": {"10.50.0.1": ping},
@@ -215,3 +216,40 @@ def test_one_hub_has_no_hub_rows(tmp_path):
     report = Report("n")
     hub_checks(net, list(net.backends), _health(), report)
     assert report.checks == []
+
+
+def test_verify_watches_a_tunnel_until_it_shakes_hands(tmp_path):
+    """A tunnel just restarted (ping lost, the hub's handshake from before the restart) is read
+    again until it answers; the report states the wait and its bound."""
+    net = _net(tmp_path)
+    health = _health(ping=False)
+    reads = []
+
+    def read(names):
+        reads.append(names)
+        return _health() if len(reads) == 2 else _health(ping=False)
+
+    settled = settle(read, net, list(net.backends), health, bound=30)
+    assert reads == [["proxy", "b1"], ["proxy", "b1"]]
+    assert settled["waited_for"] == ["b1"] and settled["bound_seconds"] == 30
+    report = Report("n", settle=settled)
+    _tunnel_checks(net, list(net.backends), health, report)
+    assert report.ok and report.to_json()["settle"] == settled
+    assert "waited" in report.to_table() and "at most 30s" in report.to_table()
+
+
+def test_a_tunnel_that_never_shakes_hands_fails_after_the_bound(tmp_path):
+    net = _net(tmp_path)
+    health = _health(handshake_age=0, ping=False)
+    settled = settle(lambda names: _health(handshake_age=0, ping=False), net, list(net.backends), health, 1.5)
+    assert settled["waited_for"] == ["b1"] and 1.5 <= settled["waited_seconds"] < 3
+    assert unsettled(net, list(net.backends), health) == ["b1"]
+
+
+def test_what_no_wait_can_mend_fails_at_once(tmp_path):
+    """A wrong key, a missing peer or a stopped tunnel is not settling: no wait for it."""
+    net = _net(tmp_path)
+    stopped = _health(ping=False)
+    stopped["b1"]["wireguard"]["service_active"] = False
+    for health in (_health(peer_key="C" * 43 + "=", ping=False), stopped, _health()):
+        assert unsettled(net, list(net.backends), health) == []
