@@ -218,6 +218,7 @@ def test_with_the_first_hub_dead_a_via_hub_backend_is_reached_through_the_other(
     out = proc.stdout + proc.stderr
     assert "no SSH that way" not in out, out[-3000:]
     assert _sshd_logins_from(lab, "backend-1", second) > before, out[-3000:]
+    assert "jumping through the hub proxy-2 (proxy: " in out, out[-3000:]  # the run says why
     # what is left is the dead hub's own part: its key cannot be read (the peer is kept)
     assert "cannot read the public key of the hub proxy " in out, out[-3000:]
     assert "backend-1: Could not connect" not in out and "SSH error" not in out, out[-3000:]
