@@ -87,25 +87,32 @@ def route(host: Host, direct: set[str] | None = None) -> str:
     return "hub" if via_hub(host) and host.name not in direct else "direct"
 
 
+def hub_aliases(net: Network) -> tuple[str, ...]:
+    """Each hub's name in the jump's ssh_config, in the order a jump tries them (file order:
+    the first hub first)."""
+    return tuple(f"{HUB_ALIAS}-{h.name}" for h in net.hubs)
+
+
 def jump_config(net: Network) -> str:
-    """The ssh_config of the jump host: how ``hubjump`` reaches the hub (user, port, key, known
-    hosts; the backends' own come from host data)."""
-    hub = [
-        f"Host {HUB_ALIAS}",
-        f"  HostName {net.hub.ssh_host}",
-        f"  User {net.ssh.user}",
-        "  StrictHostKeyChecking accept-new",
-        "  ConnectTimeout 10",
-    ]
-    if net.ssh.port != 22:  # (written for 22, paramiko would look the hub up as [addr]:22)
-        hub.append(f"  Port {net.ssh.port}")
-    if net.ssh.key:
-        hub.append(f"  IdentityFile {net.ssh.key}")
-    if net.ssh.known_hosts:
-        hub.append(f"  UserKnownHostsFile {net.ssh.known_hosts}")
+    """The ssh_config of the jump hosts: how ``hubjump`` reaches each hub (user, port, key,
+    known hosts; the backends' own come from host data)."""
+    lines = ["# written by backhaul (backhaul/sshpath.py): via-hub backends jump through a hub"]
+    for alias, hub in zip(hub_aliases(net), net.hubs, strict=True):
+        lines += [
+            f"Host {alias}",
+            f"  HostName {hub.ssh_host}",
+            f"  User {net.ssh.user}",
+            "  StrictHostKeyChecking accept-new",
+            "  ConnectTimeout 10",
+        ]
+        if net.ssh.port != 22:  # (written for 22, paramiko would look the hub up as [addr]:22)
+            lines.append(f"  Port {net.ssh.port}")
+        if net.ssh.key:
+            lines.append(f"  IdentityFile {net.ssh.key}")
+        if net.ssh.known_hosts:
+            lines.append(f"  UserKnownHostsFile {net.ssh.known_hosts}")
     # (no ProxyJump for the backends: pyinfra would open a connection to the hub for each)
-    lines = ["# written by backhaul (backhaul/sshpath.py): via-hub backends jump through the hub", *hub, ""]
-    return "\n".join(lines)
+    return "\n".join([*lines, ""])
 
 
 def jump_config_file(net: Network) -> str:
@@ -132,7 +139,8 @@ def connection_data(net: Network, host: Host, direct: set[str] | None = None) ->
         # this file (not ~/.ssh/config) for the backend too, and its socket: a channel of the
         # run's one connection to the hub
         data["ssh_config_file"] = config
-        data["ssh_paramiko_connect_kwargs"] = {"sock": Jump(config, str(host.wg_ip), net.ssh.port)}
+        jump = Jump(config, str(host.wg_ip), net.ssh.port, hub_aliases(net))
+        data["ssh_paramiko_connect_kwargs"] = {"sock": jump}
         pin_tunnel_key(net, host)
     return data
 
@@ -181,9 +189,18 @@ def pin_tunnel_key(net: Network, host: Host) -> None:
 def ssh_sources(net: Network, host: Host) -> list[tuple[str, str | None, str]]:
     """Who a via-hub backend's SSH answers once closed: (source, interface, why).
 
-    The hub over the tunnel, then ``ssh.allow_from``. (Admin clients on the tunnel, when the
-    network has them, come in here too.)"""
+    Every hub over the tunnel (a jump goes through whichever answers), then
+    ``ssh.allow_from``. (Admin clients on the tunnel, when the network has them, come in here
+    too.)"""
     out = [(str(net.hub.wg_ip), net.interface, "SSH from the hub over the tunnel (the jump)")]
+    out += [
+        (
+            str(h.wg_ip),
+            net.interface,
+            f"SSH from the hub {h.name} over the tunnel (the jump while the first is down)",
+        )
+        for h in net.other_hubs
+    ]
     out += [
         (a, None, "SSH from an admin address (ssh.allow_from): the way in without the hub")
         for a in net.ssh.allow_from

@@ -11,6 +11,7 @@ the spare in its place and the network verifies green.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from backhaul.lab import lab as labmod
 from backhaul.lab import services
+from backhaul.network import load
 
 from .conftest import fresh_lab, own_lab_name
 
@@ -127,6 +129,42 @@ def test_add_and_remove_backend_reach_both_hubs(hubs):
         assert str(spare.ip) not in lab.ssh(hub, "ufw status").stdout, hub
 
 
+# ssh.via hub with two hubs: backend-1, switched to via: hub in a copy of the lab's file (the
+# controller on ssh.allow_from, as an operator keeps a way in; the other tests keep the file
+# they have), is reached through the first hub while it lives and through proxy-2 once it died
+VIA = "network-via.yml"
+
+
+def _sshd_logins_from(lab, backend: str, address: str) -> int:
+    """Logins the backend's sshd accepted from this address (a hub's tunnel address: a jump)."""
+    log = lab.ssh(
+        backend,
+        f"journalctl --no-pager -o cat | grep -c 'Accepted publickey.* from {address} ' || true",
+    )
+    return int(log.stdout.strip() or 0)
+
+
+def test_a_via_hub_backend_answers_ssh_from_every_hub_on_the_tunnel(hubs):
+    lab = hubs
+    text = re.sub(
+        r"(\n  known_hosts: .*\n)",
+        rf"\1  via: hub\n  allow_from: [{lab.lab.gateway}]\n",
+        lab.network.read_text(),
+        count=1,
+    )
+    (lab.files / VIA).write_text(text)
+    net = load(lab.files / VIA)
+    lab.inv("deploy", "--limit", "backend-1", network=lab.files / VIA)  # directly, then closed over the hub
+    assert _sshd_logins_from(lab, "backend-1", str(net.hub.wg_ip)) > 0  # the jump through the first hub
+    rules = lab.ssh("backend-1", "ufw status").stdout
+    for hub in net.hubs:
+        assert re.search(rf"{net.host('backend-1').wg_ip} 22/tcp on wg0 +ALLOW +{hub.wg_ip}\b", rules), (
+            hub.name,
+            rules,
+        )
+    assert not re.search(r"^22/tcp( \(v6\))? +ALLOW +Anywhere", rules, re.M), rules  # public SSH closed
+
+
 def _serving(lab, hubs: list[str], timeout: float = 20) -> None:
     """Each hub answers the name by itself (the flows before have settled), within ``timeout``:
     the state a failover starts from. What the last tries said if one never did."""
@@ -179,6 +217,24 @@ def test_one_hub_dies_and_every_request_is_answered_through_the_other(hubs):
     assert rows[("hub", "proxy")]["status"] == "fail", report["checks"]
     assert rows[("https", f"{APP} {_domain(lab)} via proxy-2")]["status"] == "ok"
     assert rows[("wireguard", "proxy-2")]["status"] == "ok"
+
+
+def test_with_the_first_hub_dead_a_via_hub_backend_is_reached_through_the_other(hubs):
+    """The jump tries the dead first hub once (a short bounded try), then goes through
+    proxy-2: not directly (this machine is on ssh.allow_from, and the flow would fall back to
+    that had no hub carried the jump)."""
+    lab = hubs
+    net = load(lab.files / VIA)
+    second = str(net.host("proxy-2").wg_ip)
+    before = _sshd_logins_from(lab, "backend-1", second)
+    proc = lab.inv("deploy", "--limit", "backend-1", network=lab.files / VIA, check=False)
+    out = proc.stdout + proc.stderr
+    assert "no SSH that way" not in out, out[-3000:]
+    assert _sshd_logins_from(lab, "backend-1", second) > before, out[-3000:]
+    assert "jumping through the hub proxy-2 (proxy: " in out, out[-3000:]  # the run says why
+    # what is left is the dead hub's own part: its key cannot be read (the peer is kept)
+    assert "cannot read the public key of the hub proxy " in out, out[-3000:]
+    assert "backend-1: Could not connect" not in out and "SSH error" not in out, out[-3000:]
 
 
 def test_the_dead_hub_is_replaced_by_a_new_server_and_the_network_is_green(hubs):

@@ -73,7 +73,10 @@ def test_a_via_hub_backend_is_reached_on_its_tunnel_address_by_a_jump_through_th
     assert "ProxyJump" not in conf
     jump = data["ssh_paramiko_connect_kwargs"]["sock"]
     assert isinstance(jump, Jump) and "10.50.0.2:22" in repr(jump)
-    assert "Host backhaul-hub\n  HostName 203.0.113.10" in conf and f"IdentityFile {tmp_path / 'id'}" in conf
+    assert (
+        "Host backhaul-hub-proxy\n  HostName 203.0.113.10" in conf
+        and f"IdentityFile {tmp_path / 'id'}" in conf
+    )
     assert f"UserKnownHostsFile {tmp_path / 'kh'}" in conf and "10.50.0.3" not in conf
     # the hub and a direct backend: their public address, as before
     assert host_data(net, net.hub)["ssh_hostname"] == "203.0.113.10"
@@ -322,3 +325,29 @@ def test_a_plan_lists_the_closing_once_when_the_direct_run_already_closes(tmp_pa
     monkeypatch.setattr(flows, "run_pyinfra", both)
     flows._converge(str(net.path), net, None, dry=True)
     assert f"  backend-1: {op}\n" in capsys.readouterr().out
+
+
+TWO_HUBS = NETWORK.replace(
+    "proxy: {public_ip: 203.0.113.10}\n",
+    "proxy: {public_ip: 203.0.113.10}\n"
+    "proxies:\n  - {name: proxy-2, public_ip: 203.0.113.11, wg_ip: 10.50.0.254}\n",
+)
+
+
+def test_with_two_hubs_a_jump_may_go_through_either_the_first_first(tmp_path):
+    net = _net(tmp_path, TWO_HUBS)
+    data = host_data(net, net.host("backend-1"), direct=set())
+    conf = open(data["ssh_config_file"]).read()
+    first, second = conf.index("HostName 203.0.113.10"), conf.index("HostName 203.0.113.11")
+    assert first < second  # each hub its own entry (its own known_hosts line), in file order
+    assert conf.count(f"UserKnownHostsFile {tmp_path / 'kh'}") == 2
+    jump = data["ssh_paramiko_connect_kwargs"]["sock"]
+    assert jump.hubs == sshpath.hub_aliases(net) and len(jump.hubs) == 2
+
+
+def test_with_two_hubs_closed_ssh_answers_every_hub_on_the_tunnel(tmp_path):
+    net = _net(tmp_path, TWO_HUBS)
+    ssh = [r for r in plan.firewall_rules(net, net.host("backend-1"), ssh_closed=True) if r.port == 22]
+    assert [(r.src, r.interface) for r in ssh[:2]] == [("10.50.0.1", "wg0"), ("10.50.0.254", "wg0")]
+    # a run that arrives through the second hub is not cut by the lockout guard
+    assert sshpath.session_allowed({"client": "10.50.0.254"}, sshpath.ssh_sources(net, net.host("backend-1")))
