@@ -374,12 +374,13 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
                 f"there is no host {host!r} in {network_file} (hosts: {', '.join(h.name for h in net.hosts)})"
             )
         targets = [h.name for h in net.hosts] if all_hosts else [host]
-        _refuse_other_hubs(net, targets)
-        # A backend's new key concerns its pair only: the other backends peer with the hub
-        # alone. Touching only the pair keeps the flow's SSH and pyinfra work (CPU on the
+        hubs = {h.name for h in net.hubs}
+        # A backend's new key concerns it and the hubs only: the other backends peer with the
+        # hubs alone. Touching only those keeps the flow's SSH and pyinfra work (CPU on the
         # hosts, where userspace WireGuard forwards every other tunnel) flat in the fleet size.
-        pair = None if all_hosts or host == net.hub.name else hubs_and(net, host)
-        hub_key = None  # the hub's new key, when it is rotated: the clients' configs name the old
+        # A hub's concerns every host: each backend and each other hub peers with it.
+        pair = None if all_hosts or host in hubs else hubs_and(net, host)
+        hub_key = None  # the first hub's new key, if rotated: the clients' configs name the old
         with session.connect(net, pair) as hosts:
             if hosts.unreachable:
                 raise DeployError(
@@ -391,6 +392,8 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
                 try:
                     if name == net.hub.name:
                         hub_key = rotation.rotate_hub(net, hosts)
+                    elif name in hubs:  # a hub of proxies: (clients peer with the first only)
+                        rotation.rotate_hub(net, hosts, net.host(name))
                     else:
                         rotation.rotate_backend(net, hosts, net.host(name))
                 except DeployError as e:
@@ -400,14 +403,14 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
                         "every host's conf and interface back on the key in its key file (and "
                         "the peers on those keys); then run rotate-keys again."
                     ) from None
-                if name != net.hub.name and net.preshared_keys:
+                if name not in hubs and net.preshared_keys:
                     what = f"new key and preshared key with {net.hub.name}"
                 print(f"backhaul: {name}: {what} live in {time.monotonic() - t0:.2f}s", flush=True)
         # Write the configs to match what is live (the live peer update then changes nothing).
         run_pyinfra(network_file, deploy_file="deploys/wireguard.py", limit=pair).check(
             "writing the configs for the new keys", "The new keys are live: run inv deploy."
         )
-    report = _wait_verified(network_file, None if all_hosts or host == net.hub.name else [host])
+    report = _wait_verified(network_file, None if pair is None else [host])
     print(report.to_table())
     if hub_key:
         _tell_stale_clients(net, hub_key)
@@ -419,17 +422,6 @@ def hubs_and(net, backend: str) -> list[str]:
     """The hosts a change of one backend concerns (its key, its adding): every hub (each has
     a peer for it, and its service ports answer each), and the backend."""
     return [*(h.name for h in net.hubs), backend]
-
-
-def _refuse_other_hubs(net, targets: list[str]) -> None:
-    """A hub of ``proxies:`` is a peer of every backend and of the other hubs: its rotation
-    is not written yet (``rotation.rotate_hub`` knows the first hub's peers only)."""
-    others = [h.name for h in net.other_hubs if h.name in targets]
-    if others:
-        raise BackhaulError(
-            f"rotate-keys: rotating {', '.join(others)} (a hub under proxies:) is not supported "
-            f"yet; rotate {net.hub.name} and the backends by --host, one at a time"
-        )
 
 
 def _tell_stale_clients(net, hub_key: str | None) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from backhaul import flows, nginxconf, plan, session, tls
-from backhaul.errors import BackhaulError
 from backhaul.network import load
 from backhaul.render import render
 
@@ -195,18 +194,84 @@ def test_one_hub_forwards_no_challenge(tmp_path) -> None:
 # -- day 2 on two hubs -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [{"host": "hub-b"}, {"all_hosts": True}])
-def test_rotating_a_hub_beside_the_first_is_refused_before_any_host_is_touched(
-    net, args, monkeypatch
-) -> None:
-    def no_connection(*_a, **_k):  # the file's addresses are not ours to contact
-        raise AssertionError("rotate-keys connected before refusing")
+class _Connected(Exception):
+    pass
 
-    monkeypatch.setattr(session, "connect", no_connection)
-    with pytest.raises(BackhaulError, match="hub-b") as info:
+
+@pytest.mark.parametrize("args", [{"host": "hub-b"}, {"host": "hub-a"}, {"all_hosts": True}])
+def test_rotating_any_hub_or_all_connects_to_every_host(net, args, monkeypatch) -> None:
+    """Every backend and every other hub peers with a hub: its rotation needs them all."""
+    seen = []
+
+    def connect(_net, names=None):  # the file's addresses are not ours to contact
+        seen.append(names)
+        raise _Connected
+
+    monkeypatch.setattr(session, "connect", connect)
+    with pytest.raises(_Connected):
         flows.rotate_keys(str(net.path), **args)
-    assert "not supported yet" in str(info.value)
+    assert seen == [None]
 
 
 def test_a_backends_rotation_or_adding_touches_every_hub(net) -> None:
     assert flows.hubs_and(net, "web") == ["hub-a", "hub-b", "web"]
+
+
+# -- rotate-keys of a hub: its new key reaches every backend and every other hub -----------------
+
+OLD, NEW = "O" * 43 + "=", "N" * 43 + "="
+
+
+class _Output:
+    def __init__(self, stdout: str):
+        self.stdout_lines, self.stderr_lines = [stdout] if stdout else [], []
+
+
+class _RecordingHost:
+    """Answers a rotation's commands as a host would (the staged key, the current key) and
+    records each one: which host is told what, without SSH."""
+
+    data = object()
+
+    def __init__(self, name: str, log: list[tuple[str, str]]):
+        self.name, self.log = name, log
+
+    def run_shell_command(self, command, **_kw):
+        text = str(command)
+        self.log.append((self.name, text))
+        if ".pub.next" in text and text.rstrip().endswith(".pub.next"):  # stage: prints the new key
+            return True, _Output(NEW)
+        if text.startswith("cat /etc/wireguard/wg0.pub"):
+            return True, _Output(OLD)
+        return True, _Output("")
+
+
+def _rotate_hub(net, name):
+    from backhaul import rotation
+
+    log: list[tuple[str, str]] = []
+    hosts = type("H", (), {"by_name": {h.name: _RecordingHost(h.name, log) for h in net.hosts}})()
+    # the first hub by default, as with one hub
+    key = rotation.rotate_hub(net, hosts, *([] if name == net.hub.name else [net.host(name)]))
+    told = {}
+    for host, cmd in log:
+        if f"peer {OLD} remove peer {NEW}" in cmd:
+            told[host] = cmd
+    return key, log, told
+
+
+@pytest.mark.parametrize("name, other", [("hub-b", "hub-a"), ("hub-a", "hub-b")])
+def test_a_hubs_new_key_reaches_every_backend_and_the_other_hubs(net, name, other) -> None:
+    key, log, told = _rotate_hub(net, name)
+    assert key == NEW
+    hub = net.host(name)
+    # every host that has a peer for this hub swaps it (one `wg set`), and no other host is told
+    assert sorted(told) == sorted(["web", "db", other])
+    for host, cmd in told.items():
+        assert f"allowed-ips {hub.wg_cidr} " in cmd, (host, cmd)
+        assert f"endpoint {hub.public_ip}:51820" in cmd, (host, cmd)
+        assert f"ping -c1 -W1 {hub.wg_ip} " in cmd, (host, cmd)  # hello to the rotated hub
+    # only the rotated hub switches its own key
+    assert [h for h, cmd in log if "private-key /etc/wireguard/wg0.key.next" in cmd] == [name]
+    # the other hub is told that one swap and nothing else (its key and other peers stay)
+    assert [cmd for h, cmd in log if h == other] == [told[other]]
