@@ -304,28 +304,33 @@ def remove_backend(network_file: str, name: str, force: bool = False, stop_tunne
         )
 
 
-def replace_hub(network_file: str, public_ip: str, public_ip6: str | None = None) -> None:
-    """A new server takes the dead hub's place: the file gets its addresses (one of each
-    family the old hub had, or nothing changes), a deploy builds it from the file and re-points
-    every backend (hub key, endpoint of its tunnel's family, firewall rule for WireGuard), the
-    certificates are issued again, and the network must verify.
+def replace_hub(
+    network_file: str, public_ip: str, public_ip6: str | None = None, name: str | None = None
+) -> None:
+    """A new server takes a dead hub's place (``name``: which hub; the only one by default):
+    the file gets its addresses (one of each family the old hub had, or nothing changes), a
+    deploy builds it from the file and re-points every backend and every other hub (its key,
+    the endpoint of their tunnel's family, the firewall rule for WireGuard), the certificates
+    are issued again, and the network must verify.
 
-    Via-hub backends are reached through the new hub once it has their peers; until then
+    Via-hub backends are reached through the first hub once it has their peers; until then
     directly, which needs this machine on ssh.allow_from (their public SSH stays closed)."""
     with network_lock(network_file, wait=0):
         old = netmod.load(network_file)
-        hub = netmod.set_hub_address(network_file, public_ip, public_ip6)  # refuses before any change
-        now, was = (", ".join(str(a) for a in h.public_ips) for h in (hub, old.hub))
+        # refuses before any change (and asks which hub when there are several)
+        hub = netmod.set_hub_address(network_file, public_ip, public_ip6, name=name)
+        now, was = (", ".join(str(a) for a in h.public_ips) for h in (hub, old.host(hub.name)))
         print(f"backhaul: {hub.name} is now {now} in {network_file} (was {was})", flush=True)
         domains = sorted({d for s in old.services for d in s.domains})
         if domains:
+            beside = " in place of the old server's" if old.other_hubs else ""
             print(
-                f"backhaul: point these names at {_records(hub)} (records only you can change; "
-                f"ACME validates through them): {', '.join(domains)}",
+                f"backhaul: point these names at {_records(hub)}{beside} (records only you can "
+                f"change; ACME validates through them): {', '.join(domains)}",
                 flush=True,
             )
         if hub.ssh_host not in {str(a) for a in hub.public_ips}:
-            print(f"backhaul: note: proxy.ssh_host is {hub.ssh_host}; SSH goes there", flush=True)
+            print(f"backhaul: note: {hub.name}'s ssh_host is {hub.ssh_host}; SSH goes there", flush=True)
         net = netmod.load(network_file)
         _converge(network_file, net, None).check(
             "building the new hub",
@@ -334,18 +339,21 @@ def replace_hub(network_file: str, public_ip: str, public_ip6: str | None = None
         )
     report = _wait_verified(network_file, None, timeout=60)
     print(report.to_table())
-    _tell_stale_clients(net, None)  # a new server, a new key: no client config names it yet
+    if hub.name == net.hub.name:  # the clients peer with the first hub only
+        _tell_stale_clients(net, None)  # a new server, a new key: no client config names it yet
     if not report.ok:
-        raise DeployError(replace_hub_problem(net, report))
+        raise DeployError(replace_hub_problem(net, report, net.host(hub.name)))
 
 
 def _records(hub) -> str:
     return " and ".join(f"{a} ({'AAAA' if a.version == 6 else 'A'})" for a in hub.public_ips)
 
 
-def replace_hub_problem(net, report) -> str:
+def replace_hub_problem(net, report, hub=None) -> str:
     """What replace-hub's failed verify says is wrong: the failing checks by name, and the DNS
-    hint only when HTTPS checks fail (a name not yet at the new hub: no certificate)."""
+    hint only when HTTPS checks fail (a name not yet at the new hub, ``hub``: the first by
+    default: no certificate)."""
+    hub = hub or net.hub
     from backhaul.verify import OK, WARN
 
     failing = [c for c in report.checks if c.status not in (OK, WARN)]
@@ -357,7 +365,7 @@ def replace_hub_problem(net, report) -> str:
         domains = sorted({d for s in net.services for d in s.domains})
         lines.append(
             f"  {len(https)} https check(s) fail: if {', '.join(domains) or 'the services names'} "
-            f"do not point at the new hub yet ({_records(net.hub)}), ACME cannot issue their "
+            f"do not point at the new hub yet ({_records(hub)}), ACME cannot issue their "
             "certificates: change the records, then run inv deploy"
         )
     return "\n".join(lines)

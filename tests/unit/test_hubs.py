@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from backhaul import flows, nginxconf, plan, session, tls
+from backhaul import flows, network, nginxconf, plan, session, tls
+from backhaul.errors import ConfigError
 from backhaul.network import load
 from backhaul.render import render
 
@@ -275,3 +276,47 @@ def test_a_hubs_new_key_reaches_every_backend_and_the_other_hubs(net, name, othe
     assert [h for h, cmd in log if "private-key /etc/wireguard/wg0.key.next" in cmd] == [name]
     # the other hub is told that one swap and nothing else (its key and other peers stay)
     assert [cmd for h, cmd in log if h == other] == [told[other]]
+
+
+# -- replace-hub of one of N hubs: --name says which ---------------------------------------------
+
+
+def test_replace_hub_by_name_gives_that_hub_the_new_address_and_nothing_else(net) -> None:
+    before = net.path.read_text()
+    hub = network.set_hub_address(net.path, "203.0.113.40", name="hub-b")
+    assert (hub.name, str(hub.public_ip), str(hub.wg_ip)) == ("hub-b", "203.0.113.40", "10.50.0.3")
+    after = network.load(net.path)
+    assert str(after.hub.public_ip) == "203.0.113.10"  # the first hub is left as it was
+    assert after.path.read_text() == before.replace("203.0.113.11", "203.0.113.40")
+    # a backend now dials the new server for hub-b, and the other hub too
+    web = after.host("web")
+    assert plan.peer_for_hub(after, hub, KEYS["hub-b"], web).endpoint == "203.0.113.40:51820"
+    assert plan.peer_for_hub(after, hub, KEYS["hub-b"], after.hub).endpoint == "203.0.113.40:51820"
+    # and the first hub, by its name too
+    assert network.set_hub_address(net.path, "203.0.113.41", name="hub-a").name == "hub-a"
+    assert str(network.load(net.path).hub.public_ip) == "203.0.113.41"
+
+
+@pytest.mark.parametrize(
+    "name, ip, message",
+    [
+        (None, "203.0.113.40", r"proxies: the file has 2 hubs \(hub-a, hub-b\); say which one .* --name"),
+        ("web", "203.0.113.40", r"--name 'web' is not a hub; the hubs: hub-a, hub-b"),
+        ("hub-b", "203.0.113.10", r"--host '203.0.113.10' is the public_ip of hub 'hub-a'"),
+        ("hub-b", "203.0.113.21", r"the public_ip of backend 'web'"),
+    ],
+)
+def test_replace_hub_refuses_an_unnamed_or_wrong_hub_before_any_change(net, name, ip, message) -> None:
+    before = net.path.read_bytes()
+    with pytest.raises(ConfigError, match=message):
+        network.set_hub_address(net.path, ip, name=name)
+    assert net.path.read_bytes() == before
+
+
+def test_the_replace_hub_flow_refuses_an_unnamed_hub_before_any_host(net, monkeypatch) -> None:
+    def no_host(*_a, **_k):
+        raise AssertionError("a host was contacted")
+
+    monkeypatch.setattr(flows, "run_pyinfra", no_host)
+    with pytest.raises(ConfigError, match="hub-a, hub-b"):
+        flows.replace_hub(str(net.path), "203.0.113.40")
