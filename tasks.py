@@ -137,16 +137,17 @@ def remove_backend(c, name, force=False, network=None):
     help={
         "host": "the new hub's public IP (a fresh server); its IPv4 one when --host6 is given",
         "host6": "its IPv6 address: needed when the old hub had IPv4 and IPv6 (like add-backend)",
+        "name": "which hub the new server replaces (needed when the file has several hubs)",
         "network": NETWORK_HELP,
     }
 )
 @_friendly
-def replace_hub(c, host, host6=None, network=None):
+def replace_hub(c, host, host6=None, name=None, network=None):
     """Replace a dead hub: a new server built from the file, every backend re-pointed to it."""
     _in_process_pyinfra()
     from backhaul import flows
 
-    flows.replace_hub(_network(network), public_ip=host, public_ip6=host6)
+    flows.replace_hub(_network(network), public_ip=host, public_ip6=host6, name=name)
 
 
 @task(help={"host": "rotate this host's key", "all": "rotate every host's key", "network": NETWORK_HELP})

@@ -304,28 +304,33 @@ def remove_backend(network_file: str, name: str, force: bool = False, stop_tunne
         )
 
 
-def replace_hub(network_file: str, public_ip: str, public_ip6: str | None = None) -> None:
-    """A new server takes the dead hub's place: the file gets its addresses (one of each
-    family the old hub had, or nothing changes), a deploy builds it from the file and re-points
-    every backend (hub key, endpoint of its tunnel's family, firewall rule for WireGuard), the
-    certificates are issued again, and the network must verify.
+def replace_hub(
+    network_file: str, public_ip: str, public_ip6: str | None = None, name: str | None = None
+) -> None:
+    """A new server takes a dead hub's place (``name``: which hub; the only one by default):
+    the file gets its addresses (one of each family the old hub had, or nothing changes), a
+    deploy builds it from the file and re-points every backend and every other hub (its key,
+    the endpoint of their tunnel's family, the firewall rule for WireGuard), the certificates
+    are issued again, and the network must verify.
 
-    Via-hub backends are reached through the new hub once it has their peers; until then
+    Via-hub backends are reached through the first hub once it has their peers; until then
     directly, which needs this machine on ssh.allow_from (their public SSH stays closed)."""
     with network_lock(network_file, wait=0):
         old = netmod.load(network_file)
-        hub = netmod.set_hub_address(network_file, public_ip, public_ip6)  # refuses before any change
-        now, was = (", ".join(str(a) for a in h.public_ips) for h in (hub, old.hub))
+        # refuses before any change (and asks which hub when there are several)
+        hub = netmod.set_hub_address(network_file, public_ip, public_ip6, name=name)
+        now, was = (", ".join(str(a) for a in h.public_ips) for h in (hub, old.host(hub.name)))
         print(f"backhaul: {hub.name} is now {now} in {network_file} (was {was})", flush=True)
         domains = sorted({d for s in old.services for d in s.domains})
         if domains:
+            beside = " in place of the old server's" if old.other_hubs else ""
             print(
-                f"backhaul: point these names at {_records(hub)} (records only you can change; "
-                f"ACME validates through them): {', '.join(domains)}",
+                f"backhaul: point these names at {_records(hub)}{beside} (records only you can "
+                f"change; ACME validates through them): {', '.join(domains)}",
                 flush=True,
             )
         if hub.ssh_host not in {str(a) for a in hub.public_ips}:
-            print(f"backhaul: note: proxy.ssh_host is {hub.ssh_host}; SSH goes there", flush=True)
+            print(f"backhaul: note: {hub.name}'s ssh_host is {hub.ssh_host}; SSH goes there", flush=True)
         net = netmod.load(network_file)
         _converge(network_file, net, None).check(
             "building the new hub",
@@ -334,18 +339,21 @@ def replace_hub(network_file: str, public_ip: str, public_ip6: str | None = None
         )
     report = _wait_verified(network_file, None, timeout=60)
     print(report.to_table())
-    _tell_stale_clients(net, None)  # a new server, a new key: no client config names it yet
+    if hub.name == net.hub.name:  # the clients peer with the first hub only
+        _tell_stale_clients(net, None)  # a new server, a new key: no client config names it yet
     if not report.ok:
-        raise DeployError(replace_hub_problem(net, report))
+        raise DeployError(replace_hub_problem(net, report, net.host(hub.name)))
 
 
 def _records(hub) -> str:
     return " and ".join(f"{a} ({'AAAA' if a.version == 6 else 'A'})" for a in hub.public_ips)
 
 
-def replace_hub_problem(net, report) -> str:
+def replace_hub_problem(net, report, hub=None) -> str:
     """What replace-hub's failed verify says is wrong: the failing checks by name, and the DNS
-    hint only when HTTPS checks fail (a name not yet at the new hub: no certificate)."""
+    hint only when HTTPS checks fail (a name not yet at the new hub, ``hub``: the first by
+    default: no certificate)."""
+    hub = hub or net.hub
     from backhaul.verify import OK, WARN
 
     failing = [c for c in report.checks if c.status not in (OK, WARN)]
@@ -357,7 +365,7 @@ def replace_hub_problem(net, report) -> str:
         domains = sorted({d for s in net.services for d in s.domains})
         lines.append(
             f"  {len(https)} https check(s) fail: if {', '.join(domains) or 'the services names'} "
-            f"do not point at the new hub yet ({_records(net.hub)}), ACME cannot issue their "
+            f"do not point at the new hub yet ({_records(hub)}), ACME cannot issue their "
             "certificates: change the records, then run inv deploy"
         )
     return "\n".join(lines)
@@ -374,12 +382,13 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
                 f"there is no host {host!r} in {network_file} (hosts: {', '.join(h.name for h in net.hosts)})"
             )
         targets = [h.name for h in net.hosts] if all_hosts else [host]
-        _refuse_other_hubs(net, targets)
-        # A backend's new key concerns its pair only: the other backends peer with the hub
-        # alone. Touching only the pair keeps the flow's SSH and pyinfra work (CPU on the
+        hubs = {h.name for h in net.hubs}
+        # A backend's new key concerns it and the hubs only: the other backends peer with the
+        # hubs alone. Touching only those keeps the flow's SSH and pyinfra work (CPU on the
         # hosts, where userspace WireGuard forwards every other tunnel) flat in the fleet size.
-        pair = None if all_hosts or host == net.hub.name else hubs_and(net, host)
-        hub_key = None  # the hub's new key, when it is rotated: the clients' configs name the old
+        # A hub's concerns every host: each backend and each other hub peers with it.
+        pair = None if all_hosts or host in hubs else hubs_and(net, host)
+        hub_key = None  # the first hub's new key, if rotated: the clients' configs name the old
         with session.connect(net, pair) as hosts:
             if hosts.unreachable:
                 raise DeployError(
@@ -391,6 +400,8 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
                 try:
                     if name == net.hub.name:
                         hub_key = rotation.rotate_hub(net, hosts)
+                    elif name in hubs:  # a hub of proxies: (clients peer with the first only)
+                        rotation.rotate_hub(net, hosts, net.host(name))
                     else:
                         rotation.rotate_backend(net, hosts, net.host(name))
                 except DeployError as e:
@@ -400,14 +411,14 @@ def rotate_keys(network_file: str, host: str | None = None, all_hosts: bool = Fa
                         "every host's conf and interface back on the key in its key file (and "
                         "the peers on those keys); then run rotate-keys again."
                     ) from None
-                if name != net.hub.name and net.preshared_keys:
+                if name not in hubs and net.preshared_keys:
                     what = f"new key and preshared key with {net.hub.name}"
                 print(f"backhaul: {name}: {what} live in {time.monotonic() - t0:.2f}s", flush=True)
         # Write the configs to match what is live (the live peer update then changes nothing).
         run_pyinfra(network_file, deploy_file="deploys/wireguard.py", limit=pair).check(
             "writing the configs for the new keys", "The new keys are live: run inv deploy."
         )
-    report = _wait_verified(network_file, None if all_hosts or host == net.hub.name else [host])
+    report = _wait_verified(network_file, None if pair is None else [host])
     print(report.to_table())
     if hub_key:
         _tell_stale_clients(net, hub_key)
@@ -419,17 +430,6 @@ def hubs_and(net, backend: str) -> list[str]:
     """The hosts a change of one backend concerns (its key, its adding): every hub (each has
     a peer for it, and its service ports answer each), and the backend."""
     return [*(h.name for h in net.hubs), backend]
-
-
-def _refuse_other_hubs(net, targets: list[str]) -> None:
-    """A hub of ``proxies:`` is a peer of every backend and of the other hubs: its rotation
-    is not written yet (``rotation.rotate_hub`` knows the first hub's peers only)."""
-    others = [h.name for h in net.other_hubs if h.name in targets]
-    if others:
-        raise BackhaulError(
-            f"rotate-keys: rotating {', '.join(others)} (a hub under proxies:) is not supported "
-            f"yet; rotate {net.hub.name} and the backends by --host, one at a time"
-        )
 
 
 def _tell_stale_clients(net, hub_key: str | None) -> None:

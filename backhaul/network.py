@@ -305,23 +305,44 @@ def removal_problem(net: Network, name: str, with_services: bool = False) -> str
     return None
 
 
-def set_hub_address(path: str | os.PathLike[str], public_ip: str, public_ip6: str | None = None) -> Host:
-    """Give the hub the addresses of a replacement server and return the new hub; the file is
-    unchanged on any problem. The new hub has an address of each family the old one had
-    (``public_ip6``: a dual-stack hub's IPv6 one, ``public_ip`` then its IPv4 one), else a
-    backend of that family would keep dialling the dead server. An ``ssh_host`` of the hub is
-    left as it is (say so: it may name the dead server)."""
+def hub_to_replace(net: Network, name: str | None, file: str) -> Host:
+    """The hub a replace-hub means: the one named, or the only one (several and no name is a
+    question only the user can answer)."""
+    names = ", ".join(h.name for h in net.hubs)
+    if name is None and len(net.hubs) > 1:
+        problem = (
+            f"the file has {len(net.hubs)} hubs ({names}); say which one the new server "
+            f"replaces with --name, e.g. --name {net.hubs[-1].name}"
+        )
+    elif hub := next((h for h in net.hubs if name in (None, h.name)), None):
+        return hub
+    else:
+        problem = f"--name {_show(name)} is not a hub; the hubs: {names}"
+    raise ConfigError([Problem(file, None, None, "proxies", problem)])
+
+
+def set_hub_address(
+    path: str | os.PathLike[str], public_ip: str, public_ip6: str | None = None, name: str | None = None
+) -> Host:
+    """Give a hub (``name``; the only one by default) the addresses of a replacement server
+    and return the new hub; the file is unchanged on any problem. The new hub has an address
+    of each family the old one had (``public_ip6``: a dual-stack hub's IPv6 one, ``public_ip``
+    then its IPv4 one), else a backend of that family would keep dialling the dead server. An
+    ``ssh_host`` of the hub is left as it is (say so: it may name the dead server)."""
     file = os.fspath(path)
     text = _read(file)
     net = _load_text(text, file, Path(file))
-    old = net.hub
+    old = hub_to_replace(net, name, file)
+    index = None if old.name == net.hub.name else [h.name for h in net.other_hubs].index(old.name)
+    entry = "proxy" if index is None else f"proxies[{index}]"  # its place in the file
     problems: list[Problem] = []
 
     def address(value: str | None, flag: str, field: str, family: int | None) -> Any:
         if value is None:
             return None
         pub, error = fields.parse_ip(value) if isinstance(value, str) else (None, None)
-        taken = {a: h for h in net.backends for a in h.public_ips}
+        # every other host's addresses: the hub needs a server of its own
+        taken = {a: h for h in net.hosts if h.name != old.name for a in h.public_ips}
         if pub is None:
             problem = error or f"{flag} {_show(value)} is not an IP address; write e.g. 203.0.113.10"
         elif family and pub.version != family:
@@ -334,7 +355,7 @@ def set_hub_address(path: str | os.PathLike[str], public_ip: str, public_ip6: st
             h = taken[pub]
             which = "public_ip" if h.public_ip == pub else "public_ip6"
             problem = (
-                f"{flag} {_show(value)} is the {which} of backend {h.name!r}; "
+                f"{flag} {_show(value)} is the {which} of {h.role} {h.name!r}; "
                 "the hub needs a server of its own"
             )
         else:
@@ -342,8 +363,8 @@ def set_hub_address(path: str | os.PathLike[str], public_ip: str, public_ip6: st
         problems.append(Problem(file, None, None, field, problem))
         return None
 
-    pub = address(public_ip, "--host", "proxy.public_ip", 4 if public_ip6 is not None else None)
-    pub6 = address(public_ip6, "--host6", "proxy.public_ip6", 6)
+    pub = address(public_ip, "--host", f"{entry}.public_ip", 4 if public_ip6 is not None else None)
+    pub6 = address(public_ip6, "--host6", f"{entry}.public_ip6", 6)
     if pub is not None and not problems:
         families = {pub.version} | ({6} if pub6 is not None else set())
         was = ", ".join(str(a) for a in old.public_ips)
@@ -353,7 +374,7 @@ def set_hub_address(path: str | os.PathLike[str], public_ip: str, public_ip6: st
                     file,
                     None,
                     None,
-                    "proxy.public_ip6",
+                    f"{entry}.public_ip6",
                     f"the hub has an IPv6 address too ({was}): its backends over IPv6 need the "
                     "new hub's; give it with --host6 (--host is then the IPv4 one), or first "
                     "remove proxy.public_ip6 (and every backend that has only IPv6) if the new "
@@ -366,7 +387,7 @@ def set_hub_address(path: str | os.PathLike[str], public_ip: str, public_ip6: st
                     file,
                     None,
                     None,
-                    "proxy.public_ip",
+                    f"{entry}.public_ip",
                     f"the hub has an IPv4 address ({was}): --host is its IPv4 address and "
                     "--host6 the IPv6 one",
                 )
@@ -377,7 +398,7 @@ def set_hub_address(path: str | os.PathLike[str], public_ip: str, public_ip6: st
                     file,
                     None,
                     None,
-                    "proxy.public_ip",
+                    f"{entry}.public_ip",
                     f"the hub is IPv6-only ({was}): give the new hub's IPv6 address with --host "
                     "(with an IPv4 one too: --host IPv4 --host6 IPv6)",
                 )
@@ -385,7 +406,7 @@ def set_hub_address(path: str | os.PathLike[str], public_ip: str, public_ip6: st
     if problems:
         raise ConfigError(problems)
     root = yaml.compose(text)
-    hub = _find_key(root, "proxy")
+    hub = _find_key(root, "proxy") if index is None else _find_key(root, "proxies").value[index]
     edits = []
     node = _find_key(hub, "public_ip")
     edits.append(_replaced(node, str(pub)))
@@ -398,7 +419,7 @@ def set_hub_address(path: str | os.PathLike[str], public_ip: str, public_ip6: st
     new_text = yamledit.apply(text, edits)
     new_net = _load_text(new_text, f"{file} (after the new hub address)", Path(file))
     _write_atomic(file, text, new_text)
-    return new_net.hub
+    return new_net.host(old.name)
 
 
 def _replaced(node, value: str) -> yamledit.Edit:

@@ -99,7 +99,7 @@ def hub_peers(
         if h.name == hub.name:
             continue
         if key:
-            peers.append(Peer(h.name, key, (h.wg_cidr,), _endpoint(net, h, h), net.keepalive))
+            peers.append(peer_for_hub(net, h, key, hub))
         else:
             missing.append(h.name)
     return peers, missing
@@ -129,11 +129,20 @@ def other_hub_peers(net: Network, keys: dict[str, str | None], host: Host) -> li
     direct path, backend_to_backend) stay with the first hub: cryptokey routing sends an
     address to one peer only, and the first is the one a one-hub network already uses.
     ``keys``: hub name -> its public key (read now, or kept; None: no peer for it yet)."""
-    return [
-        Peer(h.name, key, (h.wg_cidr,), _endpoint(net, host, h), net.keepalive)
-        for h in net.other_hubs
-        if (key := keys.get(h.name))
-    ]
+    return [peer_for_hub(net, h, key, host) for h in net.other_hubs if (key := keys.get(h.name))]
+
+
+def peer_for_hub(net: Network, hub: Host, key: str, on: Host) -> Peer:
+    """The peer host ``on`` (a backend, or another hub) has for ``hub``, whose public key is
+    ``key``: what a deploy writes, and what a rotation of ``hub`` swaps live on every host."""
+    if on.role == "backend" and hub.name == net.hub.name:
+        peer = backend_hub_peer(net, key, host=on)
+        assert peer is not None, "a key was given"
+        return peer
+    # a hub beside the first (on a backend), or any hub on another hub: its own address only.
+    # Between two hubs, the family is the one the first hub would use with the dialled hub.
+    dialling = on if on.role == "backend" else hub
+    return Peer(hub.name, key, (hub.wg_cidr,), _endpoint(net, dialling, hub), net.keepalive)
 
 
 def hub_peer_ips(net: Network) -> tuple[str, ...]:

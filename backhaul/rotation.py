@@ -112,10 +112,7 @@ def rotate_backend(net: Network, hosts: Hosts, backend: Host) -> str:
 def _on_every_hub(net: Network, hosts: Hosts, command: str) -> None:
     """The same peer swap on every hub, at once (each has a peer for the backend). Preshared
     keys are refused with more than one hub (schema), so the first hub's command fits all."""
-    jobs = [gevent.spawn(_run, hosts, h.name, command) for h in net.hubs]
-    gevent.joinall(jobs)
-    for job in jobs:
-        job.get()  # re-raise a failed step
+    _all_at_once(hosts, {h.name: command for h in net.hubs})
 
 
 # A via-hub backend's own switch runs this long after it was scheduled (see sshpath.later)
@@ -126,35 +123,37 @@ def _later(command: str) -> str:
     return sshpath.later(command, SWITCH_DELAY)
 
 
-def rotate_hub(net: Network, hosts: Hosts) -> str:
-    iface = net.interface
-    new_pub = _run(hosts, net.hub.name, stage_key_command(iface))
-    old_pub = _current_key(hosts, net.hub.name, iface)
-    # Every backend's peer and the hub's own key change at the same moment (in parallel).
-    # Via-hub backends are reached over the tunnel being re-keyed: their switch is scheduled
-    # first (see rotate_backend), the hub's key and the others' peers change right after.
-    later = []
-    for b in net.backends:
-        if b.name in hosts.by_name and sshpath.via_hub(b):
-            later.append(gevent.spawn(_run, hosts, b.name, _later(_hub_peer_cmd(net, b, new_pub, old_pub))))
-    gevent.joinall(later)
-    for job in later:
-        job.get()
-    jobs = [gevent.spawn(_run, hosts, net.hub.name, activate_key_command(iface))]
-    for b in net.backends:
-        if b.name not in hosts.by_name or sshpath.via_hub(b):
-            continue
-        jobs.append(gevent.spawn(_run, hosts, b.name, _hub_peer_cmd(net, b, new_pub, old_pub)))
-    gevent.joinall(jobs)
-    for job in jobs:
-        job.get()  # re-raise a failed step
-    if later:
+def rotate_hub(net: Network, hosts: Hosts, hub: Host | None = None) -> str:
+    """A hub's new key (``hub``: the first by default), live on every host that peers with it:
+    each backend and each other hub swaps its peer for the hub in one ``wg set`` at the moment
+    the hub switches. Their peers for the other hubs are not touched: those tunnels run on."""
+    iface, hub = net.interface, hub or net.hub
+    new_pub = _run(hosts, hub.name, stage_key_command(iface))
+    old_pub = _current_key(hosts, hub.name, iface)
+    told = [h for h in (*net.backends, *net.hubs) if h.name != hub.name and h.name in hosts.by_name]
+    # Via-hub backends are reached over the first hub's tunnel: when that hub is rotated their
+    # switch is scheduled first (see rotate_backend); the hub's key and the others' peers change
+    # right after, in parallel. A hub beside the first carries no SSH session: all at once.
+    ridden = [b for b in told if hub.name == net.hub.name and sshpath.via_hub(b)]
+    _all_at_once(hosts, {b.name: _later(_hub_peer_cmd(net, hub, b, new_pub, old_pub)) for b in ridden})
+    now = {h.name: _hub_peer_cmd(net, hub, h, new_pub, old_pub) for h in told if h not in ridden}
+    _all_at_once(hosts, {hub.name: activate_key_command(iface), **now})
+    if ridden:
         gevent.sleep(SWITCH_DELAY + 0.5)
     return new_pub
 
 
-def _hub_peer_cmd(net: Network, b: Host, new_pub: str, old_pub: str) -> str:
-    peer = plan.backend_hub_peer(net, new_pub, host=b)
+def _all_at_once(hosts: Hosts, commands: dict[str, str]) -> None:
+    """Each host's command, in parallel; a failed step is raised once all have answered."""
+    jobs = [gevent.spawn(_run, hosts, name, cmd) for name, cmd in commands.items()]
+    gevent.joinall(jobs)
+    for job in jobs:
+        job.get()
+
+
+def _hub_peer_cmd(net: Network, hub: Host, on: Host, new_pub: str, old_pub: str) -> str:
+    """Host ``on`` swaps its peer for ``hub`` to the new key, then says hello to it."""
+    peer = plan.peer_for_hub(net, hub, new_pub, on)
     cmd = set_peer_command(
         net.interface,
         new_pub,
@@ -164,4 +163,4 @@ def _hub_peer_cmd(net: Network, b: Host, new_pub: str, old_pub: str) -> str:
         remove=old_pub,
         keep_psk=True,
     )
-    return cmd + f" && (ping -c1 -W1 {net.hub.wg_ip} >/dev/null || true)"
+    return cmd + f" && (ping -c1 -W1 {hub.wg_ip} >/dev/null || true)"

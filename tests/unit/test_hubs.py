@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from backhaul import flows, nginxconf, plan, session, tls
-from backhaul.errors import BackhaulError
+from backhaul import flows, network, nginxconf, plan, session, tls
+from backhaul.errors import ConfigError
 from backhaul.network import load
 from backhaul.render import render
 
@@ -195,18 +195,128 @@ def test_one_hub_forwards_no_challenge(tmp_path) -> None:
 # -- day 2 on two hubs -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [{"host": "hub-b"}, {"all_hosts": True}])
-def test_rotating_a_hub_beside_the_first_is_refused_before_any_host_is_touched(
-    net, args, monkeypatch
-) -> None:
-    def no_connection(*_a, **_k):  # the file's addresses are not ours to contact
-        raise AssertionError("rotate-keys connected before refusing")
+class _Connected(Exception):
+    pass
 
-    monkeypatch.setattr(session, "connect", no_connection)
-    with pytest.raises(BackhaulError, match="hub-b") as info:
+
+@pytest.mark.parametrize("args", [{"host": "hub-b"}, {"host": "hub-a"}, {"all_hosts": True}])
+def test_rotating_any_hub_or_all_connects_to_every_host(net, args, monkeypatch) -> None:
+    """Every backend and every other hub peers with a hub: its rotation needs them all."""
+    seen = []
+
+    def connect(_net, names=None):  # the file's addresses are not ours to contact
+        seen.append(names)
+        raise _Connected
+
+    monkeypatch.setattr(session, "connect", connect)
+    with pytest.raises(_Connected):
         flows.rotate_keys(str(net.path), **args)
-    assert "not supported yet" in str(info.value)
+    assert seen == [None]
 
 
 def test_a_backends_rotation_or_adding_touches_every_hub(net) -> None:
     assert flows.hubs_and(net, "web") == ["hub-a", "hub-b", "web"]
+
+
+# -- rotate-keys of a hub: its new key reaches every backend and every other hub -----------------
+
+OLD, NEW = "O" * 43 + "=", "N" * 43 + "="
+
+
+class _Output:
+    def __init__(self, stdout: str):
+        self.stdout_lines, self.stderr_lines = [stdout] if stdout else [], []
+
+
+class _RecordingHost:
+    """Answers a rotation's commands as a host would (the staged key, the current key) and
+    records each one: which host is told what, without SSH."""
+
+    data = object()
+
+    def __init__(self, name: str, log: list[tuple[str, str]]):
+        self.name, self.log = name, log
+
+    def run_shell_command(self, command, **_kw):
+        text = str(command)
+        self.log.append((self.name, text))
+        if ".pub.next" in text and text.rstrip().endswith(".pub.next"):  # stage: prints the new key
+            return True, _Output(NEW)
+        if text.startswith("cat /etc/wireguard/wg0.pub"):
+            return True, _Output(OLD)
+        return True, _Output("")
+
+
+def _rotate_hub(net, name):
+    from backhaul import rotation
+
+    log: list[tuple[str, str]] = []
+    hosts = type("H", (), {"by_name": {h.name: _RecordingHost(h.name, log) for h in net.hosts}})()
+    # the first hub by default, as with one hub
+    key = rotation.rotate_hub(net, hosts, *([] if name == net.hub.name else [net.host(name)]))
+    told = {}
+    for host, cmd in log:
+        if f"peer {OLD} remove peer {NEW}" in cmd:
+            told[host] = cmd
+    return key, log, told
+
+
+@pytest.mark.parametrize("name, other", [("hub-b", "hub-a"), ("hub-a", "hub-b")])
+def test_a_hubs_new_key_reaches_every_backend_and_the_other_hubs(net, name, other) -> None:
+    key, log, told = _rotate_hub(net, name)
+    assert key == NEW
+    hub = net.host(name)
+    # every host that has a peer for this hub swaps it (one `wg set`), and no other host is told
+    assert sorted(told) == sorted(["web", "db", other])
+    for host, cmd in told.items():
+        assert f"allowed-ips {hub.wg_cidr} " in cmd, (host, cmd)
+        assert f"endpoint {hub.public_ip}:51820" in cmd, (host, cmd)
+        assert f"ping -c1 -W1 {hub.wg_ip} " in cmd, (host, cmd)  # hello to the rotated hub
+    # only the rotated hub switches its own key
+    assert [h for h, cmd in log if "private-key /etc/wireguard/wg0.key.next" in cmd] == [name]
+    # the other hub is told that one swap and nothing else (its key and other peers stay)
+    assert [cmd for h, cmd in log if h == other] == [told[other]]
+
+
+# -- replace-hub of one of N hubs: --name says which ---------------------------------------------
+
+
+def test_replace_hub_by_name_gives_that_hub_the_new_address_and_nothing_else(net) -> None:
+    before = net.path.read_text()
+    hub = network.set_hub_address(net.path, "203.0.113.40", name="hub-b")
+    assert (hub.name, str(hub.public_ip), str(hub.wg_ip)) == ("hub-b", "203.0.113.40", "10.50.0.3")
+    after = network.load(net.path)
+    assert str(after.hub.public_ip) == "203.0.113.10"  # the first hub is left as it was
+    assert after.path.read_text() == before.replace("203.0.113.11", "203.0.113.40")
+    # a backend now dials the new server for hub-b, and the other hub too
+    web = after.host("web")
+    assert plan.peer_for_hub(after, hub, KEYS["hub-b"], web).endpoint == "203.0.113.40:51820"
+    assert plan.peer_for_hub(after, hub, KEYS["hub-b"], after.hub).endpoint == "203.0.113.40:51820"
+    # and the first hub, by its name too
+    assert network.set_hub_address(net.path, "203.0.113.41", name="hub-a").name == "hub-a"
+    assert str(network.load(net.path).hub.public_ip) == "203.0.113.41"
+
+
+@pytest.mark.parametrize(
+    "name, ip, message",
+    [
+        (None, "203.0.113.40", r"proxies: the file has 2 hubs \(hub-a, hub-b\); say which one .* --name"),
+        ("web", "203.0.113.40", r"--name 'web' is not a hub; the hubs: hub-a, hub-b"),
+        ("hub-b", "203.0.113.10", r"--host '203.0.113.10' is the public_ip of hub 'hub-a'"),
+        ("hub-b", "203.0.113.21", r"the public_ip of backend 'web'"),
+    ],
+)
+def test_replace_hub_refuses_an_unnamed_or_wrong_hub_before_any_change(net, name, ip, message) -> None:
+    before = net.path.read_bytes()
+    with pytest.raises(ConfigError, match=message):
+        network.set_hub_address(net.path, ip, name=name)
+    assert net.path.read_bytes() == before
+
+
+def test_the_replace_hub_flow_refuses_an_unnamed_hub_before_any_host(net, monkeypatch) -> None:
+    def no_host(*_a, **_k):
+        raise AssertionError("a host was contacted")
+
+    monkeypatch.setattr(flows, "run_pyinfra", no_host)
+    with pytest.raises(ConfigError, match="hub-a, hub-b"):
+        flows.replace_hub(str(net.path), "203.0.113.40")
