@@ -18,8 +18,12 @@ def wireguard(kernel_module: str | None) -> list[str]:
 FIREWALL = ["ufw"]
 
 
+NGINX = ["nginx", "openssl"]
+ACME = ["certbot"]
+
+
 def nginx(net: Network) -> list[str]:
-    return ["nginx", "openssl"] + (["certbot"] if net.tls.mode == "acme" else [])
+    return NGINX + (ACME if net.tls.mode == "acme" else [])
 
 
 # deploys/site.py installs every part's packages first, in one apt run, and says so to the

@@ -62,7 +62,10 @@ def runner(lab: Lab, host: LabHost, rootfs: Path, pubkey: str) -> HostRunner:
 
 
 def _runners(lab: Lab, rootfs: dict[str, Path], pubkey: str) -> list[HostRunner]:
-    return [runner(lab, h, rootfs[h.suite], pubkey) for h in lab.hosts]
+    def image_of(h: LabHost) -> Path:  # a VM boots its role's image (vmimage: why)
+        return vmimage.role_rootfs(h.suite, h.role) if lab.vm else rootfs[h.suite]
+
+    return [runner(lab, h, image_of(h), pubkey) for h in lab.hosts]
 
 
 def _raise_inotify_limit() -> None:
