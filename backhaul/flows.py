@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -231,6 +234,7 @@ def add_backend(
             addresses = ", ".join(str(a) for a in (*host.public_ips, host.wg_ip))
             print(f"backhaul: added {host.name} ({addresses}) to {network_file}", flush=True)
         net = netmod.load(network_file)
+        _preload_verify()
         # The new host fully; on each hub its peer (one live `wg set`) and firewall rule. Nothing else.
         # (ssh.via hub: its first deploy goes over its public SSH, which is closed right after.)
         _converge(network_file, net, hubs_and(net, host.name)).check(
@@ -244,6 +248,18 @@ def add_backend(
             "run the same add-backend again once the cause is fixed"
         )
     journal.unlink(missing_ok=True)
+
+
+def _preload_verify() -> None:
+    """verify's modules (pyinfra's API, paramiko: 0.3-1 s of CPU) imported while the deploy
+    runs in its child process and this one only waits: the verify after it starts at once.
+    (A failed import here is left to the verify's own import, which says why.)"""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module("backhaul.verify")
+
+    threading.Thread(target=load, name="preload-verify", daemon=True).start()
 
 
 def _wait_verified(network_file: str, names: list[str], timeout: float = 30.0):

@@ -16,6 +16,8 @@ from backhaul.errors import DeployError
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = "deploys/site.py"
+# how a flow starts the pinned pyinfra CLI
+PYINFRA = [sys.executable, "-m", "backhaul.pyinfracli"]  # pyinfra, started sooner (see there)
 
 
 @dataclass
@@ -143,7 +145,7 @@ def run_pyinfra(
         **(extra_env or {}),
     )
     # -y skips change detection, which is exactly what a dry run is for
-    cmd = [sys.executable, "-m", "pyinfra", *([] if dry else ["-y"]), "inventory.py", deploy_file]
+    cmd = [*PYINFRA, *([] if dry else ["-y"]), "inventory.py", deploy_file]
     for name in limit or []:
         cmd += ["--limit", name]  # one flag per host: a comma list is one (unmatched) pattern
     if dry:

@@ -21,6 +21,7 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import OperationError, OperationValueError, operation
 
+from backhaul import ufwbatch
 from backhaul.facts import snapshot
 from backhaul.facts.ufw import UfwState
 from backhaul.plan import Rule
@@ -286,7 +287,8 @@ def firewall(
     exists for IPv4 but not yet IPv6 (``IPV6=yes`` set later) is added: ufw adds the missing half.
     With ``IPV6=no`` in /etc/default/ufw, a session over IPv6 or a rule naming an IPv6 address
     is refused before anything changes: ufw would cut the one and silently skip the other.
-    One operation and one fact: every no-op operation costs a round trip per host.
+    One operation and one fact: every no-op operation costs a round trip per host. The
+    changes run in one ufw process (``backhaul.ufwbatch``), each as its ufw command makes it.
 
     **Example:**
 
@@ -323,4 +325,5 @@ def firewall(
     if not commands:
         host.noop(f"ufw active with the {len(wanted)} backhaul rules, nothing stale")
         return
-    yield from commands
+    # in this order, in one ufw process: each ufw command's own start costs ~0.2-0.3 s
+    yield ufwbatch.command([c.removeprefix("ufw ") for c in commands])
