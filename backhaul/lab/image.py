@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from backhaul import software
 from backhaul.errors import LabError
 from backhaul.lab.layout import CACHE_DIR, DEFAULT_SUITE, SUITES
 
@@ -126,6 +127,62 @@ def _build(suite: str, build_root: Path, log) -> float:
     (build_root / "complete").write_text(f"{time.time()}\n")
     # Other images stay: a running lab of another recipe (or suite) has its overlays on them.
     return time.monotonic() - start
+
+
+# --- an image with backhaul's packages in (VM hosts; container labs that ask for it) --------
+# What each role gets: what a deploy installs there (a spare may become a backend). Never
+# wireguard-go: whether a deploy installs it (the kernel has no WireGuard) is its own to decide.
+_TOOLS = software.wireguard("loaded")
+ROLE_PACKAGES = {
+    "hub": _TOOLS + software.FIREWALL + software.NGINX + software.ACME,
+    "backend": _TOOLS + software.FIREWALL,
+}
+ROLE_PACKAGES["spare"] = ROLE_PACKAGES["backend"]
+# In the chroot no service may start: with no systemd there, invoke-rc.d would run nginx's init
+# script in this machine's own network namespace. 101 = "action forbidden by policy".
+POLICY_RC_D = "#!/bin/sh\nexit 101\n"
+
+
+def with_packages(base: Path, cache: Path, role: str, label: str, log=print) -> Path:
+    """``base`` (an image's rootfs) plus the role's packages, installed natively: cached under
+    ``cache``/packages/<hash of the list>, built once (a lock: two labs build it once)."""
+    packages = ROLE_PACKAGES[role]
+    digest = hashlib.sha256(" ".join(packages).encode()).hexdigest()[:12]
+    path = cache / "packages" / digest  # one image per list (a spare's is a backend's)
+    if not (path / "complete").exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / "build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (path / "complete").exists():
+                _build_with(packages, base, path, f"{label} of a {role}", log)
+    return path / "rootfs"
+
+
+def _build_with(packages: list[str], base: Path, path: Path, label: str, log) -> None:
+    log(f"building {label} (with {' '.join(packages)}; once)")
+    shutil.rmtree(path, ignore_errors=True)  # an interrupted build: start over
+    path.mkdir(parents=True)
+    tmp = path / "rootfs.tmp"
+    _run(["cp", "-a", str(base), str(tmp)], "copy the image", label)
+    policy = tmp / "usr/sbin/policy-rc.d"
+    policy.write_text(POLICY_RC_D)
+    policy.chmod(0o755)
+    chroot_install(tmp, packages, "install the packages", label)
+    policy.unlink()
+    tmp.rename(path / "rootfs")
+    (path / "complete").write_text(f"{time.time()}\n")
+
+
+def chroot_install(tmp: Path, packages: list[str], what: str, label: str) -> None:
+    """apt-get install in an image, with /proc, /sys and /dev for the packages' scripts, in a
+    mount namespace of its own: nothing stays mounted when the build ends, however it ends."""
+    script = (
+        f"mount -t proc proc {tmp}/proc && mount -t sysfs sys {tmp}/sys && "
+        f"mount --rbind /dev {tmp}/dev && "
+        f"chroot {tmp} sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive "
+        f"apt-get install -y -q --no-install-recommends {' '.join(packages)} && apt-get clean'"
+    )
+    _run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], what, label)
 
 
 def _run(cmd: list[str], what: str, image: str = "the base image") -> None:

@@ -63,7 +63,11 @@ def runner(lab: Lab, host: LabHost, rootfs: Path, pubkey: str) -> HostRunner:
 
 def _runners(lab: Lab, rootfs: dict[str, Path], pubkey: str) -> list[HostRunner]:
     def image_of(h: LabHost) -> Path:  # a VM boots its role's image (vmimage: why)
-        return vmimage.role_rootfs(h.suite, h.role) if lab.vm else rootfs[h.suite]
+        if lab.vm:
+            return vmimage.role_rootfs(h.suite, h.role)
+        if lab.packaged:
+            return image.with_packages(rootfs[h.suite], image.base_dir(h.suite), h.role, "the host image")
+        return rootfs[h.suite]
 
     return [runner(lab, h, image_of(h), pubkey) for h in lab.hosts]
 
@@ -119,6 +123,7 @@ def _recorded(old: dict, lab: Lab) -> Lab:
         old.get("v6_only", ()),
         old.get("vm", False),
         old.get("hubs", 1),
+        old.get("packaged", False),
     )
 
 
@@ -151,14 +156,16 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
     if rec.exists():
         old = json.loads(rec.read_text())
         was = _recorded(old, lab)
-        # a host's disk is an overlay on its release's image: another release needs new disks;
-        # a host's addresses are written before it boots: another address plan, new hosts
-        if (was.subnet, was.suite, was.backend_suite, was.v6_only, was.vm) != (
+        # a host's disk is an overlay on its release's image (with packages or not): another
+        # image needs new disks; a host's addresses are written before it boots: another
+        # address plan, new hosts
+        if (was.subnet, was.suite, was.backend_suite, was.v6_only, was.vm, was.packaged) != (
             lab.subnet,
             lab.suite,
             lab.backend_suite,
             lab.v6_only,
             lab.vm,
+            lab.packaged,
         ) or fresh:
             down(was, purge=True, log=log)
     lab.state_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +182,7 @@ def up(lab: Lab, fresh: bool = False, log=print) -> dict:
                 "v6_only": sorted(lab.v6_only),
                 "vm": lab.vm,
                 "hubs": lab.hubs,
+                "packaged": lab.packaged,
             }
         )
     )

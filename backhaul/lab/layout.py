@@ -65,6 +65,9 @@ class Lab:
     vm: bool = False
     # hubs in network.yml: proxy, then proxy-2, ... under proxies: (docs/two-hubs.md)
     hubs: int = 1
+    # hosts with backhaul's packages already in (image.with_packages): for labs whose tests
+    # are not about installing them; a deploy from bare hosts is the default
+    packaged: bool = False
 
     @classmethod
     def make(
@@ -80,6 +83,7 @@ class Lab:
         v6_only: frozenset[str] | tuple[str, ...] | list[str] = (),
         vm: bool = False,
         hubs: int = 1,
+        packaged: bool = False,
     ) -> Lab:
         _check_name(name)
         if not 0 <= backends <= MAX_BACKENDS or not 0 <= spares <= MAX_BACKENDS - backends:
@@ -105,6 +109,7 @@ class Lab:
             v6_only=v6_only,
             vm=vm,
             hubs=hubs,
+            packaged=packaged,
         )
 
     @property

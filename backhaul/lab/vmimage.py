@@ -30,7 +30,6 @@ import shutil
 import time
 from pathlib import Path
 
-from backhaul import software
 from backhaul.errors import LabError
 from backhaul.lab import image
 from backhaul.lab.layout import CACHE_DIR, DEFAULT_SUITE
@@ -39,18 +38,6 @@ VM_PACKAGES = ["linux-image-cloud-amd64", "initramfs-tools", "kmod", "udev"]
 # The cloud kernel builds virtio-blk and virtio-net as modules (ext4 is built in): the
 # initramfs must bring the root disk up; the rest loads from the root filesystem.
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "virtio_net"]
-
-
-# What each role's image has installed beyond the VM image (a spare may become a backend).
-_KERNEL_WIREGUARD = software.wireguard("loaded")  # the tools alone: the kernel has the module
-ROLE_PACKAGES = {
-    "hub": _KERNEL_WIREGUARD + software.FIREWALL + software.NGINX + software.ACME,
-    "backend": _KERNEL_WIREGUARD + software.FIREWALL,
-}
-ROLE_PACKAGES["spare"] = ROLE_PACKAGES["backend"]
-# In the chroot no service may start: with no systemd there, invoke-rc.d would run nginx's init
-# script in this machine's own network namespace. 101 = "action forbidden by policy".
-POLICY_RC_D = "#!/bin/sh\nexit 101\n"
 
 
 def recipe_hash(suite: str = DEFAULT_SUITE) -> str:
@@ -98,47 +85,9 @@ def ensure_built(suite: str = DEFAULT_SUITE, log=print) -> tuple[Path, float | N
 
 
 def role_rootfs(suite: str, role: str, log=print) -> Path:
-    """The role's image (the VM image plus its packages), built first if needed: one lock
-    for every image of the suite, so two labs build each once."""
-    root = vm_dir(suite)
-    packages = ROLE_PACKAGES[role]
-    digest = hashlib.sha256(" ".join(packages).encode()).hexdigest()[:12]
-    path = root / "packages" / digest  # one image per list (a spare's is a backend's)
-    if (path / "complete").exists():
-        return path / "rootfs"
+    """The role's VM image: the VM image plus the role's packages (image.with_packages)."""
     base, _ = ensure_built(suite, log=log)
-    with open(root.parent / f"{root.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (path / "complete").exists():
-            _build_role(role, packages, base, path, log)
-    return path / "rootfs"
-
-
-def _build_role(role: str, packages: list[str], base: Path, path: Path, log) -> None:
-    log(f"building the VM image of a {role} (with {' '.join(packages)}; once)")
-    shutil.rmtree(path, ignore_errors=True)  # an interrupted build: start over
-    path.mkdir(parents=True)
-    tmp = path / "rootfs.tmp"
-    _run(["cp", "-a", str(base), str(tmp)], f"copy the VM image for a {role}")
-    policy = tmp / "usr/sbin/policy-rc.d"
-    policy.write_text(POLICY_RC_D)
-    policy.chmod(0o755)
-    _chroot_install(tmp, packages, f"install a {role}'s packages")
-    policy.unlink()
-    tmp.rename(path / "rootfs")
-    (path / "complete").write_text(f"{time.time()}\n")
-
-
-def _chroot_install(tmp: Path, packages: list[str], what: str) -> None:
-    """apt-get install in the image, with /proc, /sys and /dev for the packages' scripts, in a
-    mount namespace of its own: nothing stays mounted when the build ends, however it ends."""
-    script = (
-        f"mount -t proc proc {tmp}/proc && mount -t sysfs sys {tmp}/sys && "
-        f"mount --rbind /dev {tmp}/dev && "
-        f"chroot {tmp} sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive "
-        f"apt-get install -y -q --no-install-recommends {' '.join(packages)} && apt-get clean'"
-    )
-    _run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], what)
+    return image.with_packages(base, vm_dir(suite), role, "the VM image", log)
 
 
 def _build(suite: str, base: Path, root: Path, log) -> float:
@@ -151,7 +100,7 @@ def _build(suite: str, base: Path, root: Path, log) -> float:
     _run(["cp", "-a", str(base), str(tmp)], "copy the base image")
     (tmp / "etc/initramfs-tools").mkdir(parents=True, exist_ok=True)
     (tmp / "etc/initramfs-tools/modules").write_text("\n".join(INITRAMFS_MODULES) + "\n")
-    _chroot_install(tmp, VM_PACKAGES, "install the kernel")  # update-initramfs needs /proc...
+    image.chroot_install(tmp, VM_PACKAGES, "install the kernel", "the VM image")
     # The apt lists stay, as in the container image: a deploy reads nginx's candidate version
     # from them before it installs nginx (without them the first deploy writes a config for an
     # unknown nginx and the second rewrites it: not the no-op a container host shows).

@@ -147,16 +147,24 @@ def test_the_vm_image_is_the_base_recipe_plus_its_own():
     assert "kmod" in vmimage.VM_PACKAGES  # the kernel loads wireguard.ko through modprobe
 
 
-def test_each_vm_role_image_has_what_backhaul_installs_there_and_never_wireguard_go():
-    """The VM tests are about the kernel: a deploy must decide wireguard-go by itself."""
+def test_each_role_image_has_what_backhaul_installs_there_and_never_wireguard_go():
+    """VM hosts and packaged container labs: a deploy must still decide wireguard-go itself."""
     from backhaul import software
-    from backhaul.lab import vmimage
 
-    hub, backend = vmimage.ROLE_PACKAGES["hub"], vmimage.ROLE_PACKAGES["backend"]
+    hub, backend = image.ROLE_PACKAGES["hub"], image.ROLE_PACKAGES["backend"]
     assert set(hub) >= {"wireguard-tools", *software.FIREWALL, *software.NGINX, *software.ACME}
     assert set(backend) == {"wireguard-tools", *software.FIREWALL}
-    assert vmimage.ROLE_PACKAGES["spare"] == backend  # a spare becomes a backend
-    assert not any("wireguard-go" in p for p in vmimage.ROLE_PACKAGES.values())
+    assert image.ROLE_PACKAGES["spare"] == backend  # a spare becomes a backend
+    assert not any("wireguard-go" in p for p in image.ROLE_PACKAGES.values())
+
+
+def test_a_packaged_lab_is_recorded_as_one(tmp_path, monkeypatch):
+    """lab.up compares the record: bare and packaged hosts sit on other images (new disks)."""
+    monkeypatch.setattr("backhaul.lab.layout.STATE_ROOT", tmp_path)
+    lab = Lab.make("kd", 1, packaged=True)
+    record = {"name": "kd", "backends": 1, "subnet": str(lab.subnet)}
+    assert labmod._recorded({**record, "packaged": True}, lab).packaged
+    assert not labmod._recorded(record, lab).packaged
 
 
 def test_a_vm_lab_is_recorded_as_one(tmp_path, monkeypatch):
