@@ -29,7 +29,9 @@ PORT = 8090
 
 @pytest.fixture(scope="module")
 def lab():
-    with fresh_lab(own_lab_name("cl"), backends=1, spares=1, suite=SUITE) as lab:
+    # hosts with backhaul's packages in (packaged): this module is not about installing them;
+    # the session labs deploy from bare hosts
+    with fresh_lab(own_lab_name("cl"), backends=1, spares=1, suite=SUITE, packaged=True) as lab:
         text = lab.network.read_text()
         domain = f"ops.{lab.lab.domain}"
         # backend_to_backend on: the subnet is routed through the hub, so only the hub's guard

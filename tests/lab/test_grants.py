@@ -65,7 +65,9 @@ def _pings(lab, host: str, target: str) -> bool:
 
 @pytest.fixture(scope="module")
 def lab():
-    with fresh_lab(own_lab_name("gr"), backends=3, spares=0, suite=SUITE) as lab:
+    # hosts with backhaul's packages in (packaged): this module is not about installing them;
+    # the session labs deploy from bare hosts
+    with fresh_lab(own_lab_name("gr"), backends=3, spares=0, suite=SUITE, packaged=True) as lab:
         text = re.sub(r"services:.*?\n(?=\S|\Z)", "", lab.network.read_text(), flags=re.S)
         lab.network.write_text(text + SERVICES)
         lab.inv("deploy")

@@ -45,7 +45,11 @@ REPLACE_SECOND = os.environ.get("BACKHAUL_TEST_REPLACE_SECOND") == "1"
 @pytest.fixture(scope="module")
 def hubs():
     # a spare replaces the first hub; with REPLACE_SECOND a second one replaces the second hub
-    with fresh_lab(own_lab_name("h"), backends=1, spares=2 if REPLACE_SECOND else 1, hubs=2) as lab:
+    # hosts with backhaul's packages in (packaged): this module is not about installing them;
+    # the session labs deploy from bare hosts
+    with fresh_lab(
+        own_lab_name("h"), backends=1, spares=2 if REPLACE_SECOND else 1, hubs=2, packaged=True
+    ) as lab:
         lab.inv("lab.demo", "--name", lab.lab.name)
         lab.inv("deploy")
         yield lab
