@@ -31,7 +31,12 @@ STRAY = "python3 -m http.server --bind :: 9098"
 
 @pytest.fixture(scope="module")
 def dual():
-    with fresh_lab(own_lab_name("6"), backends=2, spares=1, suite=SUITE, v6_only=[V6_ONLY]) as lab:
+    # hosts with backhaul's packages in (packaged): this module is not about installing them;
+    # the session labs deploy from bare hosts
+    # (wireguard-go, never in those images, is still installed: apt over IPv6 on the v6-only host)
+    with fresh_lab(
+        own_lab_name("6"), backends=2, spares=1, suite=SUITE, v6_only=[V6_ONLY], packaged=True
+    ) as lab:
         lab.inv("lab.demo", "--name", lab.lab.name)
         lab.inv("deploy")
         yield lab

@@ -28,7 +28,9 @@ SPARES = 3
 
 @pytest.fixture(scope="module")
 def via():
-    with fresh_lab(own_lab_name("v"), backends=2, spares=SPARES) as lab:
+    # hosts with backhaul's packages in (packaged): this module is not about installing them;
+    # the session labs deploy from bare hosts
+    with fresh_lab(own_lab_name("v"), backends=2, spares=SPARES, packaged=True) as lab:
         lab.inv("lab.demo", "--name", lab.lab.name)
         text = lab.network.read_text()
         # the controller (the lab's bridge address) is the admin on the allow list; the
