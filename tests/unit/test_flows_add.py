@@ -10,15 +10,7 @@ from pathlib import Path
 import backhaul
 from backhaul import flows
 from backhaul.runner import Run
-
-MINIMAL = """\
-network:
-  subnet: 10.50.0.0/24
-proxy:
-  public_ip: 203.0.113.10
-tls:
-  mode: self-signed
-"""
+from tests.unit.test_network import MINIMAL  # the smallest valid network file
 
 
 class _Healthy:
