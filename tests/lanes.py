@@ -137,7 +137,12 @@ def machine_cpu() -> float:
 
 
 def run(extra: list[str]) -> int:
-    reports = Path(tempfile.mkdtemp(prefix="backhaul-lanes-"))
+    # the lanes' logs and reports: printed at the end, then gone (no run leaves files behind)
+    with tempfile.TemporaryDirectory(prefix="backhaul-lanes-") as reports:
+        return _run(Path(reports), extra)
+
+
+def _run(reports: Path, extra: list[str]) -> int:
     started, cpu0 = time.monotonic(), machine_cpu()
     procs = {}
     for name, what, cmd, env in _commands(reports, extra):
