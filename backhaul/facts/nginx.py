@@ -138,9 +138,10 @@ class CertificateState(FactBase[dict[str, Any]]):
         if cert_paths:
             # One openssl per file (expiry and names at once), the files side by side: openssl
             # starts in ~25 ms, and this fact is read while the deploy is prepared. Each line
-            # is one printf, so lines from parallel files never mix.
+            # is one printf, so lines from parallel files never mix; sorted, so that an
+            # unchanged host reads the same each time (backhaul/unchanged.py).
             parts.append(
-                f"for f in {' '.join(shlex.quote(p) for p in cert_paths)}; do "
+                f"{{ for f in {' '.join(shlex.quote(p) for p in cert_paths)}; do "
                 '[ -f "$f" ] || continue; ( '
                 'x=$(openssl x509 -in "$f" -noout -enddate -ext subjectAltName 2>/dev/null); '
                 'end=$(printf "%s\\n" "$x" | sed -n "s/^notAfter=//p"); '
@@ -156,7 +157,7 @@ class CertificateState(FactBase[dict[str, Any]]):
                 "| sed 's/keyid://' | tr -d ' '); "
                 'printf "cert\\t%s\\t%s\\t%s\\t%s\\t%s\\n" "$f" '
                 '"$(if [ -n "$end" ]; then date -d "$end" +%s; fi)" "$names" "$issuer" "$akid" ) '
-                "& done; wait"
+                "& done; wait; } | sort"
             )
         names = []
         for n in lineages or []:

@@ -91,7 +91,9 @@ class SshSession(FactBase[dict[str, Any] | None]):
             'while [ -z "$c" ] && [ "${p:-1}" -gt 1 ] && [ -r /proc/$p/environ ]; do '
             "c=$(tr '\\0' '\\n' < /proc/$p/environ | sed -n 's/^SSH_CONNECTION=//p'); "
             "p=$(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f2); done; "
-            'echo "$c"'
+            # without the client's port: new with every connection, and an unchanged host
+            # must read the same each time (backhaul/unchanged.py)
+            'set -- $c; [ $# -eq 4 ] && echo "$1 - $3 $4"; true'
         )
 
     def process(self, output: list[str]) -> dict[str, Any] | None:

@@ -112,3 +112,20 @@ def test_verifys_pings_run_while_the_host_reads_its_state(tmp_path):
     assert calls == ["ping", "date", "pong"]
     health = HostHealth().process(out.stdout.splitlines())
     assert health["ping"] == {"10.50.0.1": True}
+
+
+def test_the_ssh_session_reads_the_same_from_any_client_port():
+    """A no-op deploy is told from a drifted host by what the host reads (backhaul/unchanged.py):
+    the client's port, new with every connection, is not part of it (the firewall needs the
+    addresses and the server's port only)."""
+    import subprocess
+
+    from backhaul.facts.system import SshSession
+
+    outs = set()
+    for port in (40022, 51234):
+        env = {"PATH": "/usr/bin:/bin", "SSH_CONNECTION": f"198.51.100.1 {port} 198.51.100.11 22"}
+        cmd = SshSession().command()
+        outs.add(subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True, env=env).stdout)
+    assert len(outs) == 1, outs
+    assert SshSession().process(outs.pop().splitlines())["client"] == "198.51.100.1"

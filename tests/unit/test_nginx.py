@@ -415,6 +415,10 @@ def test_certificate_fact_command_run_for_real_reads_expiry_and_names(tmp_path):
     assert 29 * 86400 < a["not_after"] - got["now"] <= 30 * 86400
     assert plain["names"] == [] and plain["not_after"] > got["now"]
     assert bad == {"names": [], "not_after": None}
+    # the files are read side by side, yet each read prints them in one order: an unchanged
+    # host reads the same every time (backhaul/unchanged.py compares what hosts read)
+    lines = [ln for ln in out.splitlines() if ln.startswith("cert\t")]
+    assert lines == sorted(lines)
 
 
 # -- the swap / nginx -t / restore script, run for real ------------------------------------------
