@@ -67,14 +67,15 @@ def _network(path: str | None) -> str:
         "network": NETWORK_HELP,
         "limit": "only these hosts (comma-separated names)",
         "dry": "show what would change, change nothing (pyinfra --dry --diff)",
+        "full": "run every operation, even when every host reads as the last deploy left it",
     }
 )
 @_friendly
-def deploy(c, network=None, limit=None, dry=False):
+def deploy(c, network=None, limit=None, dry=False, full=False):
     """Bring every host to what the network file says (WireGuard, firewall, nginx, TLS, binds)."""
     from backhaul import flows
 
-    flows.deploy(_network(network), limit=limit, dry=dry)
+    flows.deploy(_network(network), limit=limit, dry=dry, full=full)
 
 
 @task(help={"network": NETWORK_HELP})

@@ -7,22 +7,27 @@ import contextlib
 import importlib
 import os
 import re
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 from backhaul import network as netmod
-from backhaul import sshpath
+from backhaul import readlog, sshpath, unchanged
 from backhaul.errors import BackhaulError, DeployError
 from backhaul.lock import network_lock
 from backhaul.runner import Run, run_pyinfra
 
 
-def deploy(network_file: str, limit: str | None = None, dry: bool = False) -> None:
+def deploy(network_file: str, limit: str | None = None, dry: bool = False, full: bool = False) -> None:
     """Validate the whole network file (before any host is touched), then converge the hosts."""
     with network_lock(network_file, wait=0):  # also covers writing allocated addresses back
         net = netmod.load(network_file, write_back=not dry)
         hosts = _limit(net, limit)
+        whole = not dry and hosts is None and not _add_journal(network_file).exists()
+        inputs = unchanged.inputs(network_file, net) if whole else ""
+        if whole and not full and _unchanged(network_file, net, inputs):
+            return
         if net.clients and (hosts is None or net.hub.name in hosts):
             # only then: backhaul.clients imports pyinfra, which this process otherwise never
             # loads (the deploy runs in a child), a fifth of a no-op deploy's time before it
@@ -35,11 +40,35 @@ def deploy(network_file: str, limit: str | None = None, dry: bool = False) -> No
                     f"inv remove-client {c.name})",
                     flush=True,
                 )
-        run = _converge(network_file, net, hosts, dry)
+        with tempfile.TemporaryFile(prefix="backhaul-reads-") as reads:
+            run = _converge(network_file, net, hosts, dry, reads if whole else None)
+            if whole and _no_op(run):
+                unchanged.keep(network_file, net, inputs, readlog.read(reads))
+            elif not dry:
+                unchanged.forget(network_file)
         targets = hosts or [h.name for h in net.hosts]
         if not dry and run.rc == 0 and not run.pending:  # under the lock: no add starts meanwhile
             _end_interrupted_add(network_file, net, targets)
     run.check("the plan" if dry else "the deploy", run.advice(targets, bool(hosts), dry))
+
+
+def _unchanged(network_file: str, net, inputs: str) -> bool:
+    """Say so and True when every host reads as the last no-op deploy left it (unchanged.py)."""
+    verdict = unchanged.check(network_file, net, inputs)
+    if verdict.holds:
+        print(
+            f"backhaul: no changes (all {len(net.hosts)} hosts read as the last deploy left them, "
+            f"in one round: {verdict.seconds:.2f}s; inv deploy --full runs every operation)",
+            flush=True,
+        )
+    elif verdict.why:
+        print(f"backhaul: {verdict.why}: the whole deploy runs", flush=True)
+    return verdict.holds
+
+
+def _no_op(run: Run) -> bool:
+    """One complete pyinfra run of every host that changed nothing."""
+    return run.rc == 0 and not run.pending and not run.failed and not run.changed and not run.errors
 
 
 def _add_journal(network_file: str) -> Path:
@@ -65,14 +94,18 @@ def _end_interrupted_add(network_file: str, net, deployed: list[str]) -> None:
 
 
 # --- ssh.via hub: which way each backend is reached (backhaul/sshpath.py) -----------------------
-def _converge(network_file: str, net, hosts: list[str] | None, dry: bool = False) -> Run:
+def _converge(network_file: str, net, hosts: list[str] | None, dry: bool = False, reads=None) -> Run:
     """One site run, with via-hub backends reached the way that should work (through the hub
     once proven, else directly); those that did not connect are tried the other way, and the
     public SSH of those reached directly is closed over the hub afterwards: the public rule
     goes only once SSH through the hub has worked."""
     scope = [b for b in net.backends if sshpath.via_hub(b) and (not hosts or b.name in hosts)]
     direct = sshpath.first_guess(network_file, net) & {b.name for b in scope}
-    run = run_pyinfra(network_file, limit=hosts, dry=dry, extra_env=_direct_env(direct), summarize=False)
+    # (what it reads is kept only when no host is reached another way than next time)
+    reads = None if direct else reads
+    run = run_pyinfra(
+        network_file, limit=hosts, dry=dry, extra_env=_direct_env(direct), summarize=False, reads=reads
+    )
     if dry:
         run = _plan_closing(network_file, run, sorted(n for n in direct if n not in run.failed))
     elif scope and net.hub.name not in run.failed:  # else the hub itself failed: the run says it all

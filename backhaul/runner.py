@@ -10,8 +10,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
-from backhaul import lock, pending
+from backhaul import lock, pending, readlog
 from backhaul.errors import DeployError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +130,7 @@ def run_pyinfra(
     dry: bool = False,
     extra_env: dict | None = None,
     summarize: bool = True,
+    reads: BinaryIO | None = None,
 ) -> Run:
     """Run the pinned pyinfra CLI (the stable interface) and stream its output; with
     ``summarize``, say what it did (a flow of several runs says it once, for them all)."""
@@ -137,11 +139,14 @@ def run_pyinfra(
     pending_env, pending_fds = pending.child_env(sink)
     # the child runs under this process's lock of the network (it inherits the locked file)
     lock_env, lock_fds = lock.child_env(network)
+    # what the run asks each host, when the caller keeps it (backhaul/readlog.py)
+    reads_env, reads_fds = readlog.child_env(reads) if reads else ({}, [])
     env = dict(
         os.environ,
         BACKHAUL_NETWORK=str(Path(network).resolve()),
         **pending_env,
         **lock_env,
+        **reads_env,
         **(extra_env or {}),
     )
     # -y skips change detection, which is exactly what a dry run is for
@@ -160,7 +165,7 @@ def run_pyinfra(
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-            pass_fds=[*lock_fds, *pending_fds],
+            pass_fds=[*lock_fds, *pending_fds, *reads_fds],
         )
         lines = []
         for line in proc.stdout:  # stream pyinfra's progress as it comes

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from backhaul import readlog
 from backhaul.network import Network, Service
 
 WEBROOT = "/var/www/backhaul-acme"
@@ -145,6 +146,7 @@ def issue_reason(
     not_after, now = have.get("not_after"), state.get("now")
     if not_after is None or now is None or not_after <= now:
         return "it has expired"
+    readlog.answer_holds_until(not_after)  # the host's clock decided: until when (readlog.py)
     return None
 
 
@@ -167,7 +169,10 @@ def needs_new_self_signed(cert: CertPaths, domains: tuple[str, ...], state: dict
     if not have or sorted(have.get("names") or []) != sorted(domains):
         return True
     not_after, now = have.get("not_after"), state.get("now")
-    return not_after is None or now is None or not_after - now < RENEW_BEFORE_DAYS * 86400
+    if not_after is None or now is None or not_after - now < RENEW_BEFORE_DAYS * 86400:
+        return True
+    readlog.answer_holds_until(not_after - RENEW_BEFORE_DAYS * 86400)  # (readlog.py)
+    return False
 
 
 def certbot_args(cert: Certificate, server: str, email: str, state: dict[str, Any]) -> list[str]:

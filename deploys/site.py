@@ -9,13 +9,17 @@ from pathlib import Path
 from pyinfra import host, local
 from pyinfra.api.exceptions import DeployError
 
-from backhaul import connection, deployfiles, software
+from backhaul import connection, deployfiles, readlog, software
 from backhaul.facts import snapshot
 from backhaul.facts.system import SudoAccess, sudo_problem
 from backhaul.network import load_current
 
 # pyinfra reads the call stack for each operation: let it find our files in inspect's cache
 deployfiles.name_as_modules(Path(__file__).parent)
+# under `inv deploy`: every command run on a host, for the next no-op to read again (readlog.py);
+# first: the connectors' methods are wrapped per host below
+readlog.capture()
+
 # a host whose SSH connection dies mid-run (a reboot) fails alone, named (backhaul/connection.py)
 connection.fail_alone_when_lost(host)
 

@@ -92,6 +92,27 @@ def test_a_no_op_deploy_reads_each_host_once(lab, deployed):
     ), loaded
 
 
+def test_after_a_no_op_a_deploy_asks_each_host_again_without_pyinfra_and_sees_any_drift(lab, deployed):
+    """A complete deploy that changed nothing is kept (backhaul/unchanged.py): the next asks
+    every host the same again, in one SSH round, and starts no pyinfra when each answers the
+    same. A host changed by hand since answers differently: the whole deploy runs, repairs
+    it, and the deploy after that runs in full again (its run changed something)."""
+    assert "operations checked" in _run(lab, "deploy", "--full").stdout  # pyinfra, no change
+    fast = _run(lab, "deploy")
+    assert "all 3 hosts read as the last deploy left them" in fast.stdout, fast.stdout[-3000:]
+    assert "--> Loading config" not in fast.stdout  # pyinfra never started
+    # a tunnel-only port's rule gone and the service stopped: a hand at work on backend-1
+    lab.ssh("backend-1", "ufw --force delete allow in on wg0 to 10.50.0.2 port 8080 proto tcp from 10.50.0.1")
+    lab.ssh("backend-1", "systemctl stop backhaul-demo-app")
+    repaired = _run(lab, "deploy")
+    assert "backend-1 reads differently from the last deploy" in repaired.stdout
+    assert "2 of " in repaired.stdout, repaired.stdout[-3000:]
+    assert "8080/tcp on wg0" in lab.ssh("backend-1", "ufw status").stdout
+    lab.ssh("backend-1", "systemctl is-active backhaul-demo-app")
+    assert "operations checked" in _run(lab, "deploy").stdout  # in full: the last one changed
+    assert "read as the last deploy left them" in _run(lab, "deploy").stdout
+
+
 def test_wireguard_keys_stay_on_their_hosts(lab, deployed):
     for h in lab.lab.network_hosts:
         out = lab.ssh(h.name, "stat -c '%a %U' /etc/wireguard/wg0.key /etc/wireguard/wg0.conf").stdout

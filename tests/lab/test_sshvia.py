@@ -79,6 +79,13 @@ def test_a_via_hub_network_shows_a_stranger_no_open_port_on_a_backend(via):
     # (a connection per backend made the hub's sshd drop some at scale: MaxStartups)
     logins = _hub_logins(lab) - before - 1  # (minus the second query's own login)
     assert logins == 2, f"a no-op deploy through the hub logged in to the hub {logins} times"
+    # after a no-op the next asks every host again without pyinfra (backhaul/unchanged.py):
+    # through the hub too, on one connection to it (beside the hub's own read)
+    before = _hub_logins(lab)
+    fast = lab.inv("deploy", network=net)
+    assert "read as the last deploy left them" in fast.stdout, fast.stdout[-3000:]
+    logins = _hub_logins(lab) - before - 1
+    assert logins == 2, f"a no-op deploy without pyinfra logged in to the hub {logins} times"
     neighbour.up(lab.lab)
     with ThreadPoolExecutor(2) as pool:
         backend, hub = pool.map(lambda h: neighbour.scan(lab.lab, lab.ip(h)), ["backend-1", "proxy"])

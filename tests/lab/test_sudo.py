@@ -68,6 +68,8 @@ def test_every_flow_works_as_a_user_with_passwordless_sudo(cloud):
     assert "superuser privilege" not in first.stdout
     assert lab.wait_healthy(net)["ok"]
     assert "backhaul: no changes" in lab.inv("deploy", network=net).stdout
+    # and the next, without pyinfra, asks each host again through sudo (backhaul/unchanged.py)
+    assert "read as the last deploy left them" in lab.inv("deploy", network=net).stdout
     # what sudo made belongs to root, as when deploying as root
     for h in lab.lab.network_hosts:
         owned = lab.ssh(

@@ -126,6 +126,8 @@ def test_the_ssh_session_reads_the_same_from_any_client_port():
     for port in (40022, 51234):
         env = {"PATH": "/usr/bin:/bin", "SSH_CONNECTION": f"198.51.100.1 {port} 198.51.100.11 22"}
         cmd = SshSession().command()
-        outs.add(subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True, env=env).stdout)
+        outs.add(
+            subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True, env=env).stdout
+        )
     assert len(outs) == 1, outs
     assert SshSession().process(outs.pop().splitlines())["client"] == "198.51.100.1"

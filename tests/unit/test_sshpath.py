@@ -145,7 +145,15 @@ def _fake_runs(monkeypatch, fail_when):
 
     calls = []
 
-    def fake(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, summarize=True):
+    def fake(
+        network,
+        deploy_file="deploys/site.py",
+        limit=None,
+        dry=False,
+        extra_env=None,
+        summarize=True,
+        reads=None,
+    ):
         call = (deploy_file.split("/")[-1], tuple(limit or ()), (extra_env or {}).get(sshpath.DIRECT_ENV, ""))
         calls.append(call)
         failed = {n: "Could not connect (timeout)" for n in fail_when(call)}
@@ -222,7 +230,15 @@ def _fake_totals(monkeypatch, firewall_changes):
 
     calls = []
 
-    def fake(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, summarize=True):
+    def fake(
+        network,
+        deploy_file="deploys/site.py",
+        limit=None,
+        dry=False,
+        extra_env=None,
+        summarize=True,
+        reads=None,
+    ):
         assert not summarize, "each run of a flow printed its own summary"
         calls.append((deploy_file.split("/")[-1], tuple(limit or ()), dry))
         if deploy_file.endswith("firewall.py"):
@@ -262,7 +278,13 @@ def test_a_plan_says_when_it_cannot_see_public_ssh_closing(tmp_path, monkeypatch
     flows, calls = _fake_totals(monkeypatch, {})
 
     def unreached(
-        network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, summarize=True
+        network,
+        deploy_file="deploys/site.py",
+        limit=None,
+        dry=False,
+        extra_env=None,
+        summarize=True,
+        reads=None,
     ):
         if deploy_file.endswith("firewall.py"):
             return Run(1, [], {"backend-1": "Could not connect (timeout)"})
@@ -317,7 +339,15 @@ def test_a_plan_lists_the_closing_once_when_the_direct_run_already_closes(tmp_pa
     net = _net(tmp_path)
     op = "ufw rules, defaults (deny in), enabled"
 
-    def both(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, summarize=True):
+    def both(
+        network,
+        deploy_file="deploys/site.py",
+        limit=None,
+        dry=False,
+        extra_env=None,
+        summarize=True,
+        reads=None,
+    ):
         return Run(0, [], {}, ops=30, changes={"backend-1": [op]})
 
     from backhaul import flows
