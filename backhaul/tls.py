@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from backhaul import readlog
 from backhaul.network import Network, Service
 
 WEBROOT = "/var/www/backhaul-acme"
@@ -146,7 +145,6 @@ def issue_reason(
     not_after, now = have.get("not_after"), state.get("now")
     if not_after is None or now is None or not_after <= now:
         return "it has expired"
-    readlog.answer_holds_until(not_after)  # the host's clock decided: until when (readlog.py)
     return None
 
 
@@ -164,15 +162,26 @@ def account_dir(server: str) -> str:
     return f"{ACCOUNTS_DIR}/{where}"
 
 
+NEVER = 2**53  # a time no clock reaches (and JSON keeps exact)
+
+
+def clock_bound(state: dict[str, Any]) -> int:
+    """Until when every decision of this module from ``state`` (a ``CertificateState``) gives
+    the answer it gives now: the earliest renewal time of its certificates (each expires later
+    still); ``NEVER`` when it has none. A no-op deploy is asked again without pyinfra only
+    before that time (backhaul/readlog.py)."""
+    ends = [c.get("not_after") for c in state.get("certs", {}).values()]
+    if any(end is None for end in ends):
+        return 0  # unreadable: decided anew every time
+    return min((end - RENEW_BEFORE_DAYS * 86400 for end in ends), default=NEVER)
+
+
 def needs_new_self_signed(cert: CertPaths, domains: tuple[str, ...], state: dict[str, Any]) -> bool:
     have = state.get("certs", {}).get(cert.cert)
     if not have or sorted(have.get("names") or []) != sorted(domains):
         return True
     not_after, now = have.get("not_after"), state.get("now")
-    if not_after is None or now is None or not_after - now < RENEW_BEFORE_DAYS * 86400:
-        return True
-    readlog.answer_holds_until(not_after - RENEW_BEFORE_DAYS * 86400)  # (readlog.py)
-    return False
+    return not_after is None or now is None or not_after - now < RENEW_BEFORE_DAYS * 86400
 
 
 def certbot_args(cert: Certificate, server: str, email: str, state: dict[str, Any]) -> list[str]:

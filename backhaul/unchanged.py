@@ -62,24 +62,25 @@ def _files(paths: Iterable[Path]) -> Iterable[Path]:
 
 
 def inputs(network_file: str | os.PathLike[str], net: Network) -> str:
-    """One digest of everything a deploy reads on the controller."""
+    """Everything a deploy reads on the controller, as ``<given>.<state>``: two digests, of
+    what the operator gives (the file, the code, ...) and of backhaul's own state beside the
+    file (the facts record, the via-hub memo: a run may rewrite them)."""
     from backhaul import plan
 
-    h = hashlib.sha256()
+    h, state = hashlib.sha256(), hashlib.sha256()
 
-    def add(label: str, data: bytes) -> None:
-        h.update(f"{label}\0{len(data)}\0".encode())
-        h.update(data)
+    def add(label: str, data: bytes, into=h) -> None:
+        into.update(f"{label}\0{len(data)}\0".encode())
+        into.update(data)
 
     real = Path(os.path.realpath(network_file))
     add("network", real.read_bytes())
     if net.tls.verify_ca_bundle:
         add("ca bundle", Path(net.tls.verify_ca_bundle).read_bytes())
-    # backhaul's state beside the file (the facts record, the via-hub memo, ...), not this one
     own = {witness_path(real).name, f".{real.name}.lock"}
     for f in sorted(real.parent.glob(f".{real.name}.*")):
         if f.name not in own and f.is_file():
-            add(f"state {f.name}", f.read_bytes())
+            add(f.name, f.read_bytes(), into=state)
     for f in _files(ROOT / c for c in CODE):
         if f.relative_to(ROOT).parts[:2] != ("backhaul", "lab"):
             add(f"code {f.relative_to(ROOT)}", f.read_bytes())
@@ -90,13 +91,21 @@ def inputs(network_file: str | os.PathLike[str], net: Network) -> str:
     if net.clients:  # the hub's peers are the clients not expired today (UTC)
         today = datetime.datetime.now(datetime.UTC).date()
         add("clients", " ".join(c.name for c in plan.active_clients(net, today)).encode())
-    return h.hexdigest()
+    return f"{h.hexdigest()}.{state.hexdigest()}"
 
 
 # -- the record ----------------------------------------------------------------------------------
-def keep(network_file: str | os.PathLike[str], net: Network, digest: str, reads: dict) -> bool:
-    """Keep what a complete no-op run read on every host; False (and nothing kept) when some
-    host's reads cannot be asked again."""
+def keep(network_file: str | os.PathLike[str], net: Network, before: str, reads: dict) -> bool:
+    """Keep what a complete no-op run read on every host, with the inputs as the run left
+    them (``before``: as it began). False, and nothing kept, when some host's reads cannot
+    be asked again or what the operator gives changed during the run.
+
+    (The run's own state may be new: the facts record says how the next run bundles its reads,
+    not what it reads; the via-hub memo only says that the hub was used, which it was.)"""
+    after = inputs(network_file, net)
+    if after.split(".")[0] != before.split(".")[0]:
+        forget(network_file)
+        return False
     hosts = {}
     for host in net.hosts:
         got = reads.get(host.name)
@@ -115,7 +124,7 @@ def keep(network_file: str | os.PathLike[str], net: Network, digest: str, reads:
     path = witness_path(network_file)
     fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)  # 0600
     with os.fdopen(fd, "w") as f:
-        json.dump({"inputs": digest, "hosts": hosts}, f, indent=1, sort_keys=True)
+        json.dump({"inputs": after, "hosts": hosts}, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
     return True
 

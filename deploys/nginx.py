@@ -24,7 +24,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import systemd
 from pyinfra.operations.util import any_changed
 
-from backhaul import nginxconf, software, tls
+from backhaul import nginxconf, readlog, software, tls
 from backhaul.facts import snapshot
 from backhaul.facts.nginx import CertificateState, NginxState
 from backhaul.network import load_current
@@ -171,6 +171,7 @@ def nginx_tls(packages_installed: bool):
     cert_files = sorted({c.final.cert for c in certs} | {c.stand_in.cert for c in certs if c.stand_in})
     lineages = [c.name for c in certs if c.mode == "acme"]
     cst = snapshot.get(CertificateState, certs=cert_files, lineages=lineages)
+    readlog.answer_holds_until(tls.clock_bound(cst))  # what the host's clock decides (readlog.py)
 
     if mode == "acme":
         ca = net.tls.acme_ca_bundle

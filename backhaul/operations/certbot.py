@@ -17,6 +17,7 @@ import time
 from pyinfra import host
 from pyinfra.api import OperationValueError, operation
 
+from backhaul import readlog
 from backhaul import tls as tlsplan
 from backhaul.facts import snapshot
 from backhaul.facts.nginx import CertbotState, CertificateState, OwnedCertificates, check_path
@@ -121,6 +122,7 @@ def certificate(
     name = cert_name
     cert = tlsplan.Certificate(name, tuple(domains), "acme", tlsplan.live_paths(name), None)
     st = snapshot.get(CertificateState, certs=[cert.final.cert], lineages=[name])
+    readlog.answer_holds_until(tlsplan.clock_bound(st))  # (readlog.py)
     reason = tlsplan.issue_reason(cert, st, server, frozenset(roots) if roots else None)
     if reason is None:
         until = st["certs"][cert.final.cert]["not_after"]
@@ -170,6 +172,7 @@ def self_signed(cert: str, key: str, domains: list[str], days: int = tlsplan.SEL
     if not domains:
         raise OperationValueError("certbot.self_signed: give at least one domain")
     st = snapshot.get(CertificateState, certs=[cert])
+    readlog.answer_holds_until(tlsplan.clock_bound(st))  # (readlog.py)
     if not tlsplan.needs_new_self_signed(tlsplan.CertPaths(cert, key), tuple(domains), st):
         host.noop(f"self-signed certificate {cert} is valid for {', '.join(domains)}")
         return

@@ -108,11 +108,11 @@ def _reads(net, **overrides) -> dict:
 
 def test_what_is_kept_is_private_and_holds_no_output(tmp_path):
     net = _net(tmp_path)
-    assert unchanged.keep(net.path, net, "inputs", _reads(net))
+    assert unchanged.keep(net.path, net, unchanged.inputs(net.path, net), _reads(net))
     path = unchanged.witness_path(net.path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     kept = json.loads(path.read_text())
-    assert kept["inputs"] == "inputs" and set(kept["hosts"]) == {"proxy", "web"}
+    assert kept["inputs"] == unchanged.inputs(net.path, net) and set(kept["hosts"]) == {"proxy", "web"}
     assert kept["hosts"]["web"]["commands"] == [{"command": "true", "ok": True, "digest": "r"}]
 
 
@@ -125,11 +125,11 @@ def test_what_is_kept_is_private_and_holds_no_output(tmp_path):
 )
 def test_nothing_is_kept_when_a_host_cannot_be_asked_again(tmp_path, why):
     net = _net(tmp_path)
-    unchanged.keep(net.path, net, "inputs", _reads(net))
+    assert unchanged.keep(net.path, net, unchanged.inputs(net.path, net), _reads(net))
     reads = _reads(net, **why)
     if not why["web"]["commands"]:
         del reads["web"]
-    assert not unchanged.keep(net.path, net, "inputs", reads)
+    assert not unchanged.keep(net.path, net, unchanged.inputs(net.path, net), reads)
     assert not unchanged.witness_path(net.path).exists()  # the old record went too
 
 
@@ -137,7 +137,7 @@ def test_the_inputs_follow_the_file_and_backhauls_state_but_not_the_record_itsel
     net = _net(tmp_path)
     first = unchanged.inputs(net.path, net)
     assert unchanged.inputs(net.path, net) == first
-    unchanged.keep(net.path, net, first, _reads(net))
+    assert unchanged.keep(net.path, net, first, _reads(net))
     (tmp_path / ".network.yml.lock").write_text("")
     assert unchanged.inputs(net.path, net) == first
     (tmp_path / ".network.yml.facts.json").write_text("{}")  # what the next deploy bundles
@@ -147,9 +147,23 @@ def test_the_inputs_follow_the_file_and_backhauls_state_but_not_the_record_itsel
     assert unchanged.inputs(net.path, net) != second
 
 
+def test_the_runs_own_state_may_change_what_the_operator_gives_may_not(tmp_path):
+    """A no-op run rewrites the facts record (how the next run bundles its reads): kept, with
+    the state as the run left it. A network file edited while the run went: not kept."""
+    net = _net(tmp_path)
+    before = unchanged.inputs(net.path, net)
+    (tmp_path / ".network.yml.facts.json").write_text("{}")
+    assert unchanged.keep(net.path, net, before, _reads(net))
+    kept = json.loads(unchanged.witness_path(net.path).read_text())
+    assert kept["inputs"] == unchanged.inputs(net.path, net)  # (no host asked: test addresses)
+    net.path.write_text(net.path.read_text() + "# edited meanwhile\n")
+    assert not unchanged.keep(net.path, net, before, _reads(net))
+    assert not unchanged.witness_path(net.path).exists()
+
+
 def test_a_different_input_is_a_difference_without_asking_any_host(tmp_path):
     net = _net(tmp_path)
-    unchanged.keep(net.path, net, "old", _reads(net))
+    assert unchanged.keep(net.path, net, unchanged.inputs(net.path, net), _reads(net))
     verdict = unchanged.check(net.path, net, "new")
     assert not verdict.holds and "changed since the last deploy" in verdict.why
 
@@ -190,7 +204,20 @@ def test_full_limited_and_dry_deploys_always_run_pyinfra(tmp_path, monkeypatch, 
 
 def test_a_run_that_changed_something_forgets_the_last_no_op(tmp_path, monkeypatch):
     net = _net(tmp_path)
-    unchanged.keep(net.path, net, "x", _reads(net))
+    assert unchanged.keep(net.path, net, unchanged.inputs(net.path, net), _reads(net))
     _flows_with(monkeypatch, False, Run(0, [], {}, ops=10, changed=1))
     flows.deploy(str(net.path))
     assert not unchanged.witness_path(net.path).exists()
+
+
+def test_the_clocks_decisions_hold_until_the_first_certificate_is_due():
+    """tls.py decides from a host's clock whether a certificate is expired (at its end) or due
+    anew (RENEW_BEFORE_DAYS before): the bound is the earliest of those for every certificate
+    read, and a hub with none reads a clock that decides nothing."""
+    from backhaul import tls
+
+    day = 86400
+    state = {"now": 0, "certs": {"/a": {"not_after": 90 * day}, "/b": {"not_after": 365 * day}}}
+    assert tls.clock_bound(state) == (90 - tls.RENEW_BEFORE_DAYS) * day
+    assert tls.clock_bound({"now": 0, "certs": {}}) == tls.NEVER
+    assert tls.clock_bound({"now": 0, "certs": {"/c": {"not_after": None}}}) == 0
