@@ -154,13 +154,15 @@ class WireguardState(FactBase[dict[str, Any] | None]):
                 f'echo "link=$(ip -d -o link show dev {q_if} 2>/dev/null)"',
                 # one systemctl for both (this fact is in every deploy's read of every host)
                 f"systemctl show -p ActiveState -p UnitFileState {unit} 2>/dev/null",
-                f'echo "psk_peers=$(wg show {q_if} preshared-keys 2>/dev/null '
+                # peers sorted: wireguard-go lists them in no fixed order, and an unchanged
+                # host must read the same every time (backhaul/unchanged.py)
+                f'echo "psk_peers=$(wg show {q_if} preshared-keys 2>/dev/null | sort '
                 f'| awk {shlex.quote(_AWK_LIVE_PSK)})"',
                 f"if [ -d {shlex.quote(PSK_DIR)} ]; then echo psk_dir=yes; fi",
                 f'if [ -f {p["conf"]} ]; then echo "config_public_key=$(awk '
                 f'{shlex.quote(AWK_CONF_KEY)} {p["conf"]} | wg pubkey 2>/dev/null)"; fi',
                 f'echo "live_public_key=$(wg show {q_if} public-key 2>/dev/null)"',
-                f"wg show {q_if} allowed-ips 2>/dev/null | sed 's/^/live_peer=/'",
+                f"wg show {q_if} allowed-ips 2>/dev/null | sort | sed 's/^/live_peer=/'",
             ]
         )
 

@@ -131,3 +131,32 @@ def test_the_ssh_session_reads_the_same_from_any_client_port():
         )
     assert len(outs) == 1, outs
     assert SshSession().process(outs.pop().splitlines())["client"] == "198.51.100.1"
+
+
+def test_the_tunnels_live_peers_read_in_one_order_whatever_order_wg_lists_them(tmp_path):
+    """wireguard-go lists a hub's peers in no fixed order: an unchanged hub must read the same
+    every time (backhaul/unchanged.py compares what hosts read). The fact's own command runs
+    here, with a `wg` that lists the peers in the order given."""
+    import subprocess
+
+    from backhaul.facts.wireguard import WireguardState
+
+    fake = tmp_path / "wg"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$3" in\n'
+        '  allowed-ips) cat "$ORDER" ;;\n'
+        '  preshared-keys) sed "s|\\t.*|\\t(none)|" "$ORDER" ;;\n'
+        "  public-key) echo HUBKEY= ;;\n"
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    peers = ["AAA=\t10.50.0.2/32", "BBB=\t10.50.0.3/32", "CCC=\t10.50.0.4/32"]
+    outs = set()
+    for order in (peers, peers[::-1]):
+        listing = tmp_path / "order"
+        listing.write_text("\n".join(order) + "\n")
+        env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "ORDER": str(listing)}
+        cmd = WireguardState().command(interface="wg0")
+        outs.add(subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, env=env).stdout)
+    assert len(outs) == 1, outs
