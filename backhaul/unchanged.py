@@ -223,16 +223,12 @@ class _Ssh:
 
     def _base(self, host: Host, timeout: int = CONNECT_TIMEOUT) -> list[str]:
         net = self.net
-        args = [
-            "ssh",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            f"ConnectTimeout={timeout}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-        ]
-        args += ["-p", str(net.ssh.port), "-l", net.ssh.user]
+        args = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}"]
+        args += ["-o", "StrictHostKeyChecking=yes", "-p", str(net.ssh.port), "-l", net.ssh.user]
+        # the key exchange pyinfra's SSH (paramiko) makes, first: OpenSSH's default, a
+        # post-quantum hybrid, costs ~0.14 s of CPU per connection at each end, 7x the rest of
+        # a connection (a server that does not offer it gets the next of the default list)
+        args += ["-o", "KexAlgorithms=^curve25519-sha256"]
         if net.ssh.known_hosts:
             args += ["-o", f"UserKnownHostsFile={net.ssh.known_hosts}"]
         if net.ssh.key:
