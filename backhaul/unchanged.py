@@ -17,6 +17,7 @@ pending, one pyinfra run) that changed nothing; any other run removes it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -169,7 +170,7 @@ def _differs(ssh: _Ssh, host: Host, saved: dict) -> str:
     script = "\n".join(f"{c['command']}\nprintf '\\n{MARK} %s\\n' \"$?\"" for c in commands)
     try:
         proc = ssh.run(host, script)
-    except OSError as e:
+    except (OSError, subprocess.TimeoutExpired) as e:
         return f"could not be read ({e})"
     if proc.returncode == 255:
         return f"could not be read ({proc.stderr.strip().splitlines()[-1:] or 'ssh failed'})"
@@ -211,12 +212,20 @@ class _Ssh:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.hub is not None:
-            subprocess.run(
-                [*self._base(self.hub), "-o", f"ControlPath={self.master}", "-O", "exit", self.hub.ssh_host],
-                capture_output=True,
-                timeout=10,
-            )
+        if self.hub is not None:  # the shared connection ends (else ControlPersist ends it)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                subprocess.run(
+                    [
+                        *self._base(self.hub),
+                        "-o",
+                        f"ControlPath={self.master}",
+                        "-O",
+                        "exit",
+                        self.hub.ssh_host,
+                    ],
+                    capture_output=True,
+                    timeout=10,
+                )
         for f in os.listdir(self.dir):
             os.unlink(os.path.join(self.dir, f))
         os.rmdir(self.dir)
@@ -248,7 +257,15 @@ class _Ssh:
     def _connect_a_hub(self) -> Host | None:
         for n, hub in enumerate(self.net.hubs):
             timeout = CONNECT_TIMEOUT if n == len(self.net.hubs) - 1 else 4  # as hubjump's failover
-            master = ["-o", "ControlMaster=yes", "-o", f"ControlPath={self.master}", "-fN", hub.ssh_host]
+            master = [
+                "-o",
+                "ControlMaster=yes",
+                "-o",
+                f"ControlPath={self.master}",
+                "-o",
+                "ControlPersist=60",
+            ]
+            master += ["-fN", hub.ssh_host]
             # (-f: the master stays behind, holding what it was given as stdout and stderr)
             code = subprocess.call(
                 [*self._base(hub, timeout), *master],
