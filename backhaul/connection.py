@@ -64,7 +64,7 @@ def fail_alone_when_lost(host) -> None:
         return
     for method in _METHODS:
         if hasattr(connector, method):
-            setattr(connector, method, _translated(connector, getattr(connector, method), host.name))
+            setattr(connector, method, _translated(connector, method, host.name))
     connector._backhaul_lost_connection = True
 
 
@@ -75,7 +75,9 @@ def _gone(connector) -> bool:
     return transport is None or not transport.is_active()
 
 
-def _translated(connector, method, name: str):
+def _translated(connector, what: str, name: str):
+    method = getattr(connector, what)  # (by its attribute's name: another layer may wrap it)
+
     @functools.wraps(method)
     def call(*args, **kwargs):
         try:
@@ -83,7 +85,7 @@ def _translated(connector, method, name: str):
         except (LostConnection, DiskFull):
             raise
         except Exception as e:
-            short = _SHORT.search(str(e)) if method.__name__ == "put_file" else None
+            short = _SHORT.search(str(e)) if what == "put_file" else None
             if short and len(args) > 1:  # put_file(filename_or_io, remote_filename, ...)
                 raise DiskFull(disk_full_message(name, str(args[1]), *short.groups())) from e
             # EOFError: paramiko, the transport's socket closed under it; anything else only

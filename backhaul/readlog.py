@@ -20,6 +20,7 @@ This module imports no pyinfra at import time: ``inv deploy``'s own process read
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import json
 import os
@@ -84,6 +85,7 @@ def capture() -> None:
     out_fd = int(fd)
     run, put, get = ssh.SSHConnector.run_shell_command, ssh.SSHConnector.put_file, ssh.SSHConnector.get_file
 
+    @functools.wraps(run)
     def run_shell_command(self, command, print_output=False, print_input=False, **arguments):
         ok, output = run(self, command, print_output, print_input, **arguments)
         args = dict(arguments)
@@ -100,6 +102,7 @@ def capture() -> None:
         return ok, output
 
     def transfer(real, what):
+        @functools.wraps(real)
         def wrapped(self, *args, **kwargs):
             _write(out_fd, {"host": self.host.name, "unreadable": what})
             return real(self, *args, **kwargs)

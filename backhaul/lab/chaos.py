@@ -366,8 +366,8 @@ def _drain_and_end(proc: subprocess.Popen) -> None:
 
 
 # beside the network file, what is state and not a leftover: the lock, the facts record, the
-# ssh.via route
-_STATE = (".lock", ".facts.json", ".via-hub")
+# ssh.via route, the last no-op's reads (backhaul/unchanged.py)
+_STATE = (".lock", ".facts.json", ".via-hub", ".unchanged.json")
 
 
 def _stray_candidates(lab: Lab, temp: Path) -> set[str]:

@@ -98,3 +98,16 @@ def test_an_upload_that_stopped_short_names_the_full_disk_and_what_to_do():
     message = str(info.value)
     assert "proxy" in message and "0 of 602 bytes" in message
     assert "disk is full where /etc/wireguard is" in message and "inv deploy again" in message
+
+
+def test_a_short_upload_is_named_a_full_disk_under_another_layers_wrapper():
+    """Another layer may wrap the connector's methods first (backhaul/readlog.py records what a
+    deploy runs): a short upload is still told apart by which method it was, not by the name
+    of whatever wraps it. (Seen in the lab: 'size mismatch in put!' reached the user.)"""
+    host = Host("proxy", active=True)
+    host.connector = ShortUploadConnector()
+    real = host.connector.put_file
+    host.connector.put_file = lambda *args, **kwargs: real(*args, **kwargs)
+    connection.fail_alone_when_lost(host)
+    with pytest.raises(connection.DiskFull):
+        host.connector.put_file("x", "/etc/wireguard/.wg0.conf.upload")
