@@ -145,15 +145,7 @@ def _fake_runs(monkeypatch, fail_when):
 
     calls = []
 
-    def fake(
-        network,
-        deploy_file="deploys/site.py",
-        limit=None,
-        dry=False,
-        extra_env=None,
-        summarize=True,
-        reads=None,
-    ):
+    def fake(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, **kw):
         call = (deploy_file.split("/")[-1], tuple(limit or ()), (extra_env or {}).get(sshpath.DIRECT_ENV, ""))
         calls.append(call)
         failed = {n: "Could not connect (timeout)" for n in fail_when(call)}
@@ -230,16 +222,8 @@ def _fake_totals(monkeypatch, firewall_changes):
 
     calls = []
 
-    def fake(
-        network,
-        deploy_file="deploys/site.py",
-        limit=None,
-        dry=False,
-        extra_env=None,
-        summarize=True,
-        reads=None,
-    ):
-        assert not summarize, "each run of a flow printed its own summary"
+    def fake(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, **kw):
+        assert not kw.get("summarize", True), "each run of a flow printed its own summary"
         calls.append((deploy_file.split("/")[-1], tuple(limit or ()), dry))
         if deploy_file.endswith("firewall.py"):
             changes = {h: ops for h, ops in firewall_changes.items() if h in (limit or ())}
@@ -277,15 +261,7 @@ def test_a_plan_says_when_it_cannot_see_public_ssh_closing(tmp_path, monkeypatch
     net = _net(tmp_path)
     flows, calls = _fake_totals(monkeypatch, {})
 
-    def unreached(
-        network,
-        deploy_file="deploys/site.py",
-        limit=None,
-        dry=False,
-        extra_env=None,
-        summarize=True,
-        reads=None,
-    ):
+    def unreached(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, **kw):
         if deploy_file.endswith("firewall.py"):
             return Run(1, [], {"backend-1": "Could not connect (timeout)"})
         return Run(0, [], {}, ops=30, changed=3, changes={"backend-1": ["wg0.conf"]})
@@ -339,15 +315,7 @@ def test_a_plan_lists_the_closing_once_when_the_direct_run_already_closes(tmp_pa
     net = _net(tmp_path)
     op = "ufw rules, defaults (deny in), enabled"
 
-    def both(
-        network,
-        deploy_file="deploys/site.py",
-        limit=None,
-        dry=False,
-        extra_env=None,
-        summarize=True,
-        reads=None,
-    ):
+    def both(network, deploy_file="deploys/site.py", limit=None, dry=False, extra_env=None, **kw):
         return Run(0, [], {}, ops=30, changes={"backend-1": [op]})
 
     from backhaul import flows
